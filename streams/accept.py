@@ -1,0 +1,289 @@
+"""The accept stage: verify, open, validate, pseudonymise and re-seal a submitted report.
+
+Input: one record of tip.reports.submitted. Output: an AcceptedReport record, or a
+RejectedReport with a machine-readable reason. The only place the linkage key is used.
+Plaintext lives here for the time of one call and never leaves it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from schemas.codec import CodecError, WireCodec
+from schemas.convert import ReportValidationError, validate_record
+from schemas.envelope import SUBMITTED, signing_bytes, transform_sensitive
+from schemas.normalise import normalise_identifier
+from tiphub import crypto
+from tiphub.keys import KeyRegistry
+from tiphub.linkage import Linker, age_facts
+from tiphub.vault import KeyRequest, KeyVault
+
+ACCEPTED = "tiphub.AcceptedReport"
+REJECTED = "tiphub.RejectedReport"
+_ENVELOPE_FIELDS = (
+    "report_schema_id", "signed_at", "signing_key_id", "publisher", "hub_key_id",
+    "ephemeral_public_key", "wrapped_data_key", "signature",
+)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What the stage needs of a Kafka record (kept free of client types)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+class Rejection(Exception):  # noqa: N818 - a verdict, raised to leave the pipeline early
+    def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Verdict:
+    report_id: str
+    accepted: dict[str, Any] | None = None
+    rejected: dict[str, Any] | None = None
+
+
+@dataclass
+class _Opened:
+    submission: Submission
+    report: dict[str, Any]  # plaintext IndicatorReport record
+    signing_key_id: str
+    publisher: str | None
+
+
+class AcceptStage:
+    """Pure logic around two ports: the agency key registry and the key vault."""
+
+    def __init__(
+        self,
+        *,
+        registry: KeyRegistry,
+        vault: KeyVault,
+        hub_key: X25519PrivateKey,
+        hub_key_id: str,
+        linker: Linker,
+        codec: WireCodec | None = None,
+        max_envelope_age_s: float = 3600.0,
+        max_future_skew_s: float = 300.0,
+    ) -> None:
+        self.registry = registry
+        self.vault = vault
+        self.hub_key = hub_key
+        self.hub_key_id = hub_key_id
+        self.linker = linker
+        self.codec = codec or WireCodec()
+        self.max_age_ms = int(max_envelope_age_s * 1000)
+        self.max_skew_ms = int(max_future_skew_s * 1000)
+        self._report_schema_id = self.codec.registry.latest("tiphub.IndicatorReport").schema_id
+
+    def process(self, batch: list[Submission], now: datetime | None = None) -> list[Verdict]:
+        """Verdicts in input order. Vault keys for the whole batch are fetched in one round trip."""
+        now = now or datetime.now(UTC)
+        opened: list[_Opened | Verdict] = []
+        for submission in batch:
+            try:
+                opened.append(self._open(submission))
+            except Rejection as rejection:
+                opened.append(self._reject(submission, rejection, now))
+        requests: list[KeyRequest] = []
+        for item in opened:
+            if isinstance(item, _Opened):
+                requests.extend(self._key_requests(item))
+        keys = self.vault.get_or_create_many(requests)
+        return [
+            item if isinstance(item, Verdict) else self._accept(item, keys, now) for item in opened
+        ]
+
+    # -- opening: every check that can refuse a submission -------------------------------
+    def _open(self, submission: Submission) -> _Opened:
+        try:
+            _, envelope = self.codec.decode(submission.value, expect=SUBMITTED)
+        except CodecError as exc:
+            raise Rejection(exc.reason, exc.detail) from None
+        report_id = envelope["report_id"]
+        if submission.key is None or submission.key.decode(errors="replace") != report_id:
+            raise Rejection("key_mismatch", "the Kafka key is not the envelope's report_id", "report_id")
+
+        agency = envelope["source_agency"]
+        key = self.registry.get(envelope["signing_key_id"])
+        if key is None:
+            known = any(k.agency == agency for k in self.registry.all())
+            raise Rejection(
+                "unknown_key" if known else "unknown_agency",
+                f"signing key {envelope['signing_key_id']} is not registered"
+                if known else f"no key is registered for agency {agency}",
+                "signing_key_id",
+            )
+        if key.agency != agency:
+            raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
+        if key.revoked_by(submission.timestamp_ms / 1000):
+            raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
+        if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope)):
+            raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
+
+        # Freshness against the broker's record time, not the wall clock: a backlog is not stale.
+        signed_ms = int(envelope["signed_at"].timestamp() * 1000)
+        if submission.timestamp_ms - signed_ms > self.max_age_ms:
+            raise Rejection("stale_envelope", "signed_at is older than the accepted envelope age", "signed_at")
+        if signed_ms - submission.timestamp_ms > self.max_skew_ms:
+            raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
+        if envelope["report_schema_id"] != self._report_schema_id:
+            raise Rejection("unknown_report_schema", f"report schema id {envelope['report_schema_id']} is not supported", "report_schema_id")
+        if envelope["hub_key_id"] != self.hub_key_id:
+            raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
+        try:
+            data_key = crypto.unwrap_data_key(
+                self.hub_key, report_id, envelope["ephemeral_public_key"], envelope["wrapped_data_key"]
+            )
+        except crypto.DecryptionError as exc:
+            raise Rejection("key_unwrap_failed", str(exc), "wrapped_data_key") from None
+
+        def open_field(path: str, blob: bytes) -> str:
+            try:
+                return crypto.unseal_field(data_key, report_id, path, blob)
+            except crypto.DecryptionError:
+                raise Rejection("field_decrypt_failed", "sealed value does not open at this field", path) from None
+            except UnicodeDecodeError:
+                raise Rejection("invalid_utf8", "sealed value is not UTF-8 text", path) from None
+
+        report = {k: v for k, v in envelope.items() if k not in _ENVELOPE_FIELDS}
+        report = transform_sensitive(report, open_field)
+        try:
+            validate_record(report)
+        except ReportValidationError as exc:
+            raise Rejection(exc.reason, str(exc), exc.field) from None
+        return _Opened(submission, report, key.key_id, envelope["publisher"])
+
+    def _reject(self, submission: Submission, rejection: Rejection, now: datetime) -> Verdict:
+        report_id = (submission.key or b"").decode(errors="replace")[:64]
+        agency = None
+        if rejection.reason not in ("not_wire_format", "unknown_schema_id", "undecodable", "oversized", "empty_value", "wrong_schema"):
+            try:
+                _, envelope = self.codec.decode(submission.value)
+                agency = envelope.get("source_agency")
+                report_id = envelope.get("report_id", report_id)
+            except CodecError:
+                pass
+        return Verdict(report_id, rejected=rejection_record(submission, report_id, agency, rejection, now))
+
+    # -- accepting: tokens, derived facts, re-sealing under vault keys -------------------
+    def _subject_tokens(self, report: dict[str, Any]) -> list[list[tuple[str, str]]]:
+        """Per subject: (identifier kind, linkage token) for each identifier."""
+        out = []
+        for subject in report["subjects"]:
+            tokens = []
+            for ident in subject["identifiers"]:
+                canonical = normalise_identifier(ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality"))
+                tokens.append((ident["kind"], self.linker.token(ident["kind"], canonical)))
+            out.append(tokens)
+        return out
+
+    def _key_requests(self, opened: _Opened) -> list[KeyRequest]:
+        report_id = opened.report["report_id"]
+        requests = [KeyRequest(f"{report_id}/r", report_id)]
+        for i, tokens in enumerate(self._subject_tokens(opened.report)):
+            subject = opened.report["subjects"][i]
+            index = [token for _, token in tokens]
+            if subject.get("name") and subject.get("date_of_birth"):
+                index.append(self.subject_token(subject["name"], subject["date_of_birth"]))
+            requests.append(KeyRequest(f"{report_id}/s{i}", report_id, tuple(index)))
+        return requests
+
+    def subject_token(self, name: str, dob: str) -> str:
+        """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
+        from schemas.normalise import fold_name
+
+        return self.linker.token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
+
+    def _accept(self, opened: _Opened, keys: dict[str, bytes], now: datetime) -> Verdict:
+        report = opened.report
+        report_id = report["report_id"]
+        report_key = keys[f"{report_id}/r"]
+        subjects = []
+        for i, (subject, tokens) in enumerate(zip(report["subjects"], self._subject_tokens(report), strict=True)):
+            key_id = f"{report_id}/s{i}"
+            subject_key = keys[key_id]
+
+            def sealed(path: str, value: str | None, key: bytes = subject_key) -> bytes | None:
+                return None if value is None else crypto.seal_field(key, report_id, path, value)
+
+            minor, band = age_facts(subject.get("date_of_birth"), report["observed_at"])
+            base = f"subjects[{i}]"
+            subjects.append({
+                "role": subject["role"],
+                "subject_key_id": key_id,
+                "name": sealed(f"{base}.name", subject.get("name")),
+                "date_of_birth": sealed(f"{base}.date_of_birth", subject.get("date_of_birth")),
+                "sex": subject.get("sex"),
+                "nationality": subject.get("nationality"),
+                "minor_at_observation": minor,
+                "age_band": band,
+                "name_dob_encoding": self.linker.name_dob_encoding(subject.get("name"), subject.get("date_of_birth")),
+                "blocking_keys": self.linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
+                "identifiers": [
+                    {
+                        "kind": ident["kind"],
+                        "linkage_token": token,
+                        "value": sealed(f"{base}.identifiers[{j}].value", ident["value"]),
+                        "issuer": ident.get("issuer"),
+                    }
+                    for j, (ident, (_, token)) in enumerate(zip(subject["identifiers"], tokens, strict=True))
+                ],
+            })
+        organisations = []
+        for i, org in enumerate(report["organisations"]):
+            registration = org.get("registration")
+            organisations.append({
+                "role": org["role"],
+                "name": org.get("name"),
+                "registration": None if registration is None else crypto.seal_field(report_key, report_id, f"organisations[{i}].registration", registration),
+                "registration_token": None if registration is None else self.linker.token(
+                    "ORG_REGISTRATION", f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}"
+                ),
+                "country": org.get("country"),
+            })
+        narrative = report.get("narrative")
+        accepted = {
+            **{k: report[k] for k in ("report_id", "source_agency", "observed_at", "indicator_type", "tlp",
+                                      "purpose", "legal_basis", "source_reliability", "info_credibility",
+                                      "elements", "locations")},
+            "subjects": subjects,
+            "organisations": organisations,
+            "narrative": None if narrative is None else crypto.seal_field(report_key, report_id, "narrative", narrative),
+            "report_key_id": f"{report_id}/r",
+            "linkage_key_version": self.linker.version,
+            "signing_key_id": opened.signing_key_id,
+            "publisher": opened.publisher,
+            "accepted_at": now,
+        }
+        return Verdict(report_id, accepted=accepted)
+
+
+def rejection_record(
+    submission: Submission, report_id: str, agency: str | None, rejection: Rejection, now: datetime
+) -> dict[str, Any]:
+    return {
+        "report_id": report_id,
+        "source_agency": agency,
+        "reason": rejection.reason,
+        "field": rejection.field,
+        "detail": rejection.detail,
+        "rejected_at": now,
+        "source_topic": submission.topic,
+        "source_partition": submission.partition,
+        "source_offset": submission.offset,
+    }

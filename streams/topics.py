@@ -1,0 +1,74 @@
+"""The hub's topics (CONTRACT section 3): names, keys, partition counts and retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 24 * 3600 * 1000
+FOREVER = -1
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+
+    def configs(self) -> dict[str, str]:
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under an optional prefix. Co-partitioned topics share one partition count."""
+
+    prefix: str = ""
+    partitions: int = 6
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}{base}"
+
+    @property
+    def submitted(self) -> str:
+        return self._name("tip.reports.submitted")
+
+    @property
+    def accepted(self) -> str:
+        return self._name("tip.reports.accepted")
+
+    @property
+    def rejected(self) -> str:
+        return self._name("tip.reports.rejected")
+
+    @property
+    def erasures(self) -> str:
+        return self._name("tip.erasures")
+
+    @property
+    def signals(self) -> str:
+        return self._name("tip.signals")
+
+    @property
+    def summaries(self) -> str:
+        return self._name("tip.summaries")
+
+    @property
+    def decisions(self) -> str:
+        return self._name("tip.decisions")
+
+    @property
+    def audit(self) -> str:
+        return self._name("tip.audit")
+
+    def specs(self) -> list[TopicSpec]:
+        p = self.partitions
+        return [
+            TopicSpec(self.submitted, p, 7 * DAY_MS),
+            TopicSpec(self.accepted, p, FOREVER),
+            TopicSpec(self.rejected, p, 30 * DAY_MS),
+            TopicSpec(self.erasures, p, FOREVER),
+            TopicSpec(self.signals, p, FOREVER),
+            TopicSpec(self.summaries, p, FOREVER),
+            TopicSpec(self.decisions, p, FOREVER),
+            TopicSpec(self.audit, p, FOREVER),
+        ]

@@ -1,0 +1,87 @@
+"""A thin relational adapter: SQLite (embedded default, secure_delete on) or PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class Database:
+    """Runs parameterised SQL written with `?` placeholders on either engine."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._local = threading.local()
+        if url.startswith("sqlite:///"):
+            self.engine = "sqlite"
+            self.path = Path(url.removeprefix("sqlite:///"))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif url.startswith(("postgresql://", "postgres://")):
+            self.engine = "postgres"
+        else:
+            raise ValueError("database URL must start with sqlite:/// or postgresql://")
+
+    def _connect(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self.engine == "sqlite":
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA secure_delete=ON")  # erased keys are overwritten, not just unlinked
+            conn.execute("PRAGMA busy_timeout=30000")
+            self.path.chmod(0o600)
+        else:
+            import psycopg
+
+            conn = psycopg.connect(self.url, autocommit=True)
+        self._local.conn = conn
+        return conn
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.engine == "postgres" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cursor = self._connect().execute(self._sql(sql), params)
+        return int(cursor.rowcount or 0)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        conn = self._connect()
+        rows = list(rows)
+        if not rows:
+            return
+        if self.engine == "sqlite":
+            conn.executemany(sql, rows)
+        else:
+            with conn.cursor() as cursor:
+                cursor.executemany(self._sql(sql), rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._connect().execute(self._sql(sql), params).fetchall())
+
+    def transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def blob(self) -> str:
+        return "BLOB" if self.engine == "sqlite" else "BYTEA"
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _Transaction:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> Database:
+        self.db.execute("BEGIN")
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

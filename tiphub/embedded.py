@@ -1,0 +1,173 @@
+"""The embedded broker: noida-db's Kafka-protocol server on a free loopback port, and topic set-up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _binary() -> str:
+    path = files("noida_db").joinpath("noida-db")
+    if not path.is_file():
+        raise BrokerError(f"noida-db binary not found at {path}")
+    os.chmod(str(path), 0o755)
+    return str(path)
+
+
+def admin_client(bootstrap: str, **options: Any) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **options)
+
+
+def wait_ready(bootstrap: str, timeout: float = 30.0, **options: Any) -> None:
+    """Block until the broker answers a metadata request."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            admin = admin_client(bootstrap, **options)
+            try:
+                admin.list_topics()
+                return
+            finally:
+                admin.close()
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last = exc
+            time.sleep(0.1)
+    raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
+
+
+def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, **options: Any) -> list[str]:
+    """Create missing topics; refuse to run on existing ones with another partition count."""
+    admin = admin_client(bootstrap, **options)
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(
+                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs()) for s in missing]
+                )
+        described = {d["topic"]: len(d["partitions"]) for d in admin.describe_topics([s.name for s in specs])}
+        for spec in specs:
+            if described.get(spec.name) != spec.partitions:
+                raise BrokerError(
+                    f"topic {spec.name} has {described.get(spec.name)} partitions, the hub needs "
+                    f"{spec.partitions}: co-partitioned stages would mis-route keys"
+                )
+        return [s.name for s in missing]
+    finally:
+        admin.close()
+
+
+class EmbeddedBroker:
+    """One noida-db process with its own data directory. State file: DATA_DIR/broker.json."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.pid: int | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "broker.json"
+
+    @classmethod
+    def find_running(cls, data_dir: Path) -> EmbeddedBroker | None:
+        """The broker a previous command started in `data_dir`, if it is still alive."""
+        state = data_dir / "broker.json"
+        if not state.exists():
+            return None
+        info = json.loads(state.read_text())
+        try:
+            os.kill(info["pid"], 0)
+        except OSError:
+            return None
+        broker = cls(data_dir, info["port"])
+        broker.pid = info["pid"]
+        return broker
+
+    def start(self, timeout: float = 60.0) -> EmbeddedBroker:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        log_file = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
+        self._process = subprocess.Popen(
+            [_binary(), "start", "--only", "kafka", "--kafka-port", str(self.port),
+             "--data-dir", str(self.data_dir / "noida")],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it in order
+        )
+        log_file.close()
+        self.pid = self._process.pid
+        self.state_file.write_text(json.dumps({"pid": self.pid, "port": self.port}))
+        try:
+            wait_ready(self.bootstrap, timeout)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def _alive(self) -> bool:
+        if self._process is not None:
+            return self._process.poll() is None
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except OSError:
+            return False
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop cleanly (SIGINT, as Ctrl-C; it saves its data), SIGKILL if it does not go."""
+        if self.pid is not None and self._alive():
+            os.kill(self.pid, signal.SIGINT)
+            deadline = time.monotonic() + timeout
+            while self._alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._alive():
+                log.warning("broker did not stop in %.0fs; killing it", timeout)
+                os.kill(self.pid, signal.SIGKILL)
+        if self._process is not None:
+            self._process.wait(timeout=10)
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests: no chance to save its last second of writes."""
+        if self.pid is not None and self._alive():
+            os.kill(self.pid, signal.SIGKILL)
+            if self._process is not None:
+                self._process.wait(timeout=10)

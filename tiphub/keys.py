@@ -1,0 +1,179 @@
+"""Key material on disk under TIPHUB_HOME/keys (files 0600) and the agency public-key registry."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from tiphub.crypto import key_fingerprint, public_bytes
+from tiphub.database import Database
+
+DEMO_AGENCIES = ("NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI")
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    """Create a key file readable only by its owner; never overwrite one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_ed25519(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def agency_key_id(agency: str, public: Ed25519PublicKey) -> str:
+    return f"{agency}/{key_fingerprint(public_bytes(public))}"
+
+
+class KeyStore:
+    """The hub's own secrets (encryption, signing, linkage, vault) and demo agency keys."""
+
+    def __init__(self, home: Path) -> None:
+        self.dir = home / "keys"
+
+    @property
+    def hub_encryption_path(self) -> Path:
+        return self.dir / "hub" / "x25519.pem"
+
+    @property
+    def hub_signing_path(self) -> Path:
+        return self.dir / "hub" / "ed25519.pem"
+
+    @property
+    def vault_kek_path(self) -> Path:
+        return self.dir / "hub" / "vault-kek.bin"
+
+    def linkage_path(self, version: int) -> Path:
+        return self.dir / "hub" / f"linkage-v{version}.bin"
+
+    def agency_path(self, agency: str) -> Path:
+        return self.dir / "agencies" / f"{agency}.pem"
+
+    def init(self, agencies: tuple[str, ...] = DEMO_AGENCIES) -> list[Path]:
+        """Create whatever is missing; existing keys are never touched. Returns the files created."""
+        created: list[Path] = []
+
+        def ensure(path: Path, make: bytes) -> None:
+            if not path.exists():
+                _write_secret(path, make)
+                created.append(path)
+
+        ensure(self.hub_encryption_path, _pem(X25519PrivateKey.generate()))
+        ensure(self.hub_signing_path, _pem(Ed25519PrivateKey.generate()))
+        ensure(self.vault_kek_path, secrets.token_bytes(32))
+        if not any(self.dir.glob("hub/linkage-v*.bin")):
+            ensure(self.linkage_path(1), secrets.token_bytes(32))
+        for agency in agencies:
+            ensure(self.agency_path(agency), _pem(Ed25519PrivateKey.generate()))
+        return created
+
+    def hub_encryption_key(self) -> X25519PrivateKey:
+        key = serialization.load_pem_private_key(self.hub_encryption_path.read_bytes(), password=None)
+        if not isinstance(key, X25519PrivateKey):
+            raise ValueError(f"{self.hub_encryption_path} is not an X25519 private key")
+        return key
+
+    def hub_key_id(self) -> str:
+        return "hub/" + key_fingerprint(public_bytes(self.hub_encryption_key().public_key()))
+
+    def hub_signing_key(self) -> Ed25519PrivateKey:
+        return load_ed25519(self.hub_signing_path)
+
+    def vault_kek(self) -> bytes:
+        return self.vault_kek_path.read_bytes()
+
+    def linkage_keys(self) -> dict[int, bytes]:
+        keys = {}
+        for path in self.dir.glob("hub/linkage-v*.bin"):
+            keys[int(path.stem.removeprefix("linkage-v"))] = path.read_bytes()
+        if not keys:
+            raise FileNotFoundError(f"no linkage key under {self.dir / 'hub'}: run `tiphub keys init`")
+        return keys
+
+    def agency_key(self, agency: str) -> Ed25519PrivateKey:
+        path = self.agency_path(agency)
+        if not path.exists():
+            raise FileNotFoundError(f"no key for agency {agency} at {path}")
+        return load_ed25519(path)
+
+    def agencies(self) -> list[str]:
+        return sorted(p.stem for p in self.dir.glob("agencies/*.pem"))
+
+
+@dataclass(frozen=True)
+class RegisteredKey:
+    key_id: str
+    agency: str
+    public_key: Ed25519PublicKey
+    created_at: float
+    revoked_at: float | None
+
+    def revoked_by(self, at: float) -> bool:
+        return self.revoked_at is not None and at >= self.revoked_at
+
+
+class KeyRegistry:
+    """Agency signing keys the hub trusts, with revocation. Readers cache for `ttl` seconds."""
+
+    def __init__(self, db: Database, ttl: float = 2.0) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: dict[str, RegisteredKey] = {}
+        self._loaded_at = float("-inf")
+        db.execute(
+            f"""CREATE TABLE IF NOT EXISTS agency_keys (
+                key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, public_key {db.blob()} NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)"""
+        )
+
+    def register(self, agency: str, public: Ed25519PublicKey) -> str:
+        key_id = agency_key_id(agency, public)
+        self.db.execute(
+            "INSERT INTO agency_keys (key_id, agency, public_key, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key_id) DO NOTHING",
+            (key_id, agency, public_bytes(public), time.time()),
+        )
+        self._loaded_at = float("-inf")
+        return key_id
+
+    def revoke(self, key_id: str, at: float | None = None) -> bool:
+        changed = self.db.execute(
+            "UPDATE agency_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+            (time.time() if at is None else at, key_id),
+        )
+        self._loaded_at = float("-inf")
+        return changed > 0
+
+    def all(self) -> list[RegisteredKey]:
+        rows = self.db.query("SELECT key_id, agency, public_key, created_at, revoked_at FROM agency_keys")
+        return [
+            RegisteredKey(r[0], r[1], Ed25519PublicKey.from_public_bytes(bytes(r[2])), r[3], r[4])
+            for r in rows
+        ]
+
+    def get(self, key_id: str) -> RegisteredKey | None:
+        now = time.monotonic()
+        stale = now - self._loaded_at > self.ttl
+        # An unknown id reloads at most every 0.2 s, so a flood of bogus ids cannot hammer the store.
+        if stale or (key_id not in self._cache and now - self._loaded_at > 0.2):
+            self._cache = {key.key_id: key for key in self.all()}
+            self._loaded_at = now
+        return self._cache.get(key_id)

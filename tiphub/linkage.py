@@ -1,0 +1,114 @@
+"""Pseudonymous linkage material: keyed tokens, a keyed name+DOB Bloom encoding, age facts.
+
+Only the accept stage holds the linkage key. Everything it derives here is useless without
+that key: a token cannot be reversed or recomputed from a guessed passport number by anyone
+who reads the topics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from base64 import urlsafe_b64encode
+from datetime import date, datetime
+
+from schemas.normalise import fold_name
+
+ENCODING_BITS = 1024
+ENCODING_HASHES = 20
+AGE_BANDS = ((0, 8), (9, 17), (18, 20), (21, 23), (24, 26), (27, 29), (30, 38), (39, 47), (48, 200))
+
+
+def age_band(age: int) -> str:
+    for low, high in AGE_BANDS:
+        if low <= age <= high:
+            return f"{low}-{high}" if high < 200 else f"{low}+"
+    return "unknown"
+
+
+class Linker:
+    """Derives linkage material with one version of the linkage key."""
+
+    def __init__(self, key: bytes, version: int) -> None:
+        self.version = version
+        self._token_key = hmac.new(key, b"tiphub/linkage/token", hashlib.sha256).digest()
+        self._clk_key = hmac.new(key, b"tiphub/linkage/clk", hashlib.sha256).digest()
+        self._block_key = hmac.new(key, b"tiphub/linkage/block", hashlib.sha256).digest()
+
+    @classmethod
+    def latest(cls, keys: dict[int, bytes]) -> Linker:
+        version = max(keys)
+        return cls(keys[version], version)
+
+    def token(self, domain: str, canonical: str) -> str:
+        """`lk<version>.<base64url of 128 bits>`: domain-separated by identifier kind."""
+        digest = hmac.new(
+            self._token_key, domain.encode() + b"\x00" + canonical.encode(), hashlib.sha256
+        ).digest()
+        return f"lk{self.version}.{urlsafe_b64encode(digest[:16]).rstrip(b'=').decode()}"
+
+    def name_dob_encoding(self, name: str | None, dob: str | None) -> bytes | None:
+        """A 1024-bit keyed Bloom filter of name bigrams and date-of-birth parts (clkhash style).
+
+        Spelling variants share most bigrams, so their encodings stay close in Dice similarity;
+        token order does not matter. Without the key the filter cannot be attacked by
+        encoding guessed names.
+        """
+        features: list[str] = []
+        for part in fold_name(name or ""):
+            padded = f"_{part}_"
+            features.extend(f"n:{padded[i : i + 2]}" for i in range(len(padded) - 1))
+        if dob:
+            pieces = dob.split("-")
+            features.extend(f"d{i}:{p}" for i, p in enumerate(pieces))
+        if not features:
+            return None
+        bits = bytearray(ENCODING_BITS // 8)
+        for feature in features:
+            digest = hmac.new(self._clk_key, feature.encode(), hashlib.sha256).digest()
+            first, second = struct.unpack_from(">II", digest)
+            for k in range(ENCODING_HASHES):
+                index = (first + k * (second | 1)) % ENCODING_BITS
+                bits[index >> 3] |= 1 << (index & 7)
+        return bytes(bits)
+
+    def blocking_keys(self, name: str | None, dob: str | None) -> list[str]:
+        """Keyed candidate keys: exact date of birth, and name-token skeleton + birth year."""
+        keys = []
+        tokens = sorted(fold_name(name or ""))
+        year = dob[:4] if dob else None
+        if dob and len(dob) == 10:
+            keys.append(self.token("block:dob", dob))
+        if year:
+            for token in tokens:
+                keys.append(self.token("block:name-year", f"{_skeleton(token)}|{year}"))
+        return sorted(set(keys))
+
+
+def _skeleton(token: str) -> str:
+    """First letter and consonant skeleton: 'mohammed' and 'muhammad' both give 'mhmd'."""
+    head, rest = token[0], token[1:]
+    consonants = [c for c in rest if c not in "aeiouyhw"]
+    collapsed = [c for i, c in enumerate(consonants) if i == 0 or c != consonants[i - 1]]
+    return head + "".join(collapsed)[:5]
+
+
+def age_facts(dob: str | None, observed_at: datetime) -> tuple[bool | None, str | None]:
+    """(minor at observation, age band). A partial date of birth counts as a minor if any
+    day it allows would make the person under 18: in doubt, treat as a child."""
+    if not dob:
+        return None, None
+    parts = [int(p) for p in dob.split("-")]
+    year = parts[0]
+    month_hi = parts[1] if len(parts) > 1 else 12
+    day_hi = parts[2] if len(parts) > 2 else _month_days(year, month_hi)
+    latest_birth = date(year, month_hi, day_hi)
+    on = observed_at.date()
+    youngest_age = on.year - latest_birth.year - ((on.month, on.day) < (latest_birth.month, latest_birth.day))
+    minor = youngest_age < 18
+    return minor, age_band(max(youngest_age, 0))
+
+
+def _month_days(year: int, month: int) -> int:
+    return 31 if month == 12 else (date(year, month + 1, 1) - date(year, month, 1)).days

@@ -1,0 +1,53 @@
+"""Settings from the environment (TIPHUB_*) and the command line; passed in, never read at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIPHUB_", extra="ignore")
+
+    home: Path = Field(default=Path(".tiphub"), description="Keys, key vault and broker data.")
+    broker: str | None = Field(default=None, description="host:port of Kafka; unset: embedded broker.")
+    topic_prefix: str = Field(default="", description="Prefix for every topic name (tests, tenants).")
+    partitions: int = Field(default=6, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1)
+    vault_url: str | None = Field(default=None, description="sqlite:///PATH or postgresql://...")
+    registry_url: str | None = Field(default=None, description="Agency key registry database.")
+    instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
+    max_envelope_age_s: float = 3600.0
+    max_future_skew_s: float = 300.0
+    max_value_bytes: int = 1 << 20
+    gateway_url: str = "http://127.0.0.1:8700"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_ssl_cafile: Path | None = None
+
+    @property
+    def vault_database(self) -> str:
+        return self.vault_url or f"sqlite:///{(self.home / 'vault.sqlite3').resolve()}"
+
+    @property
+    def registry_database(self) -> str:
+        return self.registry_url or f"sqlite:///{(self.home / 'registry.sqlite3').resolve()}"
+
+    def kafka_options(self) -> dict[str, object]:
+        """Client security options for Apache Kafka (TLS, SASL); empty for plaintext loopback."""
+        options: dict[str, object] = {}
+        if self.kafka_security_protocol != "PLAINTEXT":
+            options["security_protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password
+        if self.kafka_ssl_cafile:
+            import ssl
+
+            options["ssl_context"] = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile))
+        return options

@@ -1,0 +1,133 @@
+"""The key vault: random data keys per (report, subject) and per report, wrapped by the vault KEK.
+
+Deleting a key is crypto-shredding: every sealed copy of what it protected, on any topic and
+in any backup of the topics, becomes unreadable. Keys are indexed by the subject's linkage
+tokens so that a person can be erased by token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tiphub.crypto import new_data_key, seal, unseal
+from tiphub.database import Database
+
+
+@dataclass(frozen=True)
+class KeyRequest:
+    """A data key to get or create, with the linkage tokens that index it for erasure."""
+
+    key_id: str
+    report_id: str
+    tokens: tuple[str, ...] = ()
+
+
+class KeyVault(Protocol):
+    def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]: ...
+
+    def get(self, key_id: str) -> bytes | None: ...
+
+    def key_ids_for_token(self, token: str) -> list[str]: ...
+
+    def delete(self, key_ids: Iterable[str]) -> int: ...
+
+
+class SqlKeyVault:
+    """KeyVault on SQLite (default) or PostgreSQL. Safe for several workers at once."""
+
+    def __init__(self, db: Database, kek: bytes) -> None:
+        if len(kek) != 32:
+            raise ValueError("vault KEK must be 32 bytes")
+        self.db = db
+        self._kek = kek
+        blob = db.blob()
+        db.execute(
+            f"""CREATE TABLE IF NOT EXISTS data_keys (
+                key_id TEXT PRIMARY KEY, report_id TEXT NOT NULL, wrapped {blob} NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL)"""
+        )
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS key_tokens (
+                token TEXT NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (token, key_id))"""
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS key_tokens_key ON key_tokens (key_id)")
+
+    def _wrap(self, key_id: str, key: bytes) -> bytes:
+        return seal(self._kek, key, b"tiphub/vault/v1|" + key_id.encode())
+
+    def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
+        return unseal(self._kek, bytes(wrapped), b"tiphub/vault/v1|" + key_id.encode())
+
+    def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]:
+        """One key per key_id, ever: a re-delivered report gets the key its first delivery made."""
+        if not requests:
+            return {}
+        now = time.time()
+        with self.db.transaction() as tx:
+            tx.executemany(
+                "INSERT INTO data_keys (key_id, report_id, wrapped, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key_id) DO NOTHING",
+                [(r.key_id, r.report_id, self._wrap(r.key_id, new_data_key()), now) for r in requests],
+            )
+            tx.executemany(
+                "INSERT INTO key_tokens (token, key_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(token, r.key_id) for r in requests for token in r.tokens],
+            )
+            keys: dict[str, bytes] = {}
+            ids = [r.key_id for r in requests]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for key_id, wrapped in tx.query(
+                    f"SELECT key_id, wrapped FROM data_keys WHERE key_id IN ({marks})",  # noqa: S608
+                    chunk,
+                ):
+                    keys[key_id] = self._unwrap(key_id, wrapped)
+        return keys
+
+    def get(self, key_id: str) -> bytes | None:
+        rows = self.db.query("SELECT wrapped FROM data_keys WHERE key_id = ?", (key_id,))
+        return self._unwrap(key_id, rows[0][0]) if rows else None
+
+    def key_ids_for_token(self, token: str) -> list[str]:
+        return [r[0] for r in self.db.query("SELECT key_id FROM key_tokens WHERE token = ?", (token,))]
+
+    def delete(self, key_ids: Iterable[str]) -> int:
+        deleted = 0
+        with self.db.transaction() as tx:
+            for key_id in key_ids:
+                deleted += tx.execute("DELETE FROM data_keys WHERE key_id = ?", (key_id,))
+                tx.execute("DELETE FROM key_tokens WHERE key_id = ?", (key_id,))
+        return deleted
+
+
+class InMemoryKeyVault:
+    """The in-memory twin, for unit tests of pure logic only."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        self.tokens: dict[str, set[str]] = {}
+
+    def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]:
+        for r in requests:
+            self.keys.setdefault(r.key_id, new_data_key())
+            for token in r.tokens:
+                self.tokens.setdefault(token, set()).add(r.key_id)
+        return {r.key_id: self.keys[r.key_id] for r in requests}
+
+    def get(self, key_id: str) -> bytes | None:
+        return self.keys.get(key_id)
+
+    def key_ids_for_token(self, token: str) -> list[str]:
+        return sorted(self.tokens.get(token, ()))
+
+    def delete(self, key_ids: Iterable[str]) -> int:
+        deleted = 0
+        for key_id in key_ids:
+            deleted += self.keys.pop(key_id, None) is not None
+            for ids in self.tokens.values():
+                ids.discard(key_id)
+        return deleted
