@@ -1,0 +1,1 @@
+"""The HTTP gateway (FastAPI): analysts, releasing officers, partners and auditors."""

@@ -81,7 +81,9 @@ class AgencyPublisher:
         hub_public: X25519PublicKey,
         hub_key_id: str,
         client_options: dict[str, Any] | None = None,
+        producer: AIOKafkaProducer | None = None,
     ) -> None:
+        """Pass `producer` to share one started producer between several agencies (simulation)."""
         self.agency = agency
         self.topic = topic
         self._agency_key = agency_key
@@ -90,21 +92,17 @@ class AgencyPublisher:
         self._hub_key_id = hub_key_id
         self._codec = WireCodec()
         self._schema = self._codec.registry.latest(SUBMITTED)
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_batch_size=256 * 1024,
-            **(client_options or {}),
-        )
+        self._owns_producer = producer is None
+        self._producer = producer or new_producer(bootstrap, client_options)
 
     async def __aenter__(self) -> AgencyPublisher:
-        await self._producer.start()
+        if self._owns_producer:
+            await self._producer.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self._producer.stop()
+        if self._owns_producer:
+            await self._producer.stop()
 
     def prepare(self, report_json: Any) -> tuple[str, bytes]:
         """Validate and seal one report in its JSON form; returns (report_id, wire bytes)."""
@@ -150,6 +148,18 @@ class AgencyPublisher:
     async def send_raw(self, key: bytes | None, value: bytes) -> None:
         """Send already-sealed bytes (used by tests and tools that build envelopes themselves)."""
         await self._producer.send_and_wait(self.topic, key=key, value=value)
+
+
+def new_producer(bootstrap: str, client_options: dict[str, Any] | None = None) -> AIOKafkaProducer:
+    """Idempotent, acks=all: a retried send is written once."""
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,
+        acks="all",
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        **(client_options or {}),
+    )
 
 
 def parse_jsonl_line(line: str) -> Any:

@@ -73,7 +73,10 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, 
                 admin.create_topics(
                     [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs()) for s in missing]
                 )
-        described = {d["topic"]: len(d["partitions"]) for d in admin.describe_topics([s.name for s in specs])}
+        described = {
+            d.get("name", d.get("topic")): len(d["partitions"])
+            for d in admin.describe_topics([s.name for s in specs])
+        }
         for spec in specs:
             if described.get(spec.name) != spec.partitions:
                 raise BrokerError(

@@ -1,0 +1,297 @@
+"""Simulated multi-agency traffic for N trafficking cases, drawn from CTDC case profiles.
+
+Each case is one victim (with a consistent identity and often a recruiter or employer),
+seen in 2-5 reports by different agencies, with the noise real records carry: missing
+identifiers, phone numbers written in several formats, names transliterated differently.
+Decoys (single unrelated reports, near-namesakes, same-agency pairs) are mixed in.
+Deterministic for a seed. Figures derive from the Counter Trafficking Data Collaborative
+(CTDC, www.ctdatacollaborative.org) k-anonymised global dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+from producers.names import GENERIC, POOLS, full_name, variant
+from schemas.elements import covers_requirement
+
+# CTDC marginals (from the shared 14,299-case sample), used when no --ctdc file is given.
+BUILTIN_PROFILE: dict[str, list[tuple[str, int]]] = {
+    "gender": [("Female", 12460), ("Male", 1839)],
+    "citizenship": [("0", 8353), ("US", 3590), ("UA", 1016), ("BY", 232), ("MM", 186), ("KG", 157),
+                    ("KH", 139), ("NG", 98), ("LK", 73), ("ID", 69), ("TH", 53), ("PH", 38)],
+    "ExploitType": [("Sexual Exploitation", 11908), ("Forced Labor", 2240), ("Other", 76), ("Forced Marriage", 75)],
+    "ControlCategory": [("Other", 5926), ("Threats", 3919), ("Financial", 2668), ("Physical", 1590), ("Survival", 196)],
+    "RecruiterCategory": [("Not Specified", 8283), ("Other", 2260), ("Intimate Partner", 1523),
+                          ("Family/Relative", 1147), ("Friend/Acquaintance", 1086)],
+    "Labor_Type": [("Unknown", 12540), ("Construction", 810), ("Manufacturing", 304), ("Domestic Work", 229),
+                   ("Other", 110), ("Aquafarming", 91), ("Begging", 88), ("Agriculture", 69), ("Peddling", 58)],
+    "ageCategories": [("Age 9-17", 4942), ("Age 30-38", 2213), ("Age 18-20", 2056), ("Age 21-23", 1547),
+                      ("Age 24-26", 1219), ("Age 27-29", 895), ("Age 39-47", 802), ("Age 48+", 424), ("Age 0-8", 201)],
+}
+# CTDC leaves most citizenships unknown; a hub in New Zealand sees mostly the Asia-Pacific region.
+REGIONAL_CITIZENSHIP = [("KH", 12), ("TH", 10), ("PH", 14), ("VN", 12), ("ID", 10), ("MM", 8), ("LK", 6),
+                        ("NP", 6), ("IN", 10), ("CN", 8), ("FJ", 4)]
+PURPOSE = {"Sexual Exploitation": "PURPOSE_SEXUAL_EXPLOITATION", "Forced Labor": "PURPOSE_FORCED_LABOUR",
+           "Forced Marriage": "PURPOSE_FORCED_MARRIAGE", "Other": "PURPOSE_FORCED_CRIMINALITY"}
+MEANS = {"Threats": "MEANS_THREAT", "Financial": "MEANS_DEBT_BONDAGE", "Physical": "MEANS_FORCE",
+         "Survival": "MEANS_ABUSE_OF_VULNERABILITY", "Other": "MEANS_DECEPTION"}
+AGES = {"Age 0-8": (3, 8), "Age 9-17": (12, 17), "Age 18-20": (18, 20), "Age 21-23": (21, 23),
+        "Age 24-26": (24, 26), "Age 27-29": (27, 29), "Age 30-38": (30, 38), "Age 39-47": (39, 47), "Age 48+": (48, 60)}
+
+# What each agency reports, and which element groups it can observe.
+CHANNELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "VISA_APPLICATION_FLAG": ("NZ-IMMIGRATION", "Immigration NZ visa risk flag", ("ACT",)),
+    "BORDER_CROSSING": ("NZ-CUSTOMS", "Customs border interview", ("ACT",)),
+    "LOST_STOLEN_DOCUMENT": ("NZ-DIA", "Passport office lost/stolen report", ("MEANS",)),
+    "LABOUR_INSPECTION": ("NZ-LABOUR", "Labour inspectorate visit", ("MEANS", "PURPOSE")),
+    "NGO_REFERRAL": ("NGO-SHAKTI", "NGO victim referral", ("ACT", "MEANS", "PURPOSE")),
+    "HOTLINE_TIP": ("NZ-POLICE", "Police hotline tip", ("PURPOSE",)),
+}
+ORDER = list(CHANNELS)
+PLACES = {"BORDER_CROSSING": "Auckland International Airport", "LABOUR_INSPECTION": "Pukekohe",
+          "NGO_REFERRAL": "Auckland", "HOTLINE_TIP": "Christchurch", "LOST_STOLEN_DOCUMENT": "Wellington",
+          "VISA_APPLICATION_FLAG": "Auckland"}
+SECTOR_EMPLOYER = {"Construction": "Builders", "Manufacturing": "Packing", "Domestic Work": "Home Services",
+                   "Aquafarming": "Seafoods", "Agriculture": "Orchards", "Begging": "Holdings",
+                   "Peddling": "Trading", "Other": "Services", "Unknown": "Hospitality"}
+BASE_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+@dataclass
+class Person:
+    person_id: str
+    name: str
+    dob: date
+    sex: str
+    nationality: str
+    passport: str
+    phone: str
+    email: str | None = None
+
+
+@dataclass
+class SimulatedCase:
+    case_id: str
+    victim: Person
+    minor: bool
+    reports: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Profiles:
+    """Draws case profiles: rows of the CTDC file when given, else its built-in marginals."""
+
+    def __init__(self, rng: random.Random, ctdc: Path | None) -> None:
+        self.rng = rng
+        self.rows: list[dict[str, str]] | None = None
+        if ctdc is not None:
+            with ctdc.open(newline="") as handle:
+                self.rows = list(csv.DictReader(handle))
+            if not self.rows:
+                raise ValueError(f"{ctdc}: no case rows")
+
+    def draw(self) -> dict[str, str]:
+        if self.rows is not None:
+            return self.rng.choice(self.rows)
+        return {column: self._weighted(values) for column, values in BUILTIN_PROFILE.items()}
+
+    def _weighted(self, values: list[tuple[str, int]]) -> str:
+        return self.rng.choices([v for v, _ in values], [w for _, w in values])[0]
+
+    def citizenship(self, code: str) -> str:
+        return code if code in POOLS else self._weighted(REGIONAL_CITIZENSHIP)
+
+
+class Simulator:
+    def __init__(self, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3) -> None:
+        self.rng = random.Random(seed)
+        self.profiles = Profiles(self.rng, ctdc)
+        self.noise = noise
+        self._people = 0
+
+    # -- identities --------------------------------------------------------------------
+    def _uuid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def _phone(self, country: str) -> str:
+        example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
+        if example is None:
+            example = phonenumbers.example_number_for_type("NZ", phonenumbers.PhoneNumberType.MOBILE)
+        national = str(example.national_number)
+        digits = national[:-6] + "".join(str(self.rng.randrange(10)) for _ in range(6))
+        return f"+{example.country_code}{digits}"
+
+    def person(self, nationality: str, sex: str, age: int, at: datetime) -> Person:
+        given, family, family_first = POOLS.get(nationality, POOLS[GENERIC])
+        self._people += 1
+        dob = (at - timedelta(days=int(age * 365.25) + self.rng.randrange(0, 365))).date()
+        passport = self.rng.choice("NPEK") + "".join(str(self.rng.randrange(10)) for _ in range(8))
+        name = full_name(self.rng.choice(given), self.rng.choice(family), family_first)
+        email = None
+        if self.rng.random() < 0.3:
+            email = f"{name.split()[0].lower()}{self.rng.randrange(100, 999)}@mail.example"
+        return Person(f"P{self._people:06d}", name, dob, sex, nationality, passport, self._phone(nationality), email)
+
+    def _phone_as_written(self, phone: str, nationality_known: bool) -> str:
+        number = phonenumbers.parse(phone)
+        formats = [phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.INTERNATIONAL]
+        if nationality_known:
+            formats.append(phonenumbers.PhoneNumberFormat.NATIONAL)
+        text = phonenumbers.format_number(number, self.rng.choice(formats))
+        if text.startswith("+") and self.rng.random() < 0.15:
+            text = "00" + text[1:].replace(" ", "")
+        return text
+
+    # -- reports -------------------------------------------------------------------------
+    def _subject(self, person: Person, role: str, channel: str, *, need_link: bool) -> dict[str, Any]:
+        noisy = self.rng.random() < self.noise
+        documents = channel in ("VISA_APPLICATION_FLAG", "BORDER_CROSSING", "LOST_STOLEN_DOCUMENT")
+        subject: dict[str, Any] = {"role": role, "sex": person.sex}
+        subject["name"] = variant(person.name, self.rng) if noisy and not documents else person.name
+        with_dob = documents or channel == "LABOUR_INSPECTION" or self.rng.random() > self.noise / 2
+        if with_dob:
+            subject["date_of_birth"] = person.dob.isoformat()
+        if documents or self.rng.random() > self.noise:
+            subject["nationality"] = person.nationality
+        identifiers = []
+        if documents or (channel == "LABOUR_INSPECTION" and self.rng.random() > self.noise):
+            identifiers.append({"kind": "PASSPORT", "value": person.passport, "issuer": person.nationality})
+        if channel in ("NGO_REFERRAL", "HOTLINE_TIP", "VISA_APPLICATION_FLAG") or need_link:
+            identifiers.append({"kind": "PHONE", "value": self._phone_as_written(person.phone, "nationality" in subject)})
+        if person.email and channel in ("VISA_APPLICATION_FLAG", "NGO_REFERRAL") and self.rng.random() < 0.5:
+            identifiers.append({"kind": "EMAIL", "value": person.email.upper() if noisy else person.email})
+        subject["identifiers"] = identifiers
+        return subject
+
+    def _report(self, channel: str, at: datetime, elements: list[str], subjects: list[dict[str, Any]],
+                organisations: list[dict[str, Any]], narrative: str | None) -> dict[str, Any]:
+        agency, _, _ = CHANNELS[channel]
+        report: dict[str, Any] = {
+            "report_id": self._uuid(),
+            "source_agency": agency,
+            "observed_at": at.isoformat().replace("+00:00", "Z"),
+            "indicator_type": channel,
+            "tlp": self.rng.choices(["GREEN", "AMBER", "AMBER_STRICT", "RED"], [3, 10, 2, 1])[0],
+            "purpose": self.rng.choice(["PREVENTION", "INVESTIGATION", "VICTIM_PROTECTION"]),
+            "legal_basis": "Privacy Act 2020 s 11 (IPP 11(e)); Crimes Act 1961 s 98D",
+            "source_reliability": self.rng.choice("ABBCC"),
+            "info_credibility": self.rng.choice("12233"),
+            "elements": elements,
+            "subjects": subjects,
+            "organisations": organisations,
+            "locations": [{"country": "NZ", "place": PLACES[channel]}],
+        }
+        if narrative:
+            report["narrative"] = narrative
+        return report
+
+    def case(self, index: int) -> SimulatedCase:
+        profile = self.profiles.draw()
+        nationality = self.profiles.citizenship(profile.get("citizenship", "0"))
+        sex = "F" if profile.get("gender") == "Female" else "M"
+        low, high = AGES.get(profile.get("ageCategories", ""), (20, 30))
+        age = self.rng.randint(low, high)
+        start = BASE_DATE + timedelta(days=self.rng.randrange(0, 600), minutes=self.rng.randrange(0, 1440))
+        victim = self.person(nationality, sex, age, start)
+        minor = age < 18
+        purpose = PURPOSE.get(profile.get("ExploitType", ""), "PURPOSE_FORCED_LABOUR")
+        means = MEANS.get(profile.get("ControlCategory", ""), "MEANS_DECEPTION")
+        acts = ["ACT_RECRUITMENT"] if profile.get("RecruiterCategory") != "Not Specified" else []
+        acts.append("ACT_TRANSPORT")
+        groups = {"ACT": acts, "MEANS": [means] + (["MEANS_DOCUMENT_CONFISCATION"] if self.rng.random() < 0.3 else []),
+                  "PURPOSE": [purpose]}
+        sector = profile.get("Labor_Type", "Unknown")
+        employer = {"role": "EMPLOYER" if purpose == "PURPOSE_FORCED_LABOUR" else "VENUE",
+                    "name": f"{self.rng.choice(['Kiwi', 'Southern', 'Harbour', 'Pacific', 'Golden'])} "
+                            f"{SECTOR_EMPLOYER.get(sector, 'Services')} Ltd",
+                    "registration": f"NZBN-94290{self.rng.randrange(10**7, 10**8)}", "country": "NZ"}
+        recruiter = None
+        if acts[0] == "ACT_RECRUITMENT":
+            recruiter = self.person(nationality, self.rng.choice("FM"), self.rng.randint(25, 55), start)
+
+        count = self.rng.choices([2, 3, 4, 5], [35, 35, 20, 10])[0]
+        channels = sorted(self.rng.sample(ORDER, count), key=ORDER.index)
+        case = SimulatedCase(f"C{index:05d}", victim, minor)
+        at = start
+        has_phone_elsewhere = any(c in ("NGO_REFERRAL", "VISA_APPLICATION_FLAG") for c in channels)
+        for channel in channels:
+            _, title, observable = CHANNELS[channel]
+            elements = [e for g in observable for e in groups[g] if self.rng.random() > self.noise / 3]
+            if channel == "LOST_STOLEN_DOCUMENT":
+                elements = [e for e in elements if e == "MEANS_DOCUMENT_CONFISCATION"]
+            need_link = channel == "HOTLINE_TIP" and not has_phone_elsewhere
+            subjects = [self._subject(victim, "SUSPECTED_VICTIM", channel, need_link=need_link)]
+            if recruiter and channel in ("NGO_REFERRAL", "VISA_APPLICATION_FLAG") and self.rng.random() < 0.6:
+                subjects.append({"role": "RECRUITER", "name": recruiter.name, "sex": recruiter.sex,
+                                 "nationality": recruiter.nationality,
+                                 "identifiers": [{"kind": "PHONE", "value": recruiter.phone}]})
+            organisations = [employer] if channel in ("LABOUR_INSPECTION", "VISA_APPLICATION_FLAG", "NGO_REFERRAL") else []
+            narrative = f"{title}: {victim.name} reported concerns; see attached notes."
+            case.reports.append(self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative))
+            at += timedelta(days=self.rng.randrange(1, 60), minutes=self.rng.randrange(0, 1440))
+        return case
+
+    def decoys(self, count: int, namesakes: list[Person]) -> list[dict[str, Any]]:
+        """Unrelated single reports; near-namesakes of victims (same name, other birth date,
+        other passport); and pairs from one agency only."""
+        reports = []
+        for _ in range(count):
+            kind = self.rng.random()
+            channel = self.rng.choice(ORDER)
+            at = BASE_DATE + timedelta(days=self.rng.randrange(0, 600))
+            nationality = self.rng.choice([c for c, _ in REGIONAL_CITIZENSHIP])
+            person = self.person(nationality, self.rng.choice("FM"), self.rng.randint(16, 50), at)
+            if kind < 0.4 and namesakes:
+                twin = self.rng.choice(namesakes)
+                person.name = twin.name
+                person.nationality = twin.nationality
+            _, _, observable = CHANNELS[channel]
+            elements = sorted({self.rng.choice(["ACT_TRANSPORT", "MEANS_DECEPTION", "PURPOSE_FORCED_LABOUR"])})
+            subject = self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)
+            reports.append(self._report(channel, at, elements, [subject], [], None))
+            if kind > 0.85:  # a second report by the same agency: never enough on its own
+                later = at + timedelta(days=self.rng.randrange(1, 30))
+                reports.append(self._report(channel, later, ["PURPOSE_FORCED_LABOUR", "MEANS_THREAT"],
+                                            [self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)], [], None))
+        return reports
+
+
+@dataclass
+class Simulation:
+    reports: list[dict[str, Any]]
+    cases: list[SimulatedCase]
+
+    def truth(self) -> dict[str, Any]:
+        """Per requirement, the report-id sets a perfect correlator would raise signals for."""
+        ir1 = []
+        for case in self.cases:
+            agencies = {r["source_agency"] for r in case.reports}
+            elements = {e for r in case.reports for e in r["elements"]}
+            times = [datetime.fromisoformat(r["observed_at"].replace("Z", "+00:00")) for r in case.reports]
+            within = max(times) - min(times) <= timedelta(days=365)
+            if len(agencies) >= 2 and within and covers_requirement(elements, minor=case.minor):
+                ir1.append({"case_id": case.case_id, "report_ids": sorted(r["report_id"] for r in case.reports)})
+        return {"requirements": {"IR-1": ir1}, "cases": len(self.cases), "reports": len(self.reports)}
+
+
+def simulate(cases: int, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3) -> Simulation:
+    simulator = Simulator(seed, ctdc, noise)
+    built = [simulator.case(i) for i in range(cases)]
+    reports = [r for case in built for r in case.reports]
+    reports += simulator.decoys(max(1, cases // 5), [c.victim for c in built])
+    # Agencies report in their own time: interleave by observation time, as they would arrive.
+    reports.sort(key=lambda r: (r["observed_at"], r["report_id"]))
+    return Simulation(reports, built)
+
+
+def iter_jsonl_reports(simulation: Simulation) -> Iterator[dict[str, Any]]:
+    yield from simulation.reports

@@ -1,0 +1,120 @@
+"""accept_reports: tip.reports.submitted -> tip.reports.accepted | tip.reports.rejected, exactly once.
+
+Each report_id is accepted once, however often it is submitted. Which ids a partition has
+accepted is rebuilt at assignment from the same partition of tip.reports.accepted (the
+output is written to the input's partition number, so the two topics are co-partitioned
+whatever partitioner the agencies' clients use).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import WireCodec
+from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
+from streams.topics import Topics
+from streams.transactional import Output
+
+log = logging.getLogger(__name__)
+
+
+class AcceptReports:
+    """BatchHandler for the accept stage."""
+
+    def __init__(self, stage: AcceptStage, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+        self.stage = stage
+        self.topics = topics
+        self.bootstrap = bootstrap
+        self.client_options = client_options or {}
+        self.codec = WireCodec()
+        self._accepted_schema = self.codec.registry.latest(ACCEPTED)
+        self._rejected_schema = self.codec.registry.latest(REJECTED)
+        self.accepted_ids: dict[int, set[str]] = {}
+        self._pending: dict[int, set[str]] = {}
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        wanted = {tp.partition for tp in partitions if tp.topic == self.topics.submitted}
+        missing = wanted - self.accepted_ids.keys()
+        if missing:
+            restored = await self._restore(missing)
+            self.accepted_ids.update(restored)
+            log.info("restored accepted ids of partitions %s: %d ids", sorted(missing), sum(map(len, restored.values())))
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions:
+            self.accepted_ids.pop(tp.partition, None)
+
+    async def _restore(self, partitions: set[int]) -> dict[int, set[str]]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+            isolation_level="read_committed", **self.client_options,
+        )
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topics.accepted, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            ids: dict[int, set[str]] = {p: set() for p in partitions}
+            remaining = {tp for tp in tps if ends[tp] > 0}
+            while remaining:
+                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
+                for tp, records in batch.items():
+                    ids[tp.partition].update(r.key.decode() for r in records if r.key)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+            return ids
+        finally:
+            await consumer.stop()
+
+    def handle(self, records: Sequence[Any]) -> list[Output]:
+        now = datetime.now(UTC)
+        self._pending = {}
+        submissions = [
+            Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records
+        ]
+        outputs: list[Output] = []
+        fresh: list[Submission] = []
+        for submission in submissions:
+            report_id = (submission.key or b"").decode(errors="replace")
+            seen = self.accepted_ids.setdefault(submission.partition, set())
+            if report_id in seen or report_id in self._pending.get(submission.partition, ()):
+                outputs.append(self._rejected(submission, report_id, Rejection(
+                    "duplicate_report_id", "a report with this report_id was already accepted", "report_id"), now))
+                continue
+            fresh.append(submission)
+            # Reserve the id now: a second copy later in this batch is a duplicate too.
+            self._pending.setdefault(submission.partition, set()).add(report_id)
+        for submission, verdict in zip(fresh, self.stage.process(fresh, now), strict=True):
+            if verdict.accepted is not None:
+                outputs.append(Output(
+                    self.topics.accepted, verdict.report_id.encode(),
+                    self.codec.encode_with(self._accepted_schema, verdict.accepted),
+                    partition=submission.partition,
+                ))
+            else:
+                self._pending[submission.partition].discard((submission.key or b"").decode(errors="replace"))
+                assert verdict.rejected is not None
+                outputs.append(Output(
+                    self.topics.rejected, verdict.report_id.encode(),
+                    self.codec.encode_with(self._rejected_schema, verdict.rejected),
+                ))
+        return outputs
+
+    def _rejected(self, submission: Submission, report_id: str, rejection: Rejection, now: datetime) -> Output:
+        record = rejection_record(submission, report_id, None, rejection, now)
+        return Output(self.topics.rejected, report_id.encode(), self.codec.encode_with(self._rejected_schema, record))
+
+    def committed(self) -> None:
+        for partition, ids in self._pending.items():
+            self.accepted_ids.setdefault(partition, set()).update(ids)
+        self._pending = {}
+
+    def aborted(self) -> None:
+        self._pending = {}

@@ -1,0 +1,168 @@
+"""A transactional consume-transform-produce loop on aiokafka: exactly-once on SIGKILL.
+
+Each batch: read (read_committed) -> handle -> produce outputs and the input offsets in one
+Kafka transaction. A crash before commit aborts it; the batch is read again and its outputs
+are written once. Measured on noida-db (BROKER-NOTES): 0 lost, 0 duplicated, where faust's
+exactly_once duplicated. Static group membership lets a restarted worker take its old place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+class BatchHandler(Protocol):
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        """Rebuild partition state before the first batch of those partitions."""
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        """Drop state of partitions this worker no longer owns."""
+
+    def handle(self, records: Sequence[Any]) -> list[Output]:
+        """Outputs for a batch. Must not commit state: see committed()/aborted()."""
+
+    def committed(self) -> None:
+        """The batch's transaction committed: promote its pending state."""
+
+    def aborted(self) -> None:
+        """The batch's transaction aborted: forget its pending state."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, handler: BatchHandler) -> None:
+        self.handler = handler
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.handler.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.handler.on_assigned(set(assigned))
+
+
+@dataclass
+class ProcessorStats:
+    batches: int = 0
+    records: int = 0
+    outputs: int = 0
+    aborts: int = 0
+    last_error: str | None = field(default=None)
+
+
+class TransactionalProcessor:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        group_id: str,
+        instance_id: str,
+        input_topic: str,
+        handler: BatchHandler,
+        client_options: dict[str, Any] | None = None,
+        max_records: int = 500,
+        poll_ms: int = 50,
+        max_consecutive_failures: int = 20,
+    ) -> None:
+        self.group_id = group_id
+        self.input_topic = input_topic
+        self.handler = handler
+        self.max_records = max_records
+        self.poll_ms = poll_ms
+        self.max_consecutive_failures = max_consecutive_failures
+        self.stats = ProcessorStats()
+        options = client_options or {}
+        member = f"{group_id}.{instance_id}"
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            group_instance_id=member,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_partition_fetch_bytes=4 << 20,
+            **options,
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            transactional_id=member,  # the same id after a restart fences the dead incarnation
+            linger_ms=2,
+            max_batch_size=512 * 1024,
+            max_request_size=4 << 20,
+            **options,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([self.input_topic], listener=_Listener(self.handler))
+        failures = 0
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
+                if not batch:
+                    continue
+                try:
+                    await self._process(batch)
+                    failures = 0
+                except ProducerFenced:
+                    log.error("another worker took this worker's transactional id; stopping")
+                    raise
+                except Exception as exc:
+                    failures += 1
+                    self.stats.aborts += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("batch aborted (%s); reading it again", self.stats.last_error)
+                    self.handler.aborted()
+                    await self._rewind(batch)
+                    if failures >= self.max_consecutive_failures:
+                        raise
+                    await asyncio.sleep(min(0.1 * 2**failures, 5.0))
+        finally:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        records = [record for tp in sorted(batch) for record in batch[tp]]
+        async with self.producer.transaction():
+            outputs = self.handler.handle(records)
+            sends = [
+                await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition)
+                for o in outputs
+            ]
+            await asyncio.gather(*sends)
+            offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
+            await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+        self.handler.committed()
+        self.stats.batches += 1
+        self.stats.records += len(records)
+        self.stats.outputs += len(outputs)
+
+    async def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        """After an abort, read the batch again from the last committed offsets."""
+        for tp in batch:
+            try:
+                committed = await self.consumer.committed(tp)
+            except KafkaError:
+                committed = None
+            if committed is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)

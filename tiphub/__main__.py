@@ -1,0 +1,3 @@
+from tiphub.cli import app
+
+app()

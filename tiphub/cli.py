@@ -1,0 +1,257 @@
+"""The `tiphub` command line (CONTRACT section 6)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tiphub.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="tiphub: counter-trafficking intelligence hub.")
+keys_app = typer.Typer(no_args_is_help=True, help="Hub and agency keys.")
+broker_app = typer.Typer(no_args_is_help=True, help="The embedded broker.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(broker_app, name="broker")
+console = Console(stderr=True)
+out = Console()
+
+BrokerOpt = Annotated[str | None, typer.Option("--broker", envvar="TIPHUB_BROKER", help="Kafka host:port; default: embedded broker.")]
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="TIPHUB_HOME", help="State directory (default ./.tiphub).")]
+PrefixOpt = Annotated[str | None, typer.Option("--topic-prefix", envvar="TIPHUB_TOPIC_PREFIX", hidden=True)]
+
+
+def settings_from(broker: str | None = None, home: Path | None = None, topic_prefix: str | None = None, **more: Any) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in {"broker": broker, "home": home, "topic_prefix": topic_prefix, **more}.items() if v is not None}
+    return Settings(**overrides)
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# -- keys -----------------------------------------------------------------------------------
+@keys_app.command("init")
+def keys_init(home: HomeOpt = None) -> None:
+    """Create the hub's keys and demo agency keys (idempotent; never overwrites)."""
+    from tiphub.runtime import init_keys
+
+    settings = settings_from(home=home)
+    setup = init_keys(settings)
+    for path in setup.created:
+        out.print(f"created {path}")
+    out.print(f"{len(setup.created)} key file(s) created under {settings.home / 'keys'}; "
+              f"{len(setup.registered)} agency key(s) registered")
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None) -> None:
+    """Agency keys in the registry, with their revocation state."""
+    from tiphub.database import Database
+    from tiphub.keys import KeyRegistry
+
+    registry = KeyRegistry(Database(settings_from(home=home).registry_database))
+    table = Table("key id", "agency", "state")
+    for key in sorted(registry.all(), key=lambda k: k.key_id):
+        table.add_row(key.key_id, key.agency, "revoked" if key.revoked_at else "active")
+    out.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
+    """Revoke an agency key: submissions signed with it are rejected from now on."""
+    from tiphub.database import Database
+    from tiphub.keys import KeyRegistry
+
+    if not KeyRegistry(Database(settings_from(home=home).registry_database)).revoke(key_id):
+        console.print(f"[red]no active key {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"revoked {key_id}")
+
+
+# -- broker ---------------------------------------------------------------------------------
+@broker_app.command("start")
+def broker_start(home: HomeOpt = None) -> None:
+    """Start the embedded broker in the background (if it is not running) and create the topics."""
+    from tiphub.runtime import resolve_broker
+
+    out.print(resolve_broker(settings_from(home=home)))
+
+
+@broker_app.command("stop")
+def broker_stop(home: HomeOpt = None) -> None:
+    """Stop the embedded broker (it saves its data)."""
+    from tiphub.embedded import EmbeddedBroker
+    from tiphub.runtime import broker_dir
+
+    running = EmbeddedBroker.find_running(broker_dir(settings_from(home=home)))
+    if running is None:
+        out.print("not running")
+        return
+    running.stop()
+    out.print("stopped")
+
+
+# -- simulate / publish ---------------------------------------------------------------------
+@app.command()
+def simulate(
+    cases: Annotated[int, typer.Option("--cases", min=1)] = 100,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False, help="CTDC case CSV.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    noise: Annotated[float, typer.Option("--noise", min=0.0, max=1.0)] = 0.3,
+    out_file: Annotated[Path | None, typer.Option("--out", help="JSON Lines file; default stdout.")] = None,
+    truth: Annotated[Path | None, typer.Option("--truth", help="Write the ground truth here.")] = None,
+) -> None:
+    """Realistic multi-agency reports for N trafficking cases."""
+    from producers.simulate import simulate as run
+
+    simulation = run(cases, seed=seed, ctdc=ctdc, noise=noise)
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in simulation.reports)
+    if out_file:
+        out_file.write_text(lines)
+        console.print(f"{len(simulation.reports)} reports for {cases} cases -> {out_file}")
+    else:
+        sys.stdout.write(lines)
+    if truth:
+        truth.write_text(json.dumps(simulation.truth(), indent=1) + "\n")
+
+
+@app.command()
+def publish(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines, one report a line.")],
+    agency: Annotated[str | None, typer.Option("--agency", help="Publish as this agency; omitted: each report as its source_agency with the demo keys.")] = None,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Validate, encrypt, sign and publish reports; prints published and rejected counts."""
+    from producers.publisher import parse_jsonl_line
+    from schemas.convert import ReportValidationError
+    from tiphub.runtime import new_producer, publishers_for, resolve_broker
+
+    settings = settings_from(broker, home, topic_prefix)
+    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    bootstrap = resolve_broker(settings)
+
+    async def run() -> tuple[int, list[tuple[int, str, str]]]:
+        producer = new_producer(bootstrap, settings.kafka_options())
+        await producer.start()
+        rejected: list[tuple[int, str, str]] = []
+        published = 0
+        try:
+            agencies: list[str] = [agency] if agency else sorted(_agencies_in(lines))
+            publishers = publishers_for(settings, bootstrap, producer, agencies)
+            pending = []
+            with Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                          console=console, transient=False) as progress:
+                task = progress.add_task("publish", total=len(lines))
+                for number, line in enumerate(lines, start=1):
+                    progress.advance(task)
+                    if not line.strip():
+                        continue
+                    try:
+                        report = parse_jsonl_line(line)
+                        publisher = publishers[agency] if agency else publishers.get(report.get("source_agency") if isinstance(report, dict) else None)
+                        if publisher is None:
+                            raise ReportValidationError([_no_key_error()])
+                        report_id, value = publisher.prepare(report)
+                    except ReportValidationError as exc:
+                        rejected.append((number, exc.reason, str(exc)))
+                        continue
+                    pending.append(await producer.send(publisher.topic, key=report_id.encode(), value=value))
+                await asyncio.gather(*pending)
+                published = len(pending)
+        finally:
+            await producer.stop()
+        return published, rejected
+
+    published, rejected = asyncio.run(run())
+    for number, reason, message in rejected:
+        console.print(f"[red]line {number}[/red] {reason}: {message}")
+    out.print(f"published {published}, rejected {len(rejected)}")
+    if rejected and not published:
+        raise typer.Exit(1)
+
+
+def _agencies_in(lines: list[str]) -> set[str]:
+    found = set()
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get("source_agency"), str):
+            found.add(value["source_agency"])
+    return found
+
+
+def _no_key_error() -> Any:
+    from schemas.convert import FieldError
+
+    return FieldError("source_agency", "unknown_agency", "no signing key for this agency under TIPHUB_HOME (use --agency)")
+
+
+# -- worker / gateway / up ------------------------------------------------------------------
+@app.command()
+def worker(
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+    instance_id: Annotated[str | None, typer.Option("--instance-id", envvar="TIPHUB_INSTANCE_ID", help="Stable per worker; give each worker its own.")] = None,
+) -> None:
+    """Run the stream processors."""
+    from streams.worker import run_worker
+    from tiphub.runtime import resolve_broker
+
+    _logging()
+    settings = settings_from(broker, home, topic_prefix, instance_id=instance_id)
+    asyncio.run(run_worker(settings, resolve_broker(settings)))
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8700,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the gateway (HTTP)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    _logging()
+    settings = settings_from(broker, home)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def up(
+    rate: Annotated[float, typer.Option("--rate", help="Simulated reports per second.")] = 20.0,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    port: Annotated[int, typer.Option("--port")] = 8700,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """The whole hub on this machine, with simulated agencies publishing. Ctrl-C stops it."""
+    from tiphub.hub import run_hub
+
+    settings = settings_from(broker, home)
+    raise typer.Exit(run_hub(settings, rate=rate, ctdc=ctdc, seed=seed, port=port, console=console))
+
+

@@ -1,0 +1,206 @@
+"""`tiphub up`: broker, worker, gateway and simulated agencies on one machine, with a live panel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from producers.simulate import Simulator
+from tiphub.embedded import EmbeddedBroker, ensure_topics
+from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, topics_for
+from tiphub.settings import Settings
+
+
+@dataclass
+class HubCounts:
+    published: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    lag: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tiphub", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, port: int, console: Console) -> int:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    init_keys(settings)
+    owned: EmbeddedBroker | None = None
+    children: list[subprocess.Popen[bytes]] = []
+    state = settings.home / "hub.json"
+    try:
+        if settings.broker:
+            bootstrap = settings.broker
+        else:
+            running = EmbeddedBroker.find_running(broker_dir(settings))
+            if running is None:
+                console.print("starting the embedded broker ...")
+                owned = running = EmbeddedBroker(broker_dir(settings))
+                owned.start()
+            bootstrap = running.bootstrap
+        ensure_topics(bootstrap, topics_for(settings).specs(), settings.replication_factor, **settings.kafka_options())
+        env = {**os.environ, "TIPHUB_HOME": str(settings.home.resolve()), "TIPHUB_BROKER": bootstrap}
+        logs = settings.home / "logs"
+        logs.mkdir(exist_ok=True)
+        children.append(_spawn(["worker"], env, logs / "worker.log"))
+        children.append(_spawn(["gateway", "--port", str(port)], env, logs / "gateway.log"))
+        state.write_text(json.dumps({"pids": [c.pid for c in children] + ([owned.pid] if owned else []),
+                                     "broker": bootstrap, "gateway": f"http://127.0.0.1:{port}"}))
+        console.print(f"broker {bootstrap}   gateway http://127.0.0.1:{port}   logs {logs}")
+        console.print("Ctrl-C stops everything")
+        asyncio.run(_publish_and_watch(settings, bootstrap, rate, ctdc, seed, children, console))
+        return 0
+    finally:
+        # Whatever failed or was interrupted, nothing this command started is left behind.
+        console.print("stopping ...")
+        for child in children:
+            _stop(child)
+        if owned is not None:
+            owned.stop()
+        with contextlib.suppress(FileNotFoundError):
+            state.unlink()
+        console.print("stopped")
+
+
+async def _publish_and_watch(
+    settings: Settings, bootstrap: str, rate: float, ctdc: Path | None, seed: int,
+    children: list[subprocess.Popen[bytes]], console: Console,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    counts = HubCounts()
+    tasks = [
+        asyncio.create_task(_publish(settings, bootstrap, rate, ctdc, seed, counts, stop)),
+        asyncio.create_task(_count(settings, bootstrap, counts, stop)),
+    ]
+    try:
+        if console.is_terminal:
+            with Live(_panel(counts, children), console=console, refresh_per_second=4) as live:
+                while not stop.is_set():
+                    live.update(_panel(counts, children))
+                    await _wait(stop, 0.25)
+        else:
+            while not stop.is_set():
+                console.print(f"published={counts.published} accepted={counts.accepted} "
+                              f"rejected={counts.rejected} lag={counts.lag}")
+                await _wait(stop, 2.0)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _publish(settings: Settings, bootstrap: str, rate: float, ctdc: Path | None, seed: int,
+                   counts: HubCounts, stop: asyncio.Event) -> None:
+    producer = new_producer(bootstrap, settings.kafka_options())
+    await producer.start()
+    try:
+        publishers = publishers_for(settings, bootstrap, producer, sorted({
+            "NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI"}))
+        simulator = Simulator(seed, ctdc)
+        interval = 1.0 / rate
+        next_at = time.monotonic()
+        for index in itertools.count():
+            for report in simulator.case(index).reports:
+                if stop.is_set():
+                    return
+                _, value = publishers[report["source_agency"]].prepare(report)
+                await producer.send(publishers[report["source_agency"]].topic, key=report["report_id"].encode(), value=value)
+                counts.published += 1
+                next_at += interval
+                await _wait(stop, max(0.0, next_at - time.monotonic()))
+    finally:
+        await producer.stop()
+
+
+async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: asyncio.Event) -> None:
+    topics = topics_for(settings)
+    consumer = AIOKafkaConsumer(topics.accepted, topics.rejected, bootstrap_servers=bootstrap,
+                                isolation_level="read_committed", auto_offset_reset="earliest",
+                                enable_auto_commit=False, **settings.kafka_options())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_options())
+    await consumer.start()
+    await admin.start()
+    from schemas.codec import WireCodec
+
+    codec = WireCodec()
+    try:
+        last_lag = 0.0
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=250)
+            for tp, records in batch.items():
+                if tp.topic == topics.accepted:
+                    counts.accepted += len(records)
+                else:
+                    counts.rejected += len(records)
+                    for record in records:
+                        _, rejection = codec.decode(record.value)
+                        counts.reasons[rejection["reason"]] = counts.reasons.get(rejection["reason"], 0) + 1
+            if time.monotonic() - last_lag > 1.0:
+                counts.lag = await consumer_lag(admin, consumer, f"{settings.topic_prefix}tiphub.accept",
+                                                topics.submitted, settings.partitions)
+                last_lag = time.monotonic()
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def consumer_lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topic: str,
+                       partitions: int) -> int:
+    """Records on `topic` that `group` has not committed yet."""
+    committed = await admin.list_consumer_group_offsets(group)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    ends = await consumer.end_offsets(tps)
+    return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+
+
+def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:
+    elapsed = max(time.monotonic() - counts.started, 1e-6)
+    table = Table(title="tiphub: live", show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    table.add_column("per second", justify="right")
+    table.add_row("published by simulated agencies", str(counts.published), f"{counts.published / elapsed:.1f}")
+    table.add_row("accepted", str(counts.accepted), f"{counts.accepted / elapsed:.1f}")
+    table.add_row("rejected", str(counts.rejected), ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items())))
+    table.add_row("consumer lag", str(counts.lag), "")
+    table.add_row("worker / gateway", " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children), "")
+    return table
