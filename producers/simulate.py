@@ -254,6 +254,7 @@ class Simulator:
                 twin = self.rng.choice(namesakes)
                 person.name = twin.name
                 person.nationality = twin.nationality
+                person.phone = self._phone(twin.nationality)
             _, _, observable = CHANNELS[channel]
             elements = sorted({self.rng.choice(["ACT_TRANSPORT", "MEANS_DECEPTION", "PURPOSE_FORCED_LABOUR"])})
             subject = self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)

@@ -35,7 +35,7 @@ class BatchHandler(Protocol):
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         """Drop state of partitions this worker no longer owns."""
 
-    def handle(self, records: Sequence[Any]) -> list[Output]:
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
         """Outputs for a batch. Must not commit state: see committed()/aborted()."""
 
     def committed(self) -> None:
@@ -142,7 +142,7 @@ class TransactionalProcessor:
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         async with self.producer.transaction():
-            outputs = self.handler.handle(records)
+            outputs = await self.handler.handle(records)
             sends = [
                 await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition)
                 for o in outputs

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agents.accept_reports import AcceptReports
 from streams.topics import Topics
@@ -30,6 +31,7 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
         linker=Linker.latest(keys.linkage_keys()),
         max_envelope_age_s=settings.max_envelope_age_s,
         max_future_skew_s=settings.max_future_skew_s,
+        codec=WireCodec(max_bytes=settings.max_value_bytes),
     )
     options = settings.kafka_options()
     return TransactionalProcessor(

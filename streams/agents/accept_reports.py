@@ -8,6 +8,7 @@ whatever partitioner the agencies' clients use).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -36,18 +37,36 @@ class AcceptReports:
         self._rejected_schema = self.codec.registry.latest(REJECTED)
         self.accepted_ids: dict[int, set[str]] = {}
         self._pending: dict[int, set[str]] = {}
+        self._restore_lock = asyncio.Lock()
+        self._revocations: dict[int, int] = {}
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        wanted = {tp.partition for tp in partitions if tp.topic == self.topics.submitted}
-        missing = wanted - self.accepted_ids.keys()
-        if missing:
-            restored = await self._restore(missing)
-            self.accepted_ids.update(restored)
-            log.info("restored accepted ids of partitions %s: %d ids", sorted(missing), sum(map(len, restored.values())))
+        await self._ensure_restored({tp.partition for tp in partitions if tp.topic == self.topics.submitted})
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
             self.accepted_ids.pop(tp.partition, None)
+            self._revocations[tp.partition] = self._revocations.get(tp.partition, 0) + 1
+        if partitions:
+            log.info("partitions %s revoked", sorted(tp.partition for tp in partitions))
+
+    async def _ensure_restored(self, partitions: set[int]) -> None:
+        """Never judge a record against state that was not loaded.
+
+        aiokafka runs the assignment callback concurrently with fetching, so both the callback
+        and every batch come through here; the lock makes one of them restore and the other
+        wait, and a restore overtaken by a revocation is thrown away rather than applied.
+        """
+        async with self._restore_lock:
+            missing = partitions - self.accepted_ids.keys()
+            if not missing:
+                return
+            before = {p: self._revocations.get(p, 0) for p in missing}
+            restored = await self._restore(missing)
+            for partition, ids in restored.items():
+                if self._revocations.get(partition, 0) == before[partition]:
+                    self.accepted_ids[partition] = ids
+            log.info("restored accepted ids of partitions %s: %d ids", sorted(missing), sum(map(len, restored.values())))
 
     async def _restore(self, partitions: set[int]) -> dict[int, set[str]]:
         consumer = AIOKafkaConsumer(
@@ -73,7 +92,10 @@ class AcceptReports:
         finally:
             await consumer.stop()
 
-    def handle(self, records: Sequence[Any]) -> list[Output]:
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
+        await self._ensure_restored({r.partition for r in records})
+        if not {r.partition for r in records} <= self.accepted_ids.keys():
+            raise RuntimeError("partition revoked while its batch was being read; reading it again")
         now = datetime.now(UTC)
         self._pending = {}
         submissions = [
@@ -83,7 +105,7 @@ class AcceptReports:
         fresh: list[Submission] = []
         for submission in submissions:
             report_id = (submission.key or b"").decode(errors="replace")
-            seen = self.accepted_ids.setdefault(submission.partition, set())
+            seen = self.accepted_ids[submission.partition]
             if report_id in seen or report_id in self._pending.get(submission.partition, ()):
                 outputs.append(self._rejected(submission, report_id, Rejection(
                     "duplicate_report_id", "a report with this report_id was already accepted", "report_id"), now))

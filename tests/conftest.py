@@ -1,0 +1,43 @@
+"""Fixtures: one real broker per test session; per test its own home, keys and topic prefix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Hub
+from tiphub.embedded import EmbeddedBroker, wait_ready
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The embedded broker on a free port with its own data dir; or TIPHUB_TEST_BROKER."""
+    target = os.environ.get("TIPHUB_TEST_BROKER")
+    if target == "testcontainers":
+        if shutil.which("docker") is None:
+            pytest.skip("TIPHUB_TEST_BROKER=testcontainers needs a Docker engine")
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    if target:
+        wait_ready(target)
+        yield target
+        return
+    embedded = EmbeddedBroker(tmp_path_factory.mktemp("broker")).start()
+    try:
+        yield embedded.bootstrap
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture
+def hub(broker: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    """A hub home with keys, and this test's own topics on the shared broker."""
+    with Hub.create(broker, tmp_path, request.node.name) as hub:
+        yield hub

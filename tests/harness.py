@@ -1,0 +1,226 @@
+"""Drives a hub under test: its keys, topics, worker processes, and reading its topics back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from schemas.codec import WireCodec
+from tiphub.embedded import ensure_topics
+from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
+from tiphub.settings import Settings
+
+PARTITIONS = 3
+
+
+@dataclass
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class Hub:
+    broker: str
+    home: Path
+    prefix: str
+    settings: Settings
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, broker: str, tmp: Path, name: str) -> Hub:
+        prefix = "t" + re.sub(r"[^a-z0-9]+", "-", name.lower())[:40] + "-" + uuid.uuid4().hex[:6] + "."
+        settings = Settings(home=tmp / "home", broker=broker, topic_prefix=prefix, partitions=PARTITIONS)
+        init_keys(settings)
+        hub = cls(broker, settings.home, prefix, settings)
+        ensure_topics(broker, hub.topics.specs())
+        return hub
+
+    def __enter__(self) -> Hub:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for name in list(self.workers):
+            self.stop_worker(name)
+
+    @property
+    def topics(self):  # type: ignore[no-untyped-def]
+        return topics_for(self.settings)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**os.environ, "TIPHUB_HOME": str(self.home), "TIPHUB_BROKER": self.broker,
+                "TIPHUB_TOPIC_PREFIX": self.prefix, "TIPHUB_PARTITIONS": str(PARTITIONS), **extra}
+
+    # -- processes ------------------------------------------------------------------------
+    def start_worker(self, instance: str = "0", **env: str) -> subprocess.Popen[bytes]:
+        log = (self.home / f"worker-{instance}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tiphub", "worker", "--instance-id", instance],
+            env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+        self.workers[instance] = process
+        return process
+
+    def kill_worker(self, instance: str = "0") -> None:
+        process = self.workers.pop(instance)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+    def stop_worker(self, instance: str = "0") -> int:
+        process = self.workers.pop(instance)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        return process.returncode
+
+    def worker_log(self, instance: str = "0") -> str:
+        return (self.home / f"worker-{instance}.log").read_text(errors="replace")
+
+    # -- publishing -----------------------------------------------------------------------
+    def publish(self, reports: Iterable[dict[str, Any]]) -> list[str]:
+        """Publish each report as its source agency, with the demo keys. Returns report ids."""
+        reports = list(reports)
+
+        async def run() -> list[str]:
+            producer = new_producer(self.broker)
+            await producer.start()
+            try:
+                agencies = sorted({r["source_agency"] for r in reports})
+                publishers = publishers_for(self.settings, self.broker, producer, agencies)
+                sends = []
+                for report in reports:
+                    publisher = publishers[report["source_agency"]]
+                    report_id, value = publisher.prepare(report)
+                    sends.append(await producer.send(publisher.topic, key=report_id.encode(), value=value))
+                await asyncio.gather(*sends)
+                return [r["report_id"] for r in reports]
+            finally:
+                await producer.stop()
+
+        return asyncio.run(run())
+
+    def send_raw(self, items: Iterable[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
+        async def run() -> None:
+            producer = new_producer(self.broker, {"max_request_size": 8 << 20})
+            await producer.start()
+            try:
+                for key, value in items:
+                    await producer.send_and_wait(topic or self.topics.submitted, key=key, value=value)
+            finally:
+                await producer.stop()
+
+        asyncio.run(run())
+
+    # -- reading back ---------------------------------------------------------------------
+    def read(self, topic: str) -> list[Record]:
+        return asyncio.run(read_topics(self.broker, [topic]))
+
+    def decoded(self, topic: str) -> list[dict[str, Any]]:
+        codec = WireCodec()
+        return [codec.decode(r.value)[1] for r in self.read(topic)]
+
+    def outcomes(self) -> tuple[list[Record], list[dict[str, Any]]]:
+        """(accepted records, decoded rejections)."""
+        return self.read(self.topics.accepted), self.decoded(self.topics.rejected)
+
+    def wait_for_outcomes(self, total: int, timeout: float = 120.0) -> tuple[list[Record], list[dict[str, Any]]]:
+        """Wait until accepted + rejected reach `total` and the worker has committed everything."""
+        deadline = time.monotonic() + timeout
+        while True:
+            accepted, rejected = self.outcomes()
+            if len(accepted) + len(rejected) >= total and self.lag() == 0:
+                return accepted, rejected
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"after {timeout:.0f}s: {len(accepted)} accepted + {len(rejected)} rejected of {total}, "
+                    f"lag {self.lag()}; worker log tail:\n" + "\n".join(
+                        self.worker_log(i)[-3000:] for i in self.workers) if self.workers else "")
+            time.sleep(0.5)
+
+    def lag(self) -> int:
+        async def run() -> int:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.broker)
+            await admin.start()
+            await consumer.start()
+            try:
+                committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.accept")
+                tps = [TopicPartition(self.topics.submitted, p) for p in range(PARTITIONS)]
+                ends = await consumer.end_offsets(tps)
+                return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+            finally:
+                await consumer.stop()
+                await admin.close()
+
+        return asyncio.run(run())
+
+
+async def read_topics(broker: str, topics: list[str], isolation: str = "read_committed") -> list[Record]:
+    """Every record of `topics` from the beginning to the current end."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
+                                isolation_level=isolation, max_partition_fetch_bytes=16 << 20)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: list[Record] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=300)
+            for tp, records in batch.items():
+                out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata for an unsubscribed topic
+    return consumer._client.cluster.partitions_for_topic(topic) or set()  # noqa: SLF001
+
+
+def flatten_strings(value: Any) -> Iterable[str]:
+    """Every string (and bytes decoded leniently) inside a decoded record."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from flatten_strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from flatten_strings(v)
+    elif isinstance(value, bytes):
+        yield value.decode("utf-8", errors="ignore")
+    elif value is not None:
+        yield str(value)
+
+
+__all__ = ["Hub", "Record", "TracebackType", "flatten_strings", "read_topics"]
