@@ -101,33 +101,33 @@ class AcceptReports:
         submissions = [
             Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records
         ]
+        duplicate = Rejection("duplicate_report_id", "a report with this report_id was already accepted", "report_id")
+        fresh = [s for s in submissions if self._key(s) not in self.accepted_ids[s.partition]]
+        verdicts = dict(zip((id(s) for s in fresh), self.stage.process(fresh, now), strict=True))
         outputs: list[Output] = []
-        fresh: list[Submission] = []
-        for submission in submissions:
-            report_id = (submission.key or b"").decode(errors="replace")
-            seen = self.accepted_ids[submission.partition]
-            if report_id in seen or report_id in self._pending.get(submission.partition, ()):
-                outputs.append(self._rejected(submission, report_id, Rejection(
-                    "duplicate_report_id", "a report with this report_id was already accepted", "report_id"), now))
-                continue
-            fresh.append(submission)
-            # Reserve the id now: a second copy later in this batch is a duplicate too.
-            self._pending.setdefault(submission.partition, set()).add(report_id)
-        for submission, verdict in zip(fresh, self.stage.process(fresh, now), strict=True):
-            if verdict.accepted is not None:
+        for submission in submissions:  # in input order: the first valid copy of an id wins
+            verdict = verdicts.get(id(submission))
+            pending = self._pending.setdefault(submission.partition, set())
+            if verdict is None or (verdict.accepted is not None and verdict.report_id in pending):
+                outputs.append(self._rejected(submission, self._key(submission), duplicate, now))
+            elif verdict.accepted is not None:
+                pending.add(verdict.report_id)
                 outputs.append(Output(
                     self.topics.accepted, verdict.report_id.encode(),
                     self.codec.encode_with(self._accepted_schema, verdict.accepted),
                     partition=submission.partition,
                 ))
             else:
-                self._pending[submission.partition].discard((submission.key or b"").decode(errors="replace"))
                 assert verdict.rejected is not None
                 outputs.append(Output(
                     self.topics.rejected, verdict.report_id.encode(),
                     self.codec.encode_with(self._rejected_schema, verdict.rejected),
                 ))
         return outputs
+
+    @staticmethod
+    def _key(submission: Submission) -> str:
+        return (submission.key or b"").decode(errors="replace")
 
     def _rejected(self, submission: Submission, report_id: str, rejection: Rejection, now: datetime) -> Output:
         record = rejection_record(submission, report_id, None, rejection, now)
