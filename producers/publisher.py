@@ -35,9 +35,7 @@ def seal_report(
     report_id = report["report_id"]
     data_key = crypto.new_data_key()
     ephemeral_pub, wrapped = crypto.wrap_data_key(hub_public, report_id, data_key)
-    sealed = transform_sensitive(
-        report, lambda path, value: crypto.seal_field(data_key, report_id, path, value)
-    )
+    sealed = transform_sensitive(report, lambda path, value: crypto.seal_field(data_key, report_id, path, value))
     envelope = {
         **sealed,
         "report_schema_id": load_registry().latest("tiphub.IndicatorReport").schema_id,
@@ -109,7 +107,13 @@ class AgencyPublisher:
         record = report_from_json(report_json)
         if record["source_agency"] != self.agency:
             raise ReportValidationError(
-                [FieldError("source_agency", "agency_mismatch", f"is not the publishing agency {self.agency}")]
+                [
+                    FieldError(
+                        "source_agency",
+                        "agency_mismatch",
+                        f"is not the publishing agency {self.agency}",
+                    )
+                ]
             )
         envelope = seal_report(
             record,

@@ -27,26 +27,101 @@ from schemas.elements import covers_requirement
 # CTDC marginals (from the shared 14,299-case sample), used when no --ctdc file is given.
 BUILTIN_PROFILE: dict[str, list[tuple[str, int]]] = {
     "gender": [("Female", 12460), ("Male", 1839)],
-    "citizenship": [("0", 8353), ("US", 3590), ("UA", 1016), ("BY", 232), ("MM", 186), ("KG", 157),
-                    ("KH", 139), ("NG", 98), ("LK", 73), ("ID", 69), ("TH", 53), ("PH", 38)],
-    "ExploitType": [("Sexual Exploitation", 11908), ("Forced Labor", 2240), ("Other", 76), ("Forced Marriage", 75)],
-    "ControlCategory": [("Other", 5926), ("Threats", 3919), ("Financial", 2668), ("Physical", 1590), ("Survival", 196)],
-    "RecruiterCategory": [("Not Specified", 8283), ("Other", 2260), ("Intimate Partner", 1523),
-                          ("Family/Relative", 1147), ("Friend/Acquaintance", 1086)],
-    "Labor_Type": [("Unknown", 12540), ("Construction", 810), ("Manufacturing", 304), ("Domestic Work", 229),
-                   ("Other", 110), ("Aquafarming", 91), ("Begging", 88), ("Agriculture", 69), ("Peddling", 58)],
-    "ageCategories": [("Age 9-17", 4942), ("Age 30-38", 2213), ("Age 18-20", 2056), ("Age 21-23", 1547),
-                      ("Age 24-26", 1219), ("Age 27-29", 895), ("Age 39-47", 802), ("Age 48+", 424), ("Age 0-8", 201)],
+    "citizenship": [
+        ("0", 8353),
+        ("US", 3590),
+        ("UA", 1016),
+        ("BY", 232),
+        ("MM", 186),
+        ("KG", 157),
+        ("KH", 139),
+        ("NG", 98),
+        ("LK", 73),
+        ("ID", 69),
+        ("TH", 53),
+        ("PH", 38),
+    ],
+    "ExploitType": [
+        ("Sexual Exploitation", 11908),
+        ("Forced Labor", 2240),
+        ("Other", 76),
+        ("Forced Marriage", 75),
+    ],
+    "ControlCategory": [
+        ("Other", 5926),
+        ("Threats", 3919),
+        ("Financial", 2668),
+        ("Physical", 1590),
+        ("Survival", 196),
+    ],
+    "RecruiterCategory": [
+        ("Not Specified", 8283),
+        ("Other", 2260),
+        ("Intimate Partner", 1523),
+        ("Family/Relative", 1147),
+        ("Friend/Acquaintance", 1086),
+    ],
+    "Labor_Type": [
+        ("Unknown", 12540),
+        ("Construction", 810),
+        ("Manufacturing", 304),
+        ("Domestic Work", 229),
+        ("Other", 110),
+        ("Aquafarming", 91),
+        ("Begging", 88),
+        ("Agriculture", 69),
+        ("Peddling", 58),
+    ],
+    "ageCategories": [
+        ("Age 9-17", 4942),
+        ("Age 30-38", 2213),
+        ("Age 18-20", 2056),
+        ("Age 21-23", 1547),
+        ("Age 24-26", 1219),
+        ("Age 27-29", 895),
+        ("Age 39-47", 802),
+        ("Age 48+", 424),
+        ("Age 0-8", 201),
+    ],
 }
 # CTDC leaves most citizenships unknown; a hub in New Zealand sees mostly the Asia-Pacific region.
-REGIONAL_CITIZENSHIP = [("KH", 12), ("TH", 10), ("PH", 14), ("VN", 12), ("ID", 10), ("MM", 8), ("LK", 6),
-                        ("NP", 6), ("IN", 10), ("CN", 8), ("FJ", 4)]
-PURPOSE = {"Sexual Exploitation": "PURPOSE_SEXUAL_EXPLOITATION", "Forced Labor": "PURPOSE_FORCED_LABOUR",
-           "Forced Marriage": "PURPOSE_FORCED_MARRIAGE", "Other": "PURPOSE_FORCED_CRIMINALITY"}
-MEANS = {"Threats": "MEANS_THREAT", "Financial": "MEANS_DEBT_BONDAGE", "Physical": "MEANS_FORCE",
-         "Survival": "MEANS_ABUSE_OF_VULNERABILITY", "Other": "MEANS_DECEPTION"}
-AGES = {"Age 0-8": (3, 8), "Age 9-17": (12, 17), "Age 18-20": (18, 20), "Age 21-23": (21, 23),
-        "Age 24-26": (24, 26), "Age 27-29": (27, 29), "Age 30-38": (30, 38), "Age 39-47": (39, 47), "Age 48+": (48, 60)}
+REGIONAL_CITIZENSHIP = [
+    ("KH", 12),
+    ("TH", 10),
+    ("PH", 14),
+    ("VN", 12),
+    ("ID", 10),
+    ("MM", 8),
+    ("LK", 6),
+    ("NP", 6),
+    ("IN", 10),
+    ("CN", 8),
+    ("FJ", 4),
+]
+PURPOSE = {
+    "Sexual Exploitation": "PURPOSE_SEXUAL_EXPLOITATION",
+    "Forced Labor": "PURPOSE_FORCED_LABOUR",
+    "Forced Marriage": "PURPOSE_FORCED_MARRIAGE",
+    "Other": "PURPOSE_FORCED_CRIMINALITY",
+}
+MEANS = {
+    "Threats": "MEANS_THREAT",
+    "Financial": "MEANS_DEBT_BONDAGE",
+    "Physical": "MEANS_FORCE",
+    "Survival": "MEANS_ABUSE_OF_VULNERABILITY",
+    "Other": "MEANS_DECEPTION",
+}
+AGES = {
+    "Age 0-8": (3, 8),
+    "Age 9-17": (12, 17),
+    "Age 18-20": (18, 20),
+    "Age 21-23": (21, 23),
+    "Age 24-26": (24, 26),
+    "Age 27-29": (27, 29),
+    "Age 30-38": (30, 38),
+    "Age 39-47": (39, 47),
+    "Age 48+": (48, 60),
+}
 
 # What each agency reports, and which element groups it can observe.
 CHANNELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
@@ -58,12 +133,25 @@ CHANNELS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "HOTLINE_TIP": ("NZ-POLICE", "Police hotline tip", ("PURPOSE",)),
 }
 ORDER = list(CHANNELS)
-PLACES = {"BORDER_CROSSING": "Auckland International Airport", "LABOUR_INSPECTION": "Pukekohe",
-          "NGO_REFERRAL": "Auckland", "HOTLINE_TIP": "Christchurch", "LOST_STOLEN_DOCUMENT": "Wellington",
-          "VISA_APPLICATION_FLAG": "Auckland"}
-SECTOR_EMPLOYER = {"Construction": "Builders", "Manufacturing": "Packing", "Domestic Work": "Home Services",
-                   "Aquafarming": "Seafoods", "Agriculture": "Orchards", "Begging": "Holdings",
-                   "Peddling": "Trading", "Other": "Services", "Unknown": "Hospitality"}
+PLACES = {
+    "BORDER_CROSSING": "Auckland International Airport",
+    "LABOUR_INSPECTION": "Pukekohe",
+    "NGO_REFERRAL": "Auckland",
+    "HOTLINE_TIP": "Christchurch",
+    "LOST_STOLEN_DOCUMENT": "Wellington",
+    "VISA_APPLICATION_FLAG": "Auckland",
+}
+SECTOR_EMPLOYER = {
+    "Construction": "Builders",
+    "Manufacturing": "Packing",
+    "Domestic Work": "Home Services",
+    "Aquafarming": "Seafoods",
+    "Agriculture": "Orchards",
+    "Begging": "Holdings",
+    "Peddling": "Trading",
+    "Other": "Services",
+    "Unknown": "Hospitality",
+}
 BASE_DATE = datetime(2025, 1, 1, tzinfo=UTC)
 
 
@@ -123,9 +211,10 @@ class Simulator:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
 
     def _phone(self, country: str) -> str:
-        example = phonenumbers.example_number_for_type(country, phonenumbers.PhoneNumberType.MOBILE)
-        if example is None:
-            example = phonenumbers.example_number_for_type("NZ", phonenumbers.PhoneNumberType.MOBILE)
+        example = phonenumbers.example_number_for_type(
+            country, phonenumbers.PhoneNumberType.MOBILE
+        ) or phonenumbers.example_number_for_type("NZ", phonenumbers.PhoneNumberType.MOBILE)
+        assert example is not None  # phonenumbers ships an example for NZ
         national = str(example.national_number)
         digits = national[:-6] + "".join(str(self.rng.randrange(10)) for _ in range(6))
         return f"+{example.country_code}{digits}"
@@ -139,11 +228,23 @@ class Simulator:
         email = None
         if self.rng.random() < 0.3:
             email = f"{name.split()[0].lower()}{self.rng.randrange(100, 999)}@mail.example"
-        return Person(f"P{self._people:06d}", name, dob, sex, nationality, passport, self._phone(nationality), email)
+        return Person(
+            f"P{self._people:06d}",
+            name,
+            dob,
+            sex,
+            nationality,
+            passport,
+            self._phone(nationality),
+            email,
+        )
 
     def _phone_as_written(self, phone: str, nationality_known: bool) -> str:
         number = phonenumbers.parse(phone)
-        formats = [phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.INTERNATIONAL]
+        formats = [
+            phonenumbers.PhoneNumberFormat.E164,
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+        ]
         if nationality_known:
             formats.append(phonenumbers.PhoneNumberFormat.NATIONAL)
         text = phonenumbers.format_number(number, self.rng.choice(formats))
@@ -166,14 +267,26 @@ class Simulator:
         if documents or (channel == "LABOUR_INSPECTION" and self.rng.random() > self.noise):
             identifiers.append({"kind": "PASSPORT", "value": person.passport, "issuer": person.nationality})
         if channel in ("NGO_REFERRAL", "HOTLINE_TIP", "VISA_APPLICATION_FLAG") or need_link:
-            identifiers.append({"kind": "PHONE", "value": self._phone_as_written(person.phone, "nationality" in subject)})
+            identifiers.append(
+                {
+                    "kind": "PHONE",
+                    "value": self._phone_as_written(person.phone, "nationality" in subject),
+                }
+            )
         if person.email and channel in ("VISA_APPLICATION_FLAG", "NGO_REFERRAL") and self.rng.random() < 0.5:
             identifiers.append({"kind": "EMAIL", "value": person.email.upper() if noisy else person.email})
         subject["identifiers"] = identifiers
         return subject
 
-    def _report(self, channel: str, at: datetime, elements: list[str], subjects: list[dict[str, Any]],
-                organisations: list[dict[str, Any]], narrative: str | None) -> dict[str, Any]:
+    def _report(
+        self,
+        channel: str,
+        at: datetime,
+        elements: list[str],
+        subjects: list[dict[str, Any]],
+        organisations: list[dict[str, Any]],
+        narrative: str | None,
+    ) -> dict[str, Any]:
         agency, _, _ = CHANNELS[channel]
         report: dict[str, Any] = {
             "report_id": self._uuid(),
@@ -207,13 +320,19 @@ class Simulator:
         means = MEANS.get(profile.get("ControlCategory", ""), "MEANS_DECEPTION")
         acts = ["ACT_RECRUITMENT"] if profile.get("RecruiterCategory") != "Not Specified" else []
         acts.append("ACT_TRANSPORT")
-        groups = {"ACT": acts, "MEANS": [means] + (["MEANS_DOCUMENT_CONFISCATION"] if self.rng.random() < 0.3 else []),
-                  "PURPOSE": [purpose]}
+        groups = {
+            "ACT": acts,
+            "MEANS": [means] + (["MEANS_DOCUMENT_CONFISCATION"] if self.rng.random() < 0.3 else []),
+            "PURPOSE": [purpose],
+        }
         sector = profile.get("Labor_Type", "Unknown")
-        employer = {"role": "EMPLOYER" if purpose == "PURPOSE_FORCED_LABOUR" else "VENUE",
-                    "name": f"{self.rng.choice(['Kiwi', 'Southern', 'Harbour', 'Pacific', 'Golden'])} "
-                            f"{SECTOR_EMPLOYER.get(sector, 'Services')} Ltd",
-                    "registration": f"NZBN-94290{self.rng.randrange(10**7, 10**8)}", "country": "NZ"}
+        employer = {
+            "role": "EMPLOYER" if purpose == "PURPOSE_FORCED_LABOUR" else "VENUE",
+            "name": f"{self.rng.choice(['Kiwi', 'Southern', 'Harbour', 'Pacific', 'Golden'])} "
+            f"{SECTOR_EMPLOYER.get(sector, 'Services')} Ltd",
+            "registration": f"NZBN-94290{self.rng.randrange(10**7, 10**8)}",
+            "country": "NZ",
+        }
         recruiter = None
         if acts[0] == "ACT_RECRUITMENT":
             recruiter = self.person(nationality, self.rng.choice("FM"), self.rng.randint(25, 55), start)
@@ -231,10 +350,18 @@ class Simulator:
             need_link = channel == "HOTLINE_TIP" and not has_phone_elsewhere
             subjects = [self._subject(victim, "SUSPECTED_VICTIM", channel, need_link=need_link)]
             if recruiter and channel in ("NGO_REFERRAL", "VISA_APPLICATION_FLAG") and self.rng.random() < 0.6:
-                subjects.append({"role": "RECRUITER", "name": recruiter.name, "sex": recruiter.sex,
-                                 "nationality": recruiter.nationality,
-                                 "identifiers": [{"kind": "PHONE", "value": recruiter.phone}]})
-            organisations = [employer] if channel in ("LABOUR_INSPECTION", "VISA_APPLICATION_FLAG", "NGO_REFERRAL") else []
+                subjects.append(
+                    {
+                        "role": "RECRUITER",
+                        "name": recruiter.name,
+                        "sex": recruiter.sex,
+                        "nationality": recruiter.nationality,
+                        "identifiers": [{"kind": "PHONE", "value": recruiter.phone}],
+                    }
+                )
+            organisations = (
+                [employer] if channel in ("LABOUR_INSPECTION", "VISA_APPLICATION_FLAG", "NGO_REFERRAL") else []
+            )
             narrative = f"{title}: {victim.name} reported concerns; see attached notes."
             case.reports.append(self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative))
             at += timedelta(days=self.rng.randrange(1, 60), minutes=self.rng.randrange(0, 1440))
@@ -255,14 +382,21 @@ class Simulator:
                 person.name = twin.name
                 person.nationality = twin.nationality
                 person.phone = self._phone(twin.nationality)
-            _, _, observable = CHANNELS[channel]
             elements = sorted({self.rng.choice(["ACT_TRANSPORT", "MEANS_DECEPTION", "PURPOSE_FORCED_LABOUR"])})
             subject = self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)
             reports.append(self._report(channel, at, elements, [subject], [], None))
             if kind > 0.85:  # a second report by the same agency: never enough on its own
                 later = at + timedelta(days=self.rng.randrange(1, 30))
-                reports.append(self._report(channel, later, ["PURPOSE_FORCED_LABOUR", "MEANS_THREAT"],
-                                            [self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)], [], None))
+                reports.append(
+                    self._report(
+                        channel,
+                        later,
+                        ["PURPOSE_FORCED_LABOUR", "MEANS_THREAT"],
+                        [self._subject(person, "SUSPECTED_VICTIM", channel, need_link=False)],
+                        [],
+                        None,
+                    )
+                )
         return reports
 
 
@@ -280,8 +414,17 @@ class Simulation:
             times = [datetime.fromisoformat(r["observed_at"].replace("Z", "+00:00")) for r in case.reports]
             within = max(times) - min(times) <= timedelta(days=365)
             if len(agencies) >= 2 and within and covers_requirement(elements, minor=case.minor):
-                ir1.append({"case_id": case.case_id, "report_ids": sorted(r["report_id"] for r in case.reports)})
-        return {"requirements": {"IR-1": ir1}, "cases": len(self.cases), "reports": len(self.reports)}
+                ir1.append(
+                    {
+                        "case_id": case.case_id,
+                        "report_ids": sorted(r["report_id"] for r in case.reports),
+                    }
+                )
+        return {
+            "requirements": {"IR-1": ir1},
+            "cases": len(self.cases),
+            "reports": len(self.reports),
+        }
 
 
 def simulate(cases: int, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3) -> Simulation:

@@ -61,9 +61,7 @@ class WireCodec:
         if schema is None:
             raise CodecError("unknown_schema_id", f"schema id {schema_id} is not registered")
         if expect is not None and schema.name != expect:
-            raise CodecError(
-                "wrong_schema", f"schema id {schema_id} is {schema.name}, expected {expect}"
-            )
+            raise CodecError("wrong_schema", f"schema id {schema_id} is {schema.name}, expected {expect}")
         buffer = io.BytesIO(value)
         buffer.seek(_HEADER.size)
         try:
@@ -72,6 +70,7 @@ class WireCodec:
             raise CodecError("undecodable", f"Avro body does not match {schema.name}: {type(exc).__name__}") from None
         if buffer.tell() != len(value):
             raise CodecError(
-                "undecodable", f"{len(value) - buffer.tell()} trailing bytes after the {schema.name} record"
+                "undecodable",
+                f"{len(value) - buffer.tell()} trailing bytes after the {schema.name} record",
             )
         return schema, record

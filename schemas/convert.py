@@ -225,7 +225,12 @@ def _check_semantics(report: dict[str, Any], walker: _Walker) -> None:
         for j, ident in enumerate(subject.get("identifiers") or []):
             country(f"{base}.identifiers[{j}].issuer", ident.get("issuer"))
             try:
-                normalise_identifier(ident.get("kind", ""), ident.get("value") or "", ident.get("issuer"), subject.get("nationality"))
+                normalise_identifier(
+                    ident.get("kind", ""),
+                    ident.get("value") or "",
+                    ident.get("issuer"),
+                    subject.get("nationality"),
+                )
             except IdentifierError as exc:
                 fail(f"{base}.identifiers[{j}].value", "invalid_identifier", str(exc))
     for i, org in enumerate(report.get("organisations") or []):

@@ -10,6 +10,7 @@ import phonenumbers
 DOCUMENT_KINDS = frozenset({"PASSPORT", "NATIONAL_ID", "VISA"})
 CONTACT_KINDS = frozenset({"PHONE", "EMAIL", "BANK_ACCOUNT", "SOCIAL_HANDLE"})
 _ALNUM = re.compile(r"[^A-Z0-9]")
+_PHONE_CHARS = re.compile(r"^\+?[0-9 ()./-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -32,6 +33,10 @@ def normalise_identifier(kind: str, value: str, issuer: str | None, nationality:
     if kind == "PHONE":
         region = issuer or nationality
         text = value.strip()
+        if not _PHONE_CHARS.match(text):
+            # phonenumbers reads letters as keypad digits (vanity numbers); in intelligence
+            # records a letter means the value is not a phone number at all.
+            raise IdentifierError("a phone number may hold only digits, spaces, + - ( ) and .")
         if text.startswith("00"):
             text = "+" + text[2:]
         try:

@@ -69,9 +69,7 @@ def expand(name: str, types: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 ns = node.get("namespace", namespace)
                 defined.add(f"{ns}.{node['name']}")
                 if kind == "record":
-                    node["fields"] = [
-                        {**field, "type": walk(field["type"], ns)} for field in node["fields"]
-                    ]
+                    node["fields"] = [{**field, "type": walk(field["type"], ns)} for field in node["fields"]]
                 return node
             if kind == "array":
                 return {**node, "items": walk(node["items"], namespace)}
@@ -113,9 +111,7 @@ class SchemaRegistry:
         return sorted({entry.subject for entry in self._by_id.values()})
 
     def versions(self, subject: str) -> list[RegisteredSchema]:
-        return sorted(
-            (e for e in self._by_id.values() if e.subject == subject), key=lambda e: e.version
-        )
+        return sorted((e for e in self._by_id.values() if e.subject == subject), key=lambda e: e.version)
 
     def __iter__(self):  # type: ignore[no-untyped-def]
         return iter(sorted(self._by_id.values(), key=lambda e: e.schema_id))

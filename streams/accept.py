@@ -25,8 +25,14 @@ from tiphub.vault import KeyRequest, KeyVault
 ACCEPTED = "tiphub.AcceptedReport"
 REJECTED = "tiphub.RejectedReport"
 _ENVELOPE_FIELDS = (
-    "report_schema_id", "signed_at", "signing_key_id", "publisher", "hub_key_id",
-    "ephemeral_public_key", "wrapped_data_key", "signature",
+    "report_schema_id",
+    "signed_at",
+    "signing_key_id",
+    "publisher",
+    "hub_key_id",
+    "ephemeral_public_key",
+    "wrapped_data_key",
+    "signature",
 )
 
 
@@ -42,7 +48,7 @@ class Submission:
     timestamp_ms: int
 
 
-class Rejection(Exception):  # noqa: N818 - a verdict, raised to leave the pipeline early
+class Rejection(Exception):
     def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -104,9 +110,7 @@ class AcceptStage:
             if isinstance(item, _Opened):
                 requests.extend(self._key_requests(item))
         keys = self.vault.get_or_create_many(requests)
-        return [
-            item if isinstance(item, Verdict) else self._accept(item, keys, now) for item in opened
-        ]
+        return [item if isinstance(item, Verdict) else self._accept(item, keys, now) for item in opened]
 
     # -- opening: every check that can refuse a submission -------------------------------
     def _open(self, submission: Submission) -> _Opened:
@@ -125,11 +129,16 @@ class AcceptStage:
             raise Rejection(
                 "unknown_key" if known else "unknown_agency",
                 f"signing key {envelope['signing_key_id']} is not registered"
-                if known else f"no key is registered for agency {agency}",
+                if known
+                else f"no key is registered for agency {agency}",
                 "signing_key_id",
             )
         if key.agency != agency:
-            raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
+            raise Rejection(
+                "key_agency_mismatch",
+                f"key belongs to {key.agency}, not {agency}",
+                "signing_key_id",
+            )
         if key.revoked_by(submission.timestamp_ms / 1000):
             raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
         if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope)):
@@ -142,12 +151,19 @@ class AcceptStage:
         if signed_ms - submission.timestamp_ms > self.max_skew_ms:
             raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
         if envelope["report_schema_id"] != self._report_schema_id:
-            raise Rejection("unknown_report_schema", f"report schema id {envelope['report_schema_id']} is not supported", "report_schema_id")
+            raise Rejection(
+                "unknown_report_schema",
+                f"report schema id {envelope['report_schema_id']} is not supported",
+                "report_schema_id",
+            )
         if envelope["hub_key_id"] != self.hub_key_id:
             raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
         try:
             data_key = crypto.unwrap_data_key(
-                self.hub_key, report_id, envelope["ephemeral_public_key"], envelope["wrapped_data_key"]
+                self.hub_key,
+                report_id,
+                envelope["ephemeral_public_key"],
+                envelope["wrapped_data_key"],
             )
         except crypto.DecryptionError as exc:
             raise Rejection("key_unwrap_failed", str(exc), "wrapped_data_key") from None
@@ -171,7 +187,14 @@ class AcceptStage:
     def _reject(self, submission: Submission, rejection: Rejection, now: datetime) -> Verdict:
         report_id = (submission.key or b"").decode(errors="replace")[:64]
         agency = None
-        if rejection.reason not in ("not_wire_format", "unknown_schema_id", "undecodable", "oversized", "empty_value", "wrong_schema"):
+        if rejection.reason not in (
+            "not_wire_format",
+            "unknown_schema_id",
+            "undecodable",
+            "oversized",
+            "empty_value",
+            "wrong_schema",
+        ):
             try:
                 _, envelope = self.codec.decode(submission.value)
                 agency = envelope.get("source_agency")
@@ -187,7 +210,9 @@ class AcceptStage:
         for subject in report["subjects"]:
             tokens = []
             for ident in subject["identifiers"]:
-                canonical = normalise_identifier(ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality"))
+                canonical = normalise_identifier(
+                    ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
+                )
                 tokens.append((ident["kind"], self.linker.token(ident["kind"], canonical)))
             out.append(tokens)
         return out
@@ -223,47 +248,73 @@ class AcceptStage:
 
             minor, band = age_facts(subject.get("date_of_birth"), report["observed_at"])
             base = f"subjects[{i}]"
-            subjects.append({
-                "role": subject["role"],
-                "subject_key_id": key_id,
-                "name": sealed(f"{base}.name", subject.get("name")),
-                "date_of_birth": sealed(f"{base}.date_of_birth", subject.get("date_of_birth")),
-                "sex": subject.get("sex"),
-                "nationality": subject.get("nationality"),
-                "minor_at_observation": minor,
-                "age_band": band,
-                "name_dob_encoding": self.linker.name_dob_encoding(subject.get("name"), subject.get("date_of_birth")),
-                "blocking_keys": self.linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
-                "identifiers": [
-                    {
-                        "kind": ident["kind"],
-                        "linkage_token": token,
-                        "value": sealed(f"{base}.identifiers[{j}].value", ident["value"]),
-                        "issuer": ident.get("issuer"),
-                    }
-                    for j, (ident, (_, token)) in enumerate(zip(subject["identifiers"], tokens, strict=True))
-                ],
-            })
+            subjects.append(
+                {
+                    "role": subject["role"],
+                    "subject_key_id": key_id,
+                    "name": sealed(f"{base}.name", subject.get("name")),
+                    "date_of_birth": sealed(f"{base}.date_of_birth", subject.get("date_of_birth")),
+                    "sex": subject.get("sex"),
+                    "nationality": subject.get("nationality"),
+                    "minor_at_observation": minor,
+                    "age_band": band,
+                    "name_dob_encoding": self.linker.name_dob_encoding(
+                        subject.get("name"), subject.get("date_of_birth")
+                    ),
+                    "blocking_keys": self.linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
+                    "identifiers": [
+                        {
+                            "kind": ident["kind"],
+                            "linkage_token": token,
+                            "value": sealed(f"{base}.identifiers[{j}].value", ident["value"]),
+                            "issuer": ident.get("issuer"),
+                        }
+                        for j, (ident, (_, token)) in enumerate(zip(subject["identifiers"], tokens, strict=True))
+                    ],
+                }
+            )
         organisations = []
         for i, org in enumerate(report["organisations"]):
             registration = org.get("registration")
-            organisations.append({
-                "role": org["role"],
-                "name": org.get("name"),
-                "registration": None if registration is None else crypto.seal_field(report_key, report_id, f"organisations[{i}].registration", registration),
-                "registration_token": None if registration is None else self.linker.token(
-                    "ORG_REGISTRATION", f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}"
-                ),
-                "country": org.get("country"),
-            })
+            organisations.append(
+                {
+                    "role": org["role"],
+                    "name": org.get("name"),
+                    "registration": None
+                    if registration is None
+                    else crypto.seal_field(report_key, report_id, f"organisations[{i}].registration", registration),
+                    "registration_token": None
+                    if registration is None
+                    else self.linker.token(
+                        "ORG_REGISTRATION",
+                        f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}",
+                    ),
+                    "country": org.get("country"),
+                }
+            )
         narrative = report.get("narrative")
         accepted = {
-            **{k: report[k] for k in ("report_id", "source_agency", "observed_at", "indicator_type", "tlp",
-                                      "purpose", "legal_basis", "source_reliability", "info_credibility",
-                                      "elements", "locations")},
+            **{
+                k: report[k]
+                for k in (
+                    "report_id",
+                    "source_agency",
+                    "observed_at",
+                    "indicator_type",
+                    "tlp",
+                    "purpose",
+                    "legal_basis",
+                    "source_reliability",
+                    "info_credibility",
+                    "elements",
+                    "locations",
+                )
+            },
             "subjects": subjects,
             "organisations": organisations,
-            "narrative": None if narrative is None else crypto.seal_field(report_key, report_id, "narrative", narrative),
+            "narrative": None
+            if narrative is None
+            else crypto.seal_field(report_key, report_id, "narrative", narrative),
             "report_key_id": f"{report_id}/r",
             "linkage_key_version": self.linker.version,
             "signing_key_id": opened.signing_key_id,

@@ -144,8 +144,7 @@ class TransactionalProcessor:
         async with self.producer.transaction():
             outputs = await self.handler.handle(records)
             sends = [
-                await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition)
-                for o in outputs
+                await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition) for o in outputs
             ]
             await asyncio.gather(*sends)
             offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}

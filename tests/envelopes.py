@@ -24,15 +24,22 @@ class EnvelopeKit:
         self.hub_public = self.store.hub_encryption_key().public_key()
         self.hub_key_id = self.store.hub_key_id()
 
-    def envelope(self, report_json: dict[str, Any], agency: str | None = None,
-                 key: Ed25519PrivateKey | None = None, signed_at: datetime | None = None,
-                 hub_public: Any = None) -> dict[str, Any]:
+    def envelope(
+        self,
+        report_json: dict[str, Any],
+        agency: str | None = None,
+        key: Ed25519PrivateKey | None = None,
+        signed_at: datetime | None = None,
+        hub_public: Any = None,
+    ) -> dict[str, Any]:
         agency = agency or report_json["source_agency"]
         key = key or self.store.agency_key(agency)
         return seal_report(
             report_from_json(report_json) if isinstance(report_json["observed_at"], str) else report_json,
-            agency_key=key, signing_key_id=agency_key_id(agency, key.public_key()),
-            hub_public=hub_public or self.hub_public, hub_key_id=self.hub_key_id,
+            agency_key=key,
+            signing_key_id=agency_key_id(agency, key.public_key()),
+            hub_public=hub_public or self.hub_public,
+            hub_key_id=self.hub_key_id,
             signed_at=signed_at or datetime.now(UTC),
         )
 

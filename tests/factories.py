@@ -16,14 +16,27 @@ BASE_REPORT: dict[str, Any] = {
     "source_reliability": "B",
     "info_credibility": "2",
     "elements": ["ACT_TRANSPORT", "MEANS_DECEPTION"],
-    "subjects": [{
-        "role": "SUSPECTED_VICTIM",
-        "name": "Sokha Chan", "date_of_birth": "2008-04-02", "sex": "F", "nationality": "KH",
-        "identifiers": [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"},
-                        {"kind": "PHONE", "value": "+85512345678"}],
-    }],
-    "organisations": [{"role": "RECRUITMENT_AGENCY", "name": "Golden Path Ltd",
-                       "registration": "NZBN-9429041234567", "country": "NZ"}],
+    "subjects": [
+        {
+            "role": "SUSPECTED_VICTIM",
+            "name": "Sokha Chan",
+            "date_of_birth": "2008-04-02",
+            "sex": "F",
+            "nationality": "KH",
+            "identifiers": [
+                {"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"},
+                {"kind": "PHONE", "value": "+85512345678"},
+            ],
+        }
+    ],
+    "organisations": [
+        {
+            "role": "RECRUITMENT_AGENCY",
+            "name": "Golden Path Ltd",
+            "registration": "NZBN-9429041234567",
+            "country": "NZ",
+        }
+    ],
     "locations": [{"country": "NZ", "place": "Auckland International Airport"}],
     "narrative": "Travelling on a job offer that did not match the visa.",
 }

@@ -66,16 +66,25 @@ class Hub:
         return topics_for(self.settings)
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "TIPHUB_HOME": str(self.home), "TIPHUB_BROKER": self.broker,
-                "TIPHUB_TOPIC_PREFIX": self.prefix, "TIPHUB_PARTITIONS": str(PARTITIONS), **extra}
+        return {
+            **os.environ,
+            "TIPHUB_HOME": str(self.home),
+            "TIPHUB_BROKER": self.broker,
+            "TIPHUB_TOPIC_PREFIX": self.prefix,
+            "TIPHUB_PARTITIONS": str(PARTITIONS),
+            **extra,
+        }
 
     # -- processes ------------------------------------------------------------------------
     def start_worker(self, instance: str = "0", **env: str) -> subprocess.Popen[bytes]:
-        log = (self.home / f"worker-{instance}.log").open("ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tiphub", "worker", "--instance-id", instance],
-            env=self.env(**env), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+        with (self.home / f"worker-{instance}.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tiphub", "worker", "--instance-id", instance],
+                env=self.env(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         self.workers[instance] = process
         return process
 
@@ -155,8 +164,11 @@ class Hub:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"after {timeout:.0f}s: {len(accepted)} accepted + {len(rejected)} rejected of {total}, "
-                    f"lag {self.lag()}; worker log tail:\n" + "\n".join(
-                        self.worker_log(i)[-3000:] for i in self.workers) if self.workers else "")
+                    f"lag {self.lag()}; worker log tail:\n"
+                    + "\n".join(self.worker_log(i)[-3000:] for i in self.workers)
+                    if self.workers
+                    else ""
+                )
             time.sleep(0.5)
 
     def lag(self) -> int:
@@ -179,11 +191,19 @@ class Hub:
 
 async def read_topics(broker: str, topics: list[str], isolation: str = "read_committed") -> list[Record]:
     """Every record of `topics` from the beginning to the current end."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker, enable_auto_commit=False,
-                                isolation_level=isolation, max_partition_fetch_bytes=16 << 20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        max_partition_fetch_bytes=16 << 20,
+    )
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))]
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            for p in (consumer.partitions_for_topic(t) or await _partitions(consumer, t))
+        ]
         if not tps:
             return []
         consumer.assign(tps)
@@ -193,7 +213,7 @@ async def read_topics(broker: str, topics: list[str], isolation: str = "read_com
         remaining = {tp for tp in tps if ends[tp] > 0}
         while remaining:
             batch = await consumer.getmany(*remaining, timeout_ms=300)
-            for tp, records in batch.items():
+            for records in batch.values():
                 out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
             for tp in list(remaining):
                 if await consumer.position(tp) >= ends[tp]:
@@ -204,8 +224,8 @@ async def read_topics(broker: str, topics: list[str], isolation: str = "read_com
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - metadata for an unsubscribed topic
-    return consumer._client.cluster.partitions_for_topic(topic) or set()  # noqa: SLF001
+    await consumer._client.force_metadata_update()
+    return consumer._client.cluster.partitions_for_topic(topic) or set()
 
 
 def flatten_strings(value: Any) -> Iterable[str]:

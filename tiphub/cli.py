@@ -24,13 +24,26 @@ app.add_typer(broker_app, name="broker")
 console = Console(stderr=True)
 out = Console()
 
-BrokerOpt = Annotated[str | None, typer.Option("--broker", envvar="TIPHUB_BROKER", help="Kafka host:port; default: embedded broker.")]
-HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="TIPHUB_HOME", help="State directory (default ./.tiphub).")]
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option("--broker", envvar="TIPHUB_BROKER", help="Kafka host:port; default: embedded broker."),
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="TIPHUB_HOME", help="State directory (default ./.tiphub)."),
+]
 PrefixOpt = Annotated[str | None, typer.Option("--topic-prefix", envvar="TIPHUB_TOPIC_PREFIX", hidden=True)]
 
 
-def settings_from(broker: str | None = None, home: Path | None = None, topic_prefix: str | None = None, **more: Any) -> Settings:
-    overrides: dict[str, Any] = {k: v for k, v in {"broker": broker, "home": home, "topic_prefix": topic_prefix, **more}.items() if v is not None}
+def settings_from(
+    broker: str | None = None,
+    home: Path | None = None,
+    topic_prefix: str | None = None,
+    **more: Any,
+) -> Settings:
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"broker": broker, "home": home, "topic_prefix": topic_prefix, **more}.items() if v is not None
+    }
     return Settings(**overrides)
 
 
@@ -54,8 +67,10 @@ def keys_init(home: HomeOpt = None) -> None:
     setup = init_keys(settings)
     for path in setup.created:
         out.print(f"created {path}")
-    out.print(f"{len(setup.created)} key file(s) created under {settings.home / 'keys'}; "
-              f"{len(setup.registered)} agency key(s) registered")
+    out.print(
+        f"{len(setup.created)} key file(s) created under {settings.home / 'keys'}; "
+        f"{len(setup.registered)} agency key(s) registered"
+    )
 
 
 @keys_app.command("list")
@@ -133,7 +148,13 @@ def simulate(
 @app.command()
 def publish(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines, one report a line.")],
-    agency: Annotated[str | None, typer.Option("--agency", help="Publish as this agency; omitted: each report as its source_agency with the demo keys.")] = None,
+    agency: Annotated[
+        str | None,
+        typer.Option(
+            "--agency",
+            help="Publish as this agency; omitted: each report as its source_agency with the demo keys.",
+        ),
+    ] = None,
     broker: BrokerOpt = None,
     home: HomeOpt = None,
     topic_prefix: PrefixOpt = None,
@@ -156,8 +177,14 @@ def publish(
             agencies: list[str] = [agency] if agency else sorted(_agencies_in(lines))
             publishers = publishers_for(settings, bootstrap, producer, agencies)
             pending = []
-            with Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                          console=console, transient=False) as progress:
+            with Progress(
+                TextColumn("publishing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
                 task = progress.add_task("publish", total=len(lines))
                 for number, line in enumerate(lines, start=1):
                     progress.advance(task)
@@ -165,7 +192,8 @@ def publish(
                         continue
                     try:
                         report = parse_jsonl_line(line)
-                        publisher = publishers[agency] if agency else publishers.get(report.get("source_agency") if isinstance(report, dict) else None)
+                        claimed = report.get("source_agency") if isinstance(report, dict) else None
+                        publisher = publishers[agency] if agency else publishers.get(str(claimed))
                         if publisher is None:
                             raise ReportValidationError([_no_key_error()])
                         report_id, value = publisher.prepare(report)
@@ -202,7 +230,11 @@ def _agencies_in(lines: list[str]) -> set[str]:
 def _no_key_error() -> Any:
     from schemas.convert import FieldError
 
-    return FieldError("source_agency", "unknown_agency", "no signing key for this agency under TIPHUB_HOME (use --agency)")
+    return FieldError(
+        "source_agency",
+        "unknown_agency",
+        "no signing key for this agency under TIPHUB_HOME (use --agency)",
+    )
 
 
 # -- worker / gateway / up ------------------------------------------------------------------
@@ -211,7 +243,14 @@ def worker(
     broker: BrokerOpt = None,
     home: HomeOpt = None,
     topic_prefix: PrefixOpt = None,
-    instance_id: Annotated[str | None, typer.Option("--instance-id", envvar="TIPHUB_INSTANCE_ID", help="Stable per worker; give each worker its own.")] = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            "--instance-id",
+            envvar="TIPHUB_INSTANCE_ID",
+            help="Stable per worker; give each worker its own.",
+        ),
+    ] = None,
 ) -> None:
     """Run the stream processors."""
     from streams.worker import run_worker
@@ -253,5 +292,3 @@ def up(
 
     settings = settings_from(broker, home)
     raise typer.Exit(run_hub(settings, rate=rate, ctdc=ctdc, seed=seed, port=port, console=console))
-
-

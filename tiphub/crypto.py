@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
-_RAW = {"encoding": serialization.Encoding.Raw, "format": serialization.PublicFormat.Raw}
 
 
 class DecryptionError(ValueError):
@@ -66,15 +65,18 @@ def _wrap_context(report_id: str) -> bytes:
 
 def _kek(shared: bytes, ephemeral_pub: bytes, hub_pub: bytes, report_id: str) -> bytes:
     return HKDF(
-        algorithm=SHA256(), length=KEY_BYTES, salt=ephemeral_pub + hub_pub, info=_wrap_context(report_id)
+        algorithm=SHA256(),
+        length=KEY_BYTES,
+        salt=ephemeral_pub + hub_pub,
+        info=_wrap_context(report_id),
     ).derive(shared)
 
 
 def wrap_data_key(hub_public: X25519PublicKey, report_id: str, data_key: bytes) -> tuple[bytes, bytes]:
     """Wrap `data_key` for the hub. Returns (ephemeral public key, wrapped key)."""
     ephemeral = X25519PrivateKey.generate()
-    ephemeral_pub = ephemeral.public_key().public_bytes(**_RAW)
-    hub_pub = hub_public.public_bytes(**_RAW)
+    ephemeral_pub = public_bytes(ephemeral.public_key())
+    hub_pub = public_bytes(hub_public)
     kek = _kek(ephemeral.exchange(hub_public), ephemeral_pub, hub_pub, report_id)
     return ephemeral_pub, seal(kek, data_key, _wrap_context(report_id))
 
@@ -85,7 +87,7 @@ def unwrap_data_key(hub_private: X25519PrivateKey, report_id: str, ephemeral_pub
         shared = hub_private.exchange(peer)
     except ValueError:
         raise DecryptionError("ephemeral public key is not a valid X25519 key") from None
-    hub_pub = hub_private.public_key().public_bytes(**_RAW)
+    hub_pub = public_bytes(hub_private.public_key())
     key = unseal(_kek(shared, ephemeral_pub, hub_pub, report_id), wrapped, _wrap_context(report_id))
     if len(key) != KEY_BYTES:
         raise DecryptionError("wrapped data key has the wrong length")
@@ -93,7 +95,7 @@ def unwrap_data_key(hub_private: X25519PrivateKey, report_id: str, ephemeral_pub
 
 
 def public_bytes(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
-    return key.public_bytes(**_RAW)
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 def key_fingerprint(public: bytes) -> str:

@@ -36,7 +36,7 @@ def _binary() -> str:
     path = files("noida_db").joinpath("noida-db")
     if not path.is_file():
         raise BrokerError(f"noida-db binary not found at {path}")
-    os.chmod(str(path), 0o755)
+    os.chmod(str(path), 0o755)  # noqa: S103 - the wheel ships the broker binary without its exec bit
     return str(path)
 
 
@@ -48,15 +48,20 @@ def wait_ready(bootstrap: str, timeout: float = 30.0, **options: Any) -> None:
     """Block until the broker answers a metadata request."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:
         try:
+            # Probe the port with a socket we close ourselves: a kafka-python client whose
+            # constructor fails on "connection refused" leaves its socket for the GC.
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+                pass
             admin = admin_client(bootstrap, **options)
             try:
                 admin.list_topics()
                 return
             finally:
                 admin.close()
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:
             last = exc
             time.sleep(0.1)
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
@@ -74,8 +79,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, 
                     [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs()) for s in missing]
                 )
         described = {
-            d.get("name", d.get("topic")): len(d["partitions"])
-            for d in admin.describe_topics([s.name for s in specs])
+            d.get("name", d.get("topic")): len(d["partitions"]) for d in admin.describe_topics([s.name for s in specs])
         }
         for spec in specs:
             if described.get(spec.name) != spec.partitions:
@@ -125,8 +129,16 @@ class EmbeddedBroker:
         self.port = self.port or free_port()
         log_file = open(self.data_dir / "broker.log", "ab")  # noqa: SIM115 - owned by the child
         self._process = subprocess.Popen(
-            [_binary(), "start", "--only", "kafka", "--kafka-port", str(self.port),
-             "--data-dir", str(self.data_dir / "noida")],
+            [
+                _binary(),
+                "start",
+                "--only",
+                "kafka",
+                "--kafka-port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir / "noida"),
+            ],
             stdout=log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

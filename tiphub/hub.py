@@ -39,8 +39,12 @@ class HubCounts:
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as handle:
         return subprocess.Popen(
-            [sys.executable, "-m", "tiphub", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-m", "tiphub", *args],
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
 
@@ -70,14 +74,30 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
                 owned = running = EmbeddedBroker(broker_dir(settings))
                 owned.start()
             bootstrap = running.bootstrap
-        ensure_topics(bootstrap, topics_for(settings).specs(), settings.replication_factor, **settings.kafka_options())
-        env = {**os.environ, "TIPHUB_HOME": str(settings.home.resolve()), "TIPHUB_BROKER": bootstrap}
+        ensure_topics(
+            bootstrap,
+            topics_for(settings).specs(),
+            settings.replication_factor,
+            **settings.kafka_options(),
+        )
+        env = {
+            **os.environ,
+            "TIPHUB_HOME": str(settings.home.resolve()),
+            "TIPHUB_BROKER": bootstrap,
+        }
         logs = settings.home / "logs"
         logs.mkdir(exist_ok=True)
         children.append(_spawn(["worker"], env, logs / "worker.log"))
         children.append(_spawn(["gateway", "--port", str(port)], env, logs / "gateway.log"))
-        state.write_text(json.dumps({"pids": [c.pid for c in children] + ([owned.pid] if owned else []),
-                                     "broker": bootstrap, "gateway": f"http://127.0.0.1:{port}"}))
+        state.write_text(
+            json.dumps(
+                {
+                    "pids": [c.pid for c in children] + ([owned.pid] if owned else []),
+                    "broker": bootstrap,
+                    "gateway": f"http://127.0.0.1:{port}",
+                }
+            )
+        )
         console.print(f"broker {bootstrap}   gateway http://127.0.0.1:{port}   logs {logs}")
         console.print("Ctrl-C stops everything")
         asyncio.run(_publish_and_watch(settings, bootstrap, rate, ctdc, seed, children, console))
@@ -95,8 +115,13 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
 
 
 async def _publish_and_watch(
-    settings: Settings, bootstrap: str, rate: float, ctdc: Path | None, seed: int,
-    children: list[subprocess.Popen[bytes]], console: Console,
+    settings: Settings,
+    bootstrap: str,
+    rate: float,
+    ctdc: Path | None,
+    seed: int,
+    children: list[subprocess.Popen[bytes]],
+    console: Console,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -115,8 +140,10 @@ async def _publish_and_watch(
                     await _wait(stop, 0.25)
         else:
             while not stop.is_set():
-                console.print(f"published={counts.published} accepted={counts.accepted} "
-                              f"rejected={counts.rejected} lag={counts.lag}")
+                console.print(
+                    f"published={counts.published} accepted={counts.accepted} "
+                    f"rejected={counts.rejected} lag={counts.lag}"
+                )
                 await _wait(stop, 2.0)
     finally:
         stop.set()
@@ -128,13 +155,24 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _publish(settings: Settings, bootstrap: str, rate: float, ctdc: Path | None, seed: int,
-                   counts: HubCounts, stop: asyncio.Event) -> None:
+async def _publish(
+    settings: Settings,
+    bootstrap: str,
+    rate: float,
+    ctdc: Path | None,
+    seed: int,
+    counts: HubCounts,
+    stop: asyncio.Event,
+) -> None:
     producer = new_producer(bootstrap, settings.kafka_options())
     await producer.start()
     try:
-        publishers = publishers_for(settings, bootstrap, producer, sorted({
-            "NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI"}))
+        publishers = publishers_for(
+            settings,
+            bootstrap,
+            producer,
+            sorted({"NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI"}),
+        )
         simulator = Simulator(seed, ctdc)
         interval = 1.0 / rate
         next_at = time.monotonic()
@@ -143,7 +181,11 @@ async def _publish(settings: Settings, bootstrap: str, rate: float, ctdc: Path |
                 if stop.is_set():
                     return
                 _, value = publishers[report["source_agency"]].prepare(report)
-                await producer.send(publishers[report["source_agency"]].topic, key=report["report_id"].encode(), value=value)
+                await producer.send(
+                    publishers[report["source_agency"]].topic,
+                    key=report["report_id"].encode(),
+                    value=value,
+                )
                 counts.published += 1
                 next_at += interval
                 await _wait(stop, max(0.0, next_at - time.monotonic()))
@@ -153,9 +195,15 @@ async def _publish(settings: Settings, bootstrap: str, rate: float, ctdc: Path |
 
 async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: asyncio.Event) -> None:
     topics = topics_for(settings)
-    consumer = AIOKafkaConsumer(topics.accepted, topics.rejected, bootstrap_servers=bootstrap,
-                                isolation_level="read_committed", auto_offset_reset="earliest",
-                                enable_auto_commit=False, **settings.kafka_options())
+    consumer = AIOKafkaConsumer(
+        topics.accepted,
+        topics.rejected,
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **settings.kafka_options(),
+    )
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_options())
     await consumer.start()
     await admin.start()
@@ -175,16 +223,22 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
                         _, rejection = codec.decode(record.value)
                         counts.reasons[rejection["reason"]] = counts.reasons.get(rejection["reason"], 0) + 1
             if time.monotonic() - last_lag > 1.0:
-                counts.lag = await consumer_lag(admin, consumer, f"{settings.topic_prefix}tiphub.accept",
-                                                topics.submitted, settings.partitions)
+                counts.lag = await consumer_lag(
+                    admin,
+                    consumer,
+                    f"{settings.topic_prefix}tiphub.accept",
+                    topics.submitted,
+                    settings.partitions,
+                )
                 last_lag = time.monotonic()
     finally:
         await consumer.stop()
         await admin.close()
 
 
-async def consumer_lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topic: str,
-                       partitions: int) -> int:
+async def consumer_lag(
+    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topic: str, partitions: int
+) -> int:
     """Records on `topic` that `group` has not committed yet."""
     committed = await admin.list_consumer_group_offsets(group)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
@@ -198,9 +252,21 @@ def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:
     table.add_column("")
     table.add_column("count", justify="right")
     table.add_column("per second", justify="right")
-    table.add_row("published by simulated agencies", str(counts.published), f"{counts.published / elapsed:.1f}")
+    table.add_row(
+        "published by simulated agencies",
+        str(counts.published),
+        f"{counts.published / elapsed:.1f}",
+    )
     table.add_row("accepted", str(counts.accepted), f"{counts.accepted / elapsed:.1f}")
-    table.add_row("rejected", str(counts.rejected), ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items())))
+    table.add_row(
+        "rejected",
+        str(counts.rejected),
+        ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items())),
+    )
     table.add_row("consumer lag", str(counts.lag), "")
-    table.add_row("worker / gateway", " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children), "")
+    table.add_row(
+        "worker / gateway",
+        " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children),
+        "",
+    )
     return table

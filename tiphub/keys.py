@@ -164,10 +164,7 @@ class KeyRegistry:
 
     def all(self) -> list[RegisteredKey]:
         rows = self.db.query("SELECT key_id, agency, public_key, created_at, revoked_at FROM agency_keys")
-        return [
-            RegisteredKey(r[0], r[1], Ed25519PublicKey.from_public_bytes(bytes(r[2])), r[3], r[4])
-            for r in rows
-        ]
+        return [RegisteredKey(r[0], r[1], Ed25519PublicKey.from_public_bytes(bytes(r[2])), r[3], r[4]) for r in rows]
 
     def get(self, key_id: str) -> RegisteredKey | None:
         now = time.monotonic()

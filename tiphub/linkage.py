@@ -43,9 +43,7 @@ class Linker:
 
     def token(self, domain: str, canonical: str) -> str:
         """`lk<version>.<base64url of 128 bits>`: domain-separated by identifier kind."""
-        digest = hmac.new(
-            self._token_key, domain.encode() + b"\x00" + canonical.encode(), hashlib.sha256
-        ).digest()
+        digest = hmac.new(self._token_key, domain.encode() + b"\x00" + canonical.encode(), hashlib.sha256).digest()
         return f"lk{self.version}.{urlsafe_b64encode(digest[:16]).rstrip(b'=').decode()}"
 
     def name_dob_encoding(self, name: str | None, dob: str | None) -> bytes | None:

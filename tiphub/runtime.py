@@ -30,7 +30,12 @@ def resolve_broker(settings: Settings, *, start: bool = True) -> str:
                 raise RuntimeError("the embedded broker is not running (start it with `tiphub broker start`)")
             running = EmbeddedBroker(broker_dir(settings)).start()
         bootstrap = running.bootstrap
-    ensure_topics(bootstrap, topics_for(settings).specs(), settings.replication_factor, **settings.kafka_options())
+    ensure_topics(
+        bootstrap,
+        topics_for(settings).specs(),
+        settings.replication_factor,
+        **settings.kafka_options(),
+    )
     return bootstrap
 
 
@@ -53,18 +58,33 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
     return KeySetup(created, registered)
 
 
-def publishers_for(settings: Settings, bootstrap: str, producer: AIOKafkaProducer, agencies: list[str]) -> dict[str, AgencyPublisher]:
+def publishers_for(
+    settings: Settings, bootstrap: str, producer: AIOKafkaProducer, agencies: list[str]
+) -> dict[str, AgencyPublisher]:
     """One AgencyPublisher per agency with its demo key, sharing one producer."""
     store = KeyStore(settings.home)
     hub = store.hub_encryption_key().public_key()
     return {
         agency: AgencyPublisher(
-            bootstrap=bootstrap, topic=topics_for(settings).submitted, agency=agency,
-            agency_key=store.agency_key(agency), hub_public=hub, hub_key_id=store.hub_key_id(),
+            bootstrap=bootstrap,
+            topic=topics_for(settings).submitted,
+            agency=agency,
+            agency_key=store.agency_key(agency),
+            hub_public=hub,
+            hub_key_id=store.hub_key_id(),
             producer=producer,
         )
         for agency in agencies
     }
 
 
-__all__ = ["KeySetup", "agency_key_id", "broker_dir", "init_keys", "new_producer", "publishers_for", "resolve_broker", "topics_for"]
+__all__ = [
+    "KeySetup",
+    "agency_key_id",
+    "broker_dir",
+    "init_keys",
+    "new_producer",
+    "publishers_for",
+    "resolve_broker",
+    "topics_for",
+]

@@ -27,7 +27,13 @@ log = logging.getLogger(__name__)
 class AcceptReports:
     """BatchHandler for the accept stage."""
 
-    def __init__(self, stage: AcceptStage, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        stage: AcceptStage,
+        topics: Topics,
+        bootstrap: str,
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
         self.stage = stage
         self.topics = topics
         self.bootstrap = bootstrap
@@ -66,12 +72,18 @@ class AcceptReports:
             for partition, ids in restored.items():
                 if self._revocations.get(partition, 0) == before[partition]:
                     self.accepted_ids[partition] = ids
-            log.info("restored accepted ids of partitions %s: %d ids", sorted(missing), sum(map(len, restored.values())))
+            log.info(
+                "restored accepted ids of partitions %s: %d ids",
+                sorted(missing),
+                sum(map(len, restored.values())),
+            )
 
     async def _restore(self, partitions: set[int]) -> dict[int, set[str]]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False,
-            isolation_level="read_committed", **self.client_options,
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            **self.client_options,
         )
         await consumer.start()
         try:
@@ -98,9 +110,7 @@ class AcceptReports:
             raise RuntimeError("partition revoked while its batch was being read; reading it again")
         now = datetime.now(UTC)
         self._pending = {}
-        submissions = [
-            Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records
-        ]
+        submissions = [Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
         duplicate = Rejection("duplicate_report_id", "a report with this report_id was already accepted", "report_id")
         fresh = [s for s in submissions if self._key(s) not in self.accepted_ids[s.partition]]
         verdicts = dict(zip((id(s) for s in fresh), self.stage.process(fresh, now), strict=True))
@@ -112,17 +122,23 @@ class AcceptReports:
                 outputs.append(self._rejected(submission, self._key(submission), duplicate, now))
             elif verdict.accepted is not None:
                 pending.add(verdict.report_id)
-                outputs.append(Output(
-                    self.topics.accepted, verdict.report_id.encode(),
-                    self.codec.encode_with(self._accepted_schema, verdict.accepted),
-                    partition=submission.partition,
-                ))
+                outputs.append(
+                    Output(
+                        self.topics.accepted,
+                        verdict.report_id.encode(),
+                        self.codec.encode_with(self._accepted_schema, verdict.accepted),
+                        partition=submission.partition,
+                    )
+                )
             else:
                 assert verdict.rejected is not None
-                outputs.append(Output(
-                    self.topics.rejected, verdict.report_id.encode(),
-                    self.codec.encode_with(self._rejected_schema, verdict.rejected),
-                ))
+                outputs.append(
+                    Output(
+                        self.topics.rejected,
+                        verdict.report_id.encode(),
+                        self.codec.encode_with(self._rejected_schema, verdict.rejected),
+                    )
+                )
         return outputs
 
     @staticmethod
@@ -131,7 +147,11 @@ class AcceptReports:
 
     def _rejected(self, submission: Submission, report_id: str, rejection: Rejection, now: datetime) -> Output:
         record = rejection_record(submission, report_id, None, rejection, now)
-        return Output(self.topics.rejected, report_id.encode(), self.codec.encode_with(self._rejected_schema, record))
+        return Output(
+            self.topics.rejected,
+            report_id.encode(),
+            self.codec.encode_with(self._rejected_schema, record),
+        )
 
     def committed(self) -> None:
         for partition, ids in self._pending.items():

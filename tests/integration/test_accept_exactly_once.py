@@ -36,7 +36,9 @@ def test_2000_simulated_reports_are_each_accepted_exactly_once(hub: Hub) -> None
     assert all(submitted[r.key] == r.partition for r in accepted)
 
 
-def test_a_worker_killed_mid_stream_and_restarted_accepts_every_report_exactly_once(hub: Hub) -> None:
+def test_a_worker_killed_mid_stream_and_restarted_accepts_every_report_exactly_once(
+    hub: Hub,
+) -> None:
     published = hub.publish(_simulated_reports(2000, seed=12))
     hub.start_worker()
     for kill_after in (300, 1100):  # two SIGKILLs, each in the middle of the stream

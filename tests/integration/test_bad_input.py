@@ -43,8 +43,12 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     cases.append(("wrong_schema", (good[0], kit.with_schema_id(good[1], accepted_schema))))
     moved_key = kit.wire(env())
     cases.append(("key_mismatch", (b"another-report-id", moved_key[1])))
-    cases.append(("unknown_agency", kit.wire(kit.envelope(make_report(source_agency="XX-NOBODY"),
-                                                         key=Ed25519PrivateKey.generate()))))
+    cases.append(
+        (
+            "unknown_agency",
+            kit.wire(kit.envelope(make_report(source_agency="XX-NOBODY"), key=Ed25519PrivateKey.generate())),
+        )
+    )
     cases.append(("unknown_key", kit.wire(kit.envelope(make_report(), key=Ed25519PrivateKey.generate()))))
     police_signs_for_customs = env()
     police = kit.store.agency_key("NZ-POLICE")
@@ -121,14 +125,23 @@ def test_publish_cli_reports_each_bad_line_with_its_number_and_reason(hub: Hub, 
 
     result = subprocess.run(
         [sys.executable, "-m", "tiphub", "publish", str(source), "--agency", "NZ-CUSTOMS"],
-        env=hub.env(COLUMNS="200"), capture_output=True, text=True, timeout=120,
+        env=hub.env(COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
     assert result.returncode == 0, result.stderr
     assert "published 2, rejected 9" in result.stdout
     expected = {
-        2: "malformed_json", 3: "unknown_field", 4: "invalid_enum", 5: "missing_field",
-        6: "invalid_timestamp", 7: "invalid_uuid", 8: "invalid_date", 9: "agency_mismatch",
+        2: "malformed_json",
+        3: "unknown_field",
+        4: "invalid_enum",
+        5: "missing_field",
+        6: "invalid_timestamp",
+        7: "invalid_uuid",
+        8: "invalid_date",
+        9: "agency_mismatch",
         10: "invalid_enum",
     }
     for number, reason in expected.items():

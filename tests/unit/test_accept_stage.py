@@ -1,0 +1,165 @@
+"""The accept stage as a function: what it writes, what it derives, and that plaintext never leaves it."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from schemas.codec import WireCodec
+from streams.accept import AcceptStage, Submission
+from tests.envelopes import EnvelopeKit, hours_ago
+from tests.factories import make_report
+from tiphub import crypto
+from tiphub.database import Database
+from tiphub.keys import KeyRegistry, KeyStore
+from tiphub.linkage import Linker
+from tiphub.runtime import init_keys
+from tiphub.settings import Settings
+from tiphub.vault import InMemoryKeyVault
+
+
+@pytest.fixture
+def kit(tmp_path: Path) -> EnvelopeKit:
+    init_keys(Settings(home=tmp_path))
+    return EnvelopeKit(tmp_path)
+
+
+@pytest.fixture
+def vault() -> InMemoryKeyVault:
+    return InMemoryKeyVault()
+
+
+@pytest.fixture
+def stage(kit: EnvelopeKit, vault: InMemoryKeyVault, tmp_path: Path) -> AcceptStage:
+    store = KeyStore(tmp_path)
+    return AcceptStage(
+        registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+        vault=vault,
+        hub_key=store.hub_encryption_key(),
+        hub_key_id=store.hub_key_id(),
+        linker=Linker.latest(store.linkage_keys()),
+    )
+
+
+def submit(kit: EnvelopeKit, report: dict, signed_at: datetime | None = None) -> Submission:
+    key, value = kit.wire(kit.envelope(report, signed_at=signed_at))
+    return Submission("submitted", 0, 0, key, value, int(time.time() * 1000))
+
+
+def test_an_accepted_report_carries_tokens_and_sealed_fields_that_open_with_vault_keys(
+    stage: AcceptStage, kit: EnvelopeKit, vault: InMemoryKeyVault
+) -> None:
+    report = make_report()
+    [verdict] = stage.process([submit(kit, report)])
+    accepted = verdict.accepted
+    assert accepted is not None and verdict.rejected is None
+    WireCodec().encode("tiphub.AcceptedReport", accepted)  # valid against the schema
+
+    subject = accepted["subjects"][0]
+    key = vault.get(subject["subject_key_id"])
+    assert key is not None
+    rid = report["report_id"]
+    assert crypto.unseal_field(key, rid, "subjects[0].name", subject["name"]) == "Sokha Chan"
+    assert (
+        crypto.unseal_field(key, rid, "subjects[0].identifiers[0].value", subject["identifiers"][0]["value"])
+        == "N01234567"
+    )
+    report_key = vault.get(accepted["report_key_id"])
+    assert report_key is not None
+    assert crypto.unseal_field(report_key, rid, "narrative", accepted["narrative"]).startswith("Travelling")
+    assert [i["linkage_token"][:4] for i in subject["identifiers"]] == ["lk1.", "lk1."]
+    assert subject["minor_at_observation"] is False and subject["age_band"] == "18-20"
+    assert len(subject["name_dob_encoding"]) == 128
+    assert accepted["organisations"][0]["registration_token"].startswith("lk1.")
+
+
+def test_the_same_identifier_written_differently_gets_the_same_token(stage: AcceptStage, kit: EnvelopeKit) -> None:
+    def with_ids(passport: str, phone: str) -> dict:
+        return make_report(
+            subjects=[
+                {
+                    "role": "SUSPECTED_VICTIM",
+                    "nationality": "KH",
+                    "identifiers": [
+                        {"kind": "PASSPORT", "value": passport, "issuer": "KH"},
+                        {"kind": "PHONE", "value": phone},
+                    ],
+                }
+            ]
+        )
+
+    verdicts = stage.process(
+        [
+            submit(kit, with_ids("N01234567", "+855 12 345 678")),
+            submit(kit, with_ids("n0123-4567", "012 345 678")),
+            submit(kit, with_ids("N01234567", "0085512345678")),
+        ]
+    )
+    tokens = [[i["linkage_token"] for i in v.accepted["subjects"][0]["identifiers"]] for v in verdicts]  # type: ignore[index]
+    assert tokens[0] == tokens[1] == tokens[2]
+
+
+def test_tokens_are_separated_by_identifier_kind(stage: AcceptStage) -> None:
+    assert stage.linker.token("PASSPORT", "KH:123456") != stage.linker.token("NATIONAL_ID", "KH:123456")
+
+
+def test_a_redelivered_report_reuses_its_vault_keys(
+    stage: AcceptStage, kit: EnvelopeKit, vault: InMemoryKeyVault
+) -> None:
+    submission = submit(kit, make_report())
+    first = stage.process([submission])[0].accepted
+    keys_after_first = dict(vault.keys)
+    second = stage.process([submission])[0].accepted
+    assert vault.keys == keys_after_first
+    assert first["subjects"][0]["subject_key_id"] == second["subjects"][0]["subject_key_id"]  # type: ignore[index]
+
+
+def test_subject_keys_are_indexed_by_the_subjects_tokens_for_erasure(
+    stage: AcceptStage, kit: EnvelopeKit, vault: InMemoryKeyVault
+) -> None:
+    accepted = stage.process([submit(kit, make_report())])[0].accepted
+    subject = accepted["subjects"][0]  # type: ignore[index]
+    passport_token = subject["identifiers"][0]["linkage_token"]
+    assert vault.key_ids_for_token(passport_token) == [subject["subject_key_id"]]
+    assert vault.key_ids_for_token(stage.subject_token("Chan Sokha", "2008-04-02")) == [subject["subject_key_id"]]
+
+
+def test_a_child_is_flagged_and_a_partial_birth_date_counts_as_a_child_when_it_could_be(
+    stage: AcceptStage, kit: EnvelopeKit
+) -> None:
+    child = make_report(subjects=[{"role": "SUSPECTED_VICTIM", "date_of_birth": "2012-05-01"}])
+    borderline = make_report(subjects=[{"role": "SUSPECTED_VICTIM", "date_of_birth": "2008"}])  # 18 or 17 in Oct 2026
+    adult = make_report(subjects=[{"role": "SUSPECTED_VICTIM", "date_of_birth": "2001-01"}])
+    facts = [
+        (v.accepted["subjects"][0]["minor_at_observation"], v.accepted["subjects"][0]["age_band"])  # type: ignore[index]
+        for v in stage.process([submit(kit, child), submit(kit, borderline), submit(kit, adult)])
+    ]
+    assert facts == [(True, "9-17"), (True, "9-17"), (False, "24-26")]
+
+
+def test_the_envelope_age_is_measured_against_broker_time(stage: AcceptStage, kit: EnvelopeKit) -> None:
+    old = submit(kit, make_report(), signed_at=hours_ago(5))
+    backlog = Submission(old.topic, 0, 0, old.key, old.value, int(hours_ago(4.5).timestamp() * 1000))
+    assert stage.process([backlog])[0].accepted is not None  # sat in the topic: not stale
+    assert stage.process([old])[0].rejected["reason"] == "stale_envelope"  # type: ignore[index]
+
+
+def test_rejections_name_the_field_and_carry_no_value(stage: AcceptStage, kit: EnvelopeKit) -> None:
+    from schemas.convert import report_from_json
+
+    record = report_from_json(make_report())
+    record["subjects"][0]["identifiers"][0]["kind"] = "PHONE"  # a passport number is no phone number
+    key, value = kit.wire(kit.envelope(record))
+    [verdict] = stage.process([Submission("submitted", 1, 42, key, value, int(time.time() * 1000))])
+    rejected = verdict.rejected
+    assert rejected is not None
+    assert (rejected["reason"], rejected["field"]) == (
+        "invalid_identifier",
+        "subjects[0].identifiers[0].value",
+    )
+    assert (rejected["source_partition"], rejected["source_offset"]) == (1, 42)
+    assert "N01234567" not in rejected["detail"]
+    assert rejected["rejected_at"].tzinfo == UTC

@@ -1,0 +1,83 @@
+"""Key files, the agency key registry, and pseudonymous linkage material."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tiphub.database import Database
+from tiphub.keys import DEMO_AGENCIES, KeyRegistry, KeyStore, agency_key_id
+from tiphub.linkage import Linker, age_facts
+
+
+def test_keys_init_creates_private_files_once_and_never_overwrites(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    created = store.init()
+    assert len(created) == 4 + len(DEMO_AGENCIES)
+    for path in created:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    before = {p: p.read_bytes() for p in created}
+    assert store.init() == []
+    assert {p: p.read_bytes() for p in created} == before
+
+
+def test_registry_revocation_applies_from_its_time(tmp_path: Path) -> None:
+    registry = KeyRegistry(Database(f"sqlite:///{tmp_path}/r.sqlite3"), ttl=0)
+    key = Ed25519PrivateKey.generate()
+    key_id = registry.register("NZ-CUSTOMS", key.public_key())
+    assert key_id == agency_key_id("NZ-CUSTOMS", key.public_key())
+    assert registry.revoke(key_id, at=1000.0)
+    entry = registry.get(key_id)
+    assert entry is not None and not entry.revoked_by(999.0) and entry.revoked_by(1000.0)
+    assert not registry.revoke(key_id)  # already revoked
+
+
+def test_a_second_registry_reader_sees_a_revocation(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/r.sqlite3"
+    writer, reader = KeyRegistry(Database(url)), KeyRegistry(Database(url), ttl=0)
+    key_id = writer.register("NZ-DIA", Ed25519PrivateKey.generate().public_key())
+    assert reader.get(key_id).revoked_at is None  # type: ignore[union-attr]
+    writer.revoke(key_id)
+    assert reader.get(key_id).revoked_at is not None  # type: ignore[union-attr]
+
+
+def dice(a: bytes, b: bytes) -> float:
+    ones = lambda x: sum(bin(byte).count("1") for byte in x)  # noqa: E731
+    return 2 * ones(bytes(p & q for p, q in zip(a, b, strict=True))) / (ones(a) + ones(b))
+
+
+def test_spelling_variants_stay_close_and_strangers_stay_apart() -> None:
+    linker = Linker(b"k" * 32, 1)
+    base = linker.name_dob_encoding("Sokha Chan", "2008-04-02")
+    variant = linker.name_dob_encoding("Chan Sokhaa", "2008-04-02")
+    namesake = linker.name_dob_encoding("Sokha Chan", "1994-11-19")
+    stranger = linker.name_dob_encoding("Olena Kovalenko", "1989-06-30")
+    assert base and variant and namesake and stranger
+    assert dice(base, variant) > 0.85
+    assert dice(base, stranger) < 0.6
+    assert dice(base, variant) > dice(base, namesake)
+
+
+def test_linkage_material_depends_on_the_key() -> None:
+    one, two = Linker(b"a" * 32, 1), Linker(b"b" * 32, 2)
+    assert one.token("PASSPORT", "KH:N1") != two.token("PASSPORT", "KH:N1")
+    assert two.token("PASSPORT", "KH:N1").startswith("lk2.")
+    assert one.name_dob_encoding("Sokha Chan", None) != two.name_dob_encoding("Sokha Chan", None)
+    assert one.blocking_keys("Mohammed Khan", "1990-01-02") != two.blocking_keys("Mohammed Khan", "1990-01-02")
+
+
+def test_blocking_keys_survive_vowel_transliteration() -> None:
+    linker = Linker(b"k" * 32, 1)
+    assert set(linker.blocking_keys("Mohammed Khan", "1990")) & set(linker.blocking_keys("Muhammad Khan", "1990"))
+
+
+def test_age_facts_at_observation() -> None:
+    at = datetime(2026, 10, 30, tzinfo=UTC)
+    assert age_facts("2008-10-30", at) == (False, "18-20")
+    assert age_facts("2008-10-31", at) == (True, "9-17")
+    assert age_facts("2008-10", at) == (True, "9-17")
+    assert age_facts(None, at) == (None, None)
+    assert age_facts("1950", at) == (False, "48+")

@@ -1,0 +1,68 @@
+"""The simulator: valid, deterministic, realistic and with a truth a correlator can be scored against."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from producers.simulate import CHANNELS, simulate
+from schemas.convert import report_from_json
+from schemas.elements import covers_requirement
+
+CTDC = Path(__file__).resolve().parents[3] / "shared" / "data" / "ctdc_cases_sample.csv"
+
+
+def test_every_simulated_report_is_valid_and_the_run_is_deterministic() -> None:
+    first, second = simulate(150, seed=3), simulate(150, seed=3)
+    assert first.reports == second.reports
+    assert simulate(150, seed=4).reports != first.reports
+    for report in first.reports:
+        report_from_json(report)
+
+
+def test_cases_are_split_across_agencies_with_noise() -> None:
+    simulation = simulate(300, seed=5)
+    for case in simulation.cases:
+        assert 2 <= len(case.reports) <= 5
+        assert len({r["source_agency"] for r in case.reports}) == len(case.reports)
+    names = Counter()
+    for case in simulation.cases:
+        victim_names = {s.get("name") for r in case.reports for s in r["subjects"] if s["role"] == "SUSPECTED_VICTIM"}
+        names["variant" if len(victim_names) > 1 else "same"] += 1
+    assert names["variant"] > 30  # transliteration and typing noise is common, as in real records
+    phones = [
+        i["value"] for r in simulation.reports for s in r["subjects"] for i in s["identifiers"] if i["kind"] == "PHONE"
+    ]
+    assert any(p.startswith("+") for p in phones) and any(not p.startswith("+") for p in phones)
+    assert {r["source_agency"] for r in simulation.reports} == {agency for agency, _, _ in CHANNELS.values()}
+
+
+def test_truth_holds_the_cases_that_meet_ir1_and_only_those() -> None:
+    simulation = simulate(200, seed=9)
+    truth = simulation.truth()["requirements"]["IR-1"]
+    by_case = {case.case_id: case for case in simulation.cases}
+    assert 0.4 * len(simulation.cases) < len(truth) < len(simulation.cases)
+    for entry in truth:
+        case = by_case[entry["case_id"]]
+        assert entry["report_ids"] == sorted(r["report_id"] for r in case.reports)
+        assert covers_requirement({e for r in case.reports for e in r["elements"]}, minor=case.minor)
+    children = [case for case in simulation.cases if case.minor]
+    assert children, "CTDC's largest age group is 9-17: the simulation must have children"
+
+
+@pytest.mark.skipif(not CTDC.exists(), reason="CTDC sample not beside the repository")
+def test_profiles_follow_the_ctdc_sample() -> None:
+    simulation = simulate(400, seed=1, ctdc=CTDC)
+    sexes = Counter(case.victim.sex for case in simulation.cases)
+    assert sexes["F"] > 2 * sexes["M"]  # CTDC: 87% female
+    purposes = Counter(e for r in simulation.reports for e in r["elements"] if e.startswith("PURPOSE_"))
+    assert purposes.most_common(1)[0][0] == "PURPOSE_SEXUAL_EXPLOITATION"
+
+
+def test_elements_follow_the_legal_definition() -> None:
+    assert covers_requirement({"ACT_TRANSPORT", "MEANS_FORCE", "PURPOSE_FORCED_LABOUR"}, minor=False)
+    assert not covers_requirement({"ACT_TRANSPORT", "PURPOSE_FORCED_LABOUR"}, minor=False)
+    assert covers_requirement({"ACT_TRANSPORT", "PURPOSE_FORCED_LABOUR"}, minor=True)
+    assert not covers_requirement({"MEANS_FORCE", "PURPOSE_FORCED_LABOUR"}, minor=True)
