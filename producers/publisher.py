@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from schemas.codec import WireCodec
 from schemas.convert import FieldError, ReportValidationError, report_from_json
@@ -21,6 +21,16 @@ from tiphub.keys import agency_key_id
 MAX_LINE_BYTES = 256 * 1024
 
 
+@dataclass(frozen=True)
+class FixedEntropy:
+    """Deterministic inputs for a conformance test vector. Never for real reports."""
+
+    data_key: bytes
+    ephemeral: X25519PrivateKey
+    wrap_nonce: bytes
+    field_nonces: tuple[bytes, ...]
+
+
 def seal_report(
     report: dict[str, Any],
     *,
@@ -30,12 +40,23 @@ def seal_report(
     hub_key_id: str,
     signed_at: datetime | None = None,
     publisher: str | None = None,
+    entropy: FixedEntropy | None = None,
 ) -> dict[str, Any]:
     """The SubmittedReport envelope for a validated IndicatorReport record."""
     report_id = report["report_id"]
-    data_key = crypto.new_data_key()
-    ephemeral_pub, wrapped = crypto.wrap_data_key(hub_public, report_id, data_key)
-    sealed = transform_sensitive(report, lambda path, value: crypto.seal_field(data_key, report_id, path, value))
+    data_key = entropy.data_key if entropy else crypto.new_data_key()
+    ephemeral_pub, wrapped = crypto.wrap_data_key(
+        hub_public,
+        report_id,
+        data_key,
+        entropy.ephemeral if entropy else None,
+        entropy.wrap_nonce if entropy else None,
+    )
+    nonces = iter(entropy.field_nonces) if entropy else None
+    sealed = transform_sensitive(
+        report,
+        lambda path, value: crypto.seal_field(data_key, report_id, path, value, next(nonces) if nonces else None),
+    )
     envelope = {
         **sealed,
         "report_schema_id": load_registry().latest("tiphub.IndicatorReport").schema_id,

@@ -37,8 +37,9 @@ def new_data_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
-def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
+def seal(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
+    """`nonce` is for conformance test vectors only: a repeated nonce under one key breaks AES-GCM."""
+    nonce = nonce or os.urandom(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 
@@ -51,8 +52,8 @@ def unseal(key: bytes, blob: bytes, aad: bytes) -> bytes:
         raise DecryptionError("sealed value does not open (tampered, moved or wrong key)") from None
 
 
-def seal_field(key: bytes, report_id: str, path: str, value: str) -> bytes:
-    return seal(key, value.encode(), field_aad(report_id, path))
+def seal_field(key: bytes, report_id: str, path: str, value: str, nonce: bytes | None = None) -> bytes:
+    return seal(key, value.encode(), field_aad(report_id, path), nonce)
 
 
 def unseal_field(key: bytes, report_id: str, path: str, blob: bytes) -> str:
@@ -72,13 +73,21 @@ def _kek(shared: bytes, ephemeral_pub: bytes, hub_pub: bytes, report_id: str) ->
     ).derive(shared)
 
 
-def wrap_data_key(hub_public: X25519PublicKey, report_id: str, data_key: bytes) -> tuple[bytes, bytes]:
-    """Wrap `data_key` for the hub. Returns (ephemeral public key, wrapped key)."""
-    ephemeral = X25519PrivateKey.generate()
+def wrap_data_key(
+    hub_public: X25519PublicKey,
+    report_id: str,
+    data_key: bytes,
+    ephemeral: X25519PrivateKey | None = None,
+    nonce: bytes | None = None,
+) -> tuple[bytes, bytes]:
+    """Wrap `data_key` for the hub. Returns (ephemeral public key, wrapped key).
+
+    `ephemeral` and `nonce` are for conformance test vectors only."""
+    ephemeral = ephemeral or X25519PrivateKey.generate()
     ephemeral_pub = public_bytes(ephemeral.public_key())
     hub_pub = public_bytes(hub_public)
     kek = _kek(ephemeral.exchange(hub_public), ephemeral_pub, hub_pub, report_id)
-    return ephemeral_pub, seal(kek, data_key, _wrap_context(report_id))
+    return ephemeral_pub, seal(kek, data_key, _wrap_context(report_id), nonce)
 
 
 def unwrap_data_key(hub_private: X25519PrivateKey, report_id: str, ephemeral_pub: bytes, wrapped: bytes) -> bytes:
