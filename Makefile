@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	$(PY) -m pytest -q -m slow --benchmark-enable $(ARGS) tests
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops $(ARGS)
 
 clean:
 	rm -rf $(VENV) .tiphub .pytest_cache build *.egg-info
