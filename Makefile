@@ -32,6 +32,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops $(ARGS)
+	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q tests/unit/test_policy_properties.py
 
 clean:
 	rm -rf $(VENV) .tiphub .pytest_cache build *.egg-info

@@ -8,9 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.harness import Hub
 from tiphub.embedded import EmbeddedBroker, wait_ready
+
+# Property tests: a fast profile in `make test`, 10^4 cases each in `make bench`.
+settings.register_profile("fast", max_examples=200, deadline=None)
+settings.register_profile("bench", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 @pytest.fixture(scope="session")

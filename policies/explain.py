@@ -1,0 +1,98 @@
+"""A decision as a legal officer reads it; and the decidable form of a plaintext report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from policies.engine import Decision
+from policies.model import AgreementSet
+from tiphub.linkage import age_facts
+
+SEALED = b"<sealed>"
+
+
+def item_from_report(record: dict[str, Any], accepted_at: datetime) -> dict[str, Any]:
+    """An AcceptedReport-shaped item from a validated plaintext report, for explaining and testing.
+
+    Sensitive values become an opaque marker (the engine never needs them), derived facts are
+    computed as the accept stage computes them.
+    """
+    report_id = record["report_id"]
+    subjects = []
+    for i, subject in enumerate(record.get("subjects") or []):
+        minor, band = age_facts(subject.get("date_of_birth"), record["observed_at"])
+        subjects.append(
+            {
+                "role": subject["role"],
+                "subject_key_id": f"{report_id}/s{i}",
+                "name": SEALED if subject.get("name") else None,
+                "date_of_birth": SEALED if subject.get("date_of_birth") else None,
+                "sex": subject.get("sex"),
+                "nationality": subject.get("nationality"),
+                "minor_at_observation": minor,
+                "age_band": band,
+                "identifiers": [
+                    {"kind": x["kind"], "issuer": x.get("issuer"), "value": SEALED, "linkage_token": ""}
+                    for x in subject.get("identifiers") or []
+                ],
+            }
+        )
+    return {
+        **{
+            k: record.get(k)
+            for k in (
+                "report_id",
+                "source_agency",
+                "observed_at",
+                "indicator_type",
+                "tlp",
+                "purpose",
+                "legal_basis",
+                "source_reliability",
+                "info_credibility",
+                "elements",
+                "locations",
+            )
+        },
+        "subjects": subjects,
+        "organisations": [
+            {**o, "registration": SEALED if o.get("registration") else None} for o in record.get("organisations") or []
+        ],
+        "narrative": SEALED if record.get("narrative") else None,
+        "report_key_id": f"{report_id}/r",
+        "accepted_at": accepted_at,
+    }
+
+
+RULE_WORDS = {"share": "SHARED", "generalise": "GENERALISED", "drop": "WITHHELD"}
+
+
+def explain(decision: Decision, agreements: AgreementSet) -> str:
+    lines = [
+        f"Decision on report {decision.item_id} for {decision.recipient}",
+        f"  at (event time)   {decision.at.isoformat()}",
+        f"  outcome           {'SHARED' if decision.allowed else 'NOTHING SHARED'} ({decision.reason})",
+        f"  why               {decision.explanation}",
+    ]
+    agreement = agreements.recipient(decision.recipient, decision.at)
+    if decision.agreement_hash and agreement is not None:
+        lines.append(f"  agreement         {agreement.label}: {agreement.title}")
+        lines.append(f"                    sha256 {agreement.hash}")
+        lines.append(
+            f"                    valid {agreement.valid_from} to {agreement.valid_until}; "
+            f"TLP ceiling {agreement.tlp_ceiling}; onward sharing "
+            f"{'allowed' if agreement.onward_sharing else 'not allowed'}; retention {agreement.retention_days} days"
+        )
+        for basis in agreement.legal_basis:
+            lines.append(f"  legal basis       {basis.instrument}, {basis.clause}")
+    if decision.originator_agreement:
+        lines.append(
+            f"  originator        {decision.originator_agreement} (sha256 {decision.originator_agreement_hash})"
+        )
+    if decision.fields:
+        lines.append("  fields")
+        width = max(len(f.path) for f in decision.fields)
+        for field in decision.fields:
+            lines.append(f"    {field.path.ljust(width)}  {RULE_WORDS[field.rule]:<11}  {field.basis}")
+    return "\n".join(lines)
