@@ -60,6 +60,16 @@ class Topics:
     def audit(self) -> str:
         return self._name("tip.audit")
 
+    @property
+    def audit_intake(self) -> str:
+        """Audit events from every writer, before the chaining stage orders and links them."""
+        return self._name("tip.audit.intake")
+
+    @property
+    def agreements(self) -> str:
+        """Agreement versions as they were loaded: what was in force at any moment."""
+        return self._name("tip.agreements")
+
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [
@@ -71,4 +81,6 @@ class Topics:
             TopicSpec(self.summaries, p, FOREVER),
             TopicSpec(self.decisions, p, FOREVER),
             TopicSpec(self.audit, p, FOREVER),
+            TopicSpec(self.audit_intake, p, 30 * DAY_MS),
+            TopicSpec(self.agreements, 1, FOREVER),
         ]

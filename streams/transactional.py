@@ -44,6 +44,9 @@ class BatchHandler(Protocol):
     def aborted(self) -> None:
         """The batch's transaction aborted: forget its pending state."""
 
+    async def close(self) -> None:
+        """Release what the handler opened (feeds, consumers)."""
+
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, handler: BatchHandler) -> None:
@@ -86,6 +89,8 @@ class TransactionalProcessor:
         self.poll_ms = poll_ms
         self.max_consecutive_failures = max_consecutive_failures
         self.stats = ProcessorStats()
+        self._committed: dict[TopicPartition, int] = {}
+        self._idle_check = 0.0
         options = client_options or {}
         member = f"{group_id}.{instance_id}"
         self.consumer = AIOKafkaConsumer(
@@ -118,6 +123,7 @@ class TransactionalProcessor:
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
                 if not batch:
+                    await self._commit_idle_positions()
                     continue
                 try:
                     await self._process(batch)
@@ -138,6 +144,7 @@ class TransactionalProcessor:
         finally:
             await self.consumer.stop()
             await self.producer.stop()
+            await self.handler.close()
 
     async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
@@ -147,12 +154,30 @@ class TransactionalProcessor:
                 await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition) for o in outputs
             ]
             await asyncio.gather(*sends)
-            offsets = {tp: msgs[-1].offset + 1 for tp, msgs in batch.items()}
+            # The consumer's position, not last offset + 1: it has stepped over the commit markers
+            # of transactional input, so the group's lag really reaches zero.
+            offsets = {tp: max(await self.consumer.position(tp), msgs[-1].offset + 1) for tp, msgs in batch.items()}
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
         self.handler.committed()
+        self._committed.update(offsets)
         self.stats.batches += 1
         self.stats.records += len(records)
         self.stats.outputs += len(outputs)
+
+    async def _commit_idle_positions(self) -> None:
+        """When idle, commit positions that moved over commit markers alone (no output to pair with)."""
+        now = asyncio.get_running_loop().time()
+        if now - self._idle_check < 1.0:
+            return
+        self._idle_check = now
+        moved = {}
+        for tp in self.consumer.assignment():
+            position = await self.consumer.position(tp)
+            if position > self._committed.get(tp, -1) and tp in self._committed:
+                moved[tp] = position
+        if moved:
+            await self.consumer.commit(moved)
+            self._committed.update(moved)
 
     async def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """After an abort, read the batch again from the last committed offsets."""

@@ -154,6 +154,15 @@ class Hub:
         """(accepted records, decoded rejections)."""
         return self.read(self.topics.accepted), self.decoded(self.topics.rejected)
 
+    def wait_for_quiet(self, timeout: float = 120.0) -> None:
+        """Wait until every stage has committed everything before it (transaction markers aside)."""
+        deadline = time.monotonic() + timeout
+        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit")):
+            assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
+                self.worker_log(i)[-3000:] for i in self.workers
+            )
+            time.sleep(0.5)
+
     def wait_for_outcomes(self, total: int, timeout: float = 120.0) -> tuple[list[Record], list[dict[str, Any]]]:
         """Wait until accepted + rejected reach `total` and the worker has committed everything."""
         deadline = time.monotonic() + timeout
@@ -171,15 +180,20 @@ class Hub:
                 )
             time.sleep(0.5)
 
-    def lag(self) -> int:
+    def lag(self, stage: str = "accept") -> int:
+        """Records a stage has not committed yet: accept, decide or audit."""
+        topic = {"accept": self.topics.submitted, "decide": self.topics.accepted, "audit": self.topics.audit_intake}[
+            stage
+        ]
+
         async def run() -> int:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
             consumer = AIOKafkaConsumer(bootstrap_servers=self.broker)
             await admin.start()
             await consumer.start()
             try:
-                committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.accept")
-                tps = [TopicPartition(self.topics.submitted, p) for p in range(PARTITIONS)]
+                committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.{stage}")
+                tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
                 ends = await consumer.end_offsets(tps)
                 return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
             finally:

@@ -150,6 +150,78 @@ def policy_explain(
     out.print(explain(decision, agreement_set), highlight=False, soft_wrap=True)
 
 
+# -- erasure and audit -----------------------------------------------------------------------
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit.")
+app.add_typer(audit_app, name="audit")
+
+
+@app.command()
+def erase(
+    subject_token: Annotated[str, typer.Option("--subject-token", help="Any linkage token of the person.")],
+    reason: Annotated[str, typer.Option("--reason")] = "erasure request",
+    requested_by: Annotated[str, typer.Option("--requested-by", envvar="USER")] = "operator",
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Erase a person by crypto-shredding: an erasure fact, their keys destroyed, an audit event."""
+    from streams.erasure import erase_subject
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.runtime import resolve_broker, topics_for
+    from tiphub.vault import SqlKeyVault
+
+    settings = settings_from(broker, home, topic_prefix)
+    bootstrap = resolve_broker(settings)
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+    result = asyncio.run(
+        erase_subject(
+            bootstrap,
+            topics_for(settings),
+            vault,
+            subject_token,
+            reason=reason,
+            requested_by=requested_by,
+            client_options=settings.kafka_options(),
+        )
+    )
+    if not result.subject_key_ids:
+        console.print("[red]no subject is indexed under that token[/red]")
+        raise typer.Exit(1)
+    out.print(f"erased {len(result.subject_key_ids)} subject record(s); {result.keys_deleted} key(s) destroyed")
+
+
+@audit_app.command("verify")
+def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
+    """Walk every audit chain, check it against the latest signed anchor, name the first broken link."""
+    from streams.audit_verify import read_audit, verify_records
+    from tiphub.audit import AnchorStore
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.runtime import resolve_broker, topics_for
+
+    settings = settings_from(broker, home, topic_prefix)
+    bootstrap = resolve_broker(settings)
+    topics = topics_for(settings)
+    raw = asyncio.run(read_audit(bootstrap, topics.audit, settings.partitions, settings.kafka_options()))
+    anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)
+    report = verify_records(topics.audit, raw, anchors, KeyStore(settings.home).hub_signing_key().public_key())
+    table = Table("partition", "entries", "checkpoints", "last seq", "anchor seq", "result")
+    for p in report.partitions:
+        table.add_row(
+            str(p.partition),
+            str(p.entries),
+            str(p.checkpoints),
+            str(p.last_seq),
+            "-" if p.anchor_seq is None else str(p.anchor_seq),
+            "ok" if p.ok else f"BROKEN: {p.problem}",
+        )
+    out.print(table)
+    if not report.ok:
+        raise typer.Exit(2)
+    out.print(f"audit verified: {sum(p.entries for p in report.partitions)} entries in {len(report.partitions)} chains")
+
+
 # -- broker ---------------------------------------------------------------------------------
 @broker_app.command("start")
 def broker_start(home: HomeOpt = None) -> None:

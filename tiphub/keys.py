@@ -97,6 +97,9 @@ class KeyStore:
     def hub_signing_key(self) -> Ed25519PrivateKey:
         return load_ed25519(self.hub_signing_path)
 
+    def hub_signing_key_id(self) -> str:
+        return "hub-signing/" + key_fingerprint(public_bytes(self.hub_signing_key().public_key()))
+
     def vault_kek(self) -> bytes:
         return self.vault_kek_path.read_bytes()
 

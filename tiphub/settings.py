@@ -18,6 +18,8 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     vault_url: str | None = Field(default=None, description="sqlite:///PATH or postgresql://...")
     registry_url: str | None = Field(default=None, description="Agency key registry database.")
+    audit_anchor_url: str | None = Field(default=None, description="Where signed audit chain heads are kept.")
+    agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
     max_envelope_age_s: float = 3600.0
     max_future_skew_s: float = 300.0
@@ -32,6 +34,10 @@ class Settings(BaseSettings):
     @property
     def vault_database(self) -> str:
         return self.vault_url or f"sqlite:///{(self.home / 'vault.sqlite3').resolve()}"
+
+    @property
+    def audit_anchor_database(self) -> str:
+        return self.audit_anchor_url or f"sqlite:///{(self.home / 'audit-anchor.sqlite3').resolve()}"
 
     @property
     def registry_database(self) -> str:

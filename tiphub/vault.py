@@ -32,6 +32,8 @@ class KeyVault(Protocol):
 
     def key_ids_for_token(self, token: str) -> list[str]: ...
 
+    def tokens_for_key(self, key_id: str) -> list[str]: ...
+
     def delete(self, key_ids: Iterable[str]) -> int: ...
 
 
@@ -95,6 +97,9 @@ class SqlKeyVault:
     def key_ids_for_token(self, token: str) -> list[str]:
         return [r[0] for r in self.db.query("SELECT key_id FROM key_tokens WHERE token = ?", (token,))]
 
+    def tokens_for_key(self, key_id: str) -> list[str]:
+        return sorted(r[0] for r in self.db.query("SELECT token FROM key_tokens WHERE key_id = ?", (key_id,)))
+
     def delete(self, key_ids: Iterable[str]) -> int:
         deleted = 0
         with self.db.transaction() as tx:
@@ -123,6 +128,9 @@ class InMemoryKeyVault:
 
     def key_ids_for_token(self, token: str) -> list[str]:
         return sorted(self.tokens.get(token, ()))
+
+    def tokens_for_key(self, key_id: str) -> list[str]:
+        return sorted(token for token, ids in self.tokens.items() if key_id in ids)
 
     def delete(self, key_ids: Iterable[str]) -> int:
         deleted = 0

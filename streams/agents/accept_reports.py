@@ -160,3 +160,6 @@ class AcceptReports:
 
     def aborted(self) -> None:
         self._pending = {}
+
+    async def close(self) -> None:
+        pass

@@ -20,6 +20,11 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.SubmittedReport": 2,
         "tiphub.AcceptedReport": 3,
         "tiphub.RejectedReport": 4,
+        "tiphub.AgreementLoaded": 5,
+        "tiphub.SharingDecision": 6,
+        "tiphub.AuditEvent": 7,
+        "tiphub.AuditRecord": 8,
+        "tiphub.SubjectErased": 9,
     }
 
 

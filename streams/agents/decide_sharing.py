@@ -1,0 +1,137 @@
+"""decide_sharing: tip.reports.accepted -> tip.decisions (+ an audit event per decision), exactly once.
+
+For each accepted report and each recipient with an agreement, the pure engine decides what the
+recipient may see at the report's event time (accepted_at), under the agreement versions loaded
+by then, with the erasures known by then. Decisions hold references to ciphertext, never plaintext.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from policies.engine import Decision, decide
+from schemas.codec import CodecError, WireCodec
+from streams.agreements import AgreementHistory
+from streams.audit_events import audit_event, audit_output
+from streams.feeds import TopicFeed
+from streams.topics import Topics
+from streams.transactional import Output
+
+DECISION = "tiphub.SharingDecision"
+
+
+def decision_record(decision: Decision, decided_at: datetime) -> dict[str, Any]:
+    return {
+        "decision_id": decision.decision_id,
+        "item_kind": "report",
+        "item_id": decision.item_id,
+        "recipient": decision.recipient,
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "explanation": decision.explanation,
+        "event_time": decision.at,
+        "decided_at": decided_at,
+        "agreement": decision.agreement,
+        "agreement_hash": decision.agreement_hash,
+        "originator_agreement": decision.originator_agreement,
+        "originator_agreement_hash": decision.originator_agreement_hash,
+        "view_json": None if decision.view is None else json.dumps(decision.view, sort_keys=True),
+        "fields": [
+            {"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis, "agreement_hash": f.agreement_hash}
+            for f in decision.fields
+        ],
+    }
+
+
+class DecideSharing:
+    """BatchHandler: stateless but for the agreements and erasures it folds from their topics."""
+
+    def __init__(self, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+        self.topics = topics
+        self.codec = WireCodec()
+        self.history = AgreementHistory()
+        self.erased: set[str] = set()
+        self._feeds = [
+            TopicFeed(bootstrap, [topics.agreements], self.history.apply, client_options),
+            TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options),
+        ]
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    def _erasure(self, fact: dict[str, Any]) -> None:
+        if "subject_key_id" in fact:
+            self.erased.add(fact["subject_key_id"])
+
+    async def _catch_up(self) -> None:
+        """Agreements and erasures first: nothing is judged against facts not yet read."""
+        async with self._lock:  # the assignment callback runs concurrently with the first batch
+            if not self._started:
+                for feed in self._feeds:
+                    await feed.start()
+                self._started = True
+            for feed in self._feeds:
+                await feed.catch_up()
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        await self._catch_up()
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        pass
+
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
+        await self._catch_up()
+        now = datetime.now(UTC)
+        recipients = self.history.agreements.recipients()
+        erased = frozenset(self.erased)
+        outputs: list[Output] = []
+        for record in records:
+            try:
+                _, item = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
+            except CodecError:
+                continue  # only the accept stage writes this topic; nothing else is ours to decide
+            for recipient in recipients:
+                decision = decide(item, recipient, self.history.agreements, item["accepted_at"], erased)
+                outputs.append(
+                    Output(
+                        self.topics.decisions,
+                        recipient.encode(),
+                        self.codec.encode(DECISION, decision_record(decision, now)),
+                    )
+                )
+                outputs.append(
+                    audit_output(
+                        self.codec,
+                        self.topics.audit_intake,
+                        audit_event(
+                            "decision",
+                            "decide_sharing",
+                            decision.reason,
+                            item_id=decision.item_id,
+                            recipient=recipient,
+                            subject_refs=[s["subject_key_id"] for s in item["subjects"]],
+                            detail={
+                                "decision_id": decision.decision_id,
+                                "allowed": decision.allowed,
+                                "agreement_hash": decision.agreement_hash,
+                            },
+                            at=now,
+                        ),
+                    )
+                )
+        return outputs
+
+    def committed(self) -> None:
+        pass
+
+    def aborted(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        for feed in self._feeds:
+            await feed.stop()

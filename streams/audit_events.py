@@ -1,0 +1,41 @@
+"""Building audit events: every writer uses this, so no event can carry a field it should not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.codec import WireCodec
+from streams.transactional import Output
+
+AUDIT_EVENT = "tiphub.AuditEvent"
+
+
+def audit_event(
+    kind: str,
+    actor: str,
+    outcome: str,
+    *,
+    item_id: str | None = None,
+    recipient: str | None = None,
+    subject_refs: list[str] | None = None,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "kind": kind,
+        "at": at or datetime.now(UTC),
+        "actor": actor,
+        "item_id": item_id,
+        "recipient": recipient,
+        "subject_refs": subject_refs or [],
+        "outcome": outcome,
+        "detail": json.dumps(detail or {}, sort_keys=True, default=str),
+    }
+
+
+def audit_output(codec: WireCodec, topic: str, event: dict[str, Any]) -> Output:
+    return Output(topic, event["event_id"].encode(), codec.encode(AUDIT_EVENT, event))

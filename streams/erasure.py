@@ -1,0 +1,70 @@
+"""Erasure by crypto-shredding: record the fact, destroy the keys, audit it.
+
+The fact goes first: if the process dies after it, running the command again finishes the job
+(facts are idempotent: processors keep a set). Once the keys are gone, every sealed copy of the
+person's data, on every topic and in every backup of the topics, is unreadable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from producers.publisher import new_producer
+from schemas.codec import WireCodec
+from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.topics import Topics
+from tiphub.vault import KeyVault
+
+ERASED_FACT = "tiphub.SubjectErased"
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    subject_key_ids: list[str]
+    keys_deleted: int
+
+
+async def erase_subject(
+    bootstrap: str,
+    topics: Topics,
+    vault: KeyVault,
+    token: str,
+    *,
+    reason: str,
+    requested_by: str,
+    client_options: dict[str, object] | None = None,
+) -> ErasureResult:
+    key_ids = sorted(vault.key_ids_for_token(token))
+    if not key_ids:
+        return ErasureResult([], 0)
+    codec = WireCodec()
+    now = datetime.now(UTC)
+    producer = new_producer(bootstrap, dict(client_options or {}))
+    await producer.start()
+    try:
+        for key_id in key_ids:
+            fact = {
+                "subject_key_id": key_id,
+                "report_id": key_id.rsplit("/", 1)[0],
+                "tokens": vault.tokens_for_key(key_id),
+                "erased_at": now,
+                "reason": reason,
+                "requested_by": requested_by,
+            }
+            await producer.send_and_wait(topics.erasures, key=key_id.encode(), value=codec.encode(ERASED_FACT, fact))
+        deleted = vault.delete(key_ids)
+        event = audit_event(
+            "erasure",
+            requested_by,
+            "erased",
+            subject_refs=key_ids,
+            detail={"reason": reason, "keys_deleted": deleted},
+            at=now,
+        )
+        await producer.send_and_wait(
+            topics.audit_intake, key=event["event_id"].encode(), value=codec.encode(AUDIT_EVENT, event)
+        )
+    finally:
+        await producer.stop()
+    return ErasureResult(key_ids, deleted)

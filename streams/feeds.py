@@ -1,0 +1,70 @@
+"""Whole-topic feeds: facts every processor must know before it judges a record (agreements, erasures)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import CodecError, WireCodec
+
+
+class TopicFeed:
+    """Reads every partition of some topics from the beginning; `catch_up()` reads to the current end.
+
+    No consumer group: every processor instance needs all of it.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        on_record: Callable[[Any], None],
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.on_record = on_record
+        self.options = client_options or {}
+        self.codec = WireCodec()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: list[TopicPartition] = []
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+        )
+        await self._consumer.start()
+        for topic in self.topics:
+            await self._consumer._client.force_metadata_update()
+            partitions = self._consumer._client.cluster.partitions_for_topic(topic) or set()
+            self._partitions += [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(self._partitions)
+        await self._consumer.seek_to_beginning(*self._partitions)
+        await self.catch_up()
+
+    async def catch_up(self) -> int:
+        """Apply every record up to the end offsets as they are now. Returns how many were applied."""
+        assert self._consumer is not None, "start() first"
+        ends = await self._consumer.end_offsets(self._partitions)
+        applied = 0
+        remaining = {tp for tp in self._partitions if await self._consumer.position(tp) < ends[tp]}
+        while remaining:
+            batch = await self._consumer.getmany(*remaining, timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        _, value = self.codec.decode(record.value)
+                    except CodecError:
+                        continue  # not ours to judge here; the writer's own checks apply
+                    self.on_record(value)
+                    applied += 1
+            for tp in list(remaining):
+                if await self._consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return applied
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
