@@ -13,7 +13,7 @@ from tiphub.audit import Anchor, VerifyReport, verify_partition
 RawRecord = tuple[int, bytes | None]
 
 
-async def read_audit(
+async def read_partitions(
     bootstrap: str, topic: str, partitions: int, client_options: dict[str, Any] | None = None
 ) -> dict[int, list[RawRecord]]:
     consumer = AIOKafkaConsumer(

@@ -191,10 +191,72 @@ def erase(
     out.print(f"erased {len(result.subject_key_ids)} subject record(s); {result.keys_deleted} key(s) destroyed")
 
 
+retention_app = typer.Typer(no_args_is_help=True, help="Retention of what the hub can read.")
+app.add_typer(retention_app, name="retention")
+
+
+@retention_app.command("sweep")
+def retention_sweep(
+    now: Annotated[str | None, typer.Option("--now", help="Sweep as of this time (RFC 3339); default now.")] = None,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Crypto-shred the keys of every report past its retention period (policies/retention.yaml)."""
+    from datetime import UTC, datetime
+
+    import yaml
+
+    from policies.loader import AGREEMENTS_DIR
+    from schemas.codec import CodecError, WireCodec
+    from schemas.convert import parse_timestamp
+    from streams.audit_verify import read_partitions
+    from streams.erasure import erase_keys, expired_key_ids
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.runtime import resolve_broker, topics_for
+    from tiphub.vault import SqlKeyVault
+
+    settings = settings_from(broker, home, topic_prefix)
+    bootstrap = resolve_broker(settings)
+    topics = topics_for(settings)
+    policy = yaml.safe_load((AGREEMENTS_DIR.parent / "retention.yaml").read_text())
+    codec = WireCodec()
+
+    def decoded(topic: str) -> list[dict[str, Any]]:
+        raw = asyncio.run(read_partitions(bootstrap, topic, settings.partitions, settings.kafka_options()))
+        values = []
+        for records in raw.values():
+            for _, value in records:
+                try:
+                    values.append(codec.decode(value)[1])
+                except CodecError:
+                    continue
+        return values
+
+    erased = {fact["subject_key_id"] for fact in decoded(topics.erasures)}
+    expired = expired_key_ids(
+        decoded(topics.accepted), policy, parse_timestamp(now) if now else datetime.now(UTC), erased
+    )
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+    result = asyncio.run(
+        erase_keys(
+            bootstrap,
+            topics,
+            vault,
+            expired,
+            reason="retention period ended",
+            requested_by="retention-sweep",
+            client_options=settings.kafka_options(),
+        )
+    )
+    out.print(f"retention sweep: {len(result.subject_key_ids)} key(s) past retention, {result.keys_deleted} destroyed")
+
+
 @audit_app.command("verify")
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link."""
-    from streams.audit_verify import read_audit, verify_records
+    from streams.audit_verify import read_partitions, verify_records
     from tiphub.audit import AnchorStore
     from tiphub.database import Database
     from tiphub.keys import KeyStore
@@ -203,7 +265,7 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
     topics = topics_for(settings)
-    raw = asyncio.run(read_audit(bootstrap, topics.audit, settings.partitions, settings.kafka_options()))
+    raw = asyncio.run(read_partitions(bootstrap, topics.audit, settings.partitions, settings.kafka_options()))
     anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)
     report = verify_records(topics.audit, raw, anchors, KeyStore(settings.home).hub_signing_key().public_key())
     table = Table("partition", "entries", "checkpoints", "last seq", "anchor seq", "result")

@@ -63,7 +63,7 @@ def test_decisions_on_the_topic_are_exactly_what_decide_gives(hub: Hub) -> None:
     assert f"audit verified: {len(audit)} entries" in result.stdout
 
     # No canary value anywhere: decisions, audit, agreements and every other topic.
-    records = asyncio.run(read_topics(hub.broker, all_topics(hub.broker), isolation="read_uncommitted"))
+    records = asyncio.run(read_topics(hub.broker, all_topics(hub.broker, hub.prefix), isolation="read_uncommitted"))
     assert leaks(records) == []
 
 

@@ -1,0 +1,168 @@
+"""Erasure by crypto-shredding: after `tiphub erase`, every view rebuilt from the topics shows [erased]
+for that person, holds no plaintext of them, and still opens everyone else."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+
+from policies.engine import ERASED
+from streams.agents.decide_sharing import DecideSharing
+from streams.topics import Topics
+from streams.transactional import TransactionalProcessor
+from streams.views import rebuild_report_view
+from tests.factories import make_report
+from tests.harness import Hub, read_topics
+from tests.integration.test_canary import CANARY_NAME, all_topics, leaks
+from tiphub.database import Database
+from tiphub.keys import KeyStore
+from tiphub.vault import SqlKeyVault
+
+pytestmark = pytest.mark.integration
+
+PERSON = {
+    "role": "SUSPECTED_VICTIM",
+    "name": CANARY_NAME,
+    "date_of_birth": "1903-07-29",
+    "nationality": "KH",
+    "identifiers": [{"kind": "PASSPORT", "value": "QX7731904", "issuer": "KH"}],
+}
+OTHER = {
+    "role": "SUSPECTED_VICTIM",
+    "name": "Dara Meas",
+    "date_of_birth": "2001-03-03",
+    "nationality": "KH",
+    "identifiers": [{"kind": "PASSPORT", "value": "N99887766", "issuer": "KH"}],
+}
+
+
+def rebuild(hub: Hub, vault: SqlKeyVault, recipient: str) -> dict:
+    return rebuild_report_view(
+        recipient,
+        vault=vault,
+        erasures=[r.value for r in hub.read(hub.topics.erasures)],
+        decisions=[r.value for r in hub.read(hub.topics.decisions)],
+        accepted=[r.value for r in hub.read(hub.topics.accepted)],
+    )
+
+
+async def replay_decisions(hub: Hub, accepted: int) -> None:
+    """A decisions stage started from scratch under a new group, as a rebuild would run it."""
+    topics = Topics(hub.prefix, 3)
+    stop = asyncio.Event()
+    processor = TransactionalProcessor(
+        bootstrap=hub.broker,
+        group_id=f"{hub.prefix}rebuild",
+        instance_id="r",
+        input_topic=topics.accepted,
+        handler=DecideSharing(topics, hub.broker),
+    )
+    task = asyncio.create_task(processor.run(stop))
+    while processor.stats.records < accepted:
+        assert not task.done(), task.exception()
+        await asyncio.sleep(0.2)
+    stop.set()
+    await task
+
+
+def test_erase_then_rebuild_every_view_shows_erased_and_no_plaintext(hub: Hub) -> None:
+    reports = [
+        make_report(subjects=[PERSON]),
+        make_report(
+            source_agency="NZ-LABOUR",
+            indicator_type="LABOUR_INSPECTION",
+            subjects=[{**PERSON, "name": "Canarybird Zyxqorth"}],
+        ),
+        make_report(subjects=[OTHER]),
+    ]
+    hub.publish(reports)
+    hub.start_worker()
+    accepted, _ = hub.wait_for_outcomes(3)
+    hub.wait_for_quiet()
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_kek())
+
+    before = rebuild(hub, vault, "NZ-NIC")
+    assert before[reports[0]["report_id"]]["subjects"][0]["name"] == CANARY_NAME  # the analysts could see it
+    token = next(r for r in hub.decoded(hub.topics.accepted) if r["report_id"] == reports[0]["report_id"])["subjects"][
+        0
+    ]["identifiers"][0]["linkage_token"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tiphub", "erase", "--subject-token", token, "--reason", "court order"],
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "erased 2 subject record(s); 2 key(s) destroyed" in result.stdout
+    assert vault.key_ids_for_token(token) == []
+
+    after = rebuild(hub, vault, "NZ-NIC")
+    for report in reports[:2]:
+        subject = after[report["report_id"]]["subjects"][0]
+        assert subject["name"] == ERASED and subject["date_of_birth"] == ERASED
+        assert subject["identifiers"][0]["value"] == ERASED
+        assert after[report["report_id"]]["narrative"] != ERASED  # the report's own key is not the person's
+    assert after[reports[2]["report_id"]]["subjects"][0]["name"] == "Dara Meas"
+
+    asyncio.run(replay_decisions(hub, len(accepted)))  # every processor loads the erasures before replaying
+    replayed = [d for d in hub.decoded(hub.topics.decisions) if d["recipient"] == "NZ-NIC"]
+    latest = {d["item_id"]: d for d in replayed}
+    for report in reports[:2]:
+        view = json.loads(latest[report["report_id"]]["view_json"])
+        assert view["subjects"][0]["name"] == ERASED
+    assert json.loads(latest[reports[2]["report_id"]]["view_json"])["subjects"][0]["name"]["ref"] == "subjects[0].name"
+
+    for recipient in ("NZ-NIC", "NZ-LABOUR", "HSU-TH", "HSU-MY", "HSU-PH"):
+        assert "Zyxqorth" not in json.dumps(rebuild(hub, vault, recipient))
+    facts = hub.decoded(hub.topics.erasures)
+    assert len(facts) == 2 and all(token in f["tokens"] for f in facts)
+    audit = [e for e in hub.decoded(hub.topics.audit_intake) if e["kind"] == "erasure"]
+    assert len(audit) == 1 and audit[0]["outcome"] == "erased"
+    records = asyncio.run(read_topics(hub.broker, all_topics(hub.broker, hub.prefix), isolation="read_uncommitted"))
+    assert leaks(records) == []
+
+
+def test_erasing_an_unknown_token_changes_nothing(hub: Hub) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tiphub", "erase", "--subject-token", "lk1.nobody"],
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "no subject is indexed under that token" in result.stderr
+    assert hub.read(hub.topics.erasures) == []
+
+
+def test_the_retention_sweep_shreds_reports_past_their_period_and_only_those(hub: Hub) -> None:
+    old_tip = make_report(
+        indicator_type="HOTLINE_TIP", source_agency="NZ-POLICE", observed_at="2024-01-10T00:00:00Z", subjects=[OTHER]
+    )
+    recent = make_report(observed_at="2026-06-01T00:00:00Z", subjects=[OTHER])
+    hub.publish([old_tip, recent])
+    hub.start_worker()
+    hub.wait_for_outcomes(2)
+    hub.wait_for_quiet()
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_kek())
+
+    run = lambda: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "tiphub", "retention", "sweep", "--now", "2026-11-23T00:00:00Z"],
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    first = run()
+    assert first.returncode == 0, first.stderr
+    assert "retention sweep: 2 key(s) past retention, 2 destroyed" in first.stdout  # subject + report key
+    assert "0 key(s) past retention" in run().stdout  # nothing twice
+    view = rebuild(hub, vault, "NZ-NIC")
+    assert view[old_tip["report_id"]]["subjects"][0]["name"] == ERASED
+    assert view[old_tip["report_id"]]["narrative"] == ERASED
+    assert view[recent["report_id"]]["subjects"][0]["name"] == "Dara Meas"
