@@ -17,7 +17,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from policies.model import FIELDS, SENSITIVE_FIELDS, TLP_ORDER, Agreement, AgreementSet, Rule
@@ -53,6 +53,7 @@ class Decision:
     originator_agreement_hash: str | None
     view: Mapping[str, Any] | None
     fields: tuple[FieldDecision, ...]
+    retain_until: datetime | None = None
 
     @property
     def decision_id(self) -> str:
@@ -391,6 +392,7 @@ def decide(
         originator.hash if originator else None,
         view,
         tuple(builder.fields),
+        retain_until=at + timedelta(days=agreement.retention_days),
     )
 
 

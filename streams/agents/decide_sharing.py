@@ -41,6 +41,7 @@ def decision_record(decision: Decision, decided_at: datetime) -> dict[str, Any]:
         "agreement_hash": decision.agreement_hash,
         "originator_agreement": decision.originator_agreement,
         "originator_agreement_hash": decision.originator_agreement_hash,
+        "retain_until": decision.retain_until,
         "view_json": None if decision.view is None else json.dumps(decision.view, sort_keys=True),
         "fields": [
             {"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis, "agreement_hash": f.agreement_hash}

@@ -46,6 +46,7 @@ def test_decisions_on_the_topic_are_exactly_what_decide_gives(hub: Hub) -> None:
             got = by_key[(item["report_id"], recipient)]
             assert got["decision_id"] == expected.decision_id
             assert (got["allowed"], got["reason"]) == (expected.allowed, expected.reason)
+            assert got["retain_until"] == expected.retain_until
             assert got["view_json"] == (None if expected.view is None else json.dumps(expected.view, sort_keys=True))
             assert [(f["path"], f["rule"], f["basis"]) for f in got["fields"]] == [
                 (f.path, f.rule, f.basis) for f in expected.fields

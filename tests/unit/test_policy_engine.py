@@ -65,6 +65,7 @@ def test_a_thai_partner_gets_the_trafficker_but_never_the_victims_identity(shipp
     assert trafficker["name"]["ref"] == "subjects[1].name"
     assert trafficker["identifiers"][0]["value"]["ref"] == "subjects[1].identifiers[0].value"
     assert "narrative" not in decision.view  # type: ignore[operator]
+    assert decision.retain_until == datetime(2028, 10, 31, tzinfo=UTC)  # 730 days under the MoU
     assert decision.view["observed_at"] == "2026-10" and decision.view["source_agency"] == "NZ"  # type: ignore[index]
     assert decision.view["locations"] == [{"country": "NZ", "place": "NZ"}]  # type: ignore[index]
     basis = {f.path: f.basis for f in decision.fields}
