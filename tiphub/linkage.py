@@ -72,15 +72,15 @@ class Linker:
         return bytes(bits)
 
     def blocking_keys(self, name: str | None, dob: str | None) -> list[str]:
-        """Keyed candidate keys: exact date of birth, and name-token skeleton + birth year."""
+        """Keyed candidate keys: `dob:` exact date of birth, `ny:` name-token skeleton + birth year."""
         keys = []
         tokens = sorted(fold_name(name or ""))
         year = dob[:4] if dob else None
         if dob and len(dob) == 10:
-            keys.append(self.token("block:dob", dob))
+            keys.append("dob:" + self.token("block:dob", dob))
         if year:
             for token in tokens:
-                keys.append(self.token("block:name-year", f"{_skeleton(token)}|{year}"))
+                keys.append("ny:" + self.token("block:name-year", f"{_skeleton(token)}|{year}"))
         return sorted(set(keys))
 
 

@@ -1,0 +1,55 @@
+"""An in-process pipeline for correlation tests: real envelopes, real accept stage, real tokens."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from policies.loader import AGREEMENTS_DIR
+from streams.accept import AcceptStage, Submission
+from streams.correlate import Correlator, facts_from_accepted, load_plan
+from tests.envelopes import EnvelopeKit
+from tiphub.database import Database
+from tiphub.keys import KeyRegistry, KeyStore
+from tiphub.linkage import Linker
+from tiphub.runtime import init_keys
+from tiphub.settings import Settings
+from tiphub.vault import InMemoryKeyVault
+
+PLAN = load_plan(yaml.safe_load((AGREEMENTS_DIR.parent / "collection_plan.yaml").read_text()))
+
+
+class Pipeline:
+    def __init__(self, home: Path) -> None:
+        init_keys(Settings(home=home))
+        store = KeyStore(home)
+        self.kit = EnvelopeKit(home)
+        self.stage = AcceptStage(
+            registry=KeyRegistry(Database(f"sqlite:///{home}/registry.sqlite3")),
+            vault=InMemoryKeyVault(),
+            hub_key=store.hub_encryption_key(),
+            hub_key_id=store.hub_key_id(),
+            linker=Linker.latest(store.linkage_keys()),
+        )
+
+    def accept(self, reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        now = int(time.time() * 1000)
+        out = []
+        for start in range(0, len(reports), 200):
+            chunk = [
+                Submission("s", 0, i, *self.kit.wire(self.kit.envelope(r)), now)
+                for i, r in enumerate(reports[start : start + 200])
+            ]
+            for verdict in self.stage.process(chunk):
+                assert verdict.accepted is not None, verdict.rejected
+                out.append(verdict.accepted)
+        return out
+
+    def correlate(self, accepted: list[dict[str, Any]]) -> Correlator:
+        correlator = Correlator(PLAN)
+        for record in accepted:
+            correlator.add(facts_from_accepted(record))
+        return correlator

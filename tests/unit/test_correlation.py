@@ -1,0 +1,339 @@
+"""Every default requirement of the Collection Plan, with the near-misses that must NOT raise a signal."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from producers.simulate import simulate
+from streams.correlate import Correlator, SignalBook, evaluate_against_truth
+from tests.correlation_kit import PLAN, Pipeline
+from tests.factories import make_report
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return Pipeline(tmp_path_factory.mktemp("correlation"))
+
+
+def person(
+    name: str, dob: str | None, *ids: tuple[str, str], role: str = "SUSPECTED_VICTIM", nationality: str = "KH"
+) -> dict[str, Any]:
+    subject: dict[str, Any] = {
+        "role": role,
+        "name": name,
+        "nationality": nationality,
+        "identifiers": [
+            {"kind": k, "value": v, **({"issuer": nationality} if k == "PASSPORT" else {})} for k, v in ids
+        ],
+    }
+    if dob:
+        subject["date_of_birth"] = dob
+    return subject
+
+
+def report(
+    agency: str,
+    kind: str,
+    when: str,
+    elements: list[str],
+    subjects: list[dict[str, Any]],
+    organisations: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return make_report(
+        source_agency=agency,
+        indicator_type=kind,
+        observed_at=f"{when}T10:00:00Z",
+        elements=elements,
+        subjects=subjects,
+        organisations=organisations or [],
+        narrative=None,
+    )
+
+
+def signals(pipeline: Pipeline, reports: list[dict[str, Any]], requirement: str) -> list[Any]:
+    correlator = pipeline.correlate(pipeline.accept(reports))
+    return [s for s in correlator.evaluate().values() if s.requirement_id == requirement]
+
+
+SOKHA = ("Sokha Chan", "1999-04-02")
+
+
+def test_ir1_links_one_person_across_agencies_despite_spelling_and_formats(pipeline: Pipeline) -> None:
+    reports = [
+        report(
+            "NZ-CUSTOMS",
+            "BORDER_CROSSING",
+            "2026-01-05",
+            ["ACT_TRANSPORT"],
+            [person(*SOKHA, ("PASSPORT", "N01234567"))],
+        ),
+        report(
+            "NZ-LABOUR", "LABOUR_INSPECTION", "2026-03-01", ["MEANS_DEBT_BONDAGE"], [person("Chan Sokhaa", SOKHA[1])]
+        ),
+        report(
+            "NGO-SHAKTI",
+            "NGO_REFERRAL",
+            "2026-04-11",
+            ["PURPOSE_FORCED_LABOUR"],
+            [person("Sokkha Chan", None, ("PHONE", "+855 12 345 678"))],
+        ),
+        report("NZ-POLICE", "HOTLINE_TIP", "2026-05-01", [], [person("Sokha Chan", SOKHA[1], ("PHONE", "012345678"))]),
+    ]
+    [signal] = signals(pipeline, reports, "IR-1")
+    assert sorted(signal.report_ids) == sorted(r["report_id"] for r in reports)
+    assert signal.agencies == ("NGO-SHAKTI", "NZ-CUSTOMS", "NZ-LABOUR", "NZ-POLICE")
+    assert signal.act_means_purpose == ("ACT", "MEANS", "PURPOSE") and 0 < signal.score <= 1
+    assert signal.entity.startswith("ent-") and "lk1." not in signal.entity
+
+
+def test_ir1_near_miss_a_namesake_with_another_date_of_birth(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", "BORDER_CROSSING", "2026-01-05", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person(*SOKHA)]),
+        report(
+            "NZ-LABOUR",
+            "LABOUR_INSPECTION",
+            "2026-03-01",
+            ["PURPOSE_FORCED_LABOUR"],
+            [person("Sokha Chan", "1987-11-30")],
+        ),
+    ]
+    assert signals(pipeline, reports, "IR-1") == []
+
+
+def test_ir1_near_miss_two_reports_from_the_same_agency_only(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-LABOUR", "LABOUR_INSPECTION", "2026-01-05", ["ACT_RECRUITMENT", "MEANS_FORCE"], [person(*SOKHA)]),
+        report("NZ-LABOUR", "LABOUR_INSPECTION", "2026-03-01", ["PURPOSE_FORCED_LABOUR"], [person(*SOKHA)]),
+    ]
+    assert signals(pipeline, reports, "IR-1") == []
+
+
+def test_ir1_an_adult_needs_means_a_child_does_not(pipeline: Pipeline) -> None:
+    adult = [
+        report("NZ-CUSTOMS", "BORDER_CROSSING", "2026-01-05", ["ACT_TRANSPORT"], [person(*SOKHA)]),
+        report("NGO-SHAKTI", "NGO_REFERRAL", "2026-02-01", ["PURPOSE_SEXUAL_EXPLOITATION"], [person(*SOKHA)]),
+    ]
+    assert signals(pipeline, adult, "IR-1") == []
+    child = [
+        report("NZ-CUSTOMS", "BORDER_CROSSING", "2026-01-05", ["ACT_TRANSPORT"], [person("Dara Kim", "2012-06-01")]),
+        report(
+            "NGO-SHAKTI",
+            "NGO_REFERRAL",
+            "2026-02-01",
+            ["PURPOSE_SEXUAL_EXPLOITATION"],
+            [person("Dara Kim", "2012-06-01")],
+        ),
+    ]
+    [signal] = signals(pipeline, child, "IR-1")
+    assert signal.minor_involved and signal.act_means_purpose == ("ACT", "PURPOSE")
+
+
+def test_ir1_near_miss_beyond_the_365_day_window(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", "BORDER_CROSSING", "2024-01-05", ["ACT_TRANSPORT", "MEANS_FRAUD"], [person(*SOKHA)]),
+        report("NZ-LABOUR", "LABOUR_INSPECTION", "2025-06-01", ["PURPOSE_FORCED_LABOUR"], [person(*SOKHA)]),
+    ]
+    assert signals(pipeline, reports, "IR-1") == []
+
+
+def controller_case(victims: int) -> list[dict[str, Any]]:
+    names = [
+        ("Nimal Perera", "1995-01-01"),
+        ("Kumari Silva", "1998-02-02"),
+        ("Ruwan Bandara", "2000-03-03"),
+        ("Dilani Herath", "1993-04-04"),
+    ]
+    agencies = [
+        ("NGO-SHAKTI", "NGO_REFERRAL"),
+        ("NZ-POLICE", "HOTLINE_TIP"),
+        ("NZ-LABOUR", "LABOUR_INSPECTION"),
+        ("NZ-CUSTOMS", "BORDER_CROSSING"),
+    ]
+    return [
+        report(
+            agencies[i][0],
+            agencies[i][1],
+            f"2026-0{i + 1}-10",
+            ["MEANS_THREAT", "PURPOSE_FORCED_LABOUR"],
+            [person(*names[i], ("PHONE", "+94 71 555 0101"), nationality="LK")],
+        )
+        for i in range(victims)
+    ]
+
+
+def test_ir4_a_phone_shared_by_three_people_is_a_controller_not_a_link(pipeline: Pipeline) -> None:
+    correlator = pipeline.correlate(pipeline.accept(controller_case(3)))
+    [signal] = [s for s in correlator.evaluate().values() if s.requirement_id == "IR-4"]
+    assert len(signal.report_ids) == 3
+    assert len(correlator.entity_members) == 3  # the victims stay three people
+    assert [s for s in correlator.evaluate().values() if s.requirement_id == "IR-1"] == []
+
+
+def test_ir4_near_miss_victims_sharing_only_their_controllers_phone_are_not_linked(pipeline: Pipeline) -> None:
+    correlator = pipeline.correlate(pipeline.accept(controller_case(2)))
+    assert len(correlator.entity_members) == 2  # different names and birth dates: the phone links nobody
+    assert [s for s in correlator.evaluate().values() if s.requirement_id in ("IR-1", "IR-4")] == []
+
+
+EMPLOYER = {"role": "EMPLOYER", "name": "Harbour Seafoods Ltd", "registration": "NZBN-9429000000001", "country": "NZ"}
+
+
+def test_ir2_an_employer_linked_to_three_victims(pipeline: Pipeline) -> None:
+    people = [("Siti Wijaya", "1996-05-05"), ("Budi Santoso", "1990-06-06"), ("Dewi Lestari", "1999-07-07")]
+    reports = [
+        report(
+            "NZ-LABOUR",
+            "LABOUR_INSPECTION",
+            f"2026-0{i + 1}-01",
+            ["MEANS_DEBT_BONDAGE"],
+            [person(*p, nationality="ID")],
+            [EMPLOYER],
+        )
+        for i, p in enumerate(people)
+    ]
+    [signal] = signals(pipeline, reports, "IR-2")
+    assert len(signal.report_ids) == 3
+    assert signals(pipeline, reports[:2], "IR-2") == []  # two victims: not yet
+
+
+def test_ir3_a_lost_passport_later_used_at_the_border(pipeline: Pipeline) -> None:
+    lost = report("NZ-DIA", "LOST_STOLEN_DOCUMENT", "2026-02-01", [], [person(*SOKHA, ("PASSPORT", "N55554444"))])
+    used = report(
+        "NZ-CUSTOMS",
+        "BORDER_CROSSING",
+        "2026-05-01",
+        ["ACT_TRANSPORT"],
+        [person("Mao Sina", "1990-01-01", ("PASSPORT", "N5555-4444"))],
+    )
+    [signal] = signals(pipeline, [lost, used], "IR-3")
+    assert set(signal.report_ids) == {lost["report_id"], used["report_id"]}
+    earlier = report(
+        "NZ-CUSTOMS", "BORDER_CROSSING", "2026-01-01", ["ACT_TRANSPORT"], [person(*SOKHA, ("PASSPORT", "N55554444"))]
+    )
+    assert signals(pipeline, [lost, earlier], "IR-3") == []  # used before it was lost: no signal
+
+
+def test_ir5_debt_bondage_at_an_employer_that_sponsors_flagged_visas(pipeline: Pipeline) -> None:
+    inspection = report(
+        "NZ-LABOUR", "LABOUR_INSPECTION", "2026-03-01", ["MEANS_DEBT_BONDAGE"], [person(*SOKHA)], [EMPLOYER]
+    )
+    visa = report(
+        "NZ-IMMIGRATION",
+        "VISA_APPLICATION_FLAG",
+        "2026-04-01",
+        ["ACT_RECRUITMENT"],
+        [person("Vannak Sok", "2001-01-01")],
+        [EMPLOYER],
+    )
+    assert len(signals(pipeline, [inspection, visa], "IR-5")) == 1
+    no_bondage = report("NZ-LABOUR", "LABOUR_INSPECTION", "2026-03-01", ["MEANS_THREAT"], [person(*SOKHA)], [EMPLOYER])
+    assert signals(pipeline, [no_bondage, visa], "IR-5") == []
+
+
+def test_ir6_recruitment_into_forced_criminality_seen_by_two_agencies(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-IMMIGRATION", "VISA_APPLICATION_FLAG", "2026-01-01", ["ACT_RECRUITMENT"], [person(*SOKHA)]),
+        report(
+            "NGO-SHAKTI",
+            "NGO_REFERRAL",
+            "2026-03-01",
+            ["PURPOSE_FORCED_CRIMINALITY", "MEANS_DECEPTION"],
+            [person(*SOKHA)],
+        ),
+    ]
+    assert len(signals(pipeline, reports, "IR-6")) == 1
+    one_agency = [
+        report(
+            "NGO-SHAKTI",
+            "NGO_REFERRAL",
+            "2026-03-01",
+            ["ACT_RECRUITMENT", "PURPOSE_FORCED_CRIMINALITY"],
+            [person(*SOKHA)],
+        )
+    ]
+    assert signals(pipeline, one_agency, "IR-6") == []
+
+
+def test_the_plan_ships_six_requirements_starting_with_ir1() -> None:
+    assert [r.id for r in PLAN] == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]
+    assert PLAN[0].legal_definition and PLAN[0].min_agencies == 2 and PLAN[0].window_days == 365
+
+
+def test_final_signals_do_not_depend_on_arrival_order_or_redelivery(pipeline: Pipeline) -> None:
+    accepted = pipeline.accept(simulate(40, seed=3).reports)
+    in_order = pipeline.correlate(accepted).evaluate()
+    shuffled = accepted + accepted[:15]  # re-delivered copies too
+    random.Random(1).shuffle(shuffled)
+    assert pipeline.correlate(shuffled).evaluate() == in_order
+
+
+def test_ir1_precision_and_recall_on_a_fixed_seed_simulation(pipeline: Pipeline) -> None:
+    simulation = simulate(250, seed=7)
+    correlator = pipeline.correlate(pipeline.accept(simulation.reports))
+    scores = evaluate_against_truth(list(correlator.evaluate().values()), simulation.truth()["requirements"])
+    assert scores["IR-1"]["precision"] >= 0.9 and scores["IR-1"]["recall"] >= 0.9, scores
+
+
+def test_merging_entities_re_emits_the_absorbed_signal_as_merged(pipeline: Pipeline) -> None:
+    # Two halves of one person, each an IR-1 signal, until a passport joins them.
+    a = [
+        report(
+            "NZ-CUSTOMS",
+            "BORDER_CROSSING",
+            "2026-01-05",
+            ["ACT_TRANSPORT", "MEANS_FRAUD"],
+            [person("Sok Dara", None, ("PASSPORT", "N1111111"))],
+        ),
+        report(
+            "NZ-LABOUR",
+            "LABOUR_INSPECTION",
+            "2026-02-05",
+            ["PURPOSE_FORCED_LABOUR"],
+            [person("Sok Dara", None, ("PASSPORT", "N1111111"))],
+        ),
+    ]
+    b = [
+        report(
+            "NGO-SHAKTI",
+            "NGO_REFERRAL",
+            "2026-03-05",
+            ["ACT_RECRUITMENT", "MEANS_THREAT"],
+            [person("Dara Sokh", None, ("PASSPORT", "N2222222"))],
+        ),
+        report(
+            "NZ-POLICE",
+            "HOTLINE_TIP",
+            "2026-04-05",
+            ["PURPOSE_FORCED_LABOUR"],
+            [person("Dara Sokh", None, ("PASSPORT", "N2222222"))],
+        ),
+    ]
+    bridge = [
+        report(
+            "NZ-DIA",
+            "LOST_STOLEN_DOCUMENT",
+            "2026-05-05",
+            [],
+            [person("Sok Dara", None, ("PASSPORT", "N1111111"), ("PASSPORT", "N2222222"))],
+        )
+    ]
+    accepted = pipeline.accept(a + b + bridge)
+    correlator, book = Correlator(PLAN), SignalBook()
+    from streams.correlate import facts_from_accepted
+
+    emitted = []
+    for record in accepted:
+        facts = facts_from_accepted(record)
+        touched = correlator.add(facts)
+        keys = correlator.affected(facts.report_id, touched)
+        emitted += book.apply(correlator.evaluate_keys(keys), correlator.absorbed)
+    statuses = [(v, s.status) for v, s in emitted if s.requirement_id == "IR-1"]
+    assert ("open" in {s for _, s in statuses}) and any(s == "merged" for _, s in statuses)
+    merged = next(s for _, s in emitted if s.status == "merged")
+    final = {s.signal_id: (v, s) for v, s in emitted}
+    assert merged.merged_into in final and final[merged.merged_into][1].status == "open"
+    assert len(final[merged.merged_into][1].report_ids) == 5
