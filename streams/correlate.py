@@ -505,7 +505,7 @@ class SignalBook:
         for (requirement_id, key), signal in sorted(results.items(), key=lambda kv: kv[0]):
             previous_id = self.by_entity.get((requirement_id, key))
             if signal is not None:
-                emitted += self._put(signal)
+                emitted += self.put(signal)
                 self.by_entity[(requirement_id, key)] = signal.signal_id
                 continue
             if previous_id is None:
@@ -520,12 +520,12 @@ class SignalBook:
                 absorbing = results.get((requirement_id, absorber))
                 into = absorbing.signal_id if absorbing is not None else None
             status = "merged" if into and into != previous_id else "closed"
-            emitted += self._put(
+            emitted += self.put(
                 Signal(**{**last.__dict__, "status": status, "merged_into": into if status == "merged" else None})
             )
         return emitted
 
-    def _put(self, signal: Signal) -> list[tuple[int, Signal]]:
+    def put(self, signal: Signal) -> list[tuple[int, Signal]]:
         current = self.versions.get(signal.signal_id)
         if current is not None and current[1] == signal:
             return []

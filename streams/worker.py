@@ -6,13 +6,17 @@ import asyncio
 import logging
 import signal
 
+import yaml
+
 from policies.loader import AGREEMENTS_DIR, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agents.accept_reports import AcceptReports
 from streams.agents.chain_audit import ChainAudit
+from streams.agents.correlate_signals import CorrelateSignals
 from streams.agents.decide_sharing import DecideSharing
 from streams.agreements import AgreementHistory, publish_new_agreements
+from streams.correlate import load_plan
 from streams.feeds import TopicFeed
 from streams.topics import Topics
 from streams.transactional import TransactionalProcessor
@@ -24,6 +28,7 @@ from tiphub.settings import Settings
 from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
+PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
 def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
@@ -84,6 +89,21 @@ def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalPr
     )
 
 
+def build_correlate_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
+    topics = Topics(settings.topic_prefix, settings.partitions)
+    options = settings.kafka_options()
+    group = f"{settings.topic_prefix}tiphub.correlate"
+    plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
+    return TransactionalProcessor(
+        bootstrap=bootstrap,
+        group_id=group,
+        instance_id="single",  # one correlator instance holds the global entity state
+        input_topic=topics.accepted,
+        handler=CorrelateSignals(topics, bootstrap, group, plan, options),
+        client_options=options,
+    )
+
+
 async def load_agreements(settings: Settings, bootstrap: str) -> int:
     """Publish the agreements on disk that are not on tip.agreements yet (their load events)."""
     topics = Topics(settings.topic_prefix, settings.partitions)
@@ -107,6 +127,8 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
         build_decide_processor(settings, bootstrap),
         build_audit_processor(settings, bootstrap),
     ]
+    if settings.instance_id == "0":
+        processors.append(build_correlate_processor(settings, bootstrap))
     log.info("worker %s running %d stage(s) on %s", settings.instance_id, len(processors), bootstrap)
     tasks = [asyncio.create_task(p.run(stop)) for p in processors]
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

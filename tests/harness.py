@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,9 +47,12 @@ class Hub:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, broker: str, tmp: Path, name: str) -> Hub:
+    def create(cls, broker: str, tmp: Path, name: str, keys_from: Path | None = None) -> Hub:
+        """A hub with fresh keys, or with a copy of another hub's keys (the same hub, replayed)."""
         prefix = "t" + re.sub(r"[^a-z0-9]+", "-", name.lower())[:40] + "-" + uuid.uuid4().hex[:6] + "."
         settings = Settings(home=tmp / "home", broker=broker, topic_prefix=prefix, partitions=PARTITIONS)
+        if keys_from is not None:
+            shutil.copytree(keys_from / "keys", settings.home / "keys")
         init_keys(settings)
         hub = cls(broker, settings.home, prefix, settings)
         ensure_topics(broker, hub.topics.specs())
@@ -157,7 +161,7 @@ class Hub:
     def wait_for_quiet(self, timeout: float = 120.0) -> None:
         """Wait until every stage has committed everything before it (transaction markers aside)."""
         deadline = time.monotonic() + timeout
-        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit")):
+        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit", "correlate")):
             assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
                 self.worker_log(i)[-3000:] for i in self.workers
             )
@@ -182,9 +186,13 @@ class Hub:
 
     def lag(self, stage: str = "accept") -> int:
         """Records a stage has not committed yet: accept, decide or audit."""
-        topic = {"accept": self.topics.submitted, "decide": self.topics.accepted, "audit": self.topics.audit_intake}[
-            stage
-        ]
+        inputs = {
+            "accept": self.topics.submitted,
+            "decide": self.topics.accepted,
+            "audit": self.topics.audit_intake,
+            "correlate": self.topics.accepted,
+        }
+        topic = inputs[stage]
 
         async def run() -> int:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)

@@ -253,6 +253,53 @@ def retention_sweep(
     out.print(f"retention sweep: {len(result.subject_key_ids)} key(s) past retention, {result.keys_deleted} destroyed")
 
 
+@app.command("eval")
+def evaluate(
+    truth: Annotated[
+        Path, typer.Option("--truth", exists=True, dir_okay=False, help="From `tiphub simulate --truth`.")
+    ],
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Score the signals on tip.signals against a simulation's truth: precision, recall, F1 per requirement."""
+    from schemas.codec import CodecError, WireCodec
+    from streams.agents.correlate_signals import signal_from_record
+    from streams.audit_verify import read_partitions
+    from streams.correlate import evaluate_against_truth
+    from tiphub.runtime import resolve_broker, topics_for
+
+    settings = settings_from(broker, home, topic_prefix)
+    bootstrap = resolve_broker(settings)
+    raw = asyncio.run(
+        read_partitions(bootstrap, topics_for(settings).signals, settings.partitions, settings.kafka_options())
+    )
+    codec = WireCodec()
+    latest: dict[str, tuple[int, Any]] = {}
+    for records in raw.values():
+        for _, value in records:
+            try:
+                version, signal = signal_from_record(codec.decode(value, expect="tiphub.Signal")[1])
+            except CodecError:
+                continue
+            if version > latest.get(signal.signal_id, (0, None))[0]:
+                latest[signal.signal_id] = (version, signal)
+    scores = evaluate_against_truth([s for _, s in latest.values()], json.loads(truth.read_text())["requirements"])
+    table = Table("requirement", "signals", "true sets", "matched", "precision", "recall", "F1")
+    for requirement, row in scores.items():
+        table.add_row(
+            requirement,
+            str(row["signals"]),
+            str(row["truth"]),
+            str(row["matched"]),
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+        )
+    out.print(table)
+    out.print(json.dumps(scores))
+
+
 @audit_app.command("verify")
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link."""

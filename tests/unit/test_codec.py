@@ -25,6 +25,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.AuditEvent": 7,
         "tiphub.AuditRecord": 8,
         "tiphub.SubjectErased": 9,
+        "tiphub.Signal": 10,
     }
 
 

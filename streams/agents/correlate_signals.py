@@ -1,0 +1,203 @@
+"""correlate_signals: tip.reports.accepted -> tip.signals, exactly once, one instance.
+
+The correlator's state is global (entities span partitions), so one instance holds it: the
+worker with instance id 0 (docs/correlation.md: the limit and the way past it). At assignment it
+rebuilds the state by replaying accepted reports up to its committed offsets (erasures first),
+and loads the versions already on tip.signals, so a restart emits nothing twice. After that,
+each batch emits a new version of every signal whose content changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import CodecError, WireCodec
+from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
+from streams.feeds import TopicFeed
+from streams.topics import Topics
+from streams.transactional import Output
+
+log = logging.getLogger(__name__)
+SIGNAL = "tiphub.Signal"
+
+
+def signal_record(version: int, signal: Signal) -> dict[str, Any]:
+    return {
+        **signal.__dict__,
+        "version": version,
+        "report_ids": list(signal.report_ids),
+        "agencies": list(signal.agencies),
+        "elements": list(signal.elements),
+        "act_means_purpose": list(signal.act_means_purpose),
+    }
+
+
+def signal_from_record(record: dict[str, Any]) -> tuple[int, Signal]:
+    fields = {k: v for k, v in record.items() if k != "version"}
+    for key in ("report_ids", "agencies", "elements", "act_means_purpose"):
+        fields[key] = tuple(fields[key])
+    return record["version"], Signal(**fields)
+
+
+class CorrelateSignals:
+    def __init__(
+        self,
+        topics: Topics,
+        bootstrap: str,
+        group_id: str,
+        plan: list[Requirement],
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.topics = topics
+        self.bootstrap = bootstrap
+        self.group_id = group_id
+        self.plan = plan
+        self.options = client_options or {}
+        self.codec = WireCodec()
+        self.correlator = Correlator(plan)
+        self.book = SignalBook()
+        self._pending_erasures: set[str] = set()
+        self._erasures = TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options)
+        self._ready = False
+        self._lock = asyncio.Lock()
+        self._stale: list[Signal] = []
+
+    def _erasure(self, fact: dict[str, Any]) -> None:
+        if "subject_key_id" in fact and fact["subject_key_id"] not in self.correlator.erased:
+            self._pending_erasures.add(fact["subject_key_id"])
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        await self._restore()
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        if partitions:
+            self._ready = False  # state covers every partition: rebuild it whole on the next assignment
+
+    async def _restore(self) -> None:
+        async with self._lock:
+            if self._ready:
+                return
+            self.correlator, self.book = Correlator(self.plan), SignalBook()
+            self._pending_erasures = set()
+            await self._erasures.stop()
+            self._erasures = TopicFeed(self.bootstrap, [self.topics.erasures], self._erasure, self.options)
+            await self._erasures.start()
+            self.correlator.erased |= self._pending_erasures
+            self._pending_erasures = set()
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                group_id=None,
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+                **self.options,
+            )
+            await consumer.start()
+            try:
+                replayed = await self._replay_accepted(consumer)
+                versions = await self._load_signals(consumer)
+            finally:
+                await consumer.stop()
+            self._ready = True
+            log.info("correlator restored: %d reports replayed, %d signal versions loaded", replayed, versions)
+
+    async def _read(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stop_at: dict[TopicPartition, int]
+    ) -> list[Any]:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[Any] = []
+        remaining = {tp for tp in tps if stop_at[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=300, max_records=5000)
+            for tp, records in batch.items():
+                out += [r for r in records if r.offset < stop_at[tp]]
+            for tp in list(remaining):
+                if await consumer.position(tp) >= stop_at[tp]:
+                    remaining.discard(tp)
+        return out
+
+    async def _replay_accepted(self, consumer: AIOKafkaConsumer) -> int:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(self.group_id)
+        finally:
+            await admin.close()
+        tps = [TopicPartition(self.topics.accepted, p) for p in range(self.topics.partitions)]
+        stop_at = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
+        records = await self._read(consumer, tps, stop_at)
+        for record in records:
+            self.correlator.add(facts_from_accepted(self.codec.decode(record.value)[1]))
+        return len(records)
+
+    async def _load_signals(self, consumer: AIOKafkaConsumer) -> int:
+        tps = [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
+        ends = await consumer.end_offsets(tps)
+        records = await self._read(consumer, tps, ends)
+        current = self.correlator.evaluate()
+        key_of = {s.signal_id: key for key, s in current.items()}
+        for record in records:
+            version, signal = signal_from_record(self.codec.decode(record.value)[1])
+            key = key_of.get(signal.signal_id)
+            self.book.load(version, signal, signal.requirement_id, key[1] if key else None)
+        # Open on the topic but not produced by the rebuilt state (the plan changed, say): close them.
+        self._stale = [s for _, s in self.book.latest() if s.status == "open" and s.signal_id not in key_of]
+        return len(records)
+
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
+        await self._restore()
+        await self._erasures.catch_up()
+        results: dict[tuple[str, str], Signal | None] = {}
+        absorbed: dict[str, str] = {}
+        if self._pending_erasures:
+            # Erased people leave every entity and every signal: re-evaluate all (erasures are rare).
+            before = {key for key in self.book.by_entity}
+            self.correlator.erase(self._pending_erasures)
+            self._pending_erasures = set()
+            results.update({key: None for key in before})
+            results.update(self.correlator.evaluate())
+        for record in records:
+            try:
+                _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
+            except CodecError:
+                continue
+            facts = facts_from_accepted(accepted)
+            touched = self.correlator.add(facts)
+            absorbed.update(self.correlator.absorbed)
+            if facts.report_id in self.correlator.reports:
+                results.update(self.correlator.evaluate_keys(self.correlator.affected(facts.report_id, touched)))
+        # An absorbed entity may itself have been absorbed again later in the batch.
+        final_absorbed = {}
+        for old, new in absorbed.items():
+            while new in absorbed and absorbed[new] != new:
+                new = absorbed[new]
+            final_absorbed[old] = new
+        emitted = self.book.apply(results, final_absorbed)
+        for stale in self._stale:
+            emitted += self.book.put(Signal(**{**stale.__dict__, "status": "closed"}))
+        self._stale = []
+        return [
+            Output(
+                self.topics.signals,
+                signal.signal_id.encode(),
+                self.codec.encode(SIGNAL, signal_record(version, signal)),
+            )
+            for version, signal in emitted
+        ]
+
+    def committed(self) -> None:
+        pass
+
+    def aborted(self) -> None:
+        # The book and correlator already hold this batch: rebuild both from the topics before retrying.
+        self._ready = False
+
+    async def close(self) -> None:
+        await self._erasures.stop()
