@@ -81,9 +81,12 @@ class TransactionalProcessor:
         max_records: int = 500,
         poll_ms: int = 50,
         max_consecutive_failures: int = 20,
+        also_from: list[str] | None = None,
     ) -> None:
+        """`also_from`: further input topics read in the same transactions (e.g. facts like erasures)."""
         self.group_id = group_id
         self.input_topic = input_topic
+        self.also_from = also_from or []
         self.handler = handler
         self.max_records = max_records
         self.poll_ms = poll_ms
@@ -117,7 +120,7 @@ class TransactionalProcessor:
     async def run(self, stop: asyncio.Event) -> None:
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe([self.input_topic], listener=_Listener(self.handler))
+        self.consumer.subscribe([self.input_topic, *self.also_from], listener=_Listener(self.handler))
         failures = 0
         try:
             while not stop.is_set():

@@ -101,6 +101,7 @@ def build_correlate_processor(settings: Settings, bootstrap: str) -> Transaction
         input_topic=topics.accepted,
         handler=CorrelateSignals(topics, bootstrap, group, plan, options),
         client_options=options,
+        also_from=[topics.erasures],  # an erasure is input too: it takes effect without waiting for a report
     )
 
 

@@ -164,6 +164,8 @@ class CorrelateSignals:
             results.update({key: None for key in before})
             results.update(self.correlator.evaluate())
         for record in records:
+            if record.topic == self.topics.erasures:
+                continue  # applied above, through the feed, before any report of this batch
             try:
                 _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
             except CodecError:

@@ -108,3 +108,40 @@ def test_eval_scores_the_stream_against_the_truth(hub: Hub, tmp_path: Path, simu
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["IR-1"]["precision"] >= 0.9 and scores["IR-1"]["recall"] >= 0.9, scores
+
+
+def test_an_erased_person_drops_out_of_the_signals(hub: Hub) -> None:
+    from tests.integration.test_erasure import PERSON
+
+    victim_reports = [
+        {**r, "subjects": [PERSON]}
+        for r in (
+            __import__("tests.factories", fromlist=["make_report"]).make_report(
+                source_agency=agency, indicator_type=kind, elements=elements, narrative=None, organisations=[]
+            )
+            for agency, kind, elements in (
+                ("NZ-CUSTOMS", "BORDER_CROSSING", ["ACT_TRANSPORT", "MEANS_DECEPTION"]),
+                ("NZ-LABOUR", "LABOUR_INSPECTION", ["PURPOSE_FORCED_LABOUR"]),
+            )
+        )
+    ]
+    hub.publish(victim_reports)
+    hub.start_worker()
+    hub.wait_for_outcomes(2)
+    hub.wait_for_quiet()
+    [signal] = [s for s in final_signals(hub).values() if s["requirement_id"] == "IR-1"]
+    assert signal["status"] == "open" and len(signal["report_ids"]) == 2
+    token = hub.decoded(hub.topics.accepted)[0]["subjects"][0]["identifiers"][0]["linkage_token"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "tiphub", "erase", "--subject-token", token],
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 30  # no new report needed: the erasure itself is the correlator's input
+    while final_signals(hub)[signal["signal_id"]]["status"] != "closed":
+        assert time.monotonic() < deadline, "the erased person's signal stayed open"
+        time.sleep(0.2)
