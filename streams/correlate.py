@@ -227,6 +227,7 @@ class Correlator:
         self.by_document: dict[str, set[str]] = defaultdict(set)
         self.by_dob: dict[str, set[str]] = defaultdict(set)
         self.by_ny: dict[str, set[str]] = defaultdict(set)
+        self.by_ny_without_dob: dict[str, set[str]] = defaultdict(set)
         self.by_contact: dict[str, set[str]] = defaultdict(set)
         self.by_org: dict[str, set[str]] = defaultdict(set)
         self.entity_of: dict[str, str] = {}
@@ -256,9 +257,13 @@ class Correlator:
             for other in self.by_document[token]:
                 self._union1(occ.occ_id, other)
             self.by_document[token].add(occ.occ_id)
+        # With a full DOB, a candidate with another full DOB can never match: only the same DOB,
+        # or name+year candidates that have no full DOB. This keeps candidate sets, and so the
+        # cost per report, flat as the population grows.
         candidates = set(self.by_dob.get(occ.dob_key, ())) if occ.dob_key else set()
+        ny_index = self.by_ny_without_dob if occ.dob_key else self.by_ny
         for key in occ.ny_keys:
-            candidates |= self.by_ny.get(key, set())
+            candidates |= ny_index.get(key, set())
         for other in sorted(candidates):
             if self._strong_match(occ, self.occurrences[other]):
                 self._union1(occ.occ_id, other)
@@ -266,6 +271,8 @@ class Correlator:
             self.by_dob[occ.dob_key].add(occ.occ_id)
         for key in occ.ny_keys:
             self.by_ny[key].add(occ.occ_id)
+            if not occ.dob_key:
+                self.by_ny_without_dob[key].add(occ.occ_id)
         for token in occ.contacts:
             self.by_contact[token].add(occ.occ_id)
 
