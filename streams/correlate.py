@@ -406,6 +406,38 @@ class Correlator:
             self.add(report)
 
     # -- requirements ----------------------------------------------------------------------
+    def coverage(self, signals: Iterable[Signal]) -> dict[str, dict[str, Any]]:
+        """Per requirement: open signals, reports it considered, agencies contributing (pure)."""
+        open_by_req: dict[str, list[Signal]] = defaultdict(list)
+        for signal in signals:
+            if signal.status == "open":
+                open_by_req[signal.requirement_id].append(signal)
+        out = {}
+        for requirement in self.plan:
+            considered = [r for r in self.reports.values() if self._considers(requirement, r)]
+            raised = open_by_req.get(requirement.id, [])
+            out[requirement.id] = {
+                "requirement_id": requirement.id,
+                "question": requirement.question,
+                "priority": requirement.priority,
+                "open_signals": len(raised),
+                "reports_considered": len(considered),
+                "reports_in_signals": len({r for s in raised for r in s.report_ids}),
+                "agencies_contributing": sorted({a for s in raised for a in s.agencies}),
+                "agencies_reporting": sorted({r.agency for r in considered}),
+            }
+        return out
+
+    @staticmethod
+    def _considers(requirement: Requirement, report: ReportFacts) -> bool:
+        if requirement.entity == "person":
+            return any(not requirement.roles or p.role in requirement.roles for p in report.people)
+        if requirement.entity == "organisation":
+            return bool(report.organisations)
+        if requirement.entity == "document":
+            return any(p.documents for p in report.people)
+        return any(p.contacts for p in report.people)
+
     def all_keys(self) -> dict[str, set[str]]:
         return {
             "person": set(self.entity_members),

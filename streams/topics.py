@@ -66,6 +66,11 @@ class Topics:
         return self._name("tip.audit.intake")
 
     @property
+    def coverage(self) -> str:
+        """Collection Plan coverage per requirement; the latest record of a key is current."""
+        return self._name("tip.coverage")
+
+    @property
     def agreements(self) -> str:
         """Agreement versions as they were loaded: what was in force at any moment."""
         return self._name("tip.agreements")
@@ -83,4 +88,5 @@ class Topics:
             TopicSpec(self.audit, p, FOREVER),
             TopicSpec(self.audit_intake, p, 30 * DAY_MS),
             TopicSpec(self.agreements, 1, FOREVER),
+            TopicSpec(self.coverage, 1, 30 * DAY_MS),
         ]

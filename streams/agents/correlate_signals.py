@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,6 +25,7 @@ from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 SIGNAL = "tiphub.Signal"
+COVERAGE = "tiphub.Coverage"
 
 
 def signal_record(version: int, signal: Signal) -> dict[str, Any]:
@@ -66,6 +68,8 @@ class CorrelateSignals:
         self._ready = False
         self._lock = asyncio.Lock()
         self._stale: list[Signal] = []
+        self._coverage: dict[str, dict[str, Any]] = {}
+        self._pending_coverage: dict[str, dict[str, Any]] = {}
 
     def _erasure(self, fact: dict[str, Any]) -> None:
         if "subject_key_id" in fact and fact["subject_key_id"] not in self.correlator.erased:
@@ -185,7 +189,8 @@ class CorrelateSignals:
         for stale in self._stale:
             emitted += self.book.put(Signal(**{**stale.__dict__, "status": "closed"}))
         self._stale = []
-        return [
+        coverage = self._coverage_changes(records)
+        return coverage + [
             Output(
                 self.topics.signals,
                 signal.signal_id.encode(),
@@ -194,10 +199,29 @@ class CorrelateSignals:
             for version, signal in emitted
         ]
 
+    def _coverage_changes(self, records: Sequence[Any]) -> list[Output]:
+        """Coverage records for requirements whose numbers moved in this batch."""
+        now = max((r.timestamp for r in records), default=0)
+        current = self.correlator.coverage(s for _, s in self.book.latest())
+        outputs = []
+        for requirement_id, row in current.items():
+            if self._coverage.get(requirement_id) != row:
+                self._pending_coverage[requirement_id] = row
+                outputs.append(
+                    Output(
+                        self.topics.coverage,
+                        requirement_id.encode(),
+                        self.codec.encode(COVERAGE, {**row, "as_of": datetime.fromtimestamp(now / 1000, UTC)}),
+                    )
+                )
+        return outputs
+
     def committed(self) -> None:
-        pass
+        self._coverage.update(self._pending_coverage)
+        self._pending_coverage = {}
 
     def aborted(self) -> None:
+        self._pending_coverage = {}
         # The book and correlator already hold this batch: rebuild both from the topics before retrying.
         self._ready = False
 

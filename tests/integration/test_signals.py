@@ -145,3 +145,19 @@ def test_an_erased_person_drops_out_of_the_signals(hub: Hub) -> None:
     while final_signals(hub)[signal["signal_id"]]["status"] != "closed":
         assert time.monotonic() < deadline, "the erased person's signal stayed open"
         time.sleep(0.2)
+
+
+def test_coverage_per_requirement_is_published(hub: Hub, simulation) -> None:  # type: ignore[no-untyped-def]
+    hub.publish(simulation.reports)
+    hub.start_worker()
+    hub.wait_for_outcomes(len(simulation.reports))
+    hub.wait_for_quiet()
+    latest = {}
+    for record in hub.decoded(hub.topics.coverage):
+        latest[record["requirement_id"]] = record
+    assert sorted(latest) == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]
+    open_ir1 = [s for s in final_signals(hub).values() if s["requirement_id"] == "IR-1" and s["status"] == "open"]
+    assert latest["IR-1"]["open_signals"] == len(open_ir1) > 0
+    assert latest["IR-1"]["reports_considered"] == len(simulation.reports)
+    assert set(latest["IR-1"]["agencies_contributing"]) <= set(latest["IR-1"]["agencies_reporting"])
+    assert len(latest["IR-1"]["agencies_reporting"]) == 6

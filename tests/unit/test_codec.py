@@ -26,6 +26,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.AuditRecord": 8,
         "tiphub.SubjectErased": 9,
         "tiphub.Signal": 10,
+        "tiphub.Coverage": 11,
     }
 
 
