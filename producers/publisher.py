@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from schemas.codec import WireCodec
 from schemas.convert import FieldError, ReportValidationError, report_from_json
-from schemas.envelope import SUBMITTED, signing_bytes, transform_sensitive
+from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.registry import load_registry
 from tiphub import crypto
 from tiphub.keys import agency_key_id
@@ -70,6 +70,29 @@ def seal_report(
     }
     envelope["signature"] = crypto.sign(agency_key, signing_bytes(envelope))
     return envelope
+
+
+def seal_retraction(
+    report_id: str,
+    *,
+    agency: str,
+    reason: str,
+    corrected_by: str | None,
+    agency_key: Ed25519PrivateKey,
+    signed_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A signed ReportRetraction: the agency withdraws or corrects one of its own reports."""
+    retraction = {
+        "report_id": report_id,
+        "source_agency": agency,
+        "reason": reason,
+        "corrected_by": corrected_by,
+        "signed_at": signed_at or datetime.now(UTC),
+        "signing_key_id": agency_key_id(agency, agency_key.public_key()),
+        "signature": b"",
+    }
+    retraction["signature"] = crypto.sign(agency_key, signing_bytes(retraction, RETRACTION))
+    return retraction
 
 
 @dataclass(frozen=True)

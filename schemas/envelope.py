@@ -16,16 +16,17 @@ from schemas.registry import load_registry
 
 SIGNING_DOMAIN = b"tiphub/envelope/v1\x00"
 SUBMITTED = "tiphub.SubmittedReport"
+RETRACTION = "tiphub.ReportRetraction"
 
 
-def signing_bytes(envelope: dict[str, Any]) -> bytes:
+def signing_bytes(envelope: dict[str, Any], schema_name: str = SUBMITTED) -> bytes:
     """domain || schema id (4 bytes) || Avro body of the envelope with an empty signature.
 
     Avro binary encoding is deterministic for a record and schema, so the verifier rebuilds
     these bytes from the decoded record. Everything in the envelope is signed, ciphertexts
     included (encrypt-then-sign).
     """
-    schema = load_registry().latest(SUBMITTED)
+    schema = load_registry().latest(schema_name)
     unsigned = {**envelope, "signature": b""}
     return SIGNING_DOMAIN + struct.pack(">I", schema.schema_id) + WireCodec.body(schema, unsigned)
 

@@ -15,10 +15,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
-from schemas.envelope import SUBMITTED, signing_bytes, transform_sensitive
+from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.normalise import normalise_identifier
 from tiphub import crypto
-from tiphub.keys import KeyRegistry
+from tiphub.keys import KeyRegistry, RegisteredKey
 from tiphub.linkage import Linker, age_facts
 from tiphub.vault import KeyRequest, KeyVault
 
@@ -61,6 +61,7 @@ class Verdict:
     report_id: str
     accepted: dict[str, Any] | None = None
     rejected: dict[str, Any] | None = None
+    retracted: dict[str, Any] | None = None
 
 
 @dataclass
@@ -122,34 +123,7 @@ class AcceptStage:
         if submission.key is None or submission.key.decode(errors="replace") != report_id:
             raise Rejection("key_mismatch", "the Kafka key is not the envelope's report_id", "report_id")
 
-        agency = envelope["source_agency"]
-        key = self.registry.get(envelope["signing_key_id"])
-        if key is None:
-            known = any(k.agency == agency for k in self.registry.all())
-            raise Rejection(
-                "unknown_key" if known else "unknown_agency",
-                f"signing key {envelope['signing_key_id']} is not registered"
-                if known
-                else f"no key is registered for agency {agency}",
-                "signing_key_id",
-            )
-        if key.agency != agency:
-            raise Rejection(
-                "key_agency_mismatch",
-                f"key belongs to {key.agency}, not {agency}",
-                "signing_key_id",
-            )
-        if key.revoked_by(submission.timestamp_ms / 1000):
-            raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
-        if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope)):
-            raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
-
-        # Freshness against the broker's record time, not the wall clock: a backlog is not stale.
-        signed_ms = int(envelope["signed_at"].timestamp() * 1000)
-        if submission.timestamp_ms - signed_ms > self.max_age_ms:
-            raise Rejection("stale_envelope", "signed_at is older than the accepted envelope age", "signed_at")
-        if signed_ms - submission.timestamp_ms > self.max_skew_ms:
-            raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
+        key = self._check_signer(envelope, submission, SUBMITTED)
         if envelope["report_schema_id"] != self._report_schema_id:
             raise Rejection(
                 "unknown_report_schema",
@@ -183,6 +157,66 @@ class AcceptStage:
         except ReportValidationError as exc:
             raise Rejection(exc.reason, str(exc), exc.field) from None
         return _Opened(submission, report, key.key_id, envelope["publisher"])
+
+    def _check_signer(self, envelope: dict[str, Any], submission: Submission, schema_name: str) -> RegisteredKey:
+        """Registered, unrevoked key of the claimed agency, a valid signature, a fresh envelope."""
+        agency = envelope["source_agency"]
+        key = self.registry.get(envelope["signing_key_id"])
+        if key is None:
+            known = any(k.agency == agency for k in self.registry.all())
+            raise Rejection(
+                "unknown_key" if known else "unknown_agency",
+                f"signing key {envelope['signing_key_id']} is not registered"
+                if known
+                else f"no key is registered for agency {agency}",
+                "signing_key_id",
+            )
+        if key.agency != agency:
+            raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
+        if key.revoked_by(submission.timestamp_ms / 1000):
+            raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
+        if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope, schema_name)):
+            raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
+        # Freshness against the broker's record time, not the wall clock: a backlog is not stale.
+        signed_ms = int(envelope["signed_at"].timestamp() * 1000)
+        if submission.timestamp_ms - signed_ms > self.max_age_ms:
+            raise Rejection("stale_envelope", "signed_at is older than the accepted envelope age", "signed_at")
+        if signed_ms - submission.timestamp_ms > self.max_skew_ms:
+            raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
+        return key
+
+    def verify_retraction(self, submission: Submission, accepted_from: str | None, now: datetime) -> Verdict:
+        """A retraction is accepted only from the agency whose report it names, signed like a report.
+
+        `accepted_from`: the agency the named report was accepted from, or None if it was not.
+        """
+        try:
+            _, retraction = self.codec.decode(submission.value, expect=RETRACTION)
+            report_id = retraction["report_id"]
+            if submission.key is None or submission.key.decode(errors="replace") != report_id:
+                raise Rejection("key_mismatch", "the Kafka key is not the retraction's report_id", "report_id")
+            key = self._check_signer(retraction, submission, RETRACTION)
+            if accepted_from is None:
+                raise Rejection("retraction_unknown_report", "no accepted report has this report_id", "report_id")
+            if accepted_from != retraction["source_agency"]:
+                raise Rejection(
+                    "retraction_wrong_agency", "only the agency that reported it can retract a report", "source_agency"
+                )
+        except CodecError as exc:
+            return self._reject(submission, Rejection(exc.reason, exc.detail), now)
+        except Rejection as rejection:
+            return self._reject(submission, rejection, now)
+        return Verdict(
+            report_id,
+            retracted={
+                "report_id": report_id,
+                "source_agency": retraction["source_agency"],
+                "reason": retraction["reason"],
+                "corrected_by": retraction["corrected_by"],
+                "signing_key_id": key.key_id,
+                "retracted_at": now,
+            },
+        )
 
     def _reject(self, submission: Submission, rejection: Rejection, now: datetime) -> Verdict:
         report_id = (submission.key or b"").decode(errors="replace")[:64]

@@ -217,6 +217,7 @@ class Correlator:
     reports: dict[str, ReportFacts] = field(default_factory=dict)
     occurrences: dict[str, PersonOccurrence] = field(default_factory=dict)
     erased: set[str] = field(default_factory=set)
+    retracted: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._reset()
@@ -339,8 +340,8 @@ class Correlator:
     # -- the public steps ------------------------------------------------------------------
     def add(self, report: ReportFacts) -> set[str]:
         """Add a report; returns the person entities whose membership may have changed."""
-        if report.report_id in self.reports:
-            return set()  # re-delivery changes nothing
+        if report.report_id in self.reports or report.report_id in self.retracted:
+            return set()  # re-delivery changes nothing; a retracted report is never evidence
         people = [p for p in report.people if p.subject_key_id not in self.erased]
         report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
         self.reports[report.report_id] = report
@@ -399,7 +400,17 @@ class Correlator:
     def erase(self, subject_key_ids: Iterable[str]) -> None:
         """Drop erased people and rebuild every link without them (erasures are rare)."""
         self.erased |= set(subject_key_ids)
-        reports = sorted(self.reports.values(), key=lambda r: r.report_id)
+        self._rebuild()
+
+    def retract(self, report_ids: Iterable[str]) -> None:
+        """Drop reports their agencies withdrew, and every link they made."""
+        self.retracted |= set(report_ids)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        reports = sorted(
+            (r for r in self.reports.values() if r.report_id not in self.retracted), key=lambda r: r.report_id
+        )
         self.reports, self.occurrences = {}, {}
         self._reset()
         for report in reports:

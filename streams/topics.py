@@ -66,6 +66,11 @@ class Topics:
         return self._name("tip.audit.intake")
 
     @property
+    def retractions(self) -> str:
+        """Reports withdrawn or corrected by their own agency."""
+        return self._name("tip.retractions")
+
+    @property
     def coverage(self) -> str:
         """Collection Plan coverage per requirement; the latest record of a key is current."""
         return self._name("tip.coverage")
@@ -89,4 +94,5 @@ class Topics:
             TopicSpec(self.audit_intake, p, 30 * DAY_MS),
             TopicSpec(self.agreements, 1, FOREVER),
             TopicSpec(self.coverage, 1, 30 * DAY_MS),
+            TopicSpec(self.retractions, p, FOREVER),
         ]

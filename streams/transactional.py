@@ -26,6 +26,7 @@ class Output:
     key: bytes | None
     value: bytes
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class BatchHandler(Protocol):
@@ -154,7 +155,10 @@ class TransactionalProcessor:
         async with self.producer.transaction():
             outputs = await self.handler.handle(records)
             sends = [
-                await self.producer.send(o.topic, key=o.key, value=o.value, partition=o.partition) for o in outputs
+                await self.producer.send(
+                    o.topic, key=o.key, value=o.value, partition=o.partition, headers=list(o.headers) or None
+                )
+                for o in outputs
             ]
             await asyncio.gather(*sends)
             # The consumer's position, not last offset + 1: it has stepped over the commit markers

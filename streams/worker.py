@@ -65,6 +65,7 @@ def build_decide_processor(settings: Settings, bootstrap: str) -> TransactionalP
         input_topic=topics.accepted,
         handler=DecideSharing(topics, bootstrap, options),
         client_options=options,
+        also_from=[topics.retractions],
     )
 
 
@@ -101,7 +102,7 @@ def build_correlate_processor(settings: Settings, bootstrap: str) -> Transaction
         input_topic=topics.accepted,
         handler=CorrelateSignals(topics, bootstrap, group, plan, options),
         client_options=options,
-        also_from=[topics.erasures],  # an erasure is input too: it takes effect without waiting for a report
+        also_from=[topics.erasures, topics.retractions],  # facts are input too: they act without waiting for a report
     )
 
 

@@ -380,7 +380,9 @@ def simulate(
 
 @app.command()
 def publish(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="JSON Lines, one report a line.")],
+    file: Annotated[
+        Path | None, typer.Argument(exists=True, dir_okay=False, help="JSON Lines, one report a line.")
+    ] = None,
     agency: Annotated[
         str | None,
         typer.Option(
@@ -391,13 +393,28 @@ def publish(
     broker: BrokerOpt = None,
     home: HomeOpt = None,
     topic_prefix: PrefixOpt = None,
+    retract: Annotated[str | None, typer.Option("--retract", help="Retract this report (of --agency) instead.")] = None,
+    reason: Annotated[
+        str, typer.Option("--reason", help="With --retract: WITHDRAWN, CORRECTED or ENTERED_IN_ERROR.")
+    ] = "WITHDRAWN",
+    corrected_by: Annotated[
+        str | None, typer.Option("--corrected-by", help="With --retract: the correcting report.")
+    ] = None,
 ) -> None:
-    """Validate, encrypt, sign and publish reports; prints published and rejected counts."""
+    """Validate, encrypt, sign and publish reports; prints published and rejected counts.
+
+    With --retract REPORT_ID --agency CODE: a signed retraction of one of the agency's reports."""
     from producers.publisher import parse_jsonl_line
     from schemas.convert import ReportValidationError
     from tiphub.runtime import new_producer, publishers_for, resolve_broker
 
     settings = settings_from(broker, home, topic_prefix)
+    if retract is not None:
+        _retract(settings, retract, agency, reason, corrected_by)
+        return
+    if file is None:
+        console.print("[red]give a JSON Lines file, or --retract REPORT_ID[/red]")
+        raise typer.Exit(2)
     lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
     bootstrap = resolve_broker(settings)
 
@@ -446,6 +463,43 @@ def publish(
     out.print(f"published {published}, rejected {len(rejected)}")
     if rejected and not published:
         raise typer.Exit(1)
+
+
+def _retract(settings: Settings, report_id: str, agency: str | None, reason: str, corrected_by: str | None) -> None:
+    from producers.publisher import new_producer, seal_retraction
+    from schemas.codec import WireCodec
+    from tiphub.keys import KeyStore
+    from tiphub.runtime import resolve_broker, topics_for
+
+    if agency is None:
+        console.print("[red]--retract needs --agency: only the reporting agency can retract its report[/red]")
+        raise typer.Exit(2)
+    if reason not in ("WITHDRAWN", "CORRECTED", "ENTERED_IN_ERROR"):
+        console.print(f"[red]--reason {reason!r} is not one of WITHDRAWN, CORRECTED, ENTERED_IN_ERROR[/red]")
+        raise typer.Exit(2)
+    bootstrap = resolve_broker(settings)
+    retraction = seal_retraction(
+        report_id,
+        agency=agency,
+        reason=reason,
+        corrected_by=corrected_by,
+        agency_key=KeyStore(settings.home).agency_key(agency),
+    )
+
+    async def send() -> None:
+        producer = new_producer(bootstrap, settings.kafka_options())
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics_for(settings).submitted,
+                key=report_id.encode(),
+                value=WireCodec().encode("tiphub.ReportRetraction", retraction),
+            )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    out.print(f"retraction of {report_id} published by {agency}")
 
 
 def _agencies_in(lines: list[str]) -> set[str]:

@@ -17,11 +17,18 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import WireCodec
+from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
 from streams.topics import Topics
 from streams.transactional import Output
 
 log = logging.getLogger(__name__)
+AGENCY_HEADER = "tiphub-agency"  # who the report was accepted from: not personal data
+RETRACTED = "tiphub.ReportRetracted"
+
+
+def _agency(headers: Any) -> str:
+    return next((v.decode() for k, v in headers or () if k == AGENCY_HEADER), "")
 
 
 class AcceptReports:
@@ -41,8 +48,8 @@ class AcceptReports:
         self.codec = WireCodec()
         self._accepted_schema = self.codec.registry.latest(ACCEPTED)
         self._rejected_schema = self.codec.registry.latest(REJECTED)
-        self.accepted_ids: dict[int, set[str]] = {}
-        self._pending: dict[int, set[str]] = {}
+        self.accepted_ids: dict[int, dict[str, str]] = {}  # partition -> report_id -> agency
+        self._pending: dict[int, dict[str, str]] = {}
         self._restore_lock = asyncio.Lock()
         self._revocations: dict[int, int] = {}
 
@@ -78,7 +85,7 @@ class AcceptReports:
                 sum(map(len, restored.values())),
             )
 
-    async def _restore(self, partitions: set[int]) -> dict[int, set[str]]:
+    async def _restore(self, partitions: set[int]) -> dict[int, dict[str, str]]:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             enable_auto_commit=False,
@@ -91,12 +98,12 @@ class AcceptReports:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            ids: dict[int, set[str]] = {p: set() for p in partitions}
+            ids: dict[int, dict[str, str]] = {p: {} for p in partitions}
             remaining = {tp for tp in tps if ends[tp] > 0}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
                 for tp, records in batch.items():
-                    ids[tp.partition].update(r.key.decode() for r in records if r.key)
+                    ids[tp.partition].update((r.key.decode(), _agency(r.headers)) for r in records if r.key)
                 for tp in list(remaining):
                     if await consumer.position(tp) >= ends[tp]:
                         remaining.discard(tp)
@@ -112,22 +119,50 @@ class AcceptReports:
         self._pending = {}
         submissions = [Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
         duplicate = Rejection("duplicate_report_id", "a report with this report_id was already accepted", "report_id")
-        fresh = [s for s in submissions if self._key(s) not in self.accepted_ids[s.partition]]
+        retraction_id = self.codec.registry.latest(RETRACTION).schema_id
+        is_retraction = {id(s) for s in submissions if s.value and s.value[1:5] == retraction_id.to_bytes(4, "big")}
+        fresh = [
+            s for s in submissions if id(s) not in is_retraction and self._key(s) not in self.accepted_ids[s.partition]
+        ]
         verdicts = dict(zip((id(s) for s in fresh), self.stage.process(fresh, now), strict=True))
         outputs: list[Output] = []
         for submission in submissions:  # in input order: the first valid copy of an id wins
+            pending = self._pending.setdefault(submission.partition, {})
+            if id(submission) in is_retraction:
+                key = self._key(submission)
+                agency = pending.get(key) or self.accepted_ids[submission.partition].get(key)
+                retraction = self.stage.verify_retraction(submission, agency, now)
+                if retraction.retracted is not None:
+                    outputs.append(
+                        Output(
+                            self.topics.retractions,
+                            key.encode(),
+                            self.codec.encode(RETRACTED, retraction.retracted),
+                            partition=submission.partition,
+                        )
+                    )
+                else:
+                    assert retraction.rejected is not None
+                    outputs.append(
+                        Output(
+                            self.topics.rejected,
+                            retraction.report_id.encode(),
+                            self.codec.encode_with(self._rejected_schema, retraction.rejected),
+                        )
+                    )
+                continue
             verdict = verdicts.get(id(submission))
-            pending = self._pending.setdefault(submission.partition, set())
             if verdict is None or (verdict.accepted is not None and verdict.report_id in pending):
                 outputs.append(self._rejected(submission, self._key(submission), duplicate, now))
             elif verdict.accepted is not None:
-                pending.add(verdict.report_id)
+                pending[verdict.report_id] = verdict.accepted["source_agency"]
                 outputs.append(
                     Output(
                         self.topics.accepted,
                         verdict.report_id.encode(),
                         self.codec.encode_with(self._accepted_schema, verdict.accepted),
                         partition=submission.partition,
+                        headers=((AGENCY_HEADER, verdict.accepted["source_agency"].encode()),),
                     )
                 )
             else:
@@ -155,7 +190,7 @@ class AcceptReports:
 
     def committed(self) -> None:
         for partition, ids in self._pending.items():
-            self.accepted_ids.setdefault(partition, set()).update(ids)
+            self.accepted_ids.setdefault(partition, {}).update(ids)
         self._pending = {}
 
     def aborted(self) -> None:

@@ -64,7 +64,8 @@ class CorrelateSignals:
         self.correlator = Correlator(plan)
         self.book = SignalBook()
         self._pending_erasures: set[str] = set()
-        self._erasures = TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options)
+        self._pending_retractions: set[str] = set()
+        self._erasures = TopicFeed(bootstrap, [topics.erasures, topics.retractions], self._erasure, client_options)
         self._ready = False
         self._lock = asyncio.Lock()
         self._stale: list[Signal] = []
@@ -74,6 +75,8 @@ class CorrelateSignals:
     def _erasure(self, fact: dict[str, Any]) -> None:
         if "subject_key_id" in fact and fact["subject_key_id"] not in self.correlator.erased:
             self._pending_erasures.add(fact["subject_key_id"])
+        elif "retracted_at" in fact and fact["report_id"] not in self.correlator.retracted:
+            self._pending_retractions.add(fact["report_id"])
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         await self._restore()
@@ -89,10 +92,14 @@ class CorrelateSignals:
             self.correlator, self.book = Correlator(self.plan), SignalBook()
             self._pending_erasures = set()
             await self._erasures.stop()
-            self._erasures = TopicFeed(self.bootstrap, [self.topics.erasures], self._erasure, self.options)
+            self._pending_retractions = set()
+            self._erasures = TopicFeed(
+                self.bootstrap, [self.topics.erasures, self.topics.retractions], self._erasure, self.options
+            )
             await self._erasures.start()
             self.correlator.erased |= self._pending_erasures
-            self._pending_erasures = set()
+            self.correlator.retracted |= self._pending_retractions
+            self._pending_erasures, self._pending_retractions = set(), set()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=None,
@@ -160,15 +167,16 @@ class CorrelateSignals:
         await self._erasures.catch_up()
         results: dict[tuple[str, str], Signal | None] = {}
         absorbed: dict[str, str] = {}
-        if self._pending_erasures:
-            # Erased people leave every entity and every signal: re-evaluate all (erasures are rare).
+        if self._pending_erasures or self._pending_retractions:
+            # Erased people and retracted reports leave every entity and signal: re-evaluate all (rare).
             before = {key for key in self.book.by_entity}
-            self.correlator.erase(self._pending_erasures)
-            self._pending_erasures = set()
+            self.correlator.erased |= self._pending_erasures
+            self.correlator.retract(self._pending_retractions)
+            self._pending_erasures, self._pending_retractions = set(), set()
             results.update({key: None for key in before})
             results.update(self.correlator.evaluate())
         for record in records:
-            if record.topic == self.topics.erasures:
+            if record.topic in (self.topics.erasures, self.topics.retractions):
                 continue  # applied above, through the feed, before any report of this batch
             try:
                 _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")

@@ -61,13 +61,19 @@ class DecideSharing:
         self._feeds = [
             TopicFeed(bootstrap, [topics.agreements], self.history.apply, client_options),
             TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options),
+            TopicFeed(bootstrap, [topics.retractions], self._retraction, client_options),
         ]
+        self.retracted: dict[str, dict[str, Any]] = {}
         self._started = False
         self._lock = asyncio.Lock()
 
     def _erasure(self, fact: dict[str, Any]) -> None:
         if "subject_key_id" in fact:
             self.erased.add(fact["subject_key_id"])
+
+    def _retraction(self, fact: dict[str, Any]) -> None:
+        if "retracted_at" in fact:
+            self.retracted[fact["report_id"]] = fact
 
     async def _catch_up(self) -> None:
         """Agreements and erasures first: nothing is judged against facts not yet read."""
@@ -92,10 +98,20 @@ class DecideSharing:
         erased = frozenset(self.erased)
         outputs: list[Output] = []
         for record in records:
+            if record.topic == self.topics.retractions:
+                try:
+                    fact = self.codec.decode(record.value, expect="tiphub.ReportRetracted")[1]
+                except CodecError:
+                    continue
+                outputs += self._retracted(fact, recipients, now)
+                continue
             try:
                 _, item = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
             except CodecError:
                 continue  # only the accept stage writes this topic; nothing else is ours to decide
+            if item["report_id"] in self.retracted:  # whichever arrived first, a retracted report is not shared
+                outputs += self._retracted(self.retracted[item["report_id"]], recipients, now)
+                continue
             for recipient in recipients:
                 decision = decide(item, recipient, self.history.agreements, item["accepted_at"], erased)
                 outputs.append(
@@ -125,6 +141,48 @@ class DecideSharing:
                         ),
                     )
                 )
+        return outputs
+
+    def _retracted(self, fact: dict[str, Any], recipients: list[str], now: datetime) -> list[Output]:
+        """A retracted report: from now on nothing of it is shared with anyone but its agency."""
+        outputs = []
+        for recipient in recipients:
+            decision = Decision(
+                recipient,
+                fact["report_id"],
+                fact["retracted_at"],
+                False,
+                "retracted",
+                f"{fact['source_agency']} retracted the report ({fact['reason']}): nothing of it is shared any more.",
+                None,
+                None,
+                None,
+                None,
+                None,
+                (),
+            )
+            outputs.append(
+                Output(
+                    self.topics.decisions,
+                    recipient.encode(),
+                    self.codec.encode(DECISION, decision_record(decision, now)),
+                )
+            )
+            outputs.append(
+                audit_output(
+                    self.codec,
+                    self.topics.audit_intake,
+                    audit_event(
+                        "decision",
+                        "decide_sharing",
+                        "retracted",
+                        item_id=fact["report_id"],
+                        recipient=recipient,
+                        detail={"decision_id": decision.decision_id, "allowed": False},
+                        at=now,
+                    ),
+                )
+            )
         return outputs
 
     def committed(self) -> None:

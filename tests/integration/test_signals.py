@@ -161,3 +161,45 @@ def test_coverage_per_requirement_is_published(hub: Hub, simulation) -> None:  #
     assert latest["IR-1"]["reports_considered"] == len(simulation.reports)
     assert set(latest["IR-1"]["agencies_contributing"]) <= set(latest["IR-1"]["agencies_reporting"])
     assert len(latest["IR-1"]["agencies_reporting"]) == 6
+
+
+def test_an_agency_retracts_its_report_and_signals_and_decisions_follow(hub: Hub) -> None:
+    from tests.factories import make_report
+    from tests.integration.test_erasure import OTHER
+
+    reports = [make_report(source_agency=agency, indicator_type=kind, elements=elements, subjects=[OTHER],
+                           narrative=None, organisations=[])
+               for agency, kind, elements in (("NZ-CUSTOMS", "BORDER_CROSSING", ["ACT_TRANSPORT", "MEANS_DECEPTION"]),
+                                              ("NZ-LABOUR", "LABOUR_INSPECTION", ["PURPOSE_FORCED_LABOUR"]),
+                                              ("NGO-SHAKTI", "NGO_REFERRAL", ["PURPOSE_FORCED_LABOUR"]))]
+    hub.publish(reports)
+    hub.start_worker()
+    hub.wait_for_outcomes(3)
+    hub.wait_for_quiet()
+    [signal] = [s for s in final_signals(hub).values() if s["requirement_id"] == "IR-1"]
+    assert len(signal["report_ids"]) == 3
+
+    def tiphub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tiphub", "publish", *args], env=hub.env(),
+                              capture_output=True, text=True, timeout=60)
+
+    labour_id = reports[1]["report_id"]
+    assert tiphub("--retract", labour_id, "--agency", "NZ-POLICE").returncode == 0  # not NZ-POLICE's report
+    assert tiphub("--retract", "00000000-0000-4000-8000-000000000000", "--agency", "NZ-LABOUR").returncode == 0
+    done = tiphub("--retract", labour_id, "--agency", "NZ-LABOUR", "--reason", "ENTERED_IN_ERROR")
+    assert done.returncode == 0 and "retraction of" in done.stdout
+
+    deadline = time.monotonic() + 30
+    while len(final_signals(hub)[signal["signal_id"]]["report_ids"]) != 2:
+        assert time.monotonic() < deadline, "the retracted report stayed in the signal"
+        time.sleep(0.2)
+    after = final_signals(hub)[signal["signal_id"]]
+    assert labour_id not in after["report_ids"] and after["status"] == "open"  # still two agencies, act+means+purpose
+    rejected = {r["reason"] for r in hub.decoded(hub.topics.rejected)}
+    assert {"retraction_wrong_agency", "retraction_unknown_report"} <= rejected
+    hub.wait_for_quiet()
+    latest = {}
+    for decision in hub.decoded(hub.topics.decisions):
+        latest[(decision["item_id"], decision["recipient"])] = decision
+    assert all(latest[(labour_id, r)]["reason"] == "retracted" for r in ("NZ-NIC", "HSU-TH", "NZ-LABOUR"))
+    assert latest[(reports[0]["report_id"], "NZ-NIC")]["allowed"]

@@ -27,6 +27,8 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.SubjectErased": 9,
         "tiphub.Signal": 10,
         "tiphub.Coverage": 11,
+        "tiphub.ReportRetraction": 12,
+        "tiphub.ReportRetracted": 13,
     }
 
 
