@@ -33,7 +33,22 @@ class HubCounts:
     rejected: int = 0
     lag: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    decisions_shared: int = 0
+    decisions_withheld: int = 0
+    audit_entries: int = 0
+    signals: dict[str, tuple[str, str, int, int]] = field(
+        default_factory=dict
+    )  # id -> (req, status, reports, agencies)
     started: float = field(default_factory=time.monotonic)
+
+    def open_by_requirement(self) -> dict[str, tuple[int, int]]:
+        """requirement -> (open signals, of which seen by 3+ agencies)."""
+        out: dict[str, tuple[int, int]] = {}
+        for requirement, status, _, agencies in self.signals.values():
+            if status == "open":
+                total, strong = out.get(requirement, (0, 0))
+                out[requirement] = (total + 1, strong + (agencies >= 3))
+        return dict(sorted(out.items()))
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -140,9 +155,12 @@ async def _publish_and_watch(
                     await _wait(stop, 0.25)
         else:
             while not stop.is_set():
+                signals = sum(total for total, _ in counts.open_by_requirement().values())
                 console.print(
                     f"published={counts.published} accepted={counts.accepted} "
-                    f"rejected={counts.rejected} lag={counts.lag}"
+                    f"rejected={counts.rejected} lag={counts.lag} "
+                    f"decisions={counts.decisions_shared + counts.decisions_withheld} "
+                    f"open_signals={signals} audit={counts.audit_entries}"
                 )
                 await _wait(stop, 2.0)
     finally:
@@ -198,6 +216,9 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
     consumer = AIOKafkaConsumer(
         topics.accepted,
         topics.rejected,
+        topics.decisions,
+        topics.signals,
+        topics.audit,
         bootstrap_servers=bootstrap,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
@@ -217,6 +238,24 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
             for tp, records in batch.items():
                 if tp.topic == topics.accepted:
                     counts.accepted += len(records)
+                elif tp.topic == topics.audit:
+                    counts.audit_entries += len(records)
+                elif tp.topic == topics.decisions:
+                    for record in records:
+                        decision = codec.decode(record.value)[1]
+                        if decision["allowed"]:
+                            counts.decisions_shared += 1
+                        else:
+                            counts.decisions_withheld += 1
+                elif tp.topic == topics.signals:
+                    for record in records:
+                        s = codec.decode(record.value)[1]
+                        counts.signals[s["signal_id"]] = (
+                            s["requirement_id"],
+                            s["status"],
+                            len(s["report_ids"]),
+                            len(s["agencies"]),
+                        )
                 else:
                     counts.rejected += len(records)
                     for record in records:
@@ -248,25 +287,25 @@ async def consumer_lag(
 
 def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:
     elapsed = max(time.monotonic() - counts.started, 1e-6)
-    table = Table(title="tiphub: live", show_header=True, header_style="bold")
+    table = Table(title="tiphub: live (simulated agencies; CTDC-derived cases)", show_header=True, header_style="bold")
     table.add_column("")
     table.add_column("count", justify="right")
-    table.add_column("per second", justify="right")
+    table.add_column("", justify="left")
+    table.add_row("published by six simulated agencies", str(counts.published), f"{counts.published / elapsed:.1f}/s")
     table.add_row(
-        "published by simulated agencies",
-        str(counts.published),
-        f"{counts.published / elapsed:.1f}",
+        "accepted (signed, sealed, pseudonymised)", str(counts.accepted), f"{counts.accepted / elapsed:.1f}/s"
     )
-    table.add_row("accepted", str(counts.accepted), f"{counts.accepted / elapsed:.1f}")
+    table.add_row("rejected", str(counts.rejected), ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items())))
     table.add_row(
-        "rejected",
-        str(counts.rejected),
-        ", ".join(f"{k} {v}" for k, v in sorted(counts.reasons.items())),
+        "sharing decisions: shared / withheld",
+        f"{counts.decisions_shared} / {counts.decisions_withheld}",
+        "per recipient, by agreement",
     )
-    table.add_row("consumer lag", str(counts.lag), "")
+    table.add_row("audit records (hash chain + signed checkpoints)", str(counts.audit_entries), "tiphub audit verify")
+    for requirement, (total, strong) in counts.open_by_requirement().items():
+        table.add_row(f"open signals {requirement}", str(total), f"{strong} seen by 3+ agencies")
+    table.add_row("consumer lag (accept)", str(counts.lag), "")
     table.add_row(
-        "worker / gateway",
-        " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children),
-        "",
+        "worker / gateway", " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children), ""
     )
     return table

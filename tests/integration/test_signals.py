@@ -167,11 +167,21 @@ def test_an_agency_retracts_its_report_and_signals_and_decisions_follow(hub: Hub
     from tests.factories import make_report
     from tests.integration.test_erasure import OTHER
 
-    reports = [make_report(source_agency=agency, indicator_type=kind, elements=elements, subjects=[OTHER],
-                           narrative=None, organisations=[])
-               for agency, kind, elements in (("NZ-CUSTOMS", "BORDER_CROSSING", ["ACT_TRANSPORT", "MEANS_DECEPTION"]),
-                                              ("NZ-LABOUR", "LABOUR_INSPECTION", ["PURPOSE_FORCED_LABOUR"]),
-                                              ("NGO-SHAKTI", "NGO_REFERRAL", ["PURPOSE_FORCED_LABOUR"]))]
+    reports = [
+        make_report(
+            source_agency=agency,
+            indicator_type=kind,
+            elements=elements,
+            subjects=[OTHER],
+            narrative=None,
+            organisations=[],
+        )
+        for agency, kind, elements in (
+            ("NZ-CUSTOMS", "BORDER_CROSSING", ["ACT_TRANSPORT", "MEANS_DECEPTION"]),
+            ("NZ-LABOUR", "LABOUR_INSPECTION", ["PURPOSE_FORCED_LABOUR"]),
+            ("NGO-SHAKTI", "NGO_REFERRAL", ["PURPOSE_FORCED_LABOUR"]),
+        )
+    ]
     hub.publish(reports)
     hub.start_worker()
     hub.wait_for_outcomes(3)
@@ -180,8 +190,13 @@ def test_an_agency_retracts_its_report_and_signals_and_decisions_follow(hub: Hub
     assert len(signal["report_ids"]) == 3
 
     def tiphub(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "tiphub", "publish", *args], env=hub.env(),
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "tiphub", "publish", *args],
+            env=hub.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     labour_id = reports[1]["report_id"]
     assert tiphub("--retract", labour_id, "--agency", "NZ-POLICE").returncode == 0  # not NZ-POLICE's report
