@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import cached_property
 from typing import Any, Literal
 
 Rule = Literal["share", "generalise", "drop"]
@@ -62,13 +63,24 @@ class LegalBasis:
     clause: str
 
 
-def _content_hash(content: dict[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+class _VersionedAgreement:
+    """What both kinds of agreement share: identity by content hash, and a validity window."""
+
+    content: dict[str, Any]
+    valid_from: date
+    valid_until: date
+
+    @cached_property
+    def hash(self) -> str:
+        canonical = json.dumps(self.content, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def in_force(self, at: datetime) -> bool:
+        return self.valid_from <= at.date() <= self.valid_until
 
 
 @dataclass(frozen=True)
-class Agreement:
+class Agreement(_VersionedAgreement):
     """What one recipient may receive."""
 
     recipient: str
@@ -89,19 +101,12 @@ class Agreement:
     source: str = field(default="", compare=False)
 
     @property
-    def hash(self) -> str:
-        return _content_hash(self.content)
-
-    @property
     def label(self) -> str:
         return f"{self.recipient} agreement v{self.version}"
 
-    def in_force(self, at: datetime) -> bool:
-        return self.valid_from <= at.date() <= self.valid_until
-
 
 @dataclass(frozen=True)
-class OriginatorAgreement:
+class OriginatorAgreement(_VersionedAgreement):
     """Where a contributing agency lets what it contributed go abroad (originator control)."""
 
     originator: str
@@ -116,15 +121,8 @@ class OriginatorAgreement:
     source: str = field(default="", compare=False)
 
     @property
-    def hash(self) -> str:
-        return _content_hash(self.content)
-
-    @property
     def label(self) -> str:
         return f"{self.originator} originator agreement v{self.version}"
-
-    def in_force(self, at: datetime) -> bool:
-        return self.valid_from <= at.date() <= self.valid_until
 
 
 @dataclass(frozen=True)

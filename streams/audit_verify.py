@@ -4,42 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from schemas.codec import CodecError, WireCodec
+from streams.feeds import RawRecord
 from tiphub.audit import Anchor, VerifyReport, verify_partition
-
-RawRecord = tuple[int, bytes | None]
-
-
-async def read_partitions(
-    bootstrap: str, topic: str, partitions: int, client_options: dict[str, Any] | None = None
-) -> dict[int, list[RawRecord]]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        **(client_options or {}),
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=300)
-            for tp, records in batch.items():
-                out[tp.partition].extend((r.offset, r.value) for r in records)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return out
-    finally:
-        await consumer.stop()
 
 
 def verify_records(

@@ -68,3 +68,50 @@ class TopicFeed:
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+RawRecord = tuple[int, bytes | None]
+
+
+async def read_partitions(
+    bootstrap: str, topic: str, partitions: int, client_options: dict[str, Any] | None = None
+) -> dict[int, list[RawRecord]]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        **(client_options or {}),
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        out: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=300)
+            for tp, records in batch.items():
+                out[tp.partition].extend((r.offset, r.value) for r in records)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def read_decoded(
+    bootstrap: str, topic: str, partitions: int, client_options: dict[str, Any] | None = None, expect: str | None = None
+) -> list[dict[str, Any]]:
+    """Every committed record of a topic, decoded; values not of `expect` (or not ours) are skipped."""
+    codec = WireCodec()
+    values = []
+    for records in (await read_partitions(bootstrap, topic, partitions, client_options)).values():
+        for _, value in records:
+            try:
+                values.append(codec.decode(value, expect=expect)[1])
+            except CodecError:
+                continue
+    return values

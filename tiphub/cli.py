@@ -208,10 +208,9 @@ def retention_sweep(
     import yaml
 
     from policies.loader import AGREEMENTS_DIR
-    from schemas.codec import CodecError, WireCodec
     from schemas.convert import parse_timestamp
-    from streams.audit_verify import read_partitions
     from streams.erasure import erase_keys, expired_key_ids
+    from streams.feeds import read_decoded
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
@@ -221,18 +220,9 @@ def retention_sweep(
     bootstrap = resolve_broker(settings)
     topics = topics_for(settings)
     policy = yaml.safe_load((AGREEMENTS_DIR.parent / "retention.yaml").read_text())
-    codec = WireCodec()
 
     def decoded(topic: str) -> list[dict[str, Any]]:
-        raw = asyncio.run(read_partitions(bootstrap, topic, settings.partitions, settings.kafka_options()))
-        values = []
-        for records in raw.values():
-            for _, value in records:
-                try:
-                    values.append(codec.decode(value)[1])
-                except CodecError:
-                    continue
-        return values
+        return asyncio.run(read_decoded(bootstrap, topic, settings.partitions, settings.kafka_options()))
 
     erased = {fact["subject_key_id"] for fact in decoded(topics.erasures)}
     expired = expired_key_ids(
@@ -263,27 +253,26 @@ def evaluate(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Score the signals on tip.signals against a simulation's truth: precision, recall, F1 per requirement."""
-    from schemas.codec import CodecError, WireCodec
     from streams.agents.correlate_signals import signal_from_record
-    from streams.audit_verify import read_partitions
     from streams.correlate import evaluate_against_truth
+    from streams.feeds import read_decoded
     from tiphub.runtime import resolve_broker, topics_for
 
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
-    raw = asyncio.run(
-        read_partitions(bootstrap, topics_for(settings).signals, settings.partitions, settings.kafka_options())
+    records = asyncio.run(
+        read_decoded(
+            bootstrap,
+            topics_for(settings).signals,
+            settings.partitions,
+            settings.kafka_options(),
+            expect="tiphub.Signal",
+        )
     )
-    codec = WireCodec()
     latest: dict[str, tuple[int, Any]] = {}
-    for records in raw.values():
-        for _, value in records:
-            try:
-                version, signal = signal_from_record(codec.decode(value, expect="tiphub.Signal")[1])
-            except CodecError:
-                continue
-            if version > latest.get(signal.signal_id, (0, None))[0]:
-                latest[signal.signal_id] = (version, signal)
+    for version, signal in map(signal_from_record, records):
+        if version > latest.get(signal.signal_id, (0, None))[0]:
+            latest[signal.signal_id] = (version, signal)
     scores = evaluate_against_truth([s for _, s in latest.values()], json.loads(truth.read_text())["requirements"])
     table = Table("requirement", "signals", "true sets", "matched", "precision", "recall", "F1")
     for requirement, row in scores.items():
@@ -303,7 +292,8 @@ def evaluate(
 @audit_app.command("verify")
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link."""
-    from streams.audit_verify import read_partitions, verify_records
+    from streams.audit_verify import verify_records
+    from streams.feeds import read_partitions
     from tiphub.audit import AnchorStore
     from tiphub.database import Database
     from tiphub.keys import KeyStore

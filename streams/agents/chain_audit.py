@@ -113,51 +113,44 @@ class ChainAudit:
                 continue
             seq += 1
             digest = entry_hash(prev, seq, record.value)
-            outputs.append(
-                Output(
-                    self.topics.audit,
-                    None,
-                    self.codec.encode(
-                        RECORD,
-                        {
-                            "partition": partition,
-                            "seq": seq,
-                            "prev_hash": prev,
-                            "hash": digest,
-                            "event": record.value,
-                            "checkpoint_signature": None,
-                            "signing_key_id": None,
-                            "written_at": now,
-                        },
-                    ),
-                    partition=partition,
-                )
-            )
+            outputs.append(self._record(partition, seq, digest, now, prev_hash=prev, event=record.value))
             self._pending[partition] = (seq, digest)
         for partition, (seq, digest) in self._pending.items():
             signature = crypto.sign(self.signing_key, checkpoint_statement(self.topics.audit, partition, seq, digest))
-            outputs.append(
-                Output(
-                    self.topics.audit,
-                    None,
-                    self.codec.encode(
-                        RECORD,
-                        {
-                            "partition": partition,
-                            "seq": seq,
-                            "prev_hash": b"",
-                            "hash": digest,
-                            "event": None,
-                            "checkpoint_signature": signature,
-                            "signing_key_id": self.signing_key_id,
-                            "written_at": now,
-                        },
-                    ),
-                    partition=partition,
-                )
-            )
+            outputs.append(self._record(partition, seq, digest, now, signature=signature))
             self._pending_anchors.append(Anchor(self.topics.audit, partition, seq, digest, signature))
         return outputs
+
+    def _record(
+        self,
+        partition: int,
+        seq: int,
+        digest: bytes,
+        now: datetime,
+        *,
+        prev_hash: bytes = b"",
+        event: bytes | None = None,
+        signature: bytes | None = None,
+    ) -> Output:
+        """A chain entry (with its event) or a checkpoint (with the hub's signature) of one partition."""
+        return Output(
+            self.topics.audit,
+            None,
+            self.codec.encode(
+                RECORD,
+                {
+                    "partition": partition,
+                    "seq": seq,
+                    "prev_hash": prev_hash,
+                    "hash": digest,
+                    "event": event,
+                    "checkpoint_signature": signature,
+                    "signing_key_id": self.signing_key_id if signature else None,
+                    "written_at": now,
+                },
+            ),
+            partition=partition,
+        )
 
     def committed(self) -> None:
         self.heads.update(self._pending)

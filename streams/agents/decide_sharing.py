@@ -112,35 +112,10 @@ class DecideSharing:
             if item["report_id"] in self.retracted:  # whichever arrived first, a retracted report is not shared
                 outputs += self._retracted(self.retracted[item["report_id"]], recipients, now)
                 continue
+            subject_refs = [subject["subject_key_id"] for subject in item["subjects"]]
             for recipient in recipients:
                 decision = decide(item, recipient, self.history.agreements, item["accepted_at"], erased)
-                outputs.append(
-                    Output(
-                        self.topics.decisions,
-                        recipient.encode(),
-                        self.codec.encode(DECISION, decision_record(decision, now)),
-                    )
-                )
-                outputs.append(
-                    audit_output(
-                        self.codec,
-                        self.topics.audit_intake,
-                        audit_event(
-                            "decision",
-                            "decide_sharing",
-                            decision.reason,
-                            item_id=decision.item_id,
-                            recipient=recipient,
-                            subject_refs=[s["subject_key_id"] for s in item["subjects"]],
-                            detail={
-                                "decision_id": decision.decision_id,
-                                "allowed": decision.allowed,
-                                "agreement_hash": decision.agreement_hash,
-                            },
-                            at=now,
-                        ),
-                    )
-                )
+                outputs += self._written(decision, subject_refs, now)
         return outputs
 
     def _retracted(self, fact: dict[str, Any], recipients: list[str], now: datetime) -> list[Output]:
@@ -161,29 +136,33 @@ class DecideSharing:
                 None,
                 (),
             )
-            outputs.append(
-                Output(
-                    self.topics.decisions,
-                    recipient.encode(),
-                    self.codec.encode(DECISION, decision_record(decision, now)),
-                )
-            )
-            outputs.append(
-                audit_output(
-                    self.codec,
-                    self.topics.audit_intake,
-                    audit_event(
-                        "decision",
-                        "decide_sharing",
-                        "retracted",
-                        item_id=fact["report_id"],
-                        recipient=recipient,
-                        detail={"decision_id": decision.decision_id, "allowed": False},
-                        at=now,
-                    ),
-                )
-            )
+            outputs += self._written(decision, [], now)
         return outputs
+
+    def _written(self, decision: Decision, subject_refs: list[str], now: datetime) -> list[Output]:
+        """A decision on tip.decisions and its audit event: always the two together."""
+        event = audit_event(
+            "decision",
+            "decide_sharing",
+            decision.reason,
+            item_id=decision.item_id,
+            recipient=decision.recipient,
+            subject_refs=subject_refs,
+            at=now,
+            detail={
+                "decision_id": decision.decision_id,
+                "allowed": decision.allowed,
+                "agreement_hash": decision.agreement_hash,
+            },
+        )
+        return [
+            Output(
+                self.topics.decisions,
+                decision.recipient.encode(),
+                self.codec.encode(DECISION, decision_record(decision, now)),
+            ),
+            audit_output(self.codec, self.topics.audit_intake, event),
+        ]
 
     def committed(self) -> None:
         pass

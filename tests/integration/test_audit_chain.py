@@ -12,7 +12,8 @@ import pytest
 
 from producers.simulate import simulate
 from schemas.codec import WireCodec
-from streams.audit_verify import read_partitions, verify_records
+from streams.audit_verify import verify_records
+from streams.feeds import read_partitions
 from tests.harness import PARTITIONS, Hub
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
