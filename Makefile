@@ -31,8 +31,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 
 bench: $(STAMP)
-	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops $(ARGS)
-	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q tests/unit/test_policy_properties.py
+	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
+	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py
 
 clean:
 	rm -rf $(VENV) .tiphub .pytest_cache build *.egg-info

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from policies.engine import ERASED, decide, tlp_rank, view_field_keys
 from policies.model import SENSITIVE_FIELDS, Agreement, AgreementSet, LoadedAgreement
-from tests.policy_strategies import AGENCIES, T0, accepted_reports, agreements, moments, originators
+from tests.policy_strategies import AGE_BANDS, AGENCIES, T0, accepted_reports, agreements, moments, originators
 
 
 @st.composite
@@ -84,9 +84,22 @@ def test_generalisation_never_returns_the_exact_value(scenario) -> None:  # type
     if agreement.fields.get("observed_at") and agreement.fields["observed_at"].rule == "generalise":
         assert view["observed_at"] != item["observed_at"].isoformat().replace("+00:00", "Z")
         assert len(view["observed_at"]) == 7
-    for field in decision.fields:
-        if field.rule == "generalise" and field.field == "subjects.date_of_birth":
-            assert all(not isinstance(s.get("date_of_birth"), (bytes, dict)) for s in view.get("subjects", []))
+    # Per subject: each generalised date of birth is an age band, never the sealed value or a reference
+    # (another subject's may be shared as a reference under the same agreement).
+    generalised = [
+        f
+        for f in decision.fields
+        if f.field == "subjects.date_of_birth"
+        and f.rule == "generalise"
+        and item["subjects"][int(f.path[9 : f.path.index("]")])]["age_band"] is not None
+    ]
+    bands = [
+        s["date_of_birth"]
+        for s in view.get("subjects", [])
+        if isinstance(s.get("date_of_birth"), str) and s["date_of_birth"] != ERASED
+    ]
+    assert len(bands) == len(generalised)
+    assert all(band in AGE_BANDS for band in bands)
     for i, location in enumerate(view.get("locations", [])):
         if "place" in location:
             original = (
