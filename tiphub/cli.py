@@ -26,6 +26,7 @@ app.add_typer(policy_app, name="policy")
 console = Console(stderr=True)
 out = Console()
 
+# CONTRACT section 6: every command takes --broker; those that need no broker accept and ignore it.
 BrokerOpt = Annotated[
     str | None,
     typer.Option("--broker", envvar="TIPHUB_BROKER", help="Kafka host:port; default: embedded broker."),
@@ -61,7 +62,7 @@ def _logging(verbose: bool = False) -> None:
 
 # -- keys -----------------------------------------------------------------------------------
 @keys_app.command("init")
-def keys_init(home: HomeOpt = None) -> None:
+def keys_init(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Create the hub's keys and demo agency keys (idempotent; never overwrites)."""
     from tiphub.runtime import init_keys
 
@@ -76,7 +77,7 @@ def keys_init(home: HomeOpt = None) -> None:
 
 
 @keys_app.command("list")
-def keys_list(home: HomeOpt = None) -> None:
+def keys_list(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Agency keys in the registry, with their revocation state."""
     from tiphub.database import Database
     from tiphub.keys import KeyRegistry
@@ -89,7 +90,7 @@ def keys_list(home: HomeOpt = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, home: HomeOpt = None) -> None:
+def keys_revoke(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Revoke an agency key: submissions signed with it are rejected from now on."""
     from tiphub.database import Database
     from tiphub.keys import KeyRegistry
@@ -107,7 +108,7 @@ AgreementsOpt = Annotated[
 
 
 @policy_app.command("check")
-def policy_check(agreements: AgreementsOpt = None) -> None:
+def policy_check(agreements: AgreementsOpt = None, broker: BrokerOpt = None) -> None:
     """Load every agreement and report the first error with its file, line and field."""
     from policies.loader import AGREEMENTS_DIR, AgreementError, load_directory
 
@@ -126,6 +127,7 @@ def policy_explain(
     to: Annotated[str, typer.Option("--to", help="Recipient code, e.g. HSU-TH.")],
     at: Annotated[str | None, typer.Option("--at", help="Event time (RFC 3339); default now.")] = None,
     agreements: AgreementsOpt = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Print what a recipient would receive of a report, field by field, and why."""
     from datetime import UTC, datetime
@@ -323,18 +325,24 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
 
 # -- broker ---------------------------------------------------------------------------------
 @broker_app.command("start")
-def broker_start(home: HomeOpt = None) -> None:
-    """Start the embedded broker in the background (if it is not running) and create the topics."""
+def broker_start(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """Start the embedded broker in the background (if it is not running) and create the topics.
+
+    With --broker: create (or check) the hub's topics on that Kafka instead."""
     from tiphub.runtime import resolve_broker
 
-    out.print(resolve_broker(settings_from(home=home)))
+    out.print(resolve_broker(settings_from(broker, home)))
 
 
 @broker_app.command("stop")
-def broker_stop(home: HomeOpt = None) -> None:
-    """Stop the embedded broker (it saves its data)."""
+def broker_stop(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """Stop the embedded broker (it saves its data). An external broker is not tiphub's to stop."""
     from tiphub.embedded import EmbeddedBroker
     from tiphub.runtime import broker_dir
+
+    if broker:
+        console.print(f"[red]{broker} is an external broker: tiphub does not manage it[/red]")
+        raise typer.Exit(1)
 
     running = EmbeddedBroker.find_running(broker_dir(settings_from(home=home)))
     if running is None:
@@ -353,6 +361,7 @@ def simulate(
     noise: Annotated[float, typer.Option("--noise", min=0.0, max=1.0)] = 0.3,
     out_file: Annotated[Path | None, typer.Option("--out", help="JSON Lines file; default stdout.")] = None,
     truth: Annotated[Path | None, typer.Option("--truth", help="Write the ground truth here.")] = None,
+    broker: BrokerOpt = None,
 ) -> None:
     """Realistic multi-agency reports for N trafficking cases."""
     from producers.simulate import simulate as run
