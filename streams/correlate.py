@@ -408,6 +408,7 @@ class Correlator:
         self._rebuild()
 
     def _rebuild(self) -> None:
+        previous = {entity: set(members) for entity, members in self.entity_members.items()}
         reports = sorted(
             (r for r in self.reports.values() if r.report_id not in self.retracted), key=lambda r: r.report_id
         )
@@ -415,6 +416,12 @@ class Correlator:
         self._reset()
         for report in reports:
             self.add(report)
+        # An entity whose smallest member left (erased, retracted) has a new id: its signal continues there.
+        self.absorbed = {}
+        for entity, members in previous.items():
+            alive = sorted(m for m in members if m in self.entity_of)
+            if entity not in self.entity_members and alive:
+                self.absorbed[entity] = self.entity_of[alive[0]]
 
     # -- requirements ----------------------------------------------------------------------
     def coverage(self, signals: Iterable[Signal]) -> dict[str, dict[str, Any]]:

@@ -179,8 +179,12 @@ class TransactionalProcessor:
         self._idle_check = now
         moved = {}
         for tp in self.consumer.assignment():
+            if tp not in self._committed:
+                # After a restart: what the group had committed. Aborted records and markers left by a
+                # killed predecessor are skipped without ever reaching us; their offsets must be committed too.
+                self._committed[tp] = await self.consumer.committed(tp) or 0
             position = await self.consumer.position(tp)
-            if position > self._committed.get(tp, -1) and tp in self._committed:
+            if position > self._committed[tp]:
                 moved[tp] = position
         if moved:
             await self.consumer.commit(moved)

@@ -173,6 +173,7 @@ class CorrelateSignals:
             self.correlator.erased |= self._pending_erasures
             self.correlator.retract(self._pending_retractions)
             self._pending_erasures, self._pending_retractions = set(), set()
+            absorbed.update(self.correlator.absorbed)
             results.update({key: None for key in before})
             results.update(self.correlator.evaluate())
         for record in records:
