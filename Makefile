@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test test-fast lint format bench clean
+.PHONY: run test test-fast lint format bench faust-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install -y python3-venv)"; exit 1; }
@@ -33,6 +33,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
 	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py
+
+faust-check: $(STAMP)
+	$(PY) -m benchmarks.faust_exactly_once
 
 clean:
 	rm -rf $(VENV) .tiphub .pytest_cache build *.egg-info

@@ -341,11 +341,20 @@ def test_merging_entities_re_emits_the_absorbed_signal_as_merged(pipeline: Pipel
 def test_retracting_the_report_with_the_smallest_member_continues_the_signal_under_a_new_id(pipeline: Pipeline) -> None:
     from streams.correlate import facts_from_accepted
 
-    ids = ["00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002",
-           "00000000-0000-4000-8000-000000000003"]
+    ids = [
+        "00000000-0000-4000-8000-000000000001",
+        "00000000-0000-4000-8000-000000000002",
+        "00000000-0000-4000-8000-000000000003",
+    ]
     reports = [
         report("NZ-CUSTOMS", "BORDER_CROSSING", "2026-01-05", ["ACT_TRANSPORT", "MEANS_FRAUD"], [person(*SOKHA)]),
-        report("NZ-LABOUR", "LABOUR_INSPECTION", "2026-02-05", ["PURPOSE_FORCED_LABOUR", "ACT_RECRUITMENT"], [person(*SOKHA)]),
+        report(
+            "NZ-LABOUR",
+            "LABOUR_INSPECTION",
+            "2026-02-05",
+            ["PURPOSE_FORCED_LABOUR", "ACT_RECRUITMENT"],
+            [person(*SOKHA)],
+        ),
         report("NGO-SHAKTI", "NGO_REFERRAL", "2026-03-05", ["MEANS_THREAT"], [person(*SOKHA)]),
     ]
     for r, report_id in zip(reports, ids, strict=True):
@@ -353,7 +362,9 @@ def test_retracting_the_report_with_the_smallest_member_continues_the_signal_und
     correlator, book = Correlator(PLAN), SignalBook()
     for record in pipeline.accept(reports):
         facts = facts_from_accepted(record)
-        book.apply(correlator.evaluate_keys(correlator.affected(facts.report_id, correlator.add(facts))), correlator.absorbed)
+        book.apply(
+            correlator.evaluate_keys(correlator.affected(facts.report_id, correlator.add(facts))), correlator.absorbed
+        )
     [(_, first)] = [(v, s) for v, s in book.latest() if s.requirement_id == "IR-1"]
     before = set(book.by_entity)
     correlator.retract([ids[0]])  # the report holding the entity's smallest member
