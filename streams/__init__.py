@@ -1,0 +1,1 @@
+"""Stream processing: the topics, the stages (one module each under agents/), their transactional runtime."""
