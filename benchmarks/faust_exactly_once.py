@@ -24,6 +24,8 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
+from streams.feeds import read_until
+
 app = faust.App(
     "faust-eos-check",
     broker=f"kafka://{os.environ.get('EOS_BROKER', '127.0.0.1:9092')}",
@@ -62,17 +64,7 @@ async def _count_output(broker: str) -> list[bytes]:
         tps = [TopicPartition("eos.out", p) for p in range(3)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        keys: list[bytes] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=300)
-            for records in batch.values():
-                keys += [r.key for r in records]
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return keys
+        return [r.key for r in await read_until(consumer, tps, await consumer.end_offsets(tps))]
     finally:
         await consumer.stop()
 

@@ -10,6 +10,29 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import CodecError, WireCodec
 
 
+async def read_until(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    stop_at: dict[TopicPartition, int],
+    max_records: int = 5000,
+) -> list[Any]:
+    """Every record from the consumer's current positions up to (not including) `stop_at`.
+
+    Waits on positions, not record offsets: under read_committed, commit markers and aborted
+    records occupy offsets that are never returned.
+    """
+    out: list[Any] = []
+    remaining = {tp for tp in partitions if await consumer.position(tp) < stop_at[tp]}
+    while remaining:
+        batch = await consumer.getmany(*remaining, timeout_ms=300, max_records=max_records)
+        for tp, records in batch.items():
+            out += [r for r in records if r.offset < stop_at[tp]]
+        for tp in list(remaining):
+            if await consumer.position(tp) >= stop_at[tp]:
+                remaining.discard(tp)
+    return out
+
+
 class TopicFeed:
     """Reads every partition of some topics from the beginning; `catch_up()` reads to the current end.
 
@@ -49,20 +72,13 @@ class TopicFeed:
         assert self._consumer is not None, "start() first"
         ends = await self._consumer.end_offsets(self._partitions)
         applied = 0
-        remaining = {tp for tp in self._partitions if await self._consumer.position(tp) < ends[tp]}
-        while remaining:
-            batch = await self._consumer.getmany(*remaining, timeout_ms=200)
-            for records in batch.values():
-                for record in records:
-                    try:
-                        _, value = self.codec.decode(record.value)
-                    except CodecError:
-                        continue  # not ours to judge here; the writer's own checks apply
-                    self.on_record(value)
-                    applied += 1
-            for tp in list(remaining):
-                if await self._consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        for record in await read_until(self._consumer, self._partitions, ends):
+            try:
+                _, value = self.codec.decode(record.value)
+            except CodecError:
+                continue  # not ours to judge here; the writer's own checks apply
+            self.on_record(value)
+            applied += 1
         return applied
 
     async def stop(self) -> None:
@@ -87,16 +103,9 @@ async def read_partitions(
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         out: dict[int, list[RawRecord]] = {p: [] for p in range(partitions)}
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=300)
-            for tp, records in batch.items():
-                out[tp.partition].extend((r.offset, r.value) for r in records)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
+        for record in await read_until(consumer, tps, await consumer.end_offsets(tps)):
+            out[record.partition].append((record.offset, record.value))
         return out
     finally:
         await consumer.stop()

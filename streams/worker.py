@@ -18,12 +18,12 @@ from streams.agents.decide_sharing import DecideSharing
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed
-from streams.topics import Topics
-from streams.transactional import TransactionalProcessor
+from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
 from tiphub.keys import KeyRegistry, KeyStore
 from tiphub.linkage import Linker
+from tiphub.runtime import topics_for
 from tiphub.settings import Settings
 from tiphub.vault import SqlKeyVault
 
@@ -31,9 +31,35 @@ log = logging.getLogger(__name__)
 PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
+def _processor(
+    settings: Settings,
+    bootstrap: str,
+    stage: str,
+    input_topic: str,
+    handler: BatchHandler,
+    *,
+    also_from: list[str] | None = None,
+    instance_id: str | None = None,
+) -> TransactionalProcessor:
+    """A stage's transactional processor; its consumer group is `<topic prefix>tiphub.<stage>`."""
+    return TransactionalProcessor(
+        bootstrap=bootstrap,
+        group_id=group_id(settings, stage),
+        instance_id=instance_id or settings.instance_id,
+        input_topic=input_topic,
+        handler=handler,
+        client_options=settings.kafka_options(),
+        also_from=also_from,
+    )
+
+
+def group_id(settings: Settings, stage: str) -> str:
+    return f"{settings.topic_prefix}tiphub.{stage}"
+
+
 def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     keys = KeyStore(settings.home)
-    topics = Topics(settings.topic_prefix, settings.partitions)
+    topics = topics_for(settings)
     stage = AcceptStage(
         registry=KeyRegistry(Database(settings.registry_database)),
         vault=SqlKeyVault(Database(settings.vault_database), keys.vault_kek()),
@@ -44,71 +70,49 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
         max_future_skew_s=settings.max_future_skew_s,
         codec=WireCodec(max_bytes=settings.max_value_bytes),
     )
-    options = settings.kafka_options()
-    return TransactionalProcessor(
-        bootstrap=bootstrap,
-        group_id=f"{settings.topic_prefix}tiphub.accept",
-        instance_id=settings.instance_id,
-        input_topic=topics.submitted,
-        handler=AcceptReports(stage, topics, bootstrap, options),
-        client_options=options,
-    )
+    handler = AcceptReports(stage, topics, bootstrap, settings.kafka_options())
+    return _processor(settings, bootstrap, "accept", topics.submitted, handler)
 
 
 def build_decide_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    options = settings.kafka_options()
-    return TransactionalProcessor(
-        bootstrap=bootstrap,
-        group_id=f"{settings.topic_prefix}tiphub.decide",
-        instance_id=settings.instance_id,
-        input_topic=topics.accepted,
-        handler=DecideSharing(topics, bootstrap, options),
-        client_options=options,
-        also_from=[topics.retractions],
-    )
+    topics = topics_for(settings)
+    handler = DecideSharing(topics, bootstrap, settings.kafka_options())
+    return _processor(settings, bootstrap, "decide", topics.accepted, handler, also_from=[topics.retractions])
 
 
 def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = Topics(settings.topic_prefix, settings.partitions)
+    topics = topics_for(settings)
     keys = KeyStore(settings.home)
-    options = settings.kafka_options()
-    return TransactionalProcessor(
-        bootstrap=bootstrap,
-        group_id=f"{settings.topic_prefix}tiphub.audit",
-        instance_id=settings.instance_id,
-        input_topic=topics.audit_intake,
-        handler=ChainAudit(
-            topics,
-            bootstrap,
-            keys.hub_signing_key(),
-            keys.hub_signing_key_id(),
-            AnchorStore(Database(settings.audit_anchor_database)),
-            options,
-        ),
-        client_options=options,
+    handler = ChainAudit(
+        topics,
+        bootstrap,
+        keys.hub_signing_key(),
+        keys.hub_signing_key_id(),
+        AnchorStore(Database(settings.audit_anchor_database)),
+        settings.kafka_options(),
     )
+    return _processor(settings, bootstrap, "audit", topics.audit_intake, handler)
 
 
 def build_correlate_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = Topics(settings.topic_prefix, settings.partitions)
-    options = settings.kafka_options()
-    group = f"{settings.topic_prefix}tiphub.correlate"
+    topics = topics_for(settings)
     plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
-    return TransactionalProcessor(
-        bootstrap=bootstrap,
-        group_id=group,
-        instance_id="single",  # one correlator instance holds the global entity state
-        input_topic=topics.accepted,
-        handler=CorrelateSignals(topics, bootstrap, group, plan, options),
-        client_options=options,
-        also_from=[topics.erasures, topics.retractions],  # facts are input too: they act without waiting for a report
+    handler = CorrelateSignals(topics, bootstrap, group_id(settings, "correlate"), plan, settings.kafka_options())
+    # One correlator instance holds the global entity state; facts are input too, acting without a report.
+    return _processor(
+        settings,
+        bootstrap,
+        "correlate",
+        topics.accepted,
+        handler,
+        also_from=[topics.erasures, topics.retractions],
+        instance_id="single",
     )
 
 
 async def load_agreements(settings: Settings, bootstrap: str) -> int:
     """Publish the agreements on disk that are not on tip.agreements yet (their load events)."""
-    topics = Topics(settings.topic_prefix, settings.partitions)
+    topics = topics_for(settings)
     history = AgreementHistory()
     feed = TopicFeed(bootstrap, [topics.agreements], history.apply, settings.kafka_options())
     await feed.start()

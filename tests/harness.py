@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import WireCodec
+from streams.feeds import read_until
 from tiphub.embedded import ensure_topics
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -230,17 +231,8 @@ async def read_topics(broker: str, topics: list[str], isolation: str = "read_com
             return []
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        out: list[Record] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=300)
-            for records in batch.values():
-                out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records)
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-        return out
+        records = await read_until(consumer, tps, await consumer.end_offsets(tps))
+        return [Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
     finally:
         await consumer.stop()
 

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
+from streams.feeds import read_until
 from streams.topics import Topics
 from streams.transactional import Output
 
@@ -97,16 +98,10 @@ class AcceptReports:
             tps = [TopicPartition(self.topics.accepted, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            ends = await consumer.end_offsets(tps)
             ids: dict[int, dict[str, str]] = {p: {} for p in partitions}
-            remaining = {tp for tp in tps if ends[tp] > 0}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=5000)
-                for tp, records in batch.items():
-                    ids[tp.partition].update((r.key.decode(), _agency(r.headers)) for r in records if r.key)
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= ends[tp]:
-                        remaining.discard(tp)
+            for record in await read_until(consumer, tps, await consumer.end_offsets(tps)):
+                if record.key:
+                    ids[record.partition][record.key.decode()] = _agency(record.headers)
             return ids
         finally:
             await consumer.stop()

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
-from streams.feeds import TopicFeed
+from streams.feeds import TopicFeed, read_until
 from streams.topics import Topics
 from streams.transactional import Output
 
@@ -121,16 +121,7 @@ class CorrelateSignals:
     ) -> list[Any]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        out: list[Any] = []
-        remaining = {tp for tp in tps if stop_at[tp] > 0}
-        while remaining:
-            batch = await consumer.getmany(*remaining, timeout_ms=300, max_records=5000)
-            for tp, records in batch.items():
-                out += [r for r in records if r.offset < stop_at[tp]]
-            for tp in list(remaining):
-                if await consumer.position(tp) >= stop_at[tp]:
-                    remaining.discard(tp)
-        return out
+        return await read_until(consumer, tps, stop_at)
 
     async def _replay_accepted(self, consumer: AIOKafkaConsumer) -> int:
         from aiokafka.admin import AIOKafkaAdminClient
