@@ -20,10 +20,13 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from schemas.elements import covers_requirement, groups_covered
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
+
+if TYPE_CHECKING:
+    from streams.linking import Link
 
 STRONG_DOB_DICE = 0.70
 WEAK_DICE = 0.80
@@ -48,6 +51,15 @@ class PersonOccurrence:
     clk: bytes | None
     dob_key: str | None
     ny_keys: tuple[str, ...]
+
+
+def strong_match(a: PersonOccurrence, b: PersonOccurrence) -> bool:
+    """Level-1 fuzzy match: equal keyed full DOBs and Dice >= 0.70, or a shared name+year key and Dice >= 0.80."""
+    if a.clk is None or b.clk is None:
+        return False
+    if a.dob_key and b.dob_key:
+        return a.dob_key == b.dob_key and dice(a.clk, b.clk) >= STRONG_DOB_DICE
+    return bool(set(a.ny_keys) & set(b.ny_keys)) and dice(a.clk, b.clk) >= WEAK_DICE
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,9 @@ class Correlator:
     occurrences: dict[str, PersonOccurrence] = field(default_factory=dict)
     erased: set[str] = field(default_factory=set)
     retracted: set[str] = field(default_factory=set)
+    # The union stage: level-1 links arrive from the partitioned link stage instead of being found here.
+    external_links: bool = False
+    links: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
 
     def __post_init__(self) -> None:
         self._reset()
@@ -236,13 +251,6 @@ class Correlator:
         self.absorbed: dict[str, str] = {}  # after add(): vanished entity id -> the entity that took it in
 
     # -- level 1 ---------------------------------------------------------------------------
-    def _strong_match(self, a: PersonOccurrence, b: PersonOccurrence) -> bool:
-        if a.clk is None or b.clk is None:
-            return False
-        if a.dob_key and b.dob_key:
-            return a.dob_key == b.dob_key and dice(a.clk, b.clk) >= STRONG_DOB_DICE
-        return bool(set(a.ny_keys) & set(b.ny_keys)) and dice(a.clk, b.clk) >= WEAK_DICE
-
     def _union1(self, a: str, b: str) -> None:
         ra, rb = self.uf.find(a), self.uf.find(b)
         if ra != rb:
@@ -254,10 +262,20 @@ class Correlator:
         self.occurrences[occ.occ_id] = occ
         self.uf.add(occ.occ_id)
         self.level1_members[occ.occ_id] = {occ.occ_id}
+        if self.external_links:
+            linked = {other for other in self.links.get(occ.occ_id, ()) if other in self.occurrences}
+        else:
+            linked = self._matches(occ)
+        for other in sorted(linked):
+            self._union1(occ.occ_id, other)
         for token in occ.documents:
-            for other in self.by_document[token]:
-                self._union1(occ.occ_id, other)
             self.by_document[token].add(occ.occ_id)
+        for token in occ.contacts:
+            self.by_contact[token].add(occ.occ_id)
+
+    def _matches(self, occ: PersonOccurrence) -> set[str]:
+        """Level-1 links of a newcomer, found in this process (the link stage does this partitioned)."""
+        linked = {other for token in occ.documents for other in self.by_document.get(token, ())}
         # With a full DOB, a candidate with another full DOB can never match: only the same DOB,
         # or name+year candidates that have no full DOB. This keeps candidate sets, and so the
         # cost per report, flat as the population grows.
@@ -265,17 +283,14 @@ class Correlator:
         ny_index = self.by_ny_without_dob if occ.dob_key else self.by_ny
         for key in occ.ny_keys:
             candidates |= ny_index.get(key, set())
-        for other in sorted(candidates):
-            if self._strong_match(occ, self.occurrences[other]):
-                self._union1(occ.occ_id, other)
+        linked |= {other for other in candidates if strong_match(occ, self.occurrences[other])}
         if occ.dob_key:
             self.by_dob[occ.dob_key].add(occ.occ_id)
         for key in occ.ny_keys:
             self.by_ny[key].add(occ.occ_id)
             if not occ.dob_key:
                 self.by_ny_without_dob[key].add(occ.occ_id)
-        for token in occ.contacts:
-            self.by_contact[token].add(occ.occ_id)
+        return linked
 
     # -- level 2 ---------------------------------------------------------------------------
     def _conflict(self, r1: str, r2: str) -> bool:
@@ -349,21 +364,40 @@ class Correlator:
             self.by_org[token].add(report.report_id)
         for occ in people:
             self._add_person(occ)
-        roots = {self.uf.find(o.occ_id) for o in people}
-        for occ in people:
-            for token in occ.contacts:
-                roots |= self.contact_roots(token)
+        return self._settle({o.occ_id for o in people})
+
+    def add_links(self, links: Iterable[Link]) -> set[str]:
+        """Level-1 links from the link stage (union stage only). Returns the entities that may have changed.
+
+        A link may arrive before the report of either end: it is kept and applies when both are here.
+        """
+        ends: set[str] = set()
+        for link in links:
+            self.links[link.a].add(link.b)
+            self.links[link.b].add(link.a)
+            if link.a in self.occurrences and link.b in self.occurrences:
+                self._union1(link.a, link.b)
+                ends.add(link.a)
+        return self._settle(ends)
+
+    def _settle(self, occ_ids: Iterable[str]) -> set[str]:
+        """Recompute the entities around level-1 clusters that changed."""
+        roots = {self.uf.find(o) for o in occ_ids}
+        for root in list(roots):
+            for occ in self.level1_members[root]:
+                for token in self.occurrences[occ].contacts:
+                    roots |= self.contact_roots(token)
         # Whole previous entities around these roots: a contact turning hot can split one.
         previous = {self.entity_of[m] for r in roots for m in self.level1_members[r] if m in self.entity_of}
         roots |= {self.uf.find(m) for e in previous for m in self.entity_members.get(e, ())}
         return self._relabel(roots)
 
-    def affected(self, report_id: str, entities: set[str]) -> dict[str, set[str]]:
+    def affected(self, report_id: str | None, entities: set[str]) -> dict[str, set[str]]:
         """Entity keys, by kind, whose requirements a report (and the entities it touched) may change."""
         occs = [self.occurrences[o] for e in entities for o in self.entity_members.get(e, ())]
-        report = self.reports[report_id]
-        occs += list(report.people)
-        report_ids = {o.report_id for o in occs} | {report_id}
+        if report_id is not None:
+            occs += list(self.reports[report_id].people)
+        report_ids = {o.report_id for o in occs} | ({report_id} if report_id else set())
         return {
             "person": set(entities),  # vanished ones too: their signals must be re-emitted as merged
             "organisation": {"org:" + t for r in report_ids for t in self.reports[r].organisations},

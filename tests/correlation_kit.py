@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 from policies.loader import AGREEMENTS_DIR
 from streams.accept import AcceptStage, Submission
 from streams.correlate import Correlator, facts_from_accepted, load_plan
+from streams.linking import KeyIndex, Link, by_partition, sightings_of
 from tests.envelopes import EnvelopeKit
 from tiphub.database import Database
 from tiphub.keys import KeyRegistry, KeyStore
@@ -23,7 +25,13 @@ PLAN = load_plan(yaml.safe_load((AGREEMENTS_DIR.parent / "collection_plan.yaml")
 
 
 class Pipeline:
-    def __init__(self, home: Path) -> None:
+    """`mode` "single" correlates in one process; "partitioned" runs the stream design: sightings
+    repartitioned by linkage key over `partitions` link-stage indexes, their links and the reports fed
+    to the union correlator interleaved in a seeded random order (links may come before reports)."""
+
+    def __init__(self, home: Path, mode: str = "single", partitions: int = 3) -> None:
+        self.mode = mode
+        self.partitions = partitions
         init_keys(Settings(home=home))
         store = KeyStore(home)
         self.kit = EnvelopeKit(home)
@@ -48,8 +56,28 @@ class Pipeline:
                 out.append(verdict.accepted)
         return out
 
-    def correlate(self, accepted: list[dict[str, Any]]) -> Correlator:
+    def correlate(self, accepted: list[dict[str, Any]], seed: int = 0) -> Correlator:
+        if self.mode == "partitioned":
+            return correlate_partitioned(accepted, self.partitions, seed)
         correlator = Correlator(PLAN)
         for record in accepted:
             correlator.add(facts_from_accepted(record))
         return correlator
+
+
+def correlate_partitioned(accepted: list[dict[str, Any]], partitions: int, seed: int = 0) -> Correlator:
+    facts = [facts_from_accepted(record) for record in accepted]
+    indexes = [KeyIndex() for _ in range(partitions)]
+    link_batches: list[list[Link]] = []
+    for report in facts:
+        for partition, sightings in by_partition(sightings_of(report), partitions).items():
+            link_batches.append([link for s in sightings for link in indexes[partition].add(s)])
+    events: list[tuple[str, Any]] = [("report", f) for f in facts] + [("links", b) for b in link_batches]
+    random.Random(seed).shuffle(events)
+    union = Correlator(PLAN, external_links=True)
+    for kind, item in events:
+        if kind == "report":
+            union.add(item)
+        else:
+            union.add_links(item)
+    return union

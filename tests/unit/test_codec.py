@@ -29,6 +29,9 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.Coverage": 11,
         "tiphub.ReportRetraction": 12,
         "tiphub.ReportRetracted": 13,
+        "tiphub.SightingBatch": 14,
+        "tiphub.LinkBatch": 15,
+        "tiphub.EntityMerged": 16,
     }
 
 

@@ -1,0 +1,116 @@
+"""Level-1 linking, partitioned by linkage key (the repartition step of docs/correlation.md).
+
+The accept stage writes each person occurrence once per linkage key it carries (its document
+tokens, its keyed full DOB, its keyed name+year keys) to the partition of tip.sightings that key
+hashes to. Everyone who shares a key therefore meets in one partition, and the link stage there
+compares a newcomer only with the occurrences already filed under the same key, exactly the
+candidates the single-process correlator compares. It emits a `Link` per match; the union stage
+joins links into entities. The final set of links, and so of entities, does not depend on the
+order sightings arrive in: whichever of two occurrences comes second makes the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.correlate import PersonOccurrence, ReportFacts, strong_match
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    basis: str  # document | dob | name_year
+
+    @staticmethod
+    def of(x: str, y: str, basis: str) -> Link:
+        return Link(min(x, y), max(x, y), basis)
+
+
+@dataclass(frozen=True)
+class Sighting:
+    key: str  # doc:<token> | dob:<keyed DOB> | ny:<keyed name+year>
+    occ_id: str
+    subject_key_id: str
+    clk: bytes | None
+    dob_key: str | None
+    ny_keys: tuple[str, ...]
+
+    def record(self) -> dict[str, Any]:
+        return {**self.__dict__, "ny_keys": list(self.ny_keys)}
+
+    @staticmethod
+    def from_record(record: dict[str, Any]) -> Sighting:
+        return Sighting(**{**record, "ny_keys": tuple(record["ny_keys"])})
+
+
+def sightings_of(report: ReportFacts) -> list[Sighting]:
+    """One sighting per (person occurrence, linkage key). Contacts are not level-1 keys."""
+    out = []
+    for occ in report.people:
+        keys = [f"doc:{t}" for t in occ.documents]
+        keys += [occ.dob_key] if occ.dob_key else []
+        keys += list(occ.ny_keys)
+        for key in dict.fromkeys(keys):
+            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, occ.clk, occ.dob_key, occ.ny_keys))
+    return out
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The tip.sightings partition of a linkage key: stable across processes and releases."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % partitions
+
+
+def by_partition(sightings: Iterable[Sighting], partitions: int) -> dict[int, list[Sighting]]:
+    grouped: dict[int, list[Sighting]] = defaultdict(list)
+    for sighting in sightings:
+        grouped[partition_of(sighting.key, partitions)].append(sighting)
+    return dict(grouped)
+
+
+def _occurrence(s: Sighting) -> PersonOccurrence:
+    return PersonOccurrence(s.occ_id, "", "", None, s.subject_key_id, (), (), s.clk, s.dob_key, s.ny_keys)
+
+
+@dataclass
+class KeyIndex:
+    """The occurrences filed under each linkage key of some partitions, and the links they make."""
+
+    filed: dict[str, dict[str, Sighting]] = field(default_factory=lambda: defaultdict(dict))
+    erased: set[str] = field(default_factory=set)
+
+    def add(self, sighting: Sighting) -> list[Link]:
+        if sighting.subject_key_id in self.erased:
+            return []
+        under = self.filed[sighting.key]
+        if sighting.occ_id in under:
+            return []  # re-delivered: its links were made the first time
+        links = [self._link(sighting, other) for other in under.values()]
+        under[sighting.occ_id] = sighting
+        return [link for link in links if link is not None]
+
+    @staticmethod
+    def _link(new: Sighting, other: Sighting) -> Link | None:
+        if new.key.startswith("doc:"):
+            return Link.of(new.occ_id, other.occ_id, "document")
+        if new.key.startswith("ny:") and new.dob_key and other.dob_key:
+            return None  # two full DOBs are compared under their dob: key, never on name+year alone
+        if strong_match(_occurrence(new), _occurrence(other)):
+            return Link.of(new.occ_id, other.occ_id, "dob" if new.key.startswith("dob:") else "name_year")
+        return None
+
+    def erase(self, subject_key_ids: Iterable[str]) -> None:
+        gone = set(subject_key_ids) - self.erased
+        self.erased |= gone
+        if not gone:
+            return
+        for key in list(self.filed):
+            kept = {o: s for o, s in self.filed[key].items() if s.subject_key_id not in gone}
+            if kept:
+                self.filed[key] = kept
+            else:
+                del self.filed[key]
