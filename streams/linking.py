@@ -19,6 +19,10 @@ from typing import Any
 
 from streams.correlate import PersonOccurrence, ReportFacts, strong_match
 
+SIGHTINGS = "tiphub.SightingBatch"
+LINKS = "tiphub.LinkBatch"
+ENTITY_MERGED = "tiphub.EntityMerged"
+
 
 @dataclass(frozen=True)
 class Link:

@@ -80,6 +80,21 @@ class Topics:
         """Agreement versions as they were loaded: what was in force at any moment."""
         return self._name("tip.agreements")
 
+    @property
+    def sightings(self) -> str:
+        """Person occurrences repartitioned by linkage key, for the link stage (docs/correlation.md)."""
+        return self._name("tip.sightings")
+
+    @property
+    def links(self) -> str:
+        """Level-1 links between person occurrences; one partition, read whole by the union stage."""
+        return self._name("tip.links")
+
+    @property
+    def entities(self) -> str:
+        """EntityMerged facts: each entity's members as the union of links left them."""
+        return self._name("tip.entities")
+
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [
@@ -95,4 +110,7 @@ class Topics:
             TopicSpec(self.agreements, 1, FOREVER),
             TopicSpec(self.coverage, 1, 30 * DAY_MS),
             TopicSpec(self.retractions, p, FOREVER),
+            TopicSpec(self.sightings, p, FOREVER),
+            TopicSpec(self.links, 1, FOREVER),
+            TopicSpec(self.entities, p, FOREVER),
         ]

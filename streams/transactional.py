@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,10 @@ class TransactionalProcessor:
         poll_ms: int = 50,
         max_consecutive_failures: int = 20,
         also_from: list[str] | None = None,
+        rejoin_fresh: bool = True,
     ) -> None:
-        """`also_from`: further input topics read in the same transactions (e.g. facts like erasures)."""
+        """`also_from`: further input topics read in the same transactions (e.g. facts like erasures).
+        `rejoin_fresh`: leave the group as the previous incarnation first (see `leave_previous_incarnation`)."""
         self.group_id = group_id
         self.input_topic = input_topic
         self.also_from = also_from or []
@@ -97,10 +101,12 @@ class TransactionalProcessor:
         self._idle_check = 0.0
         options = client_options or {}
         member = f"{group_id}.{instance_id}"
+        self.bootstrap, self.member, self.rejoin_fresh, self.options = bootstrap, member, rejoin_fresh, options
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
             group_instance_id=member,
+            client_id=member,  # names the member in DescribeGroups, so a restart can find its previous incarnation
             enable_auto_commit=False,
             isolation_level="read_committed",
             auto_offset_reset="earliest",
@@ -119,6 +125,8 @@ class TransactionalProcessor:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.rejoin_fresh:
+            await leave_previous_incarnation(self.bootstrap, self.group_id, self.member, self.options)
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.input_topic, *self.also_from], listener=_Listener(self.handler))
@@ -201,3 +209,31 @@ class TransactionalProcessor:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
+
+
+async def leave_previous_incarnation(
+    bootstrap: str, group_id: str, client_id: str, client_options: dict[str, Any] | None = None
+) -> int:
+    """Remove group members that carry this member's client id: a killed predecessor.
+
+    noida-db never evicts a member killed by SIGKILL, and when a static member rejoins it hands
+    it the partitions of another member (measured: two static members, one restarted, and both
+    own the same partition while the others go unread). Leaving first makes the join a fresh one:
+    the group rebalances and the leader assigns every partition once. Returns how many left.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
+    await admin.start()
+    try:
+        node = await admin.find_coordinator(group_id)
+        left = 0
+        for response in await admin.describe_consumer_groups([group_id], group_coordinator_id=node):
+            for group in response.to_object()["groups"]:
+                for member in group["members"]:
+                    if member["client_id"] == client_id:
+                        await admin._send_request(LeaveGroupRequest(group_id, member["member_id"]), node)
+                        left += 1
+        if left:
+            log.info("%s: removed %d previous incarnation(s) from the group", client_id, left)
+        return left
+    finally:
+        await admin.close()

@@ -15,6 +15,7 @@ from streams.agents.accept_reports import AcceptReports
 from streams.agents.chain_audit import ChainAudit
 from streams.agents.correlate_signals import CorrelateSignals
 from streams.agents.decide_sharing import DecideSharing
+from streams.agents.link_people import LinkPeople
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed
@@ -50,6 +51,7 @@ def _processor(
         handler=handler,
         client_options=settings.kafka_options(),
         also_from=also_from,
+        rejoin_fresh=settings.rejoin_fresh,
     )
 
 
@@ -98,16 +100,22 @@ def build_correlate_processor(settings: Settings, bootstrap: str) -> Transaction
     topics = topics_for(settings)
     plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
     handler = CorrelateSignals(topics, bootstrap, group_id(settings, "correlate"), plan, settings.kafka_options())
-    # One correlator instance holds the global entity state; facts are input too, acting without a report.
+    # One union instance holds the global entity state; links and facts are input too.
     return _processor(
         settings,
         bootstrap,
         "correlate",
         topics.accepted,
         handler,
-        also_from=[topics.erasures, topics.retractions],
+        also_from=[topics.links, topics.erasures, topics.retractions],
         instance_id="single",
     )
+
+
+def build_link_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
+    topics = topics_for(settings)
+    handler = LinkPeople(topics, bootstrap, group_id(settings, "link"), settings.kafka_options())
+    return _processor(settings, bootstrap, "link", topics.sightings, handler)
 
 
 async def load_agreements(settings: Settings, bootstrap: str) -> int:
@@ -132,6 +140,7 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
         build_accept_processor(settings, bootstrap),
         build_decide_processor(settings, bootstrap),
         build_audit_processor(settings, bootstrap),
+        build_link_processor(settings, bootstrap),
     ]
     if settings.instance_id == "0":
         processors.append(build_correlate_processor(settings, bootstrap))

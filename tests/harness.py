@@ -162,7 +162,7 @@ class Hub:
     def wait_for_quiet(self, timeout: float = 120.0) -> None:
         """Wait until every stage has committed everything before it (transaction markers aside)."""
         deadline = time.monotonic() + timeout
-        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit", "correlate")):
+        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit", "link", "correlate")):
             assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
                 self.worker_log(i)[-3000:] for i in self.workers
             )
@@ -186,14 +186,15 @@ class Hub:
             time.sleep(0.5)
 
     def lag(self, stage: str = "accept") -> int:
-        """Records a stage has not committed yet: accept, decide or audit."""
+        """Records a stage has not committed yet: accept, decide, audit, link or correlate (the union)."""
+        every = list(range(PARTITIONS))
         inputs = {
-            "accept": self.topics.submitted,
-            "decide": self.topics.accepted,
-            "audit": self.topics.audit_intake,
-            "correlate": self.topics.accepted,
+            "accept": [(self.topics.submitted, every)],
+            "decide": [(self.topics.accepted, every)],
+            "audit": [(self.topics.audit_intake, every)],
+            "link": [(self.topics.sightings, every)],
+            "correlate": [(self.topics.accepted, every), (self.topics.links, [0])],
         }
-        topic = inputs[stage]
 
         async def run() -> int:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
@@ -202,7 +203,7 @@ class Hub:
             await consumer.start()
             try:
                 committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.{stage}")
-                tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+                tps = [TopicPartition(topic, p) for topic, partitions in inputs[stage] for p in partitions]
                 ends = await consumer.end_offsets(tps)
                 return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
             finally:

@@ -21,6 +21,12 @@ class Settings(BaseSettings):
     audit_anchor_url: str | None = Field(default=None, description="Where signed audit chain heads are kept.")
     agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
+    rejoin_fresh: bool = Field(
+        default=True,
+        description="On start, remove this worker's previous incarnation from each consumer group so the group "
+        "rebalances. noida-db hands a rejoining static member another member's partitions (docs/architecture.md); "
+        "on Apache Kafka set TIPHUB_REJOIN_FRESH=false to keep KIP-345's rebalance-free restarts.",
+    )
     max_envelope_age_s: float = 3600.0
     max_future_skew_s: float = 300.0
     max_value_bytes: int = 1 << 20

@@ -19,7 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
+from streams.correlate import facts_from_accepted
 from streams.feeds import read_until
+from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
 from streams.topics import Topics
 from streams.transactional import Output
 
@@ -121,6 +123,7 @@ class AcceptReports:
         ]
         verdicts = dict(zip((id(s) for s in fresh), self.stage.process(fresh, now), strict=True))
         outputs: list[Output] = []
+        sightings: list[Sighting] = []
         for submission in submissions:  # in input order: the first valid copy of an id wins
             pending = self._pending.setdefault(submission.partition, {})
             if id(submission) in is_retraction:
@@ -151,6 +154,7 @@ class AcceptReports:
                 outputs.append(self._rejected(submission, self._key(submission), duplicate, now))
             elif verdict.accepted is not None:
                 pending[verdict.report_id] = verdict.accepted["source_agency"]
+                sightings += sightings_of(facts_from_accepted(verdict.accepted))
                 outputs.append(
                     Output(
                         self.topics.accepted,
@@ -169,7 +173,19 @@ class AcceptReports:
                         self.codec.encode_with(self._rejected_schema, verdict.rejected),
                     )
                 )
-        return outputs
+        return outputs + self._sightings(sightings)
+
+    def _sightings(self, sightings: list[Sighting]) -> list[Output]:
+        """The repartition by linkage key: one record per tip.sightings partition this batch touches."""
+        return [
+            Output(
+                self.topics.sightings,
+                None,
+                self.codec.encode(SIGHTINGS, {"sightings": [s.record() for s in group]}),
+                partition=partition,
+            )
+            for partition, group in sorted(by_partition(sightings, self.topics.partitions).items())
+        ]
 
     @staticmethod
     def _key(submission: Submission) -> str:

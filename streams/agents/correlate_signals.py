@@ -1,10 +1,14 @@
-"""correlate_signals: tip.reports.accepted -> tip.signals, exactly once, one instance.
+"""correlate_signals, the union stage: tip.reports.accepted + tip.links -> tip.entities + tip.signals.
 
-The correlator's state is global (entities span partitions), so one instance holds it: the
-worker with instance id 0 (docs/correlation.md: the limit and the way past it). At assignment it
-rebuilds the state by replaying accepted reports up to its committed offsets (erasures first),
-and loads the versions already on tip.signals, so a restart emits nothing twice. After that,
-each batch emits a new version of every signal whose content changed.
+Exactly once, one instance. The costly comparisons of people happen partitioned by linkage key
+in link_people; this stage joins their links into entities (union-find, then contact links
+guarded against over-linking), emits an EntityMerged fact when an entity gains a member or
+absorbs another, and evaluates the Collection Plan on the entities a batch touched. Entities
+span every partition, so one instance holds the union: the worker with instance id 0
+(docs/correlation.md: the limit). At assignment it rebuilds its state by replaying accepted
+reports and links up to its committed offsets (erasures first), and loads the versions already
+on tip.signals, so a restart emits nothing twice. After that, each batch emits a new version of
+every signal whose content changed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
+from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.feeds import TopicFeed, read_until
 from streams.topics import Topics
 from streams.transactional import Output
@@ -61,7 +66,7 @@ class CorrelateSignals:
         self.plan = plan
         self.options = client_options or {}
         self.codec = WireCodec()
-        self.correlator = Correlator(plan)
+        self.correlator = Correlator(plan, external_links=True)
         self.book = SignalBook()
         self._pending_erasures: set[str] = set()
         self._pending_retractions: set[str] = set()
@@ -89,7 +94,7 @@ class CorrelateSignals:
         async with self._lock:
             if self._ready:
                 return
-            self.correlator, self.book = Correlator(self.plan), SignalBook()
+            self.correlator, self.book = Correlator(self.plan, external_links=True), SignalBook()
             self._pending_erasures = set()
             await self._erasures.stop()
             self._pending_retractions = set()
@@ -133,11 +138,22 @@ class CorrelateSignals:
         finally:
             await admin.close()
         tps = [TopicPartition(self.topics.accepted, p) for p in range(self.topics.partitions)]
+        tps.append(TopicPartition(self.topics.links, 0))
         stop_at = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
         records = await self._read(consumer, tps, stop_at)
         for record in records:
-            self.correlator.add(facts_from_accepted(self.codec.decode(record.value)[1]))
+            if record.topic == self.topics.links:
+                self.correlator.add_links(self._links(record))
+            else:
+                self.correlator.add(facts_from_accepted(self.codec.decode(record.value)[1]))
         return len(records)
+
+    def _links(self, record: Any) -> list[Link]:
+        try:
+            _, batch = self.codec.decode(record.value, expect=LINKS)
+        except CodecError:
+            return []
+        return [Link(**link) for link in batch["links"]]
 
     async def _load_signals(self, consumer: AIOKafkaConsumer) -> int:
         tps = [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
@@ -167,9 +183,16 @@ class CorrelateSignals:
             absorbed.update(self.correlator.absorbed)
             results.update({key: None for key in before})
             results.update(self.correlator.evaluate())
+        merged: set[str] = set()
         for record in records:
             if record.topic in (self.topics.erasures, self.topics.retractions):
                 continue  # applied above, through the feed, before any report of this batch
+            if record.topic == self.topics.links:
+                touched = self.correlator.add_links(self._links(record))
+                absorbed.update(self.correlator.absorbed)
+                merged |= touched
+                results.update(self.correlator.evaluate_keys(self.correlator.affected(None, touched)))
+                continue
             try:
                 _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
             except CodecError:
@@ -177,6 +200,7 @@ class CorrelateSignals:
             facts = facts_from_accepted(accepted)
             touched = self.correlator.add(facts)
             absorbed.update(self.correlator.absorbed)
+            merged |= touched
             if facts.report_id in self.correlator.reports:
                 results.update(self.correlator.evaluate_keys(self.correlator.affected(facts.report_id, touched)))
         # An absorbed entity may itself have been absorbed again later in the batch.
@@ -190,7 +214,7 @@ class CorrelateSignals:
             emitted += self.book.put(Signal(**{**stale.__dict__, "status": "closed"}))
         self._stale = []
         coverage = self._coverage_changes(records)
-        return coverage + [
+        return coverage + self._entities(merged, final_absorbed, records) + [
             Output(
                 self.topics.signals,
                 signal.signal_id.encode(),
@@ -198,6 +222,23 @@ class CorrelateSignals:
             )
             for version, signal in emitted
         ]
+
+    def _entities(self, touched: set[str], absorbed: dict[str, str], records: Sequence[Any]) -> list[Output]:
+        """EntityMerged facts for the entities of this batch that hold more than one occurrence or took
+        another in (a newcomer alone is not news)."""
+        at = datetime.fromtimestamp(max((r.timestamp for r in records), default=0) / 1000, UTC)
+        took: dict[str, list[str]] = {}
+        for old, new in absorbed.items():
+            if old != new:
+                took.setdefault(new, []).append(old)
+        outputs = []
+        for entity in sorted(touched):
+            members = self.correlator.entity_members.get(entity)
+            if members is None or (len(members) < 2 and entity not in took):
+                continue
+            fact = {"entity_id": entity, "members": sorted(members), "absorbed": sorted(took.get(entity, [])), "at": at}
+            outputs.append(Output(self.topics.entities, entity.encode(), self.codec.encode(ENTITY_MERGED, fact)))
+        return outputs
 
     def _coverage_changes(self, records: Sequence[Any]) -> list[Output]:
         """Coverage records for requirements whose numbers moved in this batch."""

@@ -55,21 +55,29 @@ def test_signals_are_the_same_in_order_and_shuffled_with_a_crash(broker: str, tm
 
     shuffled = reports[:]
     random.Random(5).shuffle(shuffled)
+    # Two workers share the partitioned stages (accept, link); worker 0 also holds the union.
     with Hub.create(broker, tmp_path / "b", "shuffled", keys_from=tmp_path / "a" / "home") as out_of_order:
-        out_of_order.start_worker()
+        out_of_order.start_worker("0")
+        out_of_order.start_worker("1")
         out_of_order.publish(shuffled[:100])
         deadline = time.monotonic() + 60
         while len(out_of_order.read(out_of_order.topics.signals)) < 10:
             assert time.monotonic() < deadline
             time.sleep(0.1)
-        out_of_order.kill_worker()  # the correlator is re-delivered what it had not committed
+        out_of_order.kill_worker("0")  # the union and links are re-delivered what was not committed
+        out_of_order.kill_worker("1")
         out_of_order.publish(shuffled[100:])
         out_of_order.publish(shuffled[:30])  # agencies re-send: refused as duplicates, signals unchanged
-        out_of_order.start_worker()
+        out_of_order.start_worker("1")
+        out_of_order.start_worker("0")
         out_of_order.wait_for_outcomes(len(reports) + 30)
         out_of_order.wait_for_quiet()
         got = final_signals(out_of_order)
         versions_are_gapless(out_of_order)
+        both_linked = {w for w in ("0", "1") if "link index of partitions" in out_of_order.worker_log(w)}
+        merged = out_of_order.decoded(out_of_order.topics.entities)
+    assert both_linked == {"0", "1"}, "the link stage's partitions were not split over the two workers"
+    assert any(fact["absorbed"] for fact in merged) and all(len(f["members"]) >= 2 for f in merged)
 
     # The answer is the open signals. Merged ones are history: which intermediate entities existed
     # depends on arrival order, but each must lead to an open signal.
