@@ -10,6 +10,7 @@ from pathlib import Path
 
 from producers.simulate import simulate
 from streams.correlate import Correlator, PersonOccurrence, ReportFacts, evaluate_against_truth
+from streams.linking import KeyIndex, sightings_of
 from tests.correlation_kit import PLAN, Pipeline
 
 
@@ -78,3 +79,34 @@ def test_cost_per_report_stays_flat_as_known_entities_grow() -> None:
         json.dumps({f"{k:,} entities": round(v, 1) for k, v in timings.items()}),
     )
     assert timings[100_000] < 2 * timings[1_000], timings
+
+
+def test_partitioned_design_cost_per_report_link_and_union_stages() -> None:
+    """The same probe through the stream design: the link stage (partitionable by key) and the union
+    stage (one instance). The union's cost is the single-instance limit of docs/correlation.md."""
+    rng = random.Random(1)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    index, union = KeyIndex(), Correlator(PLAN, external_links=True)
+
+    def step(facts: ReportFacts) -> tuple[float, float]:
+        start = time.perf_counter()
+        links = [link for s in sightings_of(facts) for link in index.add(s)]
+        linked = time.perf_counter()
+        touched = union.add(facts) | union.add_links(links)
+        union.evaluate_keys(union.affected(facts.report_id, touched))
+        return linked - start, time.perf_counter() - linked
+
+    timings = {}
+    added = 0
+    for size in (1_000, 10_000, 100_000):
+        while added < size:
+            step(synthetic_report(rng, added, t0))
+            added += 1
+        probe = [step(synthetic_report(rng, 10**7 + size + i, t0)) for i in range(1_000)]
+        timings[size] = {
+            "link_us": round(sum(p[0] for p in probe) / len(probe) * 1e6, 1),
+            "union_us": round(sum(p[1] for p in probe) / len(probe) * 1e6, 1),
+        }
+        added += len(probe)
+    print("\npartitioned design cost per report, microseconds:", json.dumps({f"{k:,}": v for k, v in timings.items()}))
+    assert timings[100_000]["union_us"] < 2 * timings[1_000]["union_us"], timings
