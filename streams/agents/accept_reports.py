@@ -4,6 +4,9 @@ Each report_id is accepted once, however often it is submitted. Which ids a part
 accepted is rebuilt at assignment from the same partition of tip.reports.accepted (the
 output is written to the input's partition number, so the two topics are co-partitioned
 whatever partitioner the agencies' clients use).
+
+In the same transaction it writes the accepted reports' person occurrences to tip.sightings,
+repartitioned by linkage key for the link stage (streams/linking.py).
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
-from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.feeds import TopicFeed, read_until
+from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.topics import Topics
 from streams.transactional import Output
 
@@ -214,14 +214,18 @@ class CorrelateSignals:
             emitted += self.book.put(Signal(**{**stale.__dict__, "status": "closed"}))
         self._stale = []
         coverage = self._coverage_changes(records)
-        return coverage + self._entities(merged, final_absorbed, records) + [
-            Output(
-                self.topics.signals,
-                signal.signal_id.encode(),
-                self.codec.encode(SIGNAL, signal_record(version, signal)),
-            )
-            for version, signal in emitted
-        ]
+        return (
+            coverage
+            + self._entities(merged, final_absorbed, records)
+            + [
+                Output(
+                    self.topics.signals,
+                    signal.signal_id.encode(),
+                    self.codec.encode(SIGNAL, signal_record(version, signal)),
+                )
+                for version, signal in emitted
+            ]
+        )
 
     def _entities(self, touched: set[str], absorbed: dict[str, str], records: Sequence[Any]) -> list[Output]:
         """EntityMerged facts for the entities of this batch that hold more than one occurrence or took
