@@ -20,6 +20,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="tiphub: coun
 keys_app = typer.Typer(no_args_is_help=True, help="Hub and agency keys.")
 broker_app = typer.Typer(no_args_is_help=True, help="The embedded broker.")
 app.add_typer(keys_app, name="keys")
+token_app = typer.Typer(no_args_is_help=True, help="Gateway bearer tokens.")
+app.add_typer(token_app, name="token")
 app.add_typer(broker_app, name="broker")
 policy_app = typer.Typer(no_args_is_help=True, help="Sharing agreements and decisions.")
 app.add_typer(policy_app, name="policy")
@@ -74,6 +76,45 @@ def keys_init(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
         f"{len(setup.created)} key file(s) created under {settings.home / 'keys'}; "
         f"{len(setup.registered)} agency key(s) registered"
     )
+
+
+@token_app.command("issue")
+def token_issue(
+    role: Annotated[str, typer.Option("--role", help="publisher, analyst, releasing_officer, liaison or auditor")],
+    subject: Annotated[str, typer.Option("--subject", help="Who the token is for (a person or a system).")],
+    agency: Annotated[str | None, typer.Option("--agency", help="The agency a domestic role acts for.")] = None,
+    partner: Annotated[str | None, typer.Option("--partner", help="The partner a liaison officer acts for.")] = None,
+    ttl: Annotated[int, typer.Option("--ttl", help="Seconds until the token expires.")] = 8 * 3600,
+    home: HomeOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Print a signed bearer token for the gateway (stdout: the token only)."""
+    from tiphub.runtime import token_authority
+
+    try:
+        token = token_authority(settings_from(home=home)).issue(
+            role, subject, agency=agency, partner=partner, ttl_s=ttl
+        )
+    except ValueError as exc:
+        console.print(f"[red]refused[/red] {exc}")
+        raise typer.Exit(2) from None
+    print(token)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_or_id: Annotated[str, typer.Argument(help="The token, or its id (jti).")],
+    reason: Annotated[str, typer.Option("--reason")] = "revoked by an operator",
+    home: HomeOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Revoke a token: the gateway refuses it from the next request on."""
+    from tiphub.runtime import token_authority
+    from tiphub.tokens import token_id_of
+
+    token_id = token_id_of(token_or_id) if token_or_id.count(".") == 2 else token_or_id
+    revoked = token_authority(settings_from(home=home)).revoke(token_id, reason)
+    out.print(f"token {token_id} {'revoked' if revoked else 'was already revoked'}")
 
 
 @keys_app.command("list")
@@ -553,6 +594,7 @@ def gateway(
     port: Annotated[int, typer.Option("--port")] = 8700,
     broker: BrokerOpt = None,
     home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
 ) -> None:
     """Run the gateway (HTTP)."""
     import uvicorn
@@ -560,7 +602,7 @@ def gateway(
     from gateway.app import create_app
 
     _logging()
-    settings = settings_from(broker, home)
+    settings = settings_from(broker, home, topic_prefix)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
 

@@ -58,6 +58,14 @@ class KeyStore:
         return self.dir / "hub" / "ed25519.pem"
 
     @property
+    def token_signing_path(self) -> Path:
+        """The gateway's bearer-token key: separate from the audit signing key, so either can rotate alone."""
+        return self.dir / "hub" / "tokens-ed25519.pem"
+
+    def token_signing_key(self) -> Ed25519PrivateKey:
+        return load_ed25519(self.token_signing_path)
+
+    @property
     def vault_kek_path(self) -> Path:
         return self.dir / "hub" / "vault-kek.bin"
 
@@ -78,6 +86,7 @@ class KeyStore:
 
         ensure(self.hub_encryption_path, _pem(X25519PrivateKey.generate()))
         ensure(self.hub_signing_path, _pem(Ed25519PrivateKey.generate()))
+        ensure(self.token_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
             ensure(self.linkage_path(1), secrets.token_bytes(32))

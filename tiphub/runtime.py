@@ -11,6 +11,7 @@ from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
 from tiphub.database import Database
 from tiphub.embedded import EmbeddedBroker, ensure_topics
+from tiphub.tokens import TokenAuthority
 from tiphub.keys import DEMO_AGENCIES, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
 
@@ -88,3 +89,12 @@ __all__ = [
     "resolve_broker",
     "topics_for",
 ]
+
+
+def token_authority(settings: Settings) -> TokenAuthority:
+    """The gateway's token issuer and verifier (creates the token key on first use)."""
+    store = KeyStore(settings.home)
+    if not store.token_signing_path.exists():
+        store.init(agencies=())
+    key = store.token_signing_key()
+    return TokenAuthority(key, key.public_key(), Database(settings.tokens_database))

@@ -18,6 +18,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(default=1, ge=1)
     vault_url: str | None = Field(default=None, description="sqlite:///PATH or postgresql://...")
     registry_url: str | None = Field(default=None, description="Agency key registry database.")
+    tokens_url: str | None = Field(default=None, description="Gateway token revocation list database.")
     audit_anchor_url: str | None = Field(default=None, description="Where signed audit chain heads are kept.")
     agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
@@ -44,6 +45,11 @@ class Settings(BaseSettings):
     @property
     def audit_anchor_database(self) -> str:
         return self.audit_anchor_url or f"sqlite:///{(self.home / 'audit-anchor.sqlite3').resolve()}"
+
+    @property
+    def tokens_database(self) -> str:
+        """Issued token ids and the revocation list."""
+        return self.tokens_url or f"sqlite:///{(self.home / 'tokens.sqlite3').resolve()}"
 
     @property
     def registry_database(self) -> str:
