@@ -1,27 +1,182 @@
-"""create_app(settings) -> FastAPI. This release serves liveness; feeds arrive with the gateway issue."""
+"""create_app(settings) -> FastAPI: the hub's HTTP face (CONTRACT section 5).
+
+This release serves identity (bearer tokens), the analysts' signal feed (pages and Server-Sent
+Events with resumable cursors), one signal with its contributing reports as the caller may see
+them, the schema-registry read API, liveness and metrics. Every denial and disclosure is audited.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from sse_starlette.sse import EventSourceResponse
 
+from gateway.security import AuditSink, require
+from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from schemas.registry import load_registry
 from tiphub import __version__
+from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
+from tiphub.tokens import Caller
+
+ANALYST = require("analyst")
+ANYONE_AUTHENTICATED = require()
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
+    metrics = CollectorRegistry()
+    requests = Counter("tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=metrics)
+    signal_versions = Gauge("tiphub_gateway_signal_versions", "Signal versions the gateway holds", registry=metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        broker = bootstrap or resolve_broker(settings)
+        topics = topics_for(settings)
         app.state.settings = settings
-        yield
+        app.state.tokens = token_authority(settings)
+        app.state.audit = AuditSink(broker, topics, settings.kafka_options())
+        app.state.views = HubViews(broker, topics, settings.kafka_options())
+        await app.state.audit.start()
+        await app.state.views.start()
+        try:
+            yield
+        finally:
+            await app.state.views.stop()
+            await app.state.audit.stop()
 
     app = FastAPI(title="tiphub gateway", version=__version__, lifespan=lifespan)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Any) -> Response:
+        response: Response = await call_next(request)
+        route = request.scope.get("route")
+        requests.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).inc()
+        return response
 
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """Liveness: the process is up and serving."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics: requests by route and status, signal versions held."""
+        signal_versions.set(len(request.app.state.views.signals))
+        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+
+    # -- analyst feeds ---------------------------------------------------------------------
+    def parse_cursor(after: str | None) -> dict[int, int]:
+        try:
+            return decode_cursor(after)
+        except CursorError as exc:
+            raise HTTPException(422, f"after: {exc}") from None
+
+    @app.get("/v1/signals", tags=["analysts"])
+    async def signals(
+        request: Request,
+        caller: Annotated[Caller, Depends(ANALYST)],
+        after: Annotated[str | None, Query(description="The `next` cursor of the previous page.")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """Signal versions this caller may see, in log order, each (signal_id, version) once."""
+        views: HubViews = request.app.state.views
+        items, position = views.page(caller, parse_cursor(after), limit)
+        if items:
+            await request.app.state.audit.disclosed(
+                caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
+            )
+        return {"signals": [item for item, _ in items], "next": encode_cursor(position)}
+
+    @app.get("/v1/signals/stream", tags=["analysts"])
+    async def stream(
+        request: Request,
+        caller: Annotated[Caller, Depends(ANALYST)],
+        after: Annotated[str | None, Query(description="Where to start; Last-Event-ID wins.")] = None,
+    ) -> EventSourceResponse:
+        """The same feed as Server-Sent Events. Each event's id is the cursor just after it."""
+        views: HubViews = request.app.state.views
+        position = parse_cursor(request.headers.get("last-event-id") or after)
+
+        async def events() -> AsyncIterator[dict[str, str]]:
+            nonlocal position
+            while True:
+                items, after_page = views.page(caller, position, 100)
+                if items:
+                    await request.app.state.audit.disclosed(
+                        caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
+                    )
+                for item, cursor in items:
+                    yield {"id": encode_cursor(cursor), "event": "signal", "data": json.dumps(jsonable_encoder(item))}
+                position = after_page
+                if not items:
+                    async with views.changed:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(views.changed.wait(), timeout=1.0)
+
+        return EventSourceResponse(events(), ping=15)
+
+    @app.get("/v1/signals/{signal_id}", tags=["analysts"])
+    async def one_signal(request: Request, signal_id: str, caller: Annotated[Caller, Depends(ANALYST)]) -> Any:
+        """The latest version of one signal and its contributing reports, as this caller may see them."""
+        views: HubViews = request.app.state.views
+        version = views.latest.get(signal_id)
+        shown = views.view(caller, version) if version else None
+        if not isinstance(shown, dict):
+            raise HTTPException(404, "no such signal visible to this caller")
+        reports = []
+        for report_id in shown["report_ids"]:
+            facts = views.reports[report_id]
+            reports.append(
+                {
+                    "report_id": report_id,
+                    "source_agency": facts.agency,
+                    "indicator_type": facts.indicator_type,
+                    "observed_at": facts.observed_at,
+                    "elements": list(facts.elements),
+                    "fields_shared": views.fields.get((caller.acts_for, report_id), []),
+                }
+            )
+        await request.app.state.audit.disclosed(
+            caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]}
+        )
+        return {**shown, "reports": reports}
+
+    # -- Confluent Schema Registry read API ------------------------------------------------
+    registry = load_registry()
+
+    @app.get("/schemas/ids/{schema_id}", tags=["schemas"])
+    async def schema_by_id(schema_id: int, caller: Annotated[Caller, Depends(ANYONE_AUTHENTICATED)]) -> Any:
+        entry = registry.by_id(schema_id)
+        if entry is None:
+            return Response(
+                json.dumps({"error_code": 40403, "message": "Schema not found"}),
+                status_code=404,
+                media_type="application/json",
+            )
+        return {"schema": json.dumps(entry.schema)}
+
+    @app.get("/subjects", tags=["schemas"])
+    async def subjects(caller: Annotated[Caller, Depends(ANYONE_AUTHENTICATED)]) -> list[str]:
+        return registry.subjects()
+
+    @app.get("/subjects/{subject}/versions/latest", tags=["schemas"])
+    async def latest(subject: str, caller: Annotated[Caller, Depends(ANYONE_AUTHENTICATED)]) -> Any:
+        versions = registry.versions(subject)
+        if not versions:
+            return Response(
+                json.dumps({"error_code": 40401, "message": "Subject not found"}),
+                status_code=404,
+                media_type="application/json",
+            )
+        entry = versions[-1]
+        return {"subject": subject, "id": entry.schema_id, "version": entry.version, "schema": json.dumps(entry.schema)}
 
     return app

@@ -11,9 +11,9 @@ from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
 from tiphub.database import Database
 from tiphub.embedded import EmbeddedBroker, ensure_topics
-from tiphub.tokens import TokenAuthority
 from tiphub.keys import DEMO_AGENCIES, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
+from tiphub.tokens import TokenAuthority
 
 
 def broker_dir(settings: Settings) -> Path:

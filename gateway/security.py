@@ -1,0 +1,97 @@
+"""Who is calling, whether they may, and the audit of every denial and disclosure.
+
+No token, or one that does not verify: 401. A valid token of the wrong role, or a caller asking
+for another partner's or agency's data: 403. Each denial is written to tip.audit.intake (the
+chain stage links it into tip.audit) before the response goes out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import HTTPException, Request
+
+from schemas.codec import WireCodec
+from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.topics import Topics
+from tiphub.tokens import Caller, TokenAuthority, TokenError
+
+log = logging.getLogger(__name__)
+
+
+class AuditSink:
+    def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
+        self.topics = topics
+        self.codec = WireCodec()
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **(client_options or {})
+        )
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def write(self, kind: str, actor: str, outcome: str, **fields: Any) -> None:
+        event = audit_event(kind, actor, outcome, **fields)
+        await self.producer.send_and_wait(
+            self.topics.audit_intake, self.codec.encode(AUDIT_EVENT, event), key=event["event_id"].encode()
+        )
+
+    async def denied(self, request: Request, reason: str, caller: Caller | None = None) -> None:
+        actor = f"{caller.role}:{caller.subject}" if caller else "anonymous"
+        await self.write(
+            "denial",
+            actor,
+            "denied",
+            recipient=caller.acts_for if caller else None,
+            detail={"reason": reason, "method": request.method, "path": request.url.path},
+        )
+        log.info("denied %s %s to %s: %s", request.method, request.url.path, actor, reason)
+
+    async def disclosed(self, caller: Caller, item_id: str, detail: dict[str, Any]) -> None:
+        await self.write(
+            "disclosure",
+            f"{caller.role}:{caller.subject}",
+            "disclosed",
+            item_id=item_id,
+            recipient=caller.acts_for,
+            detail=detail,
+        )
+
+
+def require(*roles: str) -> Callable[[Request], Awaitable[Caller]]:
+    """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
+
+    async def dependency(request: Request) -> Caller:
+        authority: TokenAuthority = request.app.state.tokens
+        audit: AuditSink = request.app.state.audit
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await audit.denied(request, "no_token")
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            caller = authority.verify(token.strip())
+        except TokenError as exc:
+            await audit.denied(request, exc.reason)
+            raise HTTPException(
+                401, str(exc), headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'}
+            ) from None
+        if roles and caller.role not in roles:
+            await audit.denied(request, "wrong_role", caller)
+            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
+        request.state.caller = caller
+        return caller
+
+    return dependency
+
+
+async def forbid(request: Request, caller: Caller, reason: str, message: str) -> HTTPException:
+    """Audit a 403 decided inside an endpoint (another partner's data, say) and return it to raise."""
+    await request.app.state.audit.denied(request, reason, caller)
+    return HTTPException(403, message)

@@ -1,0 +1,211 @@
+"""What the gateway knows, tailed from the topics: signal versions in log order, sharing decisions,
+and the non-sensitive facts of accepted reports. Every view is rebuilt from Kafka at start.
+
+Signals are filtered per caller: a report the caller may not see is neither counted nor named,
+and what is derived from reports (agencies, elements, coverage, minor, dates) is recomputed from
+the visible ones. The score mixes every report's grading, so it is withheld when any is hidden.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas.codec import CodecError, WireCodec
+from schemas.elements import groups_covered
+from streams.topics import Topics
+from tiphub.tokens import Caller
+
+log = logging.getLogger(__name__)
+DECISION_GRACE_S = 30.0  # how long a signal waits for its reports' decisions before unknown counts as "no"
+
+
+class CursorError(ValueError):
+    pass
+
+
+Cursor = dict[int, int]  # partition -> next offset
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = json.dumps({str(p): o for p, o in sorted(cursor.items())}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str | None) -> Cursor:
+    if not text:
+        return {}
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        cursor = {int(p): int(o) for p, o in raw.items()}
+    except (ValueError, binascii.Error, AttributeError, TypeError) as exc:
+        raise CursorError("not a cursor this gateway issued") from exc
+    if any(p < 0 or o < 0 for p, o in cursor.items()):
+        raise CursorError("not a cursor this gateway issued")
+    return cursor
+
+
+@dataclass(frozen=True)
+class ReportFacts:
+    agency: str
+    indicator_type: str
+    observed_at: datetime
+    elements: tuple[str, ...]
+    minor: bool
+
+
+@dataclass(frozen=True)
+class SignalVersion:
+    partition: int
+    offset: int
+    received: float
+    record: dict[str, Any]
+
+
+class HubViews:
+    """Tails tip.signals, tip.decisions and tip.reports.accepted into memory."""
+
+    def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.options = client_options or {}
+        self.codec = WireCodec()
+        self.signals: list[SignalVersion] = []
+        self.latest: dict[str, SignalVersion] = {}
+        self.decisions: dict[tuple[str, str], bool] = {}  # (recipient, report_id) -> allowed
+        self.fields: dict[tuple[str, str], list[str]] = {}
+        self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
+        self.reports: dict[str, ReportFacts] = {}
+        self.changed = asyncio.Condition()
+        self.ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+        )
+        await self._consumer.start()
+        tps = []
+        for topic in (self.topics.accepted, self.topics.decisions, self.topics.signals):
+            partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
+            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._ends = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._tail())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _tail(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            # Reports and decisions before signals: a signal is judged on what arrived with it.
+            order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.signals: 2}
+            for tp in sorted(batch, key=lambda tp: (order.get(tp.topic, 3), tp.partition)):
+                for record in batch[tp]:
+                    self._apply(record)
+            if not self.ready.is_set():
+                positions = {tp: await self._consumer.position(tp) for tp in self._ends}
+                if all(positions[tp] >= end for tp, end in self._ends.items()):
+                    self.ready.set()
+            if batch:
+                async with self.changed:
+                    self.changed.notify_all()
+
+    def _apply(self, record: Any) -> None:
+        try:
+            schema, value = self.codec.decode(record.value)
+        except CodecError:
+            return
+        if record.topic == self.topics.signals:
+            version = SignalVersion(record.partition, record.offset, time.monotonic(), value)
+            self.signals.append(version)
+            self.latest[value["signal_id"]] = version
+        elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
+            self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
+            self.decided.add(value["item_id"])
+            self.fields[(value["recipient"], value["item_id"])] = list(value.get("fields") or [])
+        elif record.topic == self.topics.accepted and schema.name == "tiphub.AcceptedReport":
+            self.reports[value["report_id"]] = ReportFacts(
+                agency=value["source_agency"],
+                indicator_type=value["indicator_type"],
+                observed_at=value["observed_at"],
+                elements=tuple(value["elements"]),
+                minor=any(s.get("minor_at_observation") for s in value["subjects"]),
+            )
+
+    # -- per caller ------------------------------------------------------------------------
+    def may_see(self, caller: Caller, report_id: str) -> bool | None:
+        """True or False; None while the decision is not known yet."""
+        facts = self.reports.get(report_id)
+        if facts is not None and caller.agency is not None and facts.agency == caller.agency:
+            return True  # an agency always sees its own reports
+        if report_id not in self.decided:
+            return None
+        return self.decisions.get((caller.acts_for, report_id), False)  # no agreement: nothing shared
+
+    def view(self, caller: Caller, version: SignalVersion) -> dict[str, Any] | bool | None:
+        """The signal as this caller may see it; None if nothing of it is visible; False if not decidable yet."""
+        record = version.record
+        verdicts = {r: self.may_see(caller, r) for r in record["report_ids"]}
+        if None in verdicts.values() and time.monotonic() - version.received < DECISION_GRACE_S:
+            return False
+        visible = [r for r, ok in verdicts.items() if ok]
+        if not visible:
+            return None
+        facts = [self.reports[r] for r in visible if r in self.reports]
+        elements = sorted({e for f in facts for e in f.elements})
+        complete = len(visible) == len(record["report_ids"])
+        return {
+            "signal_id": record["signal_id"],
+            "version": record["version"],
+            "requirement_id": record["requirement_id"],
+            "entity": record["entity"],
+            "status": record["status"],
+            "merged_into": record["merged_into"],
+            "report_ids": visible,
+            "report_count": len(visible),
+            "agencies": sorted({f.agency for f in facts}),
+            "elements": elements,
+            "act_means_purpose": sorted(groups_covered(elements)),
+            "minor_involved": any(f.minor for f in facts),
+            "score": record["score"] if complete else None,
+            "first_seen": min((f.observed_at for f in facts), default=None),
+            "last_seen": max((f.observed_at for f in facts), default=None),
+            "updated_at": record["updated_at"],
+        }
+
+    def page(self, caller: Caller, cursor: Cursor, limit: int) -> tuple[list[tuple[dict[str, Any], Cursor]], Cursor]:
+        """Signal versions after `cursor` that this caller may see, each with the cursor just after it,
+        and the cursor after the page. Invisible versions are stepped over; an undecidable one ends the page."""
+        position = dict(cursor)
+        items: list[tuple[dict[str, Any], Cursor]] = []
+        for version in self.signals:
+            if version.offset < position.get(version.partition, 0):
+                continue
+            shown = self.view(caller, version)
+            if shown is False:
+                break
+            position[version.partition] = version.offset + 1
+            if shown is not None:
+                assert isinstance(shown, dict)
+                items.append((shown, dict(position)))
+                if len(items) >= limit:
+                    break
+        return items, position

@@ -1,0 +1,229 @@
+"""The gateway over real HTTP, on a real broker with a real worker: identity, 401/403 with their
+audit, the analysts' signal feed (pages and SSE) filtered per caller, and the registry API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fastavro
+import httpx
+import jwt
+import pytest
+
+from producers.simulate import simulate
+from schemas.codec import WireCodec
+from tests.harness import Hub
+from tiphub.embedded import free_port
+from tiphub.runtime import token_authority
+from tiphub.settings import Settings
+from tiphub.tokens import TokenAuthority
+
+pytestmark = pytest.mark.integration
+
+FEEDS = ["/v1/signals", "/v1/signals/stream", "/v1/signals/sig-x", "/subjects", "/schemas/ids/3"]
+
+
+@dataclass
+class Live:
+    hub: Hub
+    url: str
+    tokens: TokenAuthority
+    process: subprocess.Popen[bytes]
+
+    def token(self, role: str, agency: str | None = None, partner: str | None = None, **kw: Any) -> str:
+        return self.tokens.issue(role, f"test {role}", agency=agency, partner=partner, **kw)
+
+    def get(self, path: str, token: str | None = None, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(self.url + path, headers=headers, timeout=30, **kw)
+
+    def audited(self) -> list[dict[str, Any]]:
+        """The events chained into tip.audit (checkpoints aside)."""
+        codec = WireCodec()
+        return [codec.decode(r["event"])[1] for r in self.hub.decoded(self.hub.topics.audit) if r["event"]]
+
+    def denials(self) -> list[dict[str, Any]]:
+        return [e for e in self.audited() if e["kind"] == "denial"]
+
+
+@pytest.fixture(scope="module")
+def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with Hub.create(broker, tmp_path_factory.mktemp("gateway"), "gateway") as hub:
+        reports = simulate(40, seed=17).reports
+        hub.publish(reports)
+        hub.start_worker()
+        hub.wait_for_outcomes(len(reports))
+        hub.wait_for_quiet()
+        port = free_port()
+        with (hub.home / "gateway.log").open("ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tiphub", "gateway", "--port", str(port)],
+                env=hub.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (hub.home / "gateway.log").read_text()
+            time.sleep(0.2)
+        try:
+            yield Live(hub, url, token_authority(Settings(home=hub.home)), process)
+        finally:
+            process.terminate()
+            process.wait(20)
+
+
+def all_pages(live: Live, token: str, limit: int) -> list[dict[str, Any]]:
+    out, cursor = [], None
+    for _ in range(1000):
+        page = live.get("/v1/signals", token, params={"limit": limit, **({"after": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        if not body["signals"]:
+            return out
+        out += body["signals"]
+        cursor = body["next"]
+    raise AssertionError("the feed never ended")
+
+
+def test_no_token_or_a_bad_one_is_401_on_every_route_and_audited(live: Live) -> None:
+    good = live.token("analyst", agency="NZ-NIC")
+    claims = jwt.decode(good, options={"verify_signature": False})
+    revoked = live.token("analyst", agency="NZ-NIC")
+    live.tokens.revoke(jwt.decode(revoked, options={"verify_signature": False})["jti"], "test")
+    bad = {
+        "token_expired": live.token("analyst", agency="NZ-NIC", ttl_s=10, now=datetime.now(UTC) - timedelta(hours=1)),
+        "token_revoked": revoked,
+        "wrong_audience": jwt.encode({**claims, "aud": "elsewhere"}, live.tokens._key, algorithm="EdDSA"),
+        "bad_signature": good[:-6] + ("AAAAAA" if not good.endswith("AAAAAA") else "BBBBBB"),
+        "malformed_token": "garbage",
+    }
+    for path in FEEDS:
+        response = live.get(path)
+        assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Bearer"), path
+        for reason, token in bad.items():
+            response = live.get(path, token)
+            assert response.status_code == 401, (path, reason, response.text)
+            assert reason in response.headers["www-authenticate"], (path, reason)
+    expected = len(FEEDS) * (1 + len(bad))
+    deadline = time.monotonic() + 60
+    while len(denials := live.denials()) < expected:
+        assert time.monotonic() < deadline, f"{len(denials)} of {expected} denials reached tip.audit"
+        time.sleep(0.5)
+    reasons = [json.loads(d["detail"])["reason"] for d in denials]
+    for reason in ["no_token", *bad]:
+        assert reasons.count(reason) >= len(FEEDS), reason
+    assert good not in json.dumps(denials, default=str)  # a token is never written to the audit
+
+
+@pytest.mark.parametrize("role", ["publisher", "liaison", "auditor", "releasing_officer"])
+def test_other_roles_get_403_from_the_analyst_feeds_and_it_is_audited(live: Live, role: str) -> None:
+    token = live.token(role, partner="HSU-TH") if role == "liaison" else live.token(role, agency="NZ-NIC")
+    for path in ["/v1/signals", "/v1/signals/stream", "/v1/signals/sig-x"]:
+        assert live.get(path, token).status_code == 403, path
+    deadline = time.monotonic() + 60
+    while not [d for d in live.denials() if d["actor"] == f"{role}:test {role}"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+
+
+def test_an_analyst_pages_through_every_signal_version_once(live: Live) -> None:
+    token = live.token("analyst", agency="NZ-NIC")
+    whole = all_pages(live, token, 500)
+    paged = all_pages(live, token, 3)
+    pairs = [(s["signal_id"], s["version"]) for s in paged]
+    assert len(pairs) == len(set(pairs)), "a signal version was served twice"
+    assert pairs == [(s["signal_id"], s["version"]) for s in whole]
+    on_topic = {(r["signal_id"], r["version"]) for r in live.hub.decoded(live.hub.topics.signals)}
+    assert set(pairs) <= on_topic and len(pairs) > 20
+    assert any(s["requirement_id"] == "IR-1" and s["status"] == "open" for s in paged)
+    assert live.get("/v1/signals", token, params={"after": "not-a-cursor"}).status_code == 422
+
+
+def test_reports_the_caller_may_not_see_are_neither_counted_nor_named(live: Live) -> None:
+    """An analyst of NZ-CUSTOMS (no recipient agreement) sees its own agency's reports only."""
+    own = {r["report_id"] for r in live.hub.decoded(live.hub.topics.accepted) if r["source_agency"] == "NZ-CUSTOMS"}
+    full = {(r["signal_id"], r["version"]): r for r in live.hub.decoded(live.hub.topics.signals)}
+    customs = all_pages(live, live.token("analyst", agency="NZ-CUSTOMS"), 100)
+    assert customs, "NZ-CUSTOMS contributes to signals in this simulation"
+    partial = 0
+    for signal in customs:
+        assert set(signal["report_ids"]) <= own and signal["report_count"] == len(signal["report_ids"])
+        assert signal["agencies"] == ["NZ-CUSTOMS"]
+        if len(full[(signal["signal_id"], signal["version"])]["report_ids"]) > len(signal["report_ids"]):
+            partial += 1
+            assert signal["score"] is None  # it mixes the grading of reports this caller may not see
+    assert partial > 0
+    latest = {}
+    for (signal_id, _version), record in sorted(full.items()):
+        latest[signal_id] = record
+    hidden = next(i for i, r in latest.items() if not set(r["report_ids"]) & own)
+    assert live.get(f"/v1/signals/{hidden}", live.token("analyst", agency="NZ-CUSTOMS")).status_code == 404
+
+
+def test_one_signal_lists_its_reports_as_the_caller_may_see_them(live: Live) -> None:
+    token = live.token("analyst", agency="NZ-NIC")
+    signal = next(s for s in all_pages(live, token, 500) if s["requirement_id"] == "IR-1")
+    response = live.get(f"/v1/signals/{signal['signal_id']}", token)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["report_id"] for r in body["reports"]] == body["report_ids"]
+    assert {r["source_agency"] for r in body["reports"]} == set(body["agencies"])
+    deadline = time.monotonic() + 60
+    while not [e for e in live.audited() if e["kind"] == "disclosure" and e["item_id"] == signal["signal_id"]]:
+        assert time.monotonic() < deadline, "the disclosure was not audited"
+        time.sleep(0.5)
+
+
+def sse_events(live: Live, token: str, count: int, last_event_id: str | None = None) -> list[tuple[str, dict]]:
+    headers = {"Authorization": f"Bearer {token}", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
+    events: list[tuple[str, dict]] = []
+    with httpx.stream("GET", live.url + "/v1/signals/stream", headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        event_id = None
+        for line in response.iter_lines():
+            if line.startswith("id:"):
+                event_id = line[3:].strip()
+            elif line.startswith("data:") and event_id:
+                events.append((event_id, json.loads(line[5:])))
+                if len(events) >= count:
+                    break
+    return events
+
+
+def test_sse_resumes_with_last_event_id_without_gaps_or_repeats(live: Live) -> None:
+    token = live.token("analyst", agency="NZ-NIC")
+    expected = [(s["signal_id"], s["version"]) for s in all_pages(live, token, 500)]
+    first = sse_events(live, token, 7)
+    second = sse_events(live, token, len(expected) - 7, last_event_id=first[-1][0])
+    got = [(e["signal_id"], e["version"]) for _, e in first + second]
+    assert got == expected
+
+
+def test_the_registry_api_serves_the_schemas_that_decode_the_topics(live: Live) -> None:
+    token = live.token("publisher", agency="NZ-CUSTOMS")
+    assert "tip.reports.accepted-value" in live.get("/subjects", token).json()
+    latest = live.get("/subjects/tip.reports.accepted-value/versions/latest", token).json()
+    schema = fastavro.parse_schema(json.loads(live.get(f"/schemas/ids/{latest['id']}", token).json()["schema"]))
+    record = live.hub.read(live.hub.topics.accepted)[0]
+    assert int.from_bytes(record.value[1:5], "big") == latest["id"]
+    import io
+
+    decoded = fastavro.schemaless_reader(io.BytesIO(record.value[5:]), schema)
+    assert decoded["report_id"] == record.key.decode()
+    assert live.get("/schemas/ids/999", token).json()["error_code"] == 40403
+    metrics = httpx.get(live.url + "/metrics").text
+    assert 'tiphub_gateway_requests_total{method="GET",route="/subjects",status="200"}' in metrics
