@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
+from gateway.release import build_router
 from gateway.security import AuditSink, require
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from schemas.registry import load_registry
@@ -148,6 +149,8 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]}
         )
         return {**shown, "reports": reports}
+
+    app.include_router(build_router(settings.agreements_dir))
 
     # -- Confluent Schema Registry read API ------------------------------------------------
     registry = load_registry()

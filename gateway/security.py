@@ -36,6 +36,9 @@ class AuditSink:
     async def stop(self) -> None:
         await self.producer.stop()
 
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        await self.producer.send_and_wait(topic, value, key=key)
+
     async def write(self, kind: str, actor: str, outcome: str, **fields: Any) -> None:
         event = audit_event(kind, actor, outcome, **fields)
         await self.producer.send_and_wait(

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from gateway.summaries import SummaryBook
 from schemas.codec import CodecError, WireCodec
 from schemas.elements import groups_covered
 from streams.topics import Topics
@@ -85,6 +86,8 @@ class HubViews:
         self.fields: dict[tuple[str, str], list[str]] = {}
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
         self.reports: dict[str, ReportFacts] = {}
+        self.summaries = SummaryBook()
+        self.partner_log: list[tuple[int, int, str, str]] = []  # (partition, offset, summary_id, event kind)
         self.changed = asyncio.Condition()
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -96,7 +99,7 @@ class HubViews:
         )
         await self._consumer.start()
         tps = []
-        for topic in (self.topics.accepted, self.topics.decisions, self.topics.signals):
+        for topic in (self.topics.accepted, self.topics.decisions, self.topics.signals, self.topics.summaries):
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
@@ -116,7 +119,8 @@ class HubViews:
         while True:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             # Reports and decisions before signals: a signal is judged on what arrived with it.
-            order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.signals: 2}
+            topics = self.topics
+            order = {topics.accepted: 0, topics.decisions: 1, topics.signals: 2, topics.summaries: 3}
             for tp in sorted(batch, key=lambda tp: (order.get(tp.topic, 3), tp.partition)):
                 for record in batch[tp]:
                     self._apply(record)
@@ -137,6 +141,10 @@ class HubViews:
             version = SignalVersion(record.partition, record.offset, time.monotonic(), value)
             self.signals.append(version)
             self.latest[value["signal_id"]] = version
+        elif record.topic == self.topics.summaries and schema.name == "tiphub.SummaryEvent":
+            self.summaries.apply(value)
+            if value["kind"] in ("released", "withdrawn"):
+                self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
         elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
             self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
             self.decided.add(value["item_id"])
@@ -208,4 +216,20 @@ class HubViews:
                 items.append((shown, dict(position)))
                 if len(items) >= limit:
                     break
+        return items, position
+
+    def partner_page(self, partner: str, cursor: Cursor, limit: int) -> tuple[list[dict[str, Any]], Cursor]:
+        """Release and withdrawal events of this partner's summaries after `cursor`, in log order."""
+        position = dict(cursor)
+        items: list[dict[str, Any]] = []
+        for partition, offset, summary_id, kind in list(self.partner_log):
+            if offset < position.get(partition, 0):
+                continue
+            position[partition] = offset + 1
+            summary = self.summaries.summaries.get(summary_id)
+            if summary is None or summary.partner != partner:
+                continue
+            items.append({"event": kind, **summary.for_partner()})
+            if len(items) >= limit:
+                break
         return items, position

@@ -227,3 +227,93 @@ def test_the_registry_api_serves_the_schemas_that_decode_the_topics(live: Live) 
     assert live.get("/schemas/ids/999", token).json()["error_code"] == 40403
     metrics = httpx.get(live.url + "/metrics").text
     assert 'tiphub_gateway_requests_total{method="GET",route="/subjects",status="200"}' in metrics
+
+
+def post(live: Live, path: str, token: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.post(live.url + path, headers={"Authorization": f"Bearer {token}"}, json=body, timeout=30)
+
+
+def draft_for(live: Live, token: str, partner: str) -> dict[str, Any]:
+    """The first open IR-1 signal of which something may go to the partner, drafted."""
+    for signal in all_pages(live, token, 500):
+        if signal["requirement_id"] == "IR-1" and signal["status"] == "open":
+            response = post(live, "/v1/summaries", token, {"signal_id": signal["signal_id"], "partner": partner})
+            if response.status_code == 201:
+                return response.json()
+            assert response.status_code == 422 and "nothing of this signal may go" in response.text, response.text
+    raise AssertionError(f"no signal may go to {partner}")
+
+
+def test_two_person_release_with_consent_then_the_partner_pulls_and_sees_a_withdrawal(live: Live) -> None:
+    analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    summary = draft_for(live, analyst, "HSU-TH")
+    sid = summary["summary_id"]
+    # The content is the partner's view from the decisions: only reports decided allowed for HSU-TH.
+    allowed = {
+        d["item_id"] for d in live.hub.decoded(live.hub.topics.decisions) if d["recipient"] == "HSU-TH" and d["allowed"]
+    }
+    assert summary["content"]["report_ids"] and set(summary["content"]["report_ids"]) <= allowed
+    # NZ-CUSTOMS pre-authorises release to HSU-TH; every other contributing agency must consent.
+    assert set(summary["consents_required"]) == set(summary["content"]["agencies"]) - {"NZ-CUSTOMS"}
+
+    thai = live.token("liaison", partner="HSU-TH")
+    assert live.get("/v1/partners/HSU-TH/summaries", thai).json()["summaries"] == []  # pending: nothing
+
+    same_person = live.tokens.issue("releasing_officer", "Ana", agency="NZ-NIC")
+    refused = post(live, f"/v1/summaries/{sid}/approve", same_person)
+    assert refused.status_code == 403 and "drafter" in refused.text
+    officer = live.tokens.issue("releasing_officer", "Rita", agency="NZ-NIC")
+    approved = post(live, f"/v1/summaries/{sid}/approve", officer).json()
+    assert approved["approved_by"] == "releasing_officer:Rita"
+    assert approved["status"] == ("pending" if summary["consents_required"] else "released")
+    assert post(live, f"/v1/summaries/{sid}/consent", officer).status_code == 403  # NZ-NIC contributed nothing
+    for agency in summary["consents_required"]:
+        consent = post(live, f"/v1/summaries/{sid}/consent", live.tokens.issue("releasing_officer", "R", agency=agency))
+        assert consent.status_code == 200, consent.text
+    assert live.get("/v1/summaries", officer).json()["summaries"] == [
+        s for s in live.get("/v1/summaries", officer).json()["summaries"] if s["summary_id"] != sid
+    ]
+
+    pulled = live.get("/v1/partners/HSU-TH/summaries", thai).json()
+    assert [(s["summary_id"], s["status"]) for s in pulled["summaries"]] == [(sid, "released")]
+    assert pulled["summaries"][0]["content"] == summary["content"]
+    malay = live.token("liaison", partner="HSU-MY")
+    assert live.get("/v1/partners/HSU-MY/summaries", malay).json()["summaries"] == []
+
+    assert post(live, f"/v1/summaries/{sid}/withdraw", officer).status_code == 200
+    since = live.get("/v1/partners/HSU-TH/summaries", thai, params={"after": pulled["next"]}).json()
+    assert since["summaries"] == [{"event": "withdrawn", "summary_id": sid, "status": "withdrawn"}]
+    again = live.get("/v1/partners/HSU-TH/summaries", thai).json()["summaries"]
+    assert all("content" not in s and s["status"] == "withdrawn" for s in again)
+
+
+def test_a_liaison_officer_of_one_partner_gets_nothing_of_another_by_any_endpoint(live: Live) -> None:
+    analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    summary = draft_for(live, analyst, "HSU-TH")
+    officer = live.tokens.issue("releasing_officer", "Rita", agency="NZ-NIC")
+    post(live, f"/v1/summaries/{summary['summary_id']}/approve", officer)
+    for agency in summary["consents_required"]:
+        consenting = live.tokens.issue("releasing_officer", "R", agency=agency)
+        post(live, f"/v1/summaries/{summary['summary_id']}/consent", consenting)
+    malay = live.tokens.issue("liaison", "Malay liaison", partner="HSU-MY")
+    gets = [
+        "/v1/partners/HSU-TH/summaries",
+        "/v1/signals",
+        "/v1/signals/stream",
+        f"/v1/signals/{summary['signal_id']}",
+        "/v1/summaries",
+    ]
+    for path in gets:
+        response = live.get(path, malay)
+        assert response.status_code == 403, (path, response.status_code)
+        assert summary["summary_id"] not in response.text and summary["signal_id"] not in response.text
+    for action in ("approve", "consent", "withdraw"):
+        assert post(live, f"/v1/summaries/{summary['summary_id']}/{action}", malay).status_code == 403
+    body = {"signal_id": summary["signal_id"], "partner": "HSU-MY"}
+    assert post(live, "/v1/summaries", malay, body).status_code == 403
+    own = live.get("/v1/partners/HSU-MY/summaries", malay).json()["summaries"]
+    assert all(s["summary_id"] != summary["summary_id"] for s in own)
+    deadline = time.monotonic() + 60
+    while len([d for d in live.denials() if d["actor"] == "liaison:Malay liaison"]) < len(gets) + 4:
+        assert time.monotonic() < deadline, "denials of the other partner's liaison were not all audited"
+        time.sleep(0.5)

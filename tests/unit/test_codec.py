@@ -32,6 +32,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.SightingBatch": 14,
         "tiphub.LinkBatch": 15,
         "tiphub.EntityMerged": 16,
+        "tiphub.SummaryEvent": 17,
     }
 
 

@@ -1,0 +1,205 @@
+"""The release workflow over HTTP (gateway/summaries.py holds the rules) and the partners' pull."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, Field
+
+from gateway.security import AuditSink, forbid, require
+from gateway.summaries import ActionRefused, Summary, check_approve, check_consent, check_withdraw
+from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from policies.loader import AGREEMENTS_DIR, load_directory
+from policies.model import Agreement, OriginatorAgreement
+from schemas.codec import WireCodec
+from tiphub.tokens import Caller
+
+SUMMARY_EVENT = "tiphub.SummaryEvent"
+
+
+class DraftRequest(BaseModel):
+    signal_id: str = Field(min_length=1, max_length=64)
+    partner: str = Field(min_length=1, max_length=32, description="The partner the summary is for, e.g. HSU-TH.")
+
+
+def pre_authorised(directory: Any) -> dict[str, frozenset[str]]:
+    """Per originator: partners its agreement in force today pre-authorises release to."""
+    today = date.today()
+    current: dict[str, OriginatorAgreement] = {}
+    for agreement in load_directory(directory or AGREEMENTS_DIR):
+        if isinstance(agreement, OriginatorAgreement) and agreement.valid_from <= today <= agreement.valid_until:
+            held = current.get(agreement.originator)
+            if held is None or agreement.version > held.version:
+                current[agreement.originator] = agreement
+    return {originator: a.pre_authorised_release for originator, a in current.items()}
+
+
+def foreign_partners(directory: Any) -> set[str]:
+    return {
+        a.recipient
+        for a in load_directory(directory or AGREEMENTS_DIR)
+        if isinstance(a, Agreement) and a.kind == "foreign"
+    }
+
+
+def build_router(agreements_dir: Any) -> APIRouter:
+    router = APIRouter(tags=["release"])
+    codec = WireCodec()
+    authorised = pre_authorised(agreements_dir)
+    partners = foreign_partners(agreements_dir)
+
+    async def emit(request: Request, summary: Summary | None, kind: str, caller: Caller, **extra: Any) -> None:
+        views: HubViews = request.app.state.views
+        base = summary.public() if summary else {}
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "summary_id": extra.pop("summary_id", base.get("summary_id")),
+            "kind": kind,
+            "partner": extra.pop("partner", base.get("partner")),
+            "signal_id": extra.pop("signal_id", base.get("signal_id")),
+            "signal_version": extra.pop("signal_version", base.get("signal_version")),
+            "actor": f"{caller.role}:{caller.subject}",
+            "actor_agency": caller.agency,
+            "at": datetime.now(UTC),
+            "content_json": extra.pop("content_json", None),
+            "consents_required": extra.pop("consents_required", []),
+        }
+        sink: AuditSink = request.app.state.audit
+        await sink.send(views.topics.summaries, event["summary_id"].encode(), codec.encode(SUMMARY_EVENT, event))
+        views.summaries.apply(event)
+        await sink.write(
+            "release",
+            event["actor"],
+            kind,
+            item_id=event["summary_id"],
+            recipient=event["partner"],
+            detail={"signal_id": event["signal_id"], "signal_version": event["signal_version"]},
+        )
+
+    def find(request: Request, summary_id: str) -> Summary:
+        summary: Summary | None = request.app.state.views.summaries.summaries.get(summary_id)
+        if summary is None:
+            raise HTTPException(404, "no such summary")
+        return summary
+
+    async def refuse(request: Request, caller: Caller, refused: ActionRefused) -> HTTPException:
+        if refused.status == 403:
+            return await forbid(request, caller, refused.reason, str(refused))
+        return HTTPException(refused.status, str(refused))
+
+    async def release_if_ready(request: Request, summary: Summary, caller: Caller) -> None:
+        if summary.status == "pending" and summary.ready:
+            await emit(request, summary, "released", caller)
+
+    @router.post("/v1/summaries", status_code=201)
+    async def draft(
+        request: Request, body: DraftRequest, caller: Annotated[Caller, Depends(require("analyst"))]
+    ) -> Any:
+        """Draft a summary of a signal for one partner; its content is the partner's view, as decided by policy."""
+        views: HubViews = request.app.state.views
+        if body.partner not in partners:
+            raise HTTPException(422, f"partner: {body.partner!r} is not a partner with a sharing agreement")
+        version = views.latest.get(body.signal_id)
+        if version is None or not isinstance(views.view(caller, version), dict):
+            raise HTTPException(404, "no such signal visible to this caller")
+        partner_caller = Caller(f"partner {body.partner}", "liaison", None, body.partner, "", caller.expires_at)
+        content = views.view(partner_caller, version)
+        if content is False:
+            raise HTTPException(409, "the sharing decisions for this signal's reports are not in yet; try again")
+        if content is None:
+            raise HTTPException(422, f"partner: nothing of this signal may go to {body.partner}")
+        assert isinstance(content, dict)
+        consents = sorted(a for a in content["agencies"] if body.partner not in authorised.get(a, frozenset()))
+        summary_id = "sum-" + uuid.uuid4().hex[:20]
+        await emit(
+            request,
+            None,
+            "drafted",
+            caller,
+            summary_id=summary_id,
+            partner=body.partner,
+            signal_id=body.signal_id,
+            signal_version=content["version"],
+            content_json=json.dumps(jsonable_encoder(content), sort_keys=True),
+            consents_required=consents,
+        )
+        return find(request, summary_id).public()
+
+    @router.get("/v1/summaries")
+    async def pending(
+        request: Request, caller: Annotated[Caller, Depends(require("releasing_officer", "analyst"))]
+    ) -> dict[str, Any]:
+        """Drafts awaiting consent or approval."""
+        return {"summaries": [s.public() for s in request.app.state.views.summaries.pending()]}
+
+    @router.post("/v1/summaries/{summary_id}/consent")
+    async def consent(
+        request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
+    ) -> Any:
+        """A contributing agency's releasing officer consents to the release."""
+        summary = find(request, summary_id)
+        try:
+            check_consent(summary, caller.agency)
+        except ActionRefused as refused:
+            raise await refuse(request, caller, refused) from None
+        await emit(request, summary, "consented", caller)
+        await release_if_ready(request, summary, caller)
+        return summary.public()
+
+    @router.post("/v1/summaries/{summary_id}/approve")
+    async def approve(
+        request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
+    ) -> Any:
+        """A releasing officer who did not draft it approves; it is released once every consent is in."""
+        summary = find(request, summary_id)
+        try:
+            check_approve(summary, caller.subject)
+        except ActionRefused as refused:
+            raise await refuse(request, caller, refused) from None
+        await emit(request, summary, "approved", caller)
+        await release_if_ready(request, summary, caller)
+        return summary.public()
+
+    @router.post("/v1/summaries/{summary_id}/withdraw")
+    async def withdraw(
+        request: Request,
+        summary_id: str,
+        caller: Annotated[Caller, Depends(require("releasing_officer", "analyst"))],
+    ) -> Any:
+        summary = find(request, summary_id)
+        try:
+            check_withdraw(summary, caller.subject, caller.role)
+        except ActionRefused as refused:
+            raise await refuse(request, caller, refused) from None
+        await emit(request, summary, "withdrawn", caller)
+        return summary.public()
+
+    @router.get("/v1/partners/{partner}/summaries", tags=["partners"])
+    async def partner_summaries(
+        request: Request,
+        partner: str,
+        caller: Annotated[Caller, Depends(require("liaison"))],
+        after: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """Released summaries (and withdrawals) for this partner's liaison officers only."""
+        if caller.partner != partner:
+            raise await forbid(request, caller, "other_partner", "a liaison officer sees only their own partner's")
+        try:
+            cursor = decode_cursor(after)
+        except CursorError as exc:
+            raise HTTPException(422, f"after: {exc}") from None
+        views: HubViews = request.app.state.views
+        items, position = views.partner_page(partner, cursor, limit)
+        if items:
+            await request.app.state.audit.disclosed(
+                caller, "summaries", {"summaries": [f"{i['summary_id']}:{i['status']}" for i in items]}
+            )
+        return {"summaries": items, "next": encode_cursor(position)}
+
+    return router
