@@ -19,8 +19,9 @@ from fastapi.encoders import jsonable_encoder
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
-from gateway.release import build_router
+from gateway.release import build_router, foreign_partners
 from gateway.security import AuditSink, require
+from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from schemas.registry import load_registry
 from tiphub import __version__
@@ -151,6 +152,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         return {**shown, "reports": reports}
 
     app.include_router(build_router(settings.agreements_dir))
+    app.include_router(build_taxii_router(foreign_partners(settings.agreements_dir)))
 
     # -- Confluent Schema Registry read API ------------------------------------------------
     registry = load_registry()

@@ -71,7 +71,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         }
         sink: AuditSink = request.app.state.audit
         await sink.send(views.topics.summaries, event["summary_id"].encode(), codec.encode(SUMMARY_EVENT, event))
-        views.summaries.apply(event)
+        await views.applied(event["event_id"])  # read your writes: the response shows the state the log holds
         await sink.write(
             "release",
             event["actor"],

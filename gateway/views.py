@@ -88,6 +88,7 @@ class HubViews:
         self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
         self.partner_log: list[tuple[int, int, str, str]] = []  # (partition, offset, summary_id, event kind)
+        self.summary_times: list[tuple[str, str, datetime]] = []  # (summary_id, released|withdrawn, at)
         self.changed = asyncio.Condition()
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -145,6 +146,7 @@ class HubViews:
             self.summaries.apply(value)
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
+                self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
         elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
             self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
             self.decided.add(value["item_id"])
@@ -157,6 +159,11 @@ class HubViews:
                 elements=tuple(value["elements"]),
                 minor=any(s.get("minor_at_observation") for s in value["subjects"]),
             )
+
+    async def applied(self, event_id: str) -> None:
+        """Wait (up to 15 s) until the tail has folded a summary event this gateway wrote."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: event_id in self.summaries.seen), 15.0)
 
     # -- per caller ------------------------------------------------------------------------
     def may_see(self, caller: Caller, report_id: str) -> bool | None:

@@ -16,6 +16,9 @@ import fastavro
 import httpx
 import jwt
 import pytest
+import requests
+from stix2validator import ValidationOptions, validate_instance
+from taxii2client.v21 import Server, as_pages
 
 from producers.simulate import simulate
 from schemas.codec import WireCodec
@@ -317,3 +320,56 @@ def test_a_liaison_officer_of_one_partner_gets_nothing_of_another_by_any_endpoin
     while len([d for d in live.denials() if d["actor"] == "liaison:Malay liaison"]) < len(gets) + 4:
         assert time.monotonic() < deadline, "denials of the other partner's liaison were not all audited"
         time.sleep(0.5)
+
+
+def release(live: Live, partner: str) -> dict[str, Any]:
+    summary = draft_for(live, live.tokens.issue("analyst", "Ana", agency="NZ-NIC"), partner)
+    sid = summary["summary_id"]
+    post(live, f"/v1/summaries/{sid}/approve", live.tokens.issue("releasing_officer", "Rita", agency="NZ-NIC"))
+    for agency in summary["consents_required"]:
+        post(live, f"/v1/summaries/{sid}/consent", live.tokens.issue("releasing_officer", "R", agency=agency))
+    return summary
+
+
+class Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: Any) -> Any:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
+def test_taxii2_client_pulls_valid_stix_and_sees_a_withdrawal_as_revoked(live: Live) -> None:
+    summary = release(live, "HSU-TH")
+    server = Server(live.url + "/taxii2/", auth=Bearer(live.token("liaison", partner="HSU-TH")))
+    [collection] = server.default.collections
+    assert collection.title == "Summaries released to HSU-TH" and collection.can_read and not collection.can_write
+    objects = [o for page in as_pages(collection.get_objects, per_request=2) for o in page.get("objects", [])]
+    reports = [o for o in objects if o["type"] == "report" and summary["summary_id"] in o["name"]]
+    assert len(reports) == 1 and not reports[0].get("revoked")
+    manifest = collection.get_manifest()["objects"]
+    assert {m["id"] for m in manifest} >= {reports[0]["id"], *reports[0]["object_refs"]}
+    bundle = {"type": "bundle", "id": "bundle--0b9d5f5a-9d0e-4b0c-8c8f-6c0c1d1e2f30", "objects": objects}
+    results = validate_instance(bundle, ValidationOptions(version="2.1"))
+    assert results.is_valid, [str(e) for r in results.object_results for e in r.errors]
+    assert any(o["type"] == "marking-definition" and o["name"] == "TLP:AMBER" for o in objects)
+
+    added_last = collection.get_objects()  # remember where we are, then withdraw
+    last = max(m["date_added"] for m in collection.get_manifest()["objects"])
+    officer = live.tokens.issue("releasing_officer", "Rita", agency="NZ-NIC")
+    assert post(live, f"/v1/summaries/{summary['summary_id']}/withdraw", officer).status_code == 200
+    newer = collection.get_objects(added_after=last)["objects"]
+    revoked = [o for o in newer if o.get("id") == reports[0]["id"]]
+    assert revoked and revoked[0]["revoked"] is True and revoked[0]["modified"] > reports[0]["modified"]
+    assert added_last["objects"]  # the earlier pull was not empty
+
+    malay = Bearer(live.token("liaison", partner="HSU-MY"))
+    theirs = Server(live.url + "/taxii2/", auth=malay).default.collections
+    assert [c.title for c in theirs] == ["Summaries released to HSU-MY"]
+    forbidden = httpx.get(
+        f"{live.url}/taxii2/api/collections/{collection.id}/objects/",
+        headers={"Authorization": f"Bearer {malay.token}"},
+        timeout=30,
+    )
+    assert forbidden.status_code == 403 and summary["summary_id"] not in forbidden.text
