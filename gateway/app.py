@@ -19,6 +19,7 @@ from fastapi.encoders import jsonable_encoder
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
+from gateway.auditing import build_audit_router
 from gateway.release import build_router, foreign_partners
 from gateway.security import AuditSink, require
 from gateway.taxii import build_taxii_router
@@ -43,6 +44,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         broker = bootstrap or resolve_broker(settings)
         topics = topics_for(settings)
         app.state.settings = settings
+        app.state.bootstrap = broker
         app.state.tokens = token_authority(settings)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
@@ -152,6 +154,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         return {**shown, "reports": reports}
 
     app.include_router(build_router(settings.agreements_dir))
+    app.include_router(build_audit_router())
     app.include_router(build_taxii_router(foreign_partners(settings.agreements_dir)))
 
     # -- Confluent Schema Registry read API ------------------------------------------------

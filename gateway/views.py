@@ -84,6 +84,8 @@ class HubViews:
         self.latest: dict[str, SignalVersion] = {}
         self.decisions: dict[tuple[str, str], bool] = {}  # (recipient, report_id) -> allowed
         self.fields: dict[tuple[str, str], list[str]] = {}
+        self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
+        self.reports_by_subject_key: dict[str, set[str]] = {}
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
         self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
@@ -159,6 +161,11 @@ class HubViews:
                 elements=tuple(value["elements"]),
                 minor=any(s.get("minor_at_observation") for s in value["subjects"]),
             )
+            for subject in value["subjects"]:
+                key = subject["subject_key_id"]
+                self.reports_by_subject_key.setdefault(key, set()).add(value["report_id"])
+                for identifier in subject["identifiers"]:
+                    self.subject_keys_by_token.setdefault(identifier["linkage_token"], set()).add(key)
 
     async def applied(self, event_id: str) -> None:
         """Wait (up to 15 s) until the tail has folded a summary event this gateway wrote."""

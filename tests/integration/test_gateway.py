@@ -373,3 +373,36 @@ def test_taxii2_client_pulls_valid_stix_and_sees_a_withdrawal_as_revoked(live: L
         timeout=30,
     )
     assert forbidden.status_code == 403 and summary["summary_id"] not in forbidden.text
+
+
+def test_an_auditor_reads_the_trail_verifies_it_and_finds_who_saw_a_person(live: Live) -> None:
+    auditor = live.token("auditor", agency="NZ-NIC")
+    analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    signal = next(s for s in all_pages(live, analyst, 500) if s["requirement_id"] == "IR-1")
+    assert live.get(f"/v1/signals/{signal['signal_id']}", analyst).status_code == 200
+    accepted = {r["report_id"]: r for r in live.hub.decoded(live.hub.topics.accepted)}
+    subject = next(
+        s for s in accepted[signal["report_ids"][0]]["subjects"] if s["role"] == "SUSPECTED_VICTIM" and s["identifiers"]
+    )
+    token = subject["identifiers"][0]["linkage_token"]
+
+    deadline = time.monotonic() + 60
+    while True:
+        response = live.get(f"/v1/audit/subjects/{token}", auditor)
+        assert response.status_code == 200, response.text
+        seen = response.json()["seen_by"]
+        if any(e["kind"] == "disclosure" and e["actor"] == "analyst:Ana" for e in seen):
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.5)
+    assert any(e["kind"] == "decision" and e["recipient"] == "NZ-NIC" for e in seen)
+    assert subject["subject_key_id"] in response.json()["subject_keys"]
+
+    page = live.get("/v1/audit", auditor, params={"limit": 50}).json()
+    assert len(page["events"]) == 50 and page["next"]
+    following = live.get("/v1/audit", auditor, params={"limit": 50, "after": page["next"]}).json()["events"]
+    assert not {e["event_id"] for e in page["events"]} & {e["event_id"] for e in following}
+    verified = live.get("/v1/audit/verify", auditor).json()
+    assert verified["ok"] and sum(p["entries"] for p in verified["partitions"]) > 100
+    for path in ("/v1/audit", "/v1/audit/verify", f"/v1/audit/subjects/{token}"):
+        assert live.get(path, analyst).status_code == 403

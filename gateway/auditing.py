@@ -1,0 +1,117 @@
+"""Auditor endpoints: the chained audit trail, a verification of its chains, and who saw a person."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from gateway.security import require
+from gateway.views import CursorError, decode_cursor, encode_cursor
+from schemas.codec import CodecError, WireCodec
+from streams.audit_verify import verify_records
+from streams.feeds import read_partitions
+from tiphub.audit import AnchorStore
+from tiphub.database import Database
+from tiphub.keys import KeyStore
+from tiphub.tokens import Caller
+
+AUDITOR = require("auditor")
+
+
+def build_audit_router() -> APIRouter:
+    router = APIRouter(tags=["audit"])
+    codec = WireCodec()
+
+    async def trail(request: Request) -> list[tuple[int, int, dict[str, Any]]]:
+        """(partition, offset, event) of every chained event, checkpoints aside, read from tip.audit now."""
+        settings, topics = request.app.state.settings, request.app.state.views.topics
+        bootstrap = request.app.state.bootstrap
+        raw = await read_partitions(bootstrap, topics.audit, topics.partitions, settings.kafka_options())
+        out = []
+        for partition, records in raw.items():
+            for offset, value in records:
+                try:
+                    record = codec.decode(value, expect="tiphub.AuditRecord")[1]
+                    if record["event"]:
+                        out.append((partition, offset, codec.decode(record["event"])[1]))
+                except CodecError:
+                    continue
+        return out
+
+    @router.get("/v1/audit")
+    async def audit(
+        request: Request,
+        caller: Annotated[Caller, Depends(AUDITOR)],
+        after: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> dict[str, Any]:
+        """Audit events in chain order per partition, with a cursor."""
+        try:
+            position = decode_cursor(after)
+        except CursorError as exc:
+            raise HTTPException(422, f"after: {exc}") from None
+        events = []
+        for partition, offset, event in sorted(await trail(request), key=lambda t: (t[2]["at"], t[0], t[1])):
+            if offset < position.get(partition, 0):
+                continue
+            if len(events) >= limit:
+                break
+            position[partition] = offset + 1
+            events.append({**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition})
+        return {"events": events, "next": encode_cursor(position)}
+
+    @router.get("/v1/audit/verify")
+    async def verify(request: Request, caller: Annotated[Caller, Depends(AUDITOR)]) -> dict[str, Any]:
+        """Walk every partition's hash chain and check it against the latest signed anchor."""
+        settings, topics = request.app.state.settings, request.app.state.views.topics
+        bootstrap = request.app.state.bootstrap
+        raw = await read_partitions(bootstrap, topics.audit, topics.partitions, settings.kafka_options())
+        anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)
+        report = verify_records(topics.audit, raw, anchors, KeyStore(settings.home).hub_signing_key().public_key())
+        return {
+            "ok": report.ok,
+            "partitions": [
+                {
+                    "partition": p.partition,
+                    "entries": p.entries,
+                    "checkpoints": p.checkpoints,
+                    "last_seq": p.last_seq,
+                    "anchor_seq": p.anchor_seq,
+                    "problem": p.problem,
+                }
+                for p in report.partitions
+            ],
+        }
+
+    @router.get("/v1/audit/subjects/{subject_token}")
+    async def who_saw(request: Request, subject_token: str, caller: Annotated[Caller, Depends(AUDITOR)]) -> Any:
+        """Every decision and disclosure that concerned the person with this linkage token."""
+        views = request.app.state.views
+        keys = views.subject_keys_by_token.get(subject_token, set())
+        reports = {r for key in keys for r in views.reports_by_subject_key.get(key, ())}
+        if not keys:
+            raise HTTPException(404, "no accepted report names a person with this token")
+        seen = []
+        for _, _, event in await trail(request):
+            detail = json.loads(event["detail"] or "{}")
+            mentioned = set(event["subject_refs"]) & keys or event["item_id"] in reports
+            mentioned = mentioned or bool(reports & set(detail.get("reports", [])))
+            if event["kind"] == "decision" and not detail.get("allowed"):
+                continue  # decided not to share: nobody saw it through this decision
+            if mentioned and event["kind"] in ("decision", "disclosure", "erasure"):
+                seen.append(
+                    {
+                        "at": event["at"],
+                        "kind": event["kind"],
+                        "actor": event["actor"],
+                        "recipient": event["recipient"],
+                        "outcome": event["outcome"],
+                        "item_id": event["item_id"],
+                    }
+                )
+        await request.app.state.audit.disclosed(caller, "audit-subject", {"subject_keys": sorted(keys)})
+        return {"subject_keys": sorted(keys), "reports": sorted(reports), "seen_by": seen}
+
+    return router
