@@ -52,7 +52,7 @@ def build_audit_router() -> APIRouter:
             position = decode_cursor(after)
         except CursorError as exc:
             raise HTTPException(422, f"after: {exc}") from None
-        events = []
+        events: list[dict[str, Any]] = []
         for partition, offset, event in sorted(await trail(request), key=lambda t: (t[2]["at"], t[0], t[1])):
             if offset < position.get(partition, 0):
                 continue
