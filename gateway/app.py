@@ -21,6 +21,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
 from gateway.release import build_router, foreign_partners
+from gateway.reports import build_reports_router
 from gateway.security import AuditSink, require
 from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
@@ -45,6 +46,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         topics = topics_for(settings)
         app.state.settings = settings
         app.state.bootstrap = broker
+        app.state.submitted = {}  # report ids this gateway relayed, until the accept stage decides
         app.state.tokens = token_authority(settings)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
@@ -155,6 +157,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     app.include_router(build_router(settings.agreements_dir))
     app.include_router(build_audit_router())
+    app.include_router(build_reports_router())
     app.include_router(build_taxii_router(foreign_partners(settings.agreements_dir)))
 
     # -- Confluent Schema Registry read API ------------------------------------------------

@@ -86,6 +86,8 @@ class HubViews:
         self.fields: dict[tuple[str, str], list[str]] = {}
         self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
         self.reports_by_subject_key: dict[str, set[str]] = {}
+        self.rejected: list[tuple[int, int, dict[str, Any]]] = []
+        self.rejected_by_id: dict[str, dict[str, Any]] = {}
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
         self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
@@ -102,7 +104,8 @@ class HubViews:
         )
         await self._consumer.start()
         tps = []
-        for topic in (self.topics.accepted, self.topics.decisions, self.topics.signals, self.topics.summaries):
+        topics = self.topics
+        for topic in (topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.summaries):
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
@@ -123,8 +126,8 @@ class HubViews:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
             # Reports and decisions before signals: a signal is judged on what arrived with it.
             topics = self.topics
-            order = {topics.accepted: 0, topics.decisions: 1, topics.signals: 2, topics.summaries: 3}
-            for tp in sorted(batch, key=lambda tp: (order.get(tp.topic, 3), tp.partition)):
+            order = {topics.accepted: 0, topics.rejected: 0, topics.decisions: 1, topics.signals: 2}
+            for tp in sorted(batch, key=lambda tp: (order.get(tp.topic, 3), tp.partition)):  # summaries last
                 for record in batch[tp]:
                     self._apply(record)
             if not self.ready.is_set():
@@ -149,6 +152,9 @@ class HubViews:
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
                 self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
+        elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
+            self.rejected.append((record.partition, record.offset, value))
+            self.rejected_by_id[value["report_id"]] = value
         elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
             self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
             self.decided.add(value["item_id"])

@@ -18,7 +18,7 @@ from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.normalise import normalise_identifier
 from tiphub import crypto
-from tiphub.keys import KeyRegistry, RegisteredKey
+from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
 from tiphub.linkage import Linker, age_facts
 from tiphub.vault import KeyRequest, KeyVault
 
@@ -171,7 +171,13 @@ class AcceptStage:
                 else f"no key is registered for agency {agency}",
                 "signing_key_id",
             )
-        if key.agency != agency:
+        if key.agency == RELAY_AGENCY:
+            # The gateway relays for a publisher it authenticated; it is trusted for that publisher's agency only.
+            relayed_for = (envelope.get("publisher") or "").rpartition("@")[2]
+            if relayed_for != agency:
+                detail = "the relay did not authenticate a publisher of this agency"
+                raise Rejection("relay_agency_mismatch", detail, "publisher")
+        elif key.agency != agency:
             raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
         if key.revoked_by(submission.timestamp_ms / 1000):
             raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")

@@ -43,6 +43,9 @@ def agency_key_id(agency: str, public: Ed25519PublicKey) -> str:
     return f"{agency}/{key_fingerprint(public_bytes(public))}"
 
 
+RELAY_AGENCY = "HUB-GATEWAY"  # registry owner of the gateway's relay key: trusted only for the publisher's agency
+
+
 class KeyStore:
     """The hub's own secrets (encryption, signing, linkage, vault) and demo agency keys."""
 
@@ -56,6 +59,14 @@ class KeyStore:
     @property
     def hub_signing_path(self) -> Path:
         return self.dir / "hub" / "ed25519.pem"
+
+    @property
+    def relay_signing_path(self) -> Path:
+        """The gateway's relay key: signs envelopes for publishers who post over HTTP (never an agency's key)."""
+        return self.dir / "hub" / "relay-ed25519.pem"
+
+    def relay_signing_key(self) -> Ed25519PrivateKey:
+        return load_ed25519(self.relay_signing_path)
 
     @property
     def token_signing_path(self) -> Path:
@@ -87,6 +98,7 @@ class KeyStore:
         ensure(self.hub_encryption_path, _pem(X25519PrivateKey.generate()))
         ensure(self.hub_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.token_signing_path, _pem(Ed25519PrivateKey.generate()))
+        ensure(self.relay_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
             ensure(self.linkage_path(1), secrets.token_bytes(32))

@@ -11,7 +11,7 @@ from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
 from tiphub.database import Database
 from tiphub.embedded import EmbeddedBroker, ensure_topics
-from tiphub.keys import DEMO_AGENCIES, KeyRegistry, KeyStore, agency_key_id
+from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
 from tiphub.tokens import TokenAuthority
 
@@ -56,6 +56,7 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
     created = store.init(agencies)
     registry = KeyRegistry(Database(settings.registry_database))
     registered = [registry.register(agency, store.agency_key(agency).public_key()) for agency in store.agencies()]
+    registered.append(registry.register(RELAY_AGENCY, store.relay_signing_key().public_key()))
     return KeySetup(created, registered)
 
 

@@ -154,7 +154,10 @@ class AcceptReports:
                 continue
             verdict = verdicts.get(id(submission))
             if verdict is None or (verdict.accepted is not None and verdict.report_id in pending):
-                outputs.append(self._rejected(submission, self._key(submission), duplicate, now))
+                key = self._key(submission)
+                # The agency the original was accepted from: its own feed of rejects shows the duplicate.
+                owner = pending.get(key) or self.accepted_ids[submission.partition].get(key) or None
+                outputs.append(self._rejected(submission, key, duplicate, now, owner))
             elif verdict.accepted is not None:
                 pending[verdict.report_id] = verdict.accepted["source_agency"]
                 sightings += sightings_of(facts_from_accepted(verdict.accepted))
@@ -194,8 +197,10 @@ class AcceptReports:
     def _key(submission: Submission) -> str:
         return (submission.key or b"").decode(errors="replace")
 
-    def _rejected(self, submission: Submission, report_id: str, rejection: Rejection, now: datetime) -> Output:
-        record = rejection_record(submission, report_id, None, rejection, now)
+    def _rejected(
+        self, submission: Submission, report_id: str, rejection: Rejection, now: datetime, agency: str | None = None
+    ) -> Output:
+        record = rejection_record(submission, report_id, agency, rejection, now)
         return Output(
             self.topics.rejected,
             report_id.encode(),

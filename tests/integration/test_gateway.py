@@ -22,6 +22,7 @@ from taxii2client.v21 import Server, as_pages
 
 from producers.simulate import simulate
 from schemas.codec import WireCodec
+from tests.factories import make_report
 from tests.harness import Hub
 from tiphub.embedded import free_port
 from tiphub.runtime import token_authority
@@ -406,3 +407,31 @@ def test_an_auditor_reads_the_trail_verifies_it_and_finds_who_saw_a_person(live:
     assert verified["ok"] and sum(p["entries"] for p in verified["partitions"]) > 100
     for path in ("/v1/audit", "/v1/audit/verify", f"/v1/audit/subjects/{token}"):
         assert live.get(path, analyst).status_code == 403
+
+
+def test_an_agency_without_a_kafka_client_publishes_over_http_and_follows_its_reports(live: Live) -> None:
+    police = live.tokens.issue("publisher", "Pita", agency="NZ-POLICE")
+    good = make_report(source_agency="NZ-POLICE")
+    response = post(live, "/v1/reports", police, good)
+    assert response.status_code == 202, response.text
+    bad = make_report(source_agency="NZ-POLICE", observed_at="yesterday")
+    refused = post(live, "/v1/reports", police, bad)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "observed_at"
+    assert post(live, "/v1/reports", police, make_report(source_agency="NZ-CUSTOMS")).status_code == 403
+    duplicate = post(live, "/v1/reports", police, good)  # accepted once: the second copy is rejected
+    assert duplicate.status_code == 202
+
+    deadline = time.monotonic() + 60
+    while live.get(f"/v1/reports/{good['report_id']}/status", police).json()["status"] != "accepted":
+        status = live.get(f"/v1/reports/{good['report_id']}/status", police).text
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    accepted = [r for r in live.hub.decoded(live.hub.topics.accepted) if r["report_id"] == good["report_id"]]
+    assert [r["publisher"] for r in accepted] == ["Pita@NZ-POLICE"] and accepted[0]["source_agency"] == "NZ-POLICE"
+    while not (rejects := live.get("/v1/reports/rejected", police).json()["rejected"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert [(r["report_id"], r["reason"]) for r in rejects] == [(good["report_id"], "duplicate_report_id")]
+    customs = live.tokens.issue("publisher", "Cam", agency="NZ-CUSTOMS")
+    assert live.get(f"/v1/reports/{good['report_id']}/status", customs).status_code == 404  # not theirs
+    assert live.get("/v1/reports/rejected", customs).json()["rejected"] == []

@@ -1,0 +1,110 @@
+"""Agencies over HTTP: publish a report, follow its status, read the agency's own rejections.
+
+The gateway never holds an agency's private key. It seals the report for the hub like any
+publisher and signs the envelope with its own relay key, naming the authenticated publisher
+(`subject@AGENCY`); the accept stage trusts the relay key for that agency only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+
+from gateway.security import forbid, require
+from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from producers.publisher import seal_report
+from schemas.codec import WireCodec
+from schemas.convert import ReportValidationError, report_from_json
+from schemas.envelope import SUBMITTED
+from tiphub.keys import RELAY_AGENCY, KeyStore, agency_key_id
+from tiphub.tokens import Caller
+
+PUBLISHER = require("publisher")
+
+
+def build_reports_router() -> APIRouter:
+    router = APIRouter(tags=["agencies"])
+    codec = WireCodec()
+
+    @router.post("/v1/reports", status_code=202)
+    async def publish(
+        request: Request,
+        caller: Annotated[Caller, Depends(PUBLISHER)],
+        report: Annotated[dict[str, Any], Body(description="One IndicatorReport, JSON form (CONTRACT section 2).")],
+    ) -> Any:
+        """Publish one report as the caller's agency: 202 once on tip.reports.submitted; 422 lists every problem."""
+        claimed = report.get("source_agency")
+        if claimed != caller.agency:
+            message = "source_agency: a publisher publishes for their own agency"
+            raise await forbid(request, caller, "other_agency", message)
+        try:
+            record = report_from_json(report)
+        except ReportValidationError as exc:
+            errors = [{"field": e.path, "code": e.code, "message": e.message} for e in exc.errors]
+            return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
+        store = KeyStore(request.app.state.settings.home)
+        relay = store.relay_signing_key()
+        envelope = seal_report(
+            record,
+            agency_key=relay,
+            signing_key_id=agency_key_id(RELAY_AGENCY, relay.public_key()),
+            hub_public=store.hub_encryption_key().public_key(),
+            hub_key_id=store.hub_key_id(),
+            publisher=f"{caller.subject}@{caller.agency}",
+        )
+        producer: AIOKafkaProducer = request.app.state.audit.producer
+        views: HubViews = request.app.state.views
+        await producer.send_and_wait(
+            views.topics.submitted, codec.encode(SUBMITTED, envelope), key=record["report_id"].encode()
+        )
+        request.app.state.submitted[record["report_id"]] = caller.agency
+        return {"report_id": record["report_id"], "status": "submitted"}
+
+    @router.get("/v1/reports/{report_id}/status")
+    async def status(request: Request, report_id: str, caller: Annotated[Caller, Depends(PUBLISHER)]) -> Any:
+        """accepted; rejected with the reason and field; or submitted while the accept stage has not decided."""
+        views: HubViews = request.app.state.views
+        accepted = views.reports.get(report_id)
+        if accepted is not None and accepted.agency == caller.agency:
+            return {"report_id": report_id, "status": "accepted"}
+        rejected = views.rejected_by_id.get(report_id)
+        if accepted is None and rejected is not None and rejected["source_agency"] == caller.agency:
+            return {
+                "report_id": report_id,
+                "status": "rejected",
+                "reason": rejected["reason"],
+                "field": rejected["field"],
+                "detail": rejected["detail"],
+            }
+        if request.app.state.submitted.get(report_id) == caller.agency:
+            return {"report_id": report_id, "status": "submitted"}
+        raise HTTPException(404, "no report with this id from your agency")
+
+    @router.get("/v1/reports/rejected")
+    async def rejected(
+        request: Request,
+        caller: Annotated[Caller, Depends(PUBLISHER)],
+        after: Annotated[str | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """Rejections of submissions that claimed the caller's agency, in log order."""
+        try:
+            position = decode_cursor(after)
+        except CursorError as exc:
+            raise HTTPException(422, f"after: {exc}") from None
+        views: HubViews = request.app.state.views
+        out: list[dict[str, Any]] = []
+        for partition, offset, value in list(views.rejected):
+            if offset < position.get(partition, 0):
+                continue
+            if len(out) >= limit:
+                break
+            position[partition] = offset + 1
+            if value["source_agency"] == caller.agency:
+                out.append({k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")})
+        return {"rejected": out, "next": encode_cursor(position)}
+
+    return router
