@@ -163,3 +163,36 @@ def test_rejections_name_the_field_and_carry_no_value(stage: AcceptStage, kit: E
     assert (rejected["source_partition"], rejected["source_offset"]) == (1, 42)
     assert "N01234567" not in rejected["detail"]
     assert rejected["rejected_at"].tzinfo == UTC
+
+
+def test_the_relay_key_is_trusted_only_for_the_agency_of_the_publisher_it_names(
+    stage: AcceptStage, kit: EnvelopeKit, tmp_path: Path
+) -> None:
+    from producers.publisher import seal_report
+    from schemas.convert import report_from_json
+    from tiphub.keys import RELAY_AGENCY, agency_key_id
+
+    relay = KeyStore(tmp_path).relay_signing_key()
+
+    def relayed(report: dict, publisher: str | None) -> Submission:
+        envelope = seal_report(
+            report_from_json(report),
+            agency_key=relay,
+            signing_key_id=agency_key_id(RELAY_AGENCY, relay.public_key()),
+            hub_public=kit.hub_public,
+            hub_key_id=kit.hub_key_id,
+            publisher=publisher,
+        )
+        key, value = kit.wire(envelope)
+        return Submission("submitted", 0, 0, key, value, int(time.time() * 1000))
+
+    police = make_report(source_agency="NZ-POLICE")
+    verdicts = stage.process(
+        [
+            relayed(police, "Pita@NZ-POLICE"),
+            relayed(make_report(source_agency="NZ-CUSTOMS"), "Pita@NZ-POLICE"),  # a police publisher posing
+            relayed(make_report(source_agency="NZ-POLICE"), None),  # the relay must say whom it relays for
+        ]
+    )
+    assert verdicts[0].accepted is not None and verdicts[0].accepted["publisher"] == "Pita@NZ-POLICE"
+    assert [v.rejected["reason"] for v in verdicts[1:] if v.rejected] == ["relay_agency_mismatch"] * 2
