@@ -16,6 +16,7 @@ run: $(STAMP)
 	$(VENV)/bin/tiphub up $(ARGS)
 
 test: $(STAMP)
+	@scripts/ensure-chromium
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: $(STAMP)

@@ -12,10 +12,12 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
@@ -32,6 +34,7 @@ from tiphub.settings import Settings
 from tiphub.tokens import Caller
 
 ANALYST = require("analyst")
+STATIC = Path(__file__).with_name("static")
 ANYONE_AUTHENTICATED = require()
 
 
@@ -159,6 +162,17 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     app.include_router(build_audit_router())
     app.include_router(build_reports_router())
     app.include_router(build_taxii_router(foreign_partners(settings.agreements_dir)))
+
+    @app.get("/v1/coverage", tags=["analysts"])
+    async def coverage(request: Request, caller: Annotated[Caller, Depends(ANALYST)]) -> dict[str, Any]:
+        """Collection Plan coverage per requirement (counts only; no report is named)."""
+        rows = request.app.state.views.coverage
+        return {"requirements": [rows[k] for k in sorted(rows)]}
+
+    @app.get("/", include_in_schema=False)
+    async def console() -> FileResponse:
+        """The analyst console: a static page; it asks for a token and calls the API like any client."""
+        return FileResponse(STATIC / "console.html", media_type="text/html")
 
     # -- Confluent Schema Registry read API ------------------------------------------------
     registry = load_registry()

@@ -86,6 +86,7 @@ class HubViews:
         self.fields: dict[tuple[str, str], list[str]] = {}
         self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
         self.reports_by_subject_key: dict[str, set[str]] = {}
+        self.coverage: dict[str, dict[str, Any]] = {}  # requirement id -> latest Coverage
         self.rejected: list[tuple[int, int, dict[str, Any]]] = []
         self.rejected_by_id: dict[str, dict[str, Any]] = {}
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
@@ -105,7 +106,8 @@ class HubViews:
         await self._consumer.start()
         tps = []
         topics = self.topics
-        for topic in (topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.summaries):
+        tailed = (topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.summaries, topics.coverage)
+        for topic in tailed:
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
         self._consumer.assign(tps)
@@ -152,6 +154,8 @@ class HubViews:
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
                 self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
+        elif record.topic == self.topics.coverage and schema.name == "tiphub.Coverage":
+            self.coverage[value["requirement_id"]] = value
         elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
             self.rejected.append((record.partition, record.offset, value))
             self.rejected_by_id[value["report_id"]] = value

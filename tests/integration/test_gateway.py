@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -435,3 +436,54 @@ def test_an_agency_without_a_kafka_client_publishes_over_http_and_follows_its_re
     customs = live.tokens.issue("publisher", "Cam", agency="NZ-CUSTOMS")
     assert live.get(f"/v1/reports/{good['report_id']}/status", customs).status_code == 404  # not theirs
     assert live.get("/v1/reports/rejected", customs).json()["rejected"] == []
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
+
+
+@pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromium-driver (make test installs them with apt where it can)",
+)
+def test_the_console_shows_live_signals_coverage_and_a_signal_link_graph(live: Live) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1500,950",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(f"{live.url}/#token={live.tokens.issue('analyst', 'Ana', agency='NZ-NIC')}")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.signal")) >= 10)
+        before = len(driver.find_elements(By.CSS_SELECTOR, "tr.signal"))
+        live.hub.publish(simulate(12, seed=99).reports)  # new people: new signals arrive while the page is open
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.signal")) > before)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#coverage rect.bar")) == 6)
+        assert "live" in driver.find_element(By.ID, "state").text
+        rows = driver.find_elements(By.CSS_SELECTOR, "tr.signal")
+        target = next(r for r in rows if "IR-1" in r.text and "open" in r.text)
+        target.click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#graph g.report")) >= 2)
+        assert len(driver.find_elements(By.CSS_SELECTOR, "#graph g.agency")) >= 2  # IR-1: two agencies at least
+        assert target.get_attribute("data-signal") in driver.find_element(By.ID, "detail").text
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = ARTIFACTS / "console.png"
+        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
+    finally:
+        driver.quit()
