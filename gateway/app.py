@@ -17,14 +17,14 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
 from gateway.release import build_router, foreign_partners
 from gateway.reports import build_reports_router
-from gateway.security import AuditSink, require
+from gateway.security import AuditSink, invalid, require
 from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from schemas.registry import load_registry
@@ -75,7 +75,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         """Liveness: the process is up and serving."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics: requests by route and status, signal versions held."""
         signal_versions.set(len(request.app.state.views.signals))
@@ -86,7 +86,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         try:
             return decode_cursor(after)
         except CursorError as exc:
-            raise HTTPException(422, f"after: {exc}") from None
+            raise invalid((("query", "after"), str(exc), "value_error")) from None
 
     @app.get("/v1/signals", tags=["analysts"])
     async def signals(

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
-from gateway.security import require
+from gateway.security import invalid, require
 from gateway.views import CursorError, decode_cursor, encode_cursor
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import verify_records
@@ -51,7 +51,7 @@ def build_audit_router() -> APIRouter:
         try:
             position = decode_cursor(after)
         except CursorError as exc:
-            raise HTTPException(422, f"after: {exc}") from None
+            raise invalid((("query", "after"), str(exc), "value_error")) from None
         events: list[dict[str, Any]] = []
         for partition, offset, event in sorted(await trail(request), key=lambda t: (t[2]["at"], t[0], t[1])):
             if offset < position.get(partition, 0):

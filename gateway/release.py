@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 
-from gateway.security import AuditSink, forbid, require
+from gateway.security import AuditSink, forbid, invalid, require
 from gateway.summaries import ActionRefused, Summary, check_approve, check_consent, check_withdraw
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from policies.loader import AGREEMENTS_DIR, load_directory
@@ -103,7 +103,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         """Draft a summary of a signal for one partner; its content is the partner's view, as decided by policy."""
         views: HubViews = request.app.state.views
         if body.partner not in partners:
-            raise HTTPException(422, f"partner: {body.partner!r} is not a partner with a sharing agreement")
+            raise invalid((("body", "partner"), "not a partner with a sharing agreement", "value_error"))
         version = views.latest.get(body.signal_id)
         if version is None or not isinstance(views.view(caller, version), dict):
             raise HTTPException(404, "no such signal visible to this caller")
@@ -112,7 +112,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         if content is False:
             raise HTTPException(409, "the sharing decisions for this signal's reports are not in yet; try again")
         if content is None:
-            raise HTTPException(422, f"partner: nothing of this signal may go to {body.partner}")
+            raise invalid((("body", "partner"), f"nothing of this signal may go to {body.partner}", "value_error"))
         assert isinstance(content, dict)
         consents = sorted(a for a in content["agencies"] if body.partner not in authorised.get(a, frozenset()))
         summary_id = "sum-" + uuid.uuid4().hex[:20]
@@ -193,7 +193,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         try:
             cursor = decode_cursor(after)
         except CursorError as exc:
-            raise HTTPException(422, f"after: {exc}") from None
+            raise invalid((("query", "after"), str(exc), "value_error")) from None
         views: HubViews = request.app.state.views
         items, position = views.partner_page(partner, cursor, limit)
         if items:

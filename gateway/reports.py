@@ -11,9 +11,8 @@ from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
 
-from gateway.security import forbid, require
+from gateway.security import forbid, invalid, require
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
@@ -43,8 +42,7 @@ def build_reports_router() -> APIRouter:
         try:
             record = report_from_json(report)
         except ReportValidationError as exc:
-            errors = [{"field": e.path, "code": e.code, "message": e.message} for e in exc.errors]
-            return JSONResponse({"detail": str(exc), "errors": errors}, status_code=422)
+            raise invalid(*((("body", *e.path.split(".")), e.message, e.code) for e in exc.errors)) from None
         store = KeyStore(request.app.state.settings.home)
         relay = store.relay_signing_key()
         envelope = seal_report(
@@ -94,7 +92,7 @@ def build_reports_router() -> APIRouter:
         try:
             position = decode_cursor(after)
         except CursorError as exc:
-            raise HTTPException(422, f"after: {exc}") from None
+            raise invalid((("query", "after"), str(exc), "value_error")) from None
         views: HubViews = request.app.state.views
         out: list[dict[str, Any]] = []
         for partition, offset, value in list(views.rejected):

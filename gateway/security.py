@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from fastapi import HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
@@ -98,3 +99,9 @@ async def forbid(request: Request, caller: Caller, reason: str, message: str) ->
     """Audit a 403 decided inside an endpoint (another partner's data, say) and return it to raise."""
     await request.app.state.audit.denied(request, reason, caller)
     return HTTPException(403, message)
+
+
+def invalid(*errors: tuple[tuple[str | int, ...], str, str]) -> RequestValidationError:
+    """A 422 in FastAPI's documented shape: each error is (location, message, type), e.g.
+    (("query", "after"), "not a cursor this gateway issued", "value_error")."""
+    return RequestValidationError([{"loc": loc, "msg": msg, "type": kind} for loc, msg, kind in errors])

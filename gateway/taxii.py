@@ -36,6 +36,10 @@ TLP2_IDS = {
 }
 
 
+class TaxiiResponse(JSONResponse):
+    media_type = TAXII
+
+
 def tlp2_marking(level: str) -> dict[str, Any]:
     """The OASIS TLP 2.0 marking-definition object for a level (fixed by the standard)."""
     return {
@@ -99,10 +103,10 @@ def stix_objects(summary: Summary, released_at: datetime, withdrawn_at: datetime
 
 
 def build_taxii_router(partners: set[str]) -> APIRouter:
-    router = APIRouter(prefix="/taxii2", tags=["taxii"])
+    router = APIRouter(prefix="/taxii2", tags=["taxii"], default_response_class=TaxiiResponse)
 
     def taxii(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-        return JSONResponse(body, status_code=status, media_type=TAXII, headers=headers)
+        return TaxiiResponse(body, status_code=status, headers=headers)
 
     def partner_of(collection: str) -> str | None:
         return next((p for p in partners if collection_id(p) == collection), None)
