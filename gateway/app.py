@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
@@ -27,8 +30,10 @@ from gateway.reports import build_reports_router
 from gateway.security import AuditSink, invalid, require
 from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from schemas.codec import WireCodec
 from schemas.registry import load_registry
-from tiphub import __version__
+from tiphub import __version__, crypto
+from tiphub.keys import KeyStore
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
 from tiphub.tokens import Caller
@@ -36,6 +41,28 @@ from tiphub.tokens import Caller
 ANALYST = require("analyst")
 STATIC = Path(__file__).with_name("static")
 ANYONE_AUTHENTICATED = require()
+
+
+TRIAGE = "tiphub.TriageEvent"
+
+
+class TriageRequest(BaseModel):
+    state: Literal["new", "triaged", "actioned", "closed"]
+    note: str = Field(default="", max_length=2000, description="Free text; sealed on the topic, shown to analysts.")
+
+
+def triage_history(views: HubViews, signal_id: str, notes_key: bytes) -> list[dict[str, Any]]:
+    return [
+        {
+            "state": e["state"],
+            "actor": e["actor"],
+            "at": e["at"],
+            "note": crypto.unseal(notes_key, e["note_sealed"], e["event_id"].encode()).decode()
+            if e["note_sealed"]
+            else "",
+        }
+        for e in views.triage.get(signal_id, [])
+    ]
 
 
 def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
@@ -156,7 +183,8 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         await request.app.state.audit.disclosed(
             caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]}
         )
-        return {**shown, "reports": reports}
+        notes_key = KeyStore(settings.home).notes_key_path.read_bytes()
+        return {**shown, "reports": reports, "triage": triage_history(views, signal_id, notes_key)}
 
     app.include_router(build_router(settings.agreements_dir))
     app.include_router(build_audit_router())
@@ -173,6 +201,30 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     async def console() -> FileResponse:
         """The analyst console: a static page; it asks for a token and calls the API like any client."""
         return FileResponse(STATIC / "console.html", media_type="text/html")
+
+    @app.post("/v1/signals/{signal_id}/triage", tags=["analysts"])
+    async def triage(
+        request: Request, signal_id: str, body: TriageRequest, caller: Annotated[Caller, Depends(ANALYST)]
+    ) -> Any:
+        """Set a signal's triage state with a note (the note is sealed on tip.triage)."""
+        views: HubViews = request.app.state.views
+        version = views.latest.get(signal_id)
+        if version is None or not isinstance(views.view(caller, version), dict):
+            raise HTTPException(404, "no such signal visible to this caller")
+        event_id = str(uuid.uuid4())
+        notes_key = KeyStore(settings.home).notes_key_path.read_bytes()
+        event = {
+            "event_id": event_id,
+            "signal_id": signal_id,
+            "state": body.state,
+            "actor": f"{caller.role}:{caller.subject}",
+            "actor_agency": caller.agency,
+            "at": datetime.now(UTC),
+            "note_sealed": crypto.seal(notes_key, body.note.encode(), event_id.encode()) if body.note else None,
+        }
+        await request.app.state.audit.send(views.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event))
+        await views.applied(event_id)
+        return {"signal_id": signal_id, "triage": triage_history(views, signal_id, notes_key)}
 
     # -- Confluent Schema Registry read API ------------------------------------------------
     registry = load_registry()

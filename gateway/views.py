@@ -87,6 +87,8 @@ class HubViews:
         self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
         self.reports_by_subject_key: dict[str, set[str]] = {}
         self.coverage: dict[str, dict[str, Any]] = {}  # requirement id -> latest Coverage
+        self.triage: dict[str, list[dict[str, Any]]] = {}  # signal id -> triage events, oldest first
+        self.triage_seen: set[str] = set()
         self.rejected: list[tuple[int, int, dict[str, Any]]] = []
         self.rejected_by_id: dict[str, dict[str, Any]] = {}
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
@@ -106,7 +108,15 @@ class HubViews:
         await self._consumer.start()
         tps = []
         topics = self.topics
-        tailed = (topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.summaries, topics.coverage)
+        tailed = (
+            topics.accepted,
+            topics.rejected,
+            topics.decisions,
+            topics.signals,
+            topics.summaries,
+            topics.coverage,
+            topics.triage,
+        )
         for topic in tailed:
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
             tps += [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -154,6 +164,10 @@ class HubViews:
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
                 self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
+        elif record.topic == self.topics.triage and schema.name == "tiphub.TriageEvent":
+            if value["event_id"] not in self.triage_seen:
+                self.triage_seen.add(value["event_id"])
+                self.triage.setdefault(value["signal_id"], []).append(value)
         elif record.topic == self.topics.coverage and schema.name == "tiphub.Coverage":
             self.coverage[value["requirement_id"]] = value
         elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
@@ -178,9 +192,13 @@ class HubViews:
                     self.subject_keys_by_token.setdefault(identifier["linkage_token"], set()).add(key)
 
     async def applied(self, event_id: str) -> None:
-        """Wait (up to 15 s) until the tail has folded a summary event this gateway wrote."""
+        """Wait (up to 15 s) until the tail has folded a summary or triage event this gateway wrote."""
+
+        def folded() -> bool:
+            return event_id in self.summaries.seen or event_id in self.triage_seen
+
         async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: event_id in self.summaries.seen), 15.0)
+            await asyncio.wait_for(self.changed.wait_for(folded), 15.0)
 
     # -- per caller ------------------------------------------------------------------------
     def may_see(self, caller: Caller, report_id: str) -> bool | None:
@@ -221,6 +239,7 @@ class HubViews:
             "first_seen": min((f.observed_at for f in facts), default=None),
             "last_seen": max((f.observed_at for f in facts), default=None),
             "updated_at": record["updated_at"],
+            "triage_state": self.triage.get(record["signal_id"], [{"state": "new"}])[-1]["state"],
         }
 
     def page(self, caller: Caller, cursor: Cursor, limit: int) -> tuple[list[tuple[dict[str, Any], Cursor]], Cursor]:

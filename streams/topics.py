@@ -95,6 +95,11 @@ class Topics:
         """EntityMerged facts: each entity's members as the union of links left them."""
         return self._name("tip.entities")
 
+    @property
+    def triage(self) -> str:
+        """Analysts' triage states of signals, with sealed notes."""
+        return self._name("tip.triage")
+
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [
@@ -113,4 +118,5 @@ class Topics:
             TopicSpec(self.sightings, p, FOREVER),
             TopicSpec(self.links, 1, FOREVER),
             TopicSpec(self.entities, p, FOREVER),
+            TopicSpec(self.triage, p, FOREVER),
         ]

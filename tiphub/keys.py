@@ -69,6 +69,11 @@ class KeyStore:
         return load_ed25519(self.relay_signing_path)
 
     @property
+    def notes_key_path(self) -> Path:
+        """AES-256 key sealing analysts' free-text triage notes on tip.triage."""
+        return self.dir / "hub" / "notes-key.bin"
+
+    @property
     def token_signing_path(self) -> Path:
         """The gateway's bearer-token key: separate from the audit signing key, so either can rotate alone."""
         return self.dir / "hub" / "tokens-ed25519.pem"
@@ -99,6 +104,7 @@ class KeyStore:
         ensure(self.hub_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.token_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.relay_signing_path, _pem(Ed25519PrivateKey.generate()))
+        ensure(self.notes_key_path, secrets.token_bytes(32))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
             ensure(self.linkage_path(1), secrets.token_bytes(32))

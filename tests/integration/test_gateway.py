@@ -549,3 +549,24 @@ def test_no_operation_answers_5xx_or_breaks_its_schema_for_any_role(live: Live) 
         fuzz()
         tried += 1
     assert tried >= 20
+
+
+def test_analysts_triage_a_signal_with_a_note_that_never_reaches_the_topic_in_plaintext(live: Live) -> None:
+    analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    signal = next(s for s in all_pages(live, analyst, 500) if s["requirement_id"] == "IR-1")
+    note = "Called the labour inspector; Sokha Chan's employer visited 2026-03-02"
+    set_state = post(live, f"/v1/signals/{signal['signal_id']}/triage", analyst, {"state": "triaged", "note": note})
+    assert set_state.status_code == 200, set_state.text
+    post(live, f"/v1/signals/{signal['signal_id']}/triage", analyst, {"state": "actioned"})
+    detail = live.get(f"/v1/signals/{signal['signal_id']}", analyst).json()
+    assert [(t["state"], t["note"], t["actor"]) for t in detail["triage"]] == [
+        ("triaged", note, "analyst:Ana"),
+        ("actioned", "", "analyst:Ana"),
+    ]
+    assert detail["triage_state"] == "actioned"
+    bad = post(live, f"/v1/signals/{signal['signal_id']}/triage", analyst, {"state": "escalated"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "state"]
+    liaison = live.token("liaison", partner="HSU-TH")
+    assert post(live, f"/v1/signals/{signal['signal_id']}/triage", liaison, {"state": "closed"}).status_code == 403
+    raw = b"".join(r.value for r in live.hub.read(live.hub.topics.triage))
+    assert b"Sokha" not in raw and b"labour inspector" not in raw and len(raw) > 0

@@ -33,6 +33,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.LinkBatch": 15,
         "tiphub.EntityMerged": 16,
         "tiphub.SummaryEvent": 17,
+        "tiphub.TriageEvent": 18,
     }
 
 
