@@ -22,7 +22,7 @@ from rich.table import Table
 
 from producers.simulate import Simulator
 from tiphub.embedded import EmbeddedBroker, ensure_topics
-from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, topics_for
+from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, token_authority, topics_for
 from tiphub.settings import Settings
 
 
@@ -114,6 +114,9 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
             )
         )
         console.print(f"broker {bootstrap}   gateway http://127.0.0.1:{port}   logs {logs}")
+        # A demo analyst of the national intelligence centre, valid for this session's working day.
+        demo = token_authority(settings).issue("analyst", "demo analyst", agency="NZ-NIC", ttl_s=8 * 3600)
+        console.print(f"analyst console: http://127.0.0.1:{port}/#token={demo}")
         console.print("Ctrl-C stops everything")
         asyncio.run(_publish_and_watch(settings, bootstrap, rate, ctdc, seed, children, console))
         return 0
