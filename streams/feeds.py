@@ -33,6 +33,22 @@ async def read_until(
     return out
 
 
+async def committed_offsets(
+    bootstrap: str, group_id: str, partitions: list[TopicPartition], client_options: dict[str, Any] | None = None
+) -> dict[TopicPartition, int]:
+    """Where a consumer group has committed on these partitions (0 where it has not): a stage
+    restoring its state replays its input up to here, then reprocesses the rest as batches."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    return {tp: committed[tp].offset if tp in committed else 0 for tp in partitions}
+
+
 class TopicFeed:
     """Reads every partition of some topics from the beginning; `catch_up()` reads to the current end.
 

@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
-from streams.feeds import TopicFeed, read_until
+from streams.feeds import TopicFeed, committed_offsets, read_until
 from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.topics import Topics
 from streams.transactional import Output
@@ -129,17 +129,9 @@ class CorrelateSignals:
         return await read_until(consumer, tps, stop_at)
 
     async def _replay_accepted(self, consumer: AIOKafkaConsumer) -> int:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(self.group_id)
-        finally:
-            await admin.close()
         tps = [TopicPartition(self.topics.accepted, p) for p in range(self.topics.partitions)]
         tps.append(TopicPartition(self.topics.links, 0))
-        stop_at = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
+        stop_at = await committed_offsets(self.bootstrap, self.group_id, tps, self.options)
         records = await self._read(consumer, tps, stop_at)
         for record in records:
             if record.topic == self.topics.links:

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import CodecError, WireCodec
-from streams.feeds import TopicFeed, read_until
+from streams.feeds import TopicFeed, committed_offsets, read_until
 from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.topics import Topics
 from streams.transactional import Output
@@ -71,21 +70,15 @@ class LinkPeople:
             log.info("link index of partitions %s restored", sorted(missing))
 
     async def _restore(self, partitions: set[int]) -> dict[int, KeyIndex]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
-        await admin.start()
-        try:
-            committed = await admin.list_consumer_group_offsets(self.group_id)
-        finally:
-            await admin.close()
+        tps = [TopicPartition(self.topics.sightings, p) for p in partitions]
+        stop_at = await committed_offsets(self.bootstrap, self.group_id, tps, self.options)
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
         )
         await consumer.start()
         try:
-            tps = [TopicPartition(self.topics.sightings, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            stop_at = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
             indexes = {p: KeyIndex(erased=set(self.erased)) for p in partitions}
             for record in await read_until(consumer, tps, stop_at):
                 for sighting in self._sightings(record):
