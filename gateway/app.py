@@ -32,11 +32,14 @@ from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
+from streams.views import open_view
 from tiphub import __version__, crypto
+from tiphub.database import Database
 from tiphub.keys import KeyStore
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
 from tiphub.tokens import Caller
+from tiphub.vault import KeyVault, SqlKeyVault
 
 ANALYST = require("analyst")
 STATIC = Path(__file__).with_name("static")
@@ -65,6 +68,13 @@ def triage_history(views: HubViews, signal_id: str, notes_key: bytes) -> list[di
     ]
 
 
+def opened_view(views: HubViews, vault: KeyVault, caller: Caller, report_id: str) -> Any:
+    view_json = views.view_json.get((caller.acts_for, report_id))
+    if not views.decisions.get((caller.acts_for, report_id)) or not view_json:
+        return None
+    return open_view(json.loads(view_json), views.accepted[report_id], vault, views.erased)
+
+
 def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     metrics = CollectorRegistry()
     requests = Counter("tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=metrics)
@@ -78,6 +88,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.bootstrap = broker
         app.state.submitted = {}  # report ids this gateway relayed, until the accept stage decides
         app.state.tokens = token_authority(settings)
+        app.state.vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
         await app.state.audit.start()
@@ -163,6 +174,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     async def one_signal(request: Request, signal_id: str, caller: Annotated[Caller, Depends(ANALYST)]) -> Any:
         """The latest version of one signal and its contributing reports, as this caller may see them."""
         views: HubViews = request.app.state.views
+        vault: KeyVault = request.app.state.vault
         version = views.latest.get(signal_id)
         shown = views.view(caller, version) if version else None
         if not isinstance(shown, dict):
@@ -178,6 +190,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
                     "observed_at": facts.observed_at,
                     "elements": list(facts.elements),
                     "fields_shared": views.fields.get((caller.acts_for, report_id), []),
+                    # What the decision for the caller's agreement shares, sealed fields opened with the
+                    # subjects' vault keys ([erased] once a person is erased); None when no decision shares it.
+                    "view": opened_view(views, vault, caller, report_id),
                 }
             )
         await request.app.state.audit.disclosed(

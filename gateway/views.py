@@ -84,6 +84,9 @@ class HubViews:
         self.latest: dict[str, SignalVersion] = {}
         self.decisions: dict[tuple[str, str], bool] = {}  # (recipient, report_id) -> allowed
         self.fields: dict[tuple[str, str], list[str]] = {}
+        self.view_json: dict[tuple[str, str], str | None] = {}  # (recipient, report_id) -> the decided view
+        self.accepted: dict[str, dict[str, Any]] = {}
+        self.erased: set[str] = set()  # subject key ids erased (tip.erasures)
         self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
         self.reports_by_subject_key: dict[str, set[str]] = {}
         self.coverage: dict[str, dict[str, Any]] = {}  # requirement id -> latest Coverage
@@ -116,6 +119,7 @@ class HubViews:
             topics.summaries,
             topics.coverage,
             topics.triage,
+            topics.erasures,
         )
         for topic in tailed:
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
@@ -164,6 +168,8 @@ class HubViews:
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
                 self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
+        elif record.topic == self.topics.erasures and schema.name == "tiphub.SubjectErased":
+            self.erased.add(value["subject_key_id"])
         elif record.topic == self.topics.triage and schema.name == "tiphub.TriageEvent":
             if value["event_id"] not in self.triage_seen:
                 self.triage_seen.add(value["event_id"])
@@ -177,7 +183,9 @@ class HubViews:
             self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
             self.decided.add(value["item_id"])
             self.fields[(value["recipient"], value["item_id"])] = list(value.get("fields") or [])
+            self.view_json[(value["recipient"], value["item_id"])] = value.get("view_json")
         elif record.topic == self.topics.accepted and schema.name == "tiphub.AcceptedReport":
+            self.accepted[value["report_id"]] = value  # sealed fields stay sealed until a view opens them
             self.reports[value["report_id"]] = ReportFacts(
                 agency=value["source_agency"],
                 indicator_type=value["indicator_type"],

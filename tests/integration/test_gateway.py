@@ -25,7 +25,7 @@ from taxii2client.v21 import Server, as_pages
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from tests.factories import make_report
-from tests.harness import Hub
+from tests.harness import Hub, flatten_strings
 from tiphub.embedded import free_port
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
@@ -188,6 +188,14 @@ def test_one_signal_lists_its_reports_as_the_caller_may_see_them(live: Live) -> 
     body = response.json()
     assert [r["report_id"] for r in body["reports"]] == body["report_ids"]
     assert {r["source_agency"] for r in body["reports"]} == set(body["agencies"])
+    # Sealed fields are opened where the decision for NZ-NIC shares them: the names agencies sent.
+    sent = {r["report_id"]: r for r in simulate(40, seed=17).reports}
+    opened = [r for r in body["reports"] if r["view"] is not None]
+    assert opened, "NZ-NIC's agreement shares these reports"
+    shown = set(flatten_strings([r["view"] for r in opened]))
+    names = {s["name"] for r in opened for s in sent[r["report_id"]]["subjects"] if s.get("name")}
+    assert names & shown, "no sealed name was opened"
+    assert '"key_id"' not in json.dumps([r["view"] for r in opened])
     deadline = time.monotonic() + 60
     while not [e for e in live.audited() if e["kind"] == "disclosure" and e["item_id"] == signal["signal_id"]]:
         assert time.monotonic() < deadline, "the disclosure was not audited"
