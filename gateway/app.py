@@ -79,6 +79,10 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     metrics = CollectorRegistry()
     requests = Counter("tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=metrics)
     signal_versions = Gauge("tiphub_gateway_signal_versions", "Signal versions the gateway holds", registry=metrics)
+    decisions = Gauge(
+        "tiphub_decisions", "Sharing decisions on tip.decisions", ["recipient", "allowed"], registry=metrics
+    )
+    lag = Gauge("tiphub_stage_lag", "Records a stream stage has not committed yet", ["stage"], registry=metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -115,8 +119,16 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
-        """Prometheus metrics: requests by route and status, signal versions held."""
-        signal_versions.set(len(request.app.state.views.signals))
+        """Prometheus metrics: requests by route and status, decisions by recipient, each stage's lag."""
+        views: HubViews = request.app.state.views
+        signal_versions.set(len(views.signals))
+        counts: dict[tuple[str, bool], int] = {}
+        for (recipient, _), allowed in list(views.decisions.items()):
+            counts[(recipient, allowed)] = counts.get((recipient, allowed), 0) + 1
+        for (recipient, allowed), n in counts.items():
+            decisions.labels(recipient, str(allowed).lower()).set(n)
+        for stage, behind in (await views.lag(settings.topic_prefix)).items():
+            lag.labels(stage).set(behind)
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     # -- analyst feeds ---------------------------------------------------------------------

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from gateway.summaries import SummaryBook
 from schemas.codec import CodecError, WireCodec
 from schemas.elements import groups_covered
+from streams.feeds import committed_offsets
 from streams.topics import Topics
 from tiphub.tokens import Caller
 
@@ -284,3 +285,22 @@ class HubViews:
             if len(items) >= limit:
                 break
         return items, position
+
+    async def lag(self, group_prefix: str) -> dict[str, int]:
+        """Records each stage has not committed yet (the same measure the tests wait on)."""
+        every = list(range(self.topics.partitions))
+        inputs = {
+            "accept": [(self.topics.submitted, every)],
+            "decide": [(self.topics.accepted, every)],
+            "audit": [(self.topics.audit_intake, every)],
+            "link": [(self.topics.sightings, every)],
+            "correlate": [(self.topics.accepted, every), (self.topics.links, [0])],
+        }
+        assert self._consumer is not None
+        out = {}
+        for stage, topics in inputs.items():
+            tps = [TopicPartition(topic, p) for topic, partitions in topics for p in partitions]
+            ends = await self._consumer.end_offsets(tps)
+            committed = await committed_offsets(self.bootstrap, f"{group_prefix}tiphub.{stage}", tps, self.options)
+            out[stage] = sum(max(0, ends[tp] - committed[tp]) for tp in tps)
+        return out

@@ -241,6 +241,8 @@ def test_the_registry_api_serves_the_schemas_that_decode_the_topics(live: Live) 
     assert live.get("/schemas/ids/999", token).json()["error_code"] == 40403
     metrics = httpx.get(live.url + "/metrics").text
     assert 'tiphub_gateway_requests_total{method="GET",route="/subjects",status="200"}' in metrics
+    assert 'tiphub_decisions{allowed="true",recipient="NZ-NIC"}' in metrics
+    assert 'tiphub_stage_lag{stage="correlate"}' in metrics
 
 
 def post(live: Live, path: str, token: str, body: dict[str, Any] | None = None) -> httpx.Response:
