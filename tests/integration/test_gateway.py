@@ -59,6 +59,28 @@ class Live:
         return [e for e in self.audited() if e["kind"] == "denial"]
 
 
+def start_gateway(hub: Hub) -> tuple[subprocess.Popen[bytes], str]:
+    """`tiphub gateway` as its own process on a free port, once it answers /healthz."""
+    port = free_port()
+    with (hub.home / "gateway.log").open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tiphub", "gateway", "--port", str(port)],
+            env=hub.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, (hub.home / "gateway.log").read_text()
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with Hub.create(broker, tmp_path_factory.mktemp("gateway"), "gateway") as hub:
@@ -67,24 +89,7 @@ def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
         hub.start_worker()
         hub.wait_for_outcomes(len(reports))
         hub.wait_for_quiet()
-        port = free_port()
-        with (hub.home / "gateway.log").open("ab") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tiphub", "gateway", "--port", str(port)],
-                env=hub.env(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (hub.home / "gateway.log").read_text()
-            time.sleep(0.2)
+        process, url = start_gateway(hub)
         try:
             yield Live(hub, url, token_authority(Settings(home=hub.home)), process)
         finally:
@@ -202,10 +207,12 @@ def test_one_signal_lists_its_reports_as_the_caller_may_see_them(live: Live) -> 
         time.sleep(0.5)
 
 
-def sse_events(live: Live, token: str, count: int, last_event_id: str | None = None) -> list[tuple[str, dict]]:
+def sse_events(
+    live: Live, token: str, count: int, last_event_id: str | None = None, url: str | None = None
+) -> list[tuple[str, dict]]:
     headers = {"Authorization": f"Bearer {token}", **({"Last-Event-ID": last_event_id} if last_event_id else {})}
     events: list[tuple[str, dict]] = []
-    with httpx.stream("GET", live.url + "/v1/signals/stream", headers=headers, timeout=30) as response:
+    with httpx.stream("GET", (url or live.url) + "/v1/signals/stream", headers=headers, timeout=30) as response:
         assert response.status_code == 200
         event_id = None
         for line in response.iter_lines():
@@ -225,6 +232,25 @@ def test_sse_resumes_with_last_event_id_without_gaps_or_repeats(live: Live) -> N
     second = sse_events(live, token, len(expected) - 7, last_event_id=first[-1][0])
     got = [(e["signal_id"], e["version"]) for _, e in first + second]
     assert got == expected
+
+
+def test_an_sse_client_resumes_on_a_restarted_gateway_without_gaps_or_repeats(live: Live) -> None:
+    """The cursor is Kafka offsets, not gateway memory: a gateway killed and started again resumes it."""
+    token = live.token("analyst", agency="NZ-NIC")
+    expected = [(s["signal_id"], s["version"]) for s in all_pages(live, token, 500)]
+    first_gateway, url = start_gateway(live.hub)
+    try:
+        first = sse_events(live, token, 9, url=url)
+    finally:
+        first_gateway.kill()
+        first_gateway.wait(10)
+    second_gateway, url = start_gateway(live.hub)
+    try:
+        second = sse_events(live, token, len(expected) - 9, last_event_id=first[-1][0], url=url)
+    finally:
+        second_gateway.terminate()
+        second_gateway.wait(20)
+    assert [(e["signal_id"], e["version"]) for _, e in first + second] == expected
 
 
 def test_the_registry_api_serves_the_schemas_that_decode_the_topics(live: Live) -> None:
