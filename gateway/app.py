@@ -27,15 +27,15 @@ from sse_starlette.sse import EventSourceResponse
 from gateway.auditing import build_audit_router
 from gateway.release import build_router, foreign_partners
 from gateway.reports import build_reports_router
-from gateway.security import AuditSink, invalid, require
+from gateway.security import AuditSink, GatewayKeys, invalid, require
 from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
 from streams.views import open_view
+from streams.worker import group_id
 from tiphub import __version__, crypto
 from tiphub.database import Database
-from tiphub.keys import KeyStore
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
 from tiphub.tokens import Caller
@@ -92,7 +92,8 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.bootstrap = broker
         app.state.submitted = {}  # report ids this gateway relayed, until the accept stage decides
         app.state.tokens = token_authority(settings)
-        app.state.vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+        app.state.keys = keys = GatewayKeys.load(settings.home)
+        app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_kek)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
         await app.state.audit.start()
@@ -127,7 +128,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             counts[(recipient, allowed)] = counts.get((recipient, allowed), 0) + 1
         for (recipient, allowed), n in counts.items():
             decisions.labels(recipient, str(allowed).lower()).set(n)
-        for stage, behind in (await views.lag(settings.topic_prefix)).items():
+        for stage, behind in (await views.lag(lambda stage: group_id(settings, stage))).items():
             lag.labels(stage).set(behind)
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
@@ -210,7 +211,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         await request.app.state.audit.disclosed(
             caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]}
         )
-        notes_key = KeyStore(settings.home).notes_key_path.read_bytes()
+        notes_key = request.app.state.keys.notes
         return {**shown, "reports": reports, "triage": triage_history(views, signal_id, notes_key)}
 
     app.include_router(build_router(settings.agreements_dir))
@@ -239,7 +240,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         if version is None or not isinstance(views.view(caller, version), dict):
             raise HTTPException(404, "no such signal visible to this caller")
         event_id = str(uuid.uuid4())
-        notes_key = KeyStore(settings.home).notes_key_path.read_bytes()
+        notes_key = request.app.state.keys.notes
         event = {
             "event_id": event_id,
             "signal_id": signal_id,

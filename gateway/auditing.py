@@ -14,7 +14,6 @@ from streams.audit_verify import verify_records
 from streams.feeds import read_partitions
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
-from tiphub.keys import KeyStore
 from tiphub.tokens import Caller
 
 AUDITOR = require("auditor")
@@ -69,7 +68,7 @@ def build_audit_router() -> APIRouter:
         bootstrap = request.app.state.bootstrap
         raw = await read_partitions(bootstrap, topics.audit, topics.partitions, settings.kafka_options())
         anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)
-        report = verify_records(topics.audit, raw, anchors, KeyStore(settings.home).hub_signing_key().public_key())
+        report = verify_records(topics.audit, raw, anchors, request.app.state.keys.hub_signing_public)
         return {
             "ok": report.ok,
             "partitions": [

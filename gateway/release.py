@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -53,32 +54,34 @@ def build_router(agreements_dir: Any) -> APIRouter:
     authorised = pre_authorised(agreements_dir)
     partners = foreign_partners(agreements_dir)
 
-    async def emit(request: Request, summary: Summary | None, kind: str, caller: Caller, **extra: Any) -> None:
+    async def emit(request: Request, caller: Caller, kind: str, summary: Summary) -> None:
+        """Write one lifecycle event and its audit event; return once this gateway's tail has folded it."""
         views: HubViews = request.app.state.views
-        base = summary.public() if summary else {}
-        event = {
-            "event_id": str(uuid.uuid4()),
-            "summary_id": extra.pop("summary_id", base.get("summary_id")),
+        drafted = kind == "drafted"
+        event_id, actor = str(uuid.uuid4()), f"{caller.role}:{caller.subject}"
+        event: dict[str, Any] = {
+            "event_id": event_id,
+            "summary_id": summary.summary_id,
             "kind": kind,
-            "partner": extra.pop("partner", base.get("partner")),
-            "signal_id": extra.pop("signal_id", base.get("signal_id")),
-            "signal_version": extra.pop("signal_version", base.get("signal_version")),
-            "actor": f"{caller.role}:{caller.subject}",
+            "partner": summary.partner,
+            "signal_id": summary.signal_id,
+            "signal_version": summary.signal_version,
+            "actor": actor,
             "actor_agency": caller.agency,
             "at": datetime.now(UTC),
-            "content_json": extra.pop("content_json", None),
-            "consents_required": extra.pop("consents_required", []),
+            "content_json": json.dumps(summary.content, sort_keys=True) if drafted else None,
+            "consents_required": sorted(summary.consents_required) if drafted else [],
         }
         sink: AuditSink = request.app.state.audit
-        await sink.send(views.topics.summaries, event["summary_id"].encode(), codec.encode(SUMMARY_EVENT, event))
-        await views.applied(event["event_id"])  # read your writes: the response shows the state the log holds
+        await sink.send(views.topics.summaries, summary.summary_id.encode(), codec.encode(SUMMARY_EVENT, event))
+        await views.applied(event_id)  # read your writes: the response shows the state the log holds
         await sink.write(
             "release",
-            event["actor"],
+            actor,
             kind,
-            item_id=event["summary_id"],
-            recipient=event["partner"],
-            detail={"signal_id": event["signal_id"], "signal_version": event["signal_version"]},
+            item_id=summary.summary_id,
+            recipient=summary.partner,
+            detail={"signal_id": summary.signal_id, "signal_version": summary.signal_version},
         )
 
     def find(request: Request, summary_id: str) -> Summary:
@@ -92,9 +95,19 @@ def build_router(agreements_dir: Any) -> APIRouter:
             return await forbid(request, caller, refused.reason, str(refused))
         return HTTPException(refused.status, str(refused))
 
-    async def release_if_ready(request: Request, summary: Summary, caller: Caller) -> None:
-        if summary.status == "pending" and summary.ready:
-            await emit(request, summary, "released", caller)
+    async def act(
+        request: Request, caller: Caller, summary_id: str, check: Callable[[Summary], None], kind: str
+    ) -> dict[str, Any]:
+        """One step of a summary's life, if `check` allows it; released as soon as it is ready."""
+        summary = find(request, summary_id)
+        try:
+            check(summary)
+        except ActionRefused as refused:
+            raise await refuse(request, caller, refused) from None
+        await emit(request, caller, kind, summary)
+        if kind != "withdrawn" and summary.status == "pending" and summary.ready:
+            await emit(request, caller, "released", summary)
+        return summary.public()
 
     @router.post("/v1/summaries", status_code=201)
     async def draft(
@@ -115,20 +128,17 @@ def build_router(agreements_dir: Any) -> APIRouter:
             raise invalid((("body", "partner"), f"nothing of this signal may go to {body.partner}", "value_error"))
         assert isinstance(content, dict)
         consents = sorted(a for a in content["agencies"] if body.partner not in authorised.get(a, frozenset()))
-        summary_id = "sum-" + uuid.uuid4().hex[:20]
-        await emit(
-            request,
-            None,
-            "drafted",
-            caller,
-            summary_id=summary_id,
+        draft = Summary(
+            summary_id="sum-" + uuid.uuid4().hex[:20],
             partner=body.partner,
             signal_id=body.signal_id,
             signal_version=content["version"],
-            content_json=json.dumps(jsonable_encoder(content), sort_keys=True),
-            consents_required=consents,
+            drafter=caller.subject,
+            content=jsonable_encoder(content),
+            consents_required=set(consents),
         )
-        return find(request, summary_id).public()
+        await emit(request, caller, "drafted", draft)
+        return find(request, draft.summary_id).public()
 
     @router.get("/v1/summaries")
     async def pending(
@@ -142,28 +152,14 @@ def build_router(agreements_dir: Any) -> APIRouter:
         request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
     ) -> Any:
         """A contributing agency's releasing officer consents to the release."""
-        summary = find(request, summary_id)
-        try:
-            check_consent(summary, caller.agency)
-        except ActionRefused as refused:
-            raise await refuse(request, caller, refused) from None
-        await emit(request, summary, "consented", caller)
-        await release_if_ready(request, summary, caller)
-        return summary.public()
+        return await act(request, caller, summary_id, lambda s: check_consent(s, caller.agency), "consented")
 
     @router.post("/v1/summaries/{summary_id}/approve")
     async def approve(
         request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
     ) -> Any:
         """A releasing officer who did not draft it approves; it is released once every consent is in."""
-        summary = find(request, summary_id)
-        try:
-            check_approve(summary, caller.subject)
-        except ActionRefused as refused:
-            raise await refuse(request, caller, refused) from None
-        await emit(request, summary, "approved", caller)
-        await release_if_ready(request, summary, caller)
-        return summary.public()
+        return await act(request, caller, summary_id, lambda s: check_approve(s, caller.subject), "approved")
 
     @router.post("/v1/summaries/{summary_id}/withdraw")
     async def withdraw(
@@ -171,13 +167,9 @@ def build_router(agreements_dir: Any) -> APIRouter:
         summary_id: str,
         caller: Annotated[Caller, Depends(require("releasing_officer", "analyst"))],
     ) -> Any:
-        summary = find(request, summary_id)
-        try:
-            check_withdraw(summary, caller.subject, caller.role)
-        except ActionRefused as refused:
-            raise await refuse(request, caller, refused) from None
-        await emit(request, summary, "withdrawn", caller)
-        return summary.public()
+        return await act(
+            request, caller, summary_id, lambda s: check_withdraw(s, caller.subject, caller.role), "withdrawn"
+        )
 
     @router.get("/v1/partners/{partner}/summaries", tags=["partners"])
     async def partner_summaries(

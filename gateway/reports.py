@@ -9,16 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from aiokafka import AIOKafkaProducer
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
-from gateway.security import forbid, invalid, require
+from gateway.security import GatewayKeys, forbid, invalid, require
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import ReportValidationError, report_from_json
 from schemas.envelope import SUBMITTED
-from tiphub.keys import RELAY_AGENCY, KeyStore, agency_key_id
 from tiphub.tokens import Caller
 
 PUBLISHER = require("publisher")
@@ -43,20 +41,18 @@ def build_reports_router() -> APIRouter:
             record = report_from_json(report)
         except ReportValidationError as exc:
             raise invalid(*((("body", *e.path.split(".")), e.message, e.code) for e in exc.errors)) from None
-        store = KeyStore(request.app.state.settings.home)
-        relay = store.relay_signing_key()
+        keys: GatewayKeys = request.app.state.keys
         envelope = seal_report(
             record,
-            agency_key=relay,
-            signing_key_id=agency_key_id(RELAY_AGENCY, relay.public_key()),
-            hub_public=store.hub_encryption_key().public_key(),
-            hub_key_id=store.hub_key_id(),
+            agency_key=keys.relay,
+            signing_key_id=keys.relay_key_id,
+            hub_public=keys.hub_public,
+            hub_key_id=keys.hub_key_id,
             publisher=f"{caller.subject}@{caller.agency}",
         )
-        producer: AIOKafkaProducer = request.app.state.audit.producer
         views: HubViews = request.app.state.views
-        await producer.send_and_wait(
-            views.topics.submitted, codec.encode(SUBMITTED, envelope), key=record["report_id"].encode()
+        await request.app.state.audit.send(
+            views.topics.submitted, record["report_id"].encode(), codec.encode(SUBMITTED, envelope)
         )
         request.app.state.submitted[record["report_id"]] = caller.agency
         return {"report_id": record["report_id"], "status": "submitted"}

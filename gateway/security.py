@@ -9,21 +9,56 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
+from tiphub.keys import RELAY_AGENCY, KeyStore, agency_key_id
 from tiphub.tokens import Caller, TokenAuthority, TokenError
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class GatewayKeys:
+    """The key material the gateway uses, read once at start (never an agency's private key)."""
+
+    relay: Ed25519PrivateKey
+    relay_key_id: str
+    hub_public: X25519PublicKey
+    hub_key_id: str
+    hub_signing_public: Ed25519PublicKey
+    notes: bytes
+    vault_kek: bytes
+
+    @classmethod
+    def load(cls, home: Path) -> GatewayKeys:
+        store = KeyStore(home)
+        relay = store.relay_signing_key()
+        return cls(
+            relay=relay,
+            relay_key_id=agency_key_id(RELAY_AGENCY, relay.public_key()),
+            hub_public=store.hub_encryption_key().public_key(),
+            hub_key_id=store.hub_key_id(),
+            hub_signing_public=store.hub_signing_key().public_key(),
+            notes=store.notes_key_path.read_bytes(),
+            vault_kek=store.vault_kek(),
+        )
+
+
 class AuditSink:
+    """The gateway's one producer: audit events, and the events the gateway writes (summaries, triage, relayed
+    reports), each acknowledged by the brokers before the response goes out."""
+
     def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
         self.topics = topics
         self.codec = WireCodec()

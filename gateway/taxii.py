@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -124,7 +125,7 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         views: HubViews = request.app.state.views
         out: list[tuple[datetime, dict[str, Any]]] = []
         released: dict[str, datetime] = {}
-        for summary_id, kind, at in views.summary_times:
+        for _, _, summary_id, kind, at in views.partner_log:
             summary = views.summaries.summaries.get(summary_id)
             if summary is None or summary.partner != partner:
                 continue
@@ -181,6 +182,23 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
             return {}
         return {"X-TAXII-Date-Added-First": _ts(page[0][0]), "X-TAXII-Date-Added-Last": _ts(page[-1][0])}
 
+    async def paged(
+        request: Request,
+        caller: Caller,
+        collection: str,
+        query: tuple[str | None, int | None, str | None],
+        rows_of: Callable[[list[tuple[datetime, dict[str, Any]]]], Awaitable[list[dict[str, Any]]]],
+    ) -> Response:
+        """The envelope both listings share: access check, window, `more`/`next`, date headers."""
+        partner = await own_collection(request, caller, collection)
+        if isinstance(partner, Response):
+            return partner
+        page, more, cursor = window(request, partner, *query)
+        body: dict[str, Any] = {"more": more, "objects": await rows_of(page)}
+        if cursor:
+            body["next"] = cursor
+        return taxii(body, headers=date_headers(page))
+
     @router.get("/api/collections/{collection}/objects/")
     async def objects(
         request: Request,
@@ -190,19 +208,15 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         limit: int | None = None,
         next: str | None = None,
     ) -> Response:
-        partner = await own_collection(request, caller, collection)
-        if isinstance(partner, Response):
-            return partner
-        page, more, cursor = window(request, partner, added_after, limit, next)
-        objects = [o for _, o in page]
-        if objects:
-            objects.append(tlp2_marking("amber"))
-            shown = [f"{o['id']}@{o['modified']}" for o in objects if "modified" in o]
-            await request.app.state.audit.disclosed(caller, collection, {"taxii_objects": shown})
-        body: dict[str, Any] = {"more": more, "objects": objects}
-        if cursor:
-            body["next"] = cursor
-        return taxii(body, headers=date_headers(page))
+        async def stix(page: list[tuple[datetime, dict[str, Any]]]) -> list[dict[str, Any]]:
+            found = [o for _, o in page]
+            if found:
+                shown = [f"{o['id']}@{o['modified']}" for o in found]
+                await request.app.state.audit.disclosed(caller, collection, {"taxii_objects": shown})
+                found.append(tlp2_marking("amber"))
+            return found
+
+        return await paged(request, caller, collection, (added_after, limit, next), stix)
 
     @router.get("/api/collections/{collection}/manifest/")
     async def manifest(
@@ -213,14 +227,11 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         limit: int | None = None,
         next: str | None = None,
     ) -> Response:
-        partner = await own_collection(request, caller, collection)
-        if isinstance(partner, Response):
-            return partner
-        page, more, cursor = window(request, partner, added_after, limit, next)
-        rows = [{"id": o["id"], "date_added": _ts(at), "version": o["modified"], "media_type": STIX} for at, o in page]
-        body: dict[str, Any] = {"more": more, "objects": rows}
-        if cursor:
-            body["next"] = cursor
-        return taxii(body, headers=date_headers(page))
+        async def rows(page: list[tuple[datetime, dict[str, Any]]]) -> list[dict[str, Any]]:
+            return [
+                {"id": o["id"], "date_added": _ts(at), "version": o["modified"], "media_type": STIX} for at, o in page
+            ]
+
+        return await paged(request, caller, collection, (added_after, limit, next), rows)
 
     return router

@@ -14,9 +14,10 @@ import binascii
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -65,6 +66,14 @@ class ReportFacts:
     minor: bool
 
 
+class PartnerEvent(NamedTuple):
+    partition: int
+    offset: int
+    summary_id: str
+    kind: str  # released | withdrawn
+    at: datetime
+
+
 @dataclass(frozen=True)
 class SignalVersion:
     partition: int
@@ -98,8 +107,7 @@ class HubViews:
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
         self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
-        self.partner_log: list[tuple[int, int, str, str]] = []  # (partition, offset, summary_id, event kind)
-        self.summary_times: list[tuple[str, str, datetime]] = []  # (summary_id, released|withdrawn, at)
+        self.partner_log: list[PartnerEvent] = []  # what partners see: releases and withdrawals, in log order
         self.changed = asyncio.Condition()
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -167,8 +175,9 @@ class HubViews:
         elif record.topic == self.topics.summaries and schema.name == "tiphub.SummaryEvent":
             self.summaries.apply(value)
             if value["kind"] in ("released", "withdrawn"):
-                self.partner_log.append((record.partition, record.offset, value["summary_id"], value["kind"]))
-                self.summary_times.append((value["summary_id"], value["kind"], value["at"]))
+                self.partner_log.append(
+                    PartnerEvent(record.partition, record.offset, value["summary_id"], value["kind"], value["at"])
+                )
         elif record.topic == self.topics.erasures and schema.name == "tiphub.SubjectErased":
             self.erased.add(value["subject_key_id"])
         elif record.topic == self.topics.triage and schema.name == "tiphub.TriageEvent":
@@ -274,7 +283,7 @@ class HubViews:
         """Release and withdrawal events of this partner's summaries after `cursor`, in log order."""
         position = dict(cursor)
         items: list[dict[str, Any]] = []
-        for partition, offset, summary_id, kind in list(self.partner_log):
+        for partition, offset, summary_id, kind, _ in list(self.partner_log):
             if offset < position.get(partition, 0):
                 continue
             position[partition] = offset + 1
@@ -286,21 +295,13 @@ class HubViews:
                 break
         return items, position
 
-    async def lag(self, group_prefix: str) -> dict[str, int]:
+    async def lag(self, group_of: Callable[[str], str]) -> dict[str, int]:
         """Records each stage has not committed yet (the same measure the tests wait on)."""
-        every = list(range(self.topics.partitions))
-        inputs = {
-            "accept": [(self.topics.submitted, every)],
-            "decide": [(self.topics.accepted, every)],
-            "audit": [(self.topics.audit_intake, every)],
-            "link": [(self.topics.sightings, every)],
-            "correlate": [(self.topics.accepted, every), (self.topics.links, [0])],
-        }
         assert self._consumer is not None
         out = {}
-        for stage, topics in inputs.items():
+        for stage, topics in self.topics.stage_inputs().items():
             tps = [TopicPartition(topic, p) for topic, partitions in topics for p in partitions]
             ends = await self._consumer.end_offsets(tps)
-            committed = await committed_offsets(self.bootstrap, f"{group_prefix}tiphub.{stage}", tps, self.options)
+            committed = await committed_offsets(self.bootstrap, group_of(stage), tps, self.options)
             out[stage] = sum(max(0, ends[tp] - committed[tp]) for tp in tps)
         return out

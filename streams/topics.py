@@ -100,6 +100,17 @@ class Topics:
         """Analysts' triage states of signals, with sealed notes."""
         return self._name("tip.triage")
 
+    def stage_inputs(self) -> dict[str, list[tuple[str, list[int]]]]:
+        """Each stream stage's input partitions: what its consumer group's lag is measured on."""
+        every = list(range(self.partitions))
+        return {
+            "accept": [(self.submitted, every)],
+            "decide": [(self.accepted, every)],
+            "audit": [(self.audit_intake, every)],
+            "link": [(self.sightings, every)],
+            "correlate": [(self.accepted, every), (self.links, [0])],
+        }
+
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [

@@ -187,14 +187,6 @@ class Hub:
 
     def lag(self, stage: str = "accept") -> int:
         """Records a stage has not committed yet: accept, decide, audit, link or correlate (the union)."""
-        every = list(range(PARTITIONS))
-        inputs = {
-            "accept": [(self.topics.submitted, every)],
-            "decide": [(self.topics.accepted, every)],
-            "audit": [(self.topics.audit_intake, every)],
-            "link": [(self.topics.sightings, every)],
-            "correlate": [(self.topics.accepted, every), (self.topics.links, [0])],
-        }
 
         async def run() -> int:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
@@ -203,7 +195,8 @@ class Hub:
             await consumer.start()
             try:
                 committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.{stage}")
-                tps = [TopicPartition(topic, p) for topic, partitions in inputs[stage] for p in partitions]
+                inputs = self.topics.stage_inputs()[stage]
+                tps = [TopicPartition(topic, p) for topic, partitions in inputs for p in partitions]
                 ends = await consumer.end_offsets(tps)
                 return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
             finally:
