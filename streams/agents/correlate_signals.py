@@ -176,6 +176,12 @@ class CorrelateSignals:
             results.update({key: None for key in before})
             results.update(self.correlator.evaluate())
         merged: set[str] = set()
+        keys: dict[str, set[str]] = {}
+
+        def affected(found: dict[str, set[str]]) -> None:
+            for kind, entity_keys in found.items():
+                keys.setdefault(kind, set()).update(entity_keys)
+
         for record in records:
             if record.topic in (self.topics.erasures, self.topics.retractions):
                 continue  # applied above, through the feed, before any report of this batch
@@ -183,7 +189,7 @@ class CorrelateSignals:
                 touched = self.correlator.add_links(self._links(record))
                 absorbed.update(self.correlator.absorbed)
                 merged |= touched
-                results.update(self.correlator.evaluate_keys(self.correlator.affected(None, touched)))
+                affected(self.correlator.affected(None, touched))
                 continue
             try:
                 _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
@@ -194,7 +200,9 @@ class CorrelateSignals:
             absorbed.update(self.correlator.absorbed)
             merged |= touched
             if facts.report_id in self.correlator.reports:
-                results.update(self.correlator.evaluate_keys(self.correlator.affected(facts.report_id, touched)))
+                affected(self.correlator.affected(facts.report_id, touched))
+        # Evaluated once per batch: an entity touched by several records of the batch is judged on its final state.
+        results.update(self.correlator.evaluate_keys(keys))
         # An absorbed entity may itself have been absorbed again later in the batch.
         final_absorbed = {}
         for old, new in absorbed.items():
