@@ -139,7 +139,9 @@ def build_registry(
                 version=row["version"],
                 schema=schema,
                 fingerprint=actual,
-                parsed=fastavro.parse_schema(copy.deepcopy(schema), _write_hint=False),
+                # Keep fastavro's parsed-schema hint: without it every encode and decode parses the
+                # schema again, which measured 4-7x slower per record (docs/performance.md).
+                parsed=fastavro.parse_schema(copy.deepcopy(schema)),
             )
         )
     return SchemaRegistry(entries)
