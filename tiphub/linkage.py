@@ -17,6 +17,9 @@ from schemas.normalise import fold_name
 
 ENCODING_BITS = 1024
 ENCODING_HASHES = 20
+# Name bigrams and date parts form a small alphabet: their keyed bit masks are cached per process.
+# The cache holds no personal data (a bigram or a birth year alone names nobody).
+_MAX_CACHED_FEATURES = 100_000
 AGE_BANDS = ((0, 8), (9, 17), (18, 20), (21, 23), (24, 26), (27, 29), (30, 38), (39, 47), (48, 200))
 
 
@@ -35,6 +38,7 @@ class Linker:
         self._token_key = hmac.new(key, b"tiphub/linkage/token", hashlib.sha256).digest()
         self._clk_key = hmac.new(key, b"tiphub/linkage/clk", hashlib.sha256).digest()
         self._block_key = hmac.new(key, b"tiphub/linkage/block", hashlib.sha256).digest()
+        self._feature_masks: dict[str, int] = {}
 
     @classmethod
     def latest(cls, keys: dict[int, bytes]) -> Linker:
@@ -43,7 +47,7 @@ class Linker:
 
     def token(self, domain: str, canonical: str) -> str:
         """`lk<version>.<base64url of 128 bits>`: domain-separated by identifier kind."""
-        digest = hmac.new(self._token_key, domain.encode() + b"\x00" + canonical.encode(), hashlib.sha256).digest()
+        digest = hmac.digest(self._token_key, domain.encode() + b"\x00" + canonical.encode(), "sha256")
         return f"lk{self.version}.{urlsafe_b64encode(digest[:16]).rstrip(b'=').decode()}"
 
     def name_dob_encoding(self, name: str | None, dob: str | None) -> bytes | None:
@@ -62,14 +66,24 @@ class Linker:
             features.extend(f"d{i}:{p}" for i, p in enumerate(pieces))
         if not features:
             return None
-        bits = bytearray(ENCODING_BITS // 8)
+        bits = 0
         for feature in features:
-            digest = hmac.new(self._clk_key, feature.encode(), hashlib.sha256).digest()
+            bits |= self._feature_mask(feature)
+        # Bit i of the filter is bit (i % 8) of byte (i // 8): little-endian order of the integer.
+        return bits.to_bytes(ENCODING_BITS // 8, "little")
+
+    def _feature_mask(self, feature: str) -> int:
+        """The filter bits one feature sets (double hashing over one keyed digest), as an integer."""
+        mask = self._feature_masks.get(feature)
+        if mask is None:
+            digest = hmac.digest(self._clk_key, feature.encode(), "sha256")
             first, second = struct.unpack_from(">II", digest)
+            mask = 0
             for k in range(ENCODING_HASHES):
-                index = (first + k * (second | 1)) % ENCODING_BITS
-                bits[index >> 3] |= 1 << (index & 7)
-        return bytes(bits)
+                mask |= 1 << ((first + k * (second | 1)) % ENCODING_BITS)
+            if len(self._feature_masks) < _MAX_CACHED_FEATURES:
+                self._feature_masks[feature] = mask
+        return mask
 
     def blocking_keys(self, name: str | None, dob: str | None) -> list[str]:
         """Keyed candidate keys: `dob:` exact date of birth, `ny:` name-token skeleton + birth year."""
