@@ -6,7 +6,6 @@ exactly the same bytes.
 
 from __future__ import annotations
 
-import copy
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -52,7 +51,23 @@ def sensitive_slots(report: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
 
 def transform_sensitive(report: dict[str, Any], transform: Any) -> dict[str, Any]:
     """A deep copy of `report` with every sensitive value v at path p replaced by transform(p, v)."""
-    out = copy.deepcopy(report)
+    out = _copy_holders(report)
     for path, holder, key in sensitive_slots(out):
         holder[key] = transform(path, holder[key])
+    return out
+
+
+def _copy_holders(report: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the report in which every dict that `sensitive_slots` can yield is new; the rest is shared.
+
+    Decoded records hold immutable leaves, so only the holders written to need copying.
+    """
+    out = dict(report)
+    if report.get("subjects") is not None:
+        out["subjects"] = [dict(subject) for subject in report["subjects"]]
+        for subject in out["subjects"]:
+            if subject.get("identifiers") is not None:
+                subject["identifiers"] = [dict(ident) for ident in subject["identifiers"]]
+    if report.get("organisations") is not None:
+        out["organisations"] = [dict(org) for org in report["organisations"]]
     return out

@@ -46,3 +46,20 @@ def test_signatures_verify_only_the_signed_bytes() -> None:
     assert crypto.verify(key.public_key(), signature, b"envelope")
     assert not crypto.verify(key.public_key(), signature, b"envelopf")
     assert not crypto.verify(Ed25519PrivateKey.generate().public_key(), signature, b"envelope")
+
+
+def test_sealing_a_report_transforms_every_sensitive_value_and_leaves_the_callers_report_as_it_was() -> None:
+    import copy
+
+    from schemas.convert import report_from_json
+    from schemas.envelope import sensitive_slots, transform_sensitive
+    from tests.factories import make_report
+
+    report = report_from_json(make_report())
+    before = copy.deepcopy(report)
+    sealed = transform_sensitive(report, lambda path, value: f"<{path}>")
+
+    assert report == before  # the caller's plaintext is not overwritten by ciphertext
+    paths = [path for path, _, _ in sensitive_slots(before)]
+    assert paths and [holder[key] for _, holder, key in sensitive_slots(sealed)] == [f"<{p}>" for p in paths]
+    assert sealed["elements"] == before["elements"] and sealed["report_id"] == before["report_id"]
