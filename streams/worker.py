@@ -19,6 +19,7 @@ from streams.agents.link_people import LinkPeople
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed
+from streams.kafka_clients import pace_empty_fetches
 from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
@@ -130,6 +131,7 @@ async def load_agreements(settings: Settings, bootstrap: str) -> int:
 
 
 async def run_worker(settings: Settings, bootstrap: str) -> None:
+    pace_empty_fetches()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -28,6 +28,15 @@ app.add_typer(policy_app, name="policy")
 console = Console(stderr=True)
 out = Console()
 
+
+@app.callback()
+def _every_command() -> None:
+    """Before any command: idle consumers wait between empty fetches (streams/kafka_clients.py)."""
+    from streams.kafka_clients import pace_empty_fetches
+
+    pace_empty_fetches()
+
+
 # CONTRACT section 6: every command takes --broker; those that need no broker accept and ignore it.
 BrokerOpt = Annotated[
     str | None,
@@ -604,6 +613,47 @@ def gateway(
     _logging()
     settings = settings_from(broker, home, topic_prefix)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def bench(
+    reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 20_000,
+    rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 1_000.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the steady phase.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="tiphub worker processes.")] = 1,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of the bench's topics.")] = 6,
+    warmup: Annotated[int, typer.Option("--warmup", min=1)] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 11,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False)] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="Also write the JSON result here.")] = None,
+    broker: BrokerOpt = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Keys and broker data (default: a temporary directory).")
+    ] = None,
+) -> None:
+    """Throughput and latency of the whole pipeline, with two ceilings measured in the same run; prints JSON."""
+    from tiphub.bench import BenchConfig, BenchError, dumps, run_bench
+
+    config = BenchConfig(
+        reports=reports,
+        rate=rate,
+        seconds=seconds,
+        workers=workers,
+        partitions=partitions,
+        warmup=warmup,
+        seed=seed,
+        ctdc=ctdc,
+    )
+    try:
+        result = run_bench(config, broker, home, console)
+    except BenchError as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    text = dumps(result)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    out.print_json(text) if out.is_terminal else print(text)
 
 
 @app.command()
