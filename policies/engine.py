@@ -18,6 +18,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any
 
 from policies.model import FIELDS, SENSITIVE_FIELDS, TLP_ORDER, Agreement, AgreementSet, Rule
@@ -55,7 +56,7 @@ class Decision:
     fields: tuple[FieldDecision, ...]
     retain_until: datetime | None = None
 
-    @property
+    @cached_property  # read for the decision record and again for its audit event
     def decision_id(self) -> str:
         """The same item, recipient and agreements always give the same id: replays are idempotent."""
         body = json.dumps(
