@@ -135,16 +135,28 @@ class AgencyPublisher:
         self._codec = WireCodec()
         self._schema = self._codec.registry.latest(SUBMITTED)
         self._owns_producer = producer is None
-        self._producer = producer or new_producer(bootstrap, client_options)
+        self._connection = (bootstrap, client_options)
+        self._shared_producer = producer
+        self._own_producer: AIOKafkaProducer | None = None
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        producer = self._shared_producer or self._own_producer
+        if producer is None:
+            raise RuntimeError("use `async with AgencyPublisher(...)` or pass a started producer to publish")
+        return producer
 
     async def __aenter__(self) -> AgencyPublisher:
         if self._owns_producer:
-            await self._producer.start()
+            # Created here, inside the event loop: prepare() alone (sealing, signing) needs no producer.
+            self._own_producer = new_producer(*self._connection)
+            await self._own_producer.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        if self._owns_producer:
-            await self._producer.stop()
+        if self._own_producer is not None:
+            await self._own_producer.stop()
+            self._own_producer = None
 
     def prepare(self, report_json: Any) -> tuple[str, bytes]:
         """Validate and seal one report in its JSON form; returns (report_id, wire bytes)."""

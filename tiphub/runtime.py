@@ -61,9 +61,9 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
 
 
 def publishers_for(
-    settings: Settings, bootstrap: str, producer: AIOKafkaProducer, agencies: list[str]
+    settings: Settings, bootstrap: str, producer: AIOKafkaProducer | None, agencies: list[str]
 ) -> dict[str, AgencyPublisher]:
-    """One AgencyPublisher per agency with its demo key, sharing one producer."""
+    """One AgencyPublisher per agency with its demo key, sharing one producer (None: for sealing only)."""
     store = KeyStore(settings.home)
     hub = store.hub_encryption_key().public_key()
     return {
