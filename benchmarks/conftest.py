@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from policies.loader import load_directory
+from policies.model import AgreementSet, LoadedAgreement
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage, Submission
@@ -50,3 +52,19 @@ def stage(home: Path) -> AcceptStage:
         linker=Linker.latest(store.linkage_keys()),
         codec=WireCodec(),
     )
+
+
+@pytest.fixture(scope="session")
+def accepted(stage: AcceptStage, submissions: list[Submission]) -> list[dict]:
+    """The accept stage's records for the simulated submissions, decoded as later stages see them."""
+    codec = WireCodec()
+    schema = codec.registry.latest("tiphub.AcceptedReport")
+    records = [v.accepted for v in stage.process(submissions) if v.accepted is not None]
+    return [codec.decode(codec.encode_with(schema, r))[1] for r in records]
+
+
+@pytest.fixture(scope="session")
+def agreements() -> AgreementSet:
+    from datetime import UTC, datetime
+
+    return AgreementSet([LoadedAgreement(a, datetime(2025, 1, 1, tzinfo=UTC)) for a in load_directory()])
