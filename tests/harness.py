@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import WireCodec
+from streams.agents.correlate_signals import signal_from_record
 from streams.feeds import read_until
 from tiphub.embedded import ensure_topics
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
@@ -236,6 +237,29 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer._client.cluster.partitions_for_topic(topic) or set()
 
 
+def final_signals(hub: Hub) -> dict[str, dict[str, Any]]:
+    """Latest version of every signal, without what legitimately differs between runs."""
+    latest: dict[str, tuple[int, dict[str, Any]]] = {}
+    for record in hub.decoded(hub.topics.signals):
+        version, signal = signal_from_record(record)
+        if version > latest.get(signal.signal_id, (0, {}))[0]:
+            latest[signal.signal_id] = (version, {**signal.__dict__, "updated_at": None})
+    return {k: v for k, (_, v) in latest.items()}
+
+
+def versions_are_gapless(hub: Hub) -> None:
+    seen: dict[str, list[int]] = {}
+    for record in hub.decoded(hub.topics.signals):
+        seen.setdefault(record["signal_id"], []).append(record["version"])
+    for signal_id, versions in seen.items():
+        assert versions == list(range(1, len(versions) + 1)), (signal_id, versions)
+
+
+def open_signals(signals: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The answer a run gives: which merged entities existed on the way depends on arrival order."""
+    return {k: v for k, v in signals.items() if v["status"] == "open"}
+
+
 def flatten_strings(value: Any) -> Iterable[str]:
     """Every string (and bytes decoded leniently) inside a decoded record."""
     if isinstance(value, dict):
@@ -251,4 +275,13 @@ def flatten_strings(value: Any) -> Iterable[str]:
         yield str(value)
 
 
-__all__ = ["Hub", "Record", "TracebackType", "flatten_strings", "read_topics"]
+__all__ = [
+    "Hub",
+    "Record",
+    "TracebackType",
+    "final_signals",
+    "flatten_strings",
+    "open_signals",
+    "read_topics",
+    "versions_are_gapless",
+]

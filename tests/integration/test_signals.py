@@ -13,28 +13,9 @@ from pathlib import Path
 import pytest
 
 from producers.simulate import simulate
-from streams.agents.correlate_signals import signal_from_record
-from tests.harness import Hub
+from tests.harness import Hub, final_signals, open_signals, versions_are_gapless
 
 pytestmark = pytest.mark.integration
-
-
-def final_signals(hub: Hub) -> dict[str, dict]:
-    """Latest version of every signal, without what legitimately differs between runs."""
-    latest: dict[str, tuple[int, dict]] = {}
-    for record in hub.decoded(hub.topics.signals):
-        version, signal = signal_from_record(record)
-        if version > latest.get(signal.signal_id, (0, {}))[0]:
-            latest[signal.signal_id] = (version, {**signal.__dict__, "updated_at": None})
-    return {k: v for k, (_, v) in latest.items()}
-
-
-def versions_are_gapless(hub: Hub) -> None:
-    seen: dict[str, list[int]] = {}
-    for record in hub.decoded(hub.topics.signals):
-        seen.setdefault(record["signal_id"], []).append(record["version"])
-    for signal_id, versions in seen.items():
-        assert versions == list(range(1, len(versions) + 1)), (signal_id, versions)
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +62,6 @@ def test_signals_are_the_same_in_order_and_shuffled_with_a_crash(broker: str, tm
 
     # The answer is the open signals. Merged ones are history: which intermediate entities existed
     # depends on arrival order, but each must lead to an open signal.
-    def open_signals(signals: dict[str, dict]) -> dict[str, dict]:
-        return {k: v for k, v in signals.items() if v["status"] == "open"}
-
     extra = {k: (v["requirement_id"], len(v["report_ids"])) for k, v in open_signals(got).items() if k not in expected}
     missing = {
         k: (v["requirement_id"], len(v["report_ids"])) for k, v in open_signals(expected).items() if k not in got
