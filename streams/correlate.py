@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -249,6 +249,9 @@ class Correlator:
         self.entity_of: dict[str, str] = {}
         self.entity_members: dict[str, set[str]] = {}
         self.absorbed: dict[str, str] = {}  # after add(): vanished entity id -> the entity that took it in
+        # Coverage kept as reports arrive: a batch must not rescan every report the hub has seen.
+        self.considered: Counter[str] = Counter()  # requirement -> reports it considers
+        self.reporting: dict[str, Counter[str]] = defaultdict(Counter)  # requirement -> agency -> reports
 
     # -- level 1 ---------------------------------------------------------------------------
     def _union1(self, a: str, b: str) -> None:
@@ -360,6 +363,10 @@ class Correlator:
         people = [p for p in report.people if p.subject_key_id not in self.erased]
         report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
         self.reports[report.report_id] = report
+        for requirement in self.plan:
+            if self._considers(requirement, report):
+                self.considered[requirement.id] += 1
+                self.reporting[requirement.id][report.agency] += 1
         for token in report.organisations:
             self.by_org[token].add(report.report_id)
         for occ in people:
@@ -458,25 +465,22 @@ class Correlator:
                 self.absorbed[entity] = self.entity_of[alive[0]]
 
     # -- requirements ----------------------------------------------------------------------
-    def coverage(self, signals: Iterable[Signal]) -> dict[str, dict[str, Any]]:
-        """Per requirement: open signals, reports it considered, agencies contributing (pure)."""
-        open_by_req: dict[str, list[Signal]] = defaultdict(list)
-        for signal in signals:
-            if signal.status == "open":
-                open_by_req[signal.requirement_id].append(signal)
+    def coverage(self, book: SignalBook) -> dict[str, dict[str, Any]]:
+        """Per requirement: open signals, reports it considered, agencies contributing (pure).
+
+        From counts kept as reports and signal versions arrive, so its cost does not grow with history."""
         out = {}
         for requirement in self.plan:
-            considered = [r for r in self.reports.values() if self._considers(requirement, r)]
-            raised = open_by_req.get(requirement.id, [])
-            out[requirement.id] = {
-                "requirement_id": requirement.id,
+            rid = requirement.id
+            out[rid] = {
+                "requirement_id": rid,
                 "question": requirement.question,
                 "priority": requirement.priority,
-                "open_signals": len(raised),
-                "reports_considered": len(considered),
-                "reports_in_signals": len({r for s in raised for r in s.report_ids}),
-                "agencies_contributing": sorted({a for s in raised for a in s.agencies}),
-                "agencies_reporting": sorted({r.agency for r in considered}),
+                "open_signals": book.open_signals[rid],
+                "reports_considered": self.considered[rid],
+                "reports_in_signals": len(book.open_reports[rid]),
+                "agencies_contributing": sorted(book.open_agencies[rid]),
+                "agencies_reporting": sorted(self.reporting[rid]),
             }
         return out
 
@@ -579,11 +583,36 @@ class SignalBook:
 
     versions: dict[str, tuple[int, Signal]] = field(default_factory=dict)
     by_entity: dict[tuple[str, str], str] = field(default_factory=dict)  # (requirement, entity key) -> signal id
+    # Over the open signals, per requirement: how many, and how often each report and agency appears.
+    open_signals: Counter[str] = field(default_factory=Counter)
+    open_reports: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    open_agencies: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def _set(self, version: int, signal: Signal) -> None:
+        """The one place a version is stored: the open-signal counts follow it."""
+        current = self.versions.get(signal.signal_id)
+        if current is not None and current[1].status == "open":
+            self._count(current[1], -1)
+        self.versions[signal.signal_id] = (version, signal)
+        if signal.status == "open":
+            self._count(signal, 1)
+
+    def _count(self, signal: Signal, step: int) -> None:
+        requirement = signal.requirement_id
+        self.open_signals[requirement] += step
+        for counts, items in (
+            (self.open_reports[requirement], signal.report_ids),
+            (self.open_agencies[requirement], signal.agencies),
+        ):
+            for item in items:
+                counts[item] += step
+                if counts[item] <= 0:
+                    del counts[item]
 
     def load(self, version: int, signal: Signal, requirement_id: str, entity_key: str | None = None) -> None:
         current = self.versions.get(signal.signal_id)
         if current is None or version > current[0]:
-            self.versions[signal.signal_id] = (version, signal)
+            self._set(version, signal)
         if entity_key is not None and signal.status == "open":
             self.by_entity[(requirement_id, entity_key)] = signal.signal_id
 
@@ -621,7 +650,7 @@ class SignalBook:
         if current is not None and current[1] == signal:
             return []
         version = 1 if current is None else current[0] + 1
-        self.versions[signal.signal_id] = (version, signal)
+        self._set(version, signal)
         return [(version, signal)]
 
     def latest(self) -> list[tuple[int, Signal]]:

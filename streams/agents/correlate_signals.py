@@ -247,7 +247,7 @@ class CorrelateSignals:
     def _coverage_changes(self, records: Sequence[Any]) -> list[Output]:
         """Coverage records for requirements whose numbers moved in this batch."""
         now = max((r.timestamp for r in records), default=0)
-        current = self.correlator.coverage(s for _, s in self.book.latest())
+        current = self.correlator.coverage(self.book)
         outputs = []
         for requirement_id, row in current.items():
             if self._coverage.get(requirement_id) != row:

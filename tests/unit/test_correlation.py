@@ -417,3 +417,47 @@ def test_a_link_is_made_once_whichever_occurrence_comes_second_and_never_to_an_e
     forwards.erase(["s2"])
     assert [(x.a, x.b) for x in forwards.add(c)] == [("r1#0", "r3#0")]
     assert forwards.add(seen("r4#0", "s2")) == []
+
+
+def test_coverage_kept_as_reports_and_signals_arrive_equals_a_full_recount(one_process: Pipeline) -> None:
+    """The union stage keeps coverage incrementally; a recount from every report and signal must agree,
+    through merges, a retraction and an erasure."""
+    from streams.correlate import facts_from_accepted
+
+    def recount(correlator: Correlator, book: SignalBook) -> dict[str, dict[str, Any]]:
+        latest = [signal for _, signal in book.versions.values() if signal.status == "open"]
+        out = {}
+        for requirement in correlator.plan:
+            considered = [r for r in correlator.reports.values() if correlator._considers(requirement, r)]
+            raised = [s for s in latest if s.requirement_id == requirement.id]
+            out[requirement.id] = {
+                "requirement_id": requirement.id,
+                "question": requirement.question,
+                "priority": requirement.priority,
+                "open_signals": len(raised),
+                "reports_considered": len(considered),
+                "reports_in_signals": len({r for s in raised for r in s.report_ids}),
+                "agencies_contributing": sorted({a for s in raised for a in s.agencies}),
+                "agencies_reporting": sorted({r.agency for r in considered}),
+            }
+        return out
+
+    accepted = one_process.accept(simulate(40, seed=29).reports)
+    correlator, book = Correlator(PLAN), SignalBook()
+    for record in accepted:
+        facts = facts_from_accepted(record)
+        touched = correlator.add(facts)
+        book.apply(correlator.evaluate_keys(correlator.affected(facts.report_id, touched)), correlator.absorbed)
+    assert correlator.coverage(book) == recount(correlator, book)
+    assert correlator.coverage(book)["IR-1"]["open_signals"] > 5
+
+    # Withdraw the reports of one open signal and erase a person of another: everything re-evaluated.
+    ir1 = [s for _, s in book.versions.values() if s.requirement_id == "IR-1" and s.status == "open"]
+    before = set(book.by_entity)
+    correlator.erased |= {p.subject_key_id for p in correlator.reports[ir1[1].report_ids[0]].people}
+    correlator.retract(ir1[0].report_ids)
+    results: dict[tuple[str, str], Any] = dict.fromkeys(before)
+    results.update(correlator.evaluate())
+    book.apply(results, correlator.absorbed)
+    assert correlator.coverage(book) == recount(correlator, book)
+    assert correlator.coverage(book)["IR-1"]["open_signals"] < len(ir1)
