@@ -34,6 +34,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
 	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py
+	$(VENV)/bin/tiphub bench --out build/bench-1-worker.json
+	$(VENV)/bin/tiphub bench --workers 2 --out build/bench-2-workers.json
 
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once

@@ -52,8 +52,8 @@ STAGES = ("accept", "decide", "audit", "link", "correlate")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    reports: int = 20_000  # published in the burst phase
-    rate: float = 1_000.0  # reports per second in the steady phase
+    reports: int = 10_000  # published in the burst phase
+    rate: float = 250.0  # reports per second in the steady phase (below saturation on 2 cores)
     seconds: float = 30.0  # length of the steady phase
     workers: int = 1
     partitions: int = 6
@@ -254,6 +254,12 @@ class LagProbe:
     async def quiet(self) -> bool:
         return not any((await self.lags()).values())
 
+    async def appended(self) -> int:
+        """Offsets taken on all the hub's topics so far: records plus transaction markers."""
+        specs = topics_for(self.settings).specs()
+        tps = [TopicPartition(spec.name, p) for spec in specs for p in range(spec.partitions)]
+        return sum((await self.consumer.end_offsets(tps)).values())
+
 
 async def wait_until(
     condition: Any, limit_s: float, what: str, meter: ProcessMeter | None = None, poll: float = 0.05
@@ -438,6 +444,7 @@ async def _run(
                 await wait_until(probe.quiet, config.timeout_s, "the stages to settle after warm-up", poll=0.5)
 
                 meter.mark()
+                appended_before = await probe.appended()
                 task = progress.add_task("burst: publish as fast as possible", total=len(burst))
                 burst_start = time.monotonic()
                 burst_sent = await publish_burst(producer, topics.submitted, burst)
@@ -459,6 +466,7 @@ async def _run(
                 await asyncio.sleep(0.5)  # signals committed with the last batch reach the observer
                 processes, measured_s = meter.report()
                 lag_at_end = await probe.lags()
+                appended = await probe.appended() - appended_before
         finally:
             stop.set()
             await producer.stop()
@@ -499,6 +507,9 @@ async def _run(
             "burst_publish_to_accepted": percentiles(latencies(burst_sent, observed.accepted_at)),
         },
         "lag_at_end": lag_at_end,
+        # What one report costs the broker: its submission, and every record the stages write for it
+        # (accepted, sightings, decisions per recipient, audit entries, links, signals), markers included.
+        "offsets_per_report": round(appended / (len(burst) + len(steady)), 1),
         "processes": processes,
         # Share of the machine's cores the measured processes kept busy from burst start to quiet.
         "cpu_busy_fraction": round(cpu_total / (measured_s * (os.cpu_count() or 1)), 2),

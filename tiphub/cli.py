@@ -617,8 +617,8 @@ def gateway(
 
 @app.command()
 def bench(
-    reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 20_000,
-    rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 1_000.0,
+    reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 10_000,
+    rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 250.0,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of the steady phase.")] = 30.0,
     workers: Annotated[int, typer.Option("--workers", min=1, help="tiphub worker processes.")] = 1,
     partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of the bench's topics.")] = 6,

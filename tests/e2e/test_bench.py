@@ -53,6 +53,10 @@ def test_bench_measures_the_whole_pipeline_and_both_ceilings(tmp_path: Path) -> 
     assert result["rejected"] == {}
     assert result["lag_at_end"] == {"accept": 0, "decide": 0, "audit": 0, "link": 0, "correlate": 0}
 
+    # Each report costs the broker its submission, its accepted record, a decision per recipient (five)
+    # and the decision's audit intake and chain entries: at least 17 offsets, markers aside.
+    assert result["offsets_per_report"] >= 17
+
     # Correlation ran: simulated cases span agencies, so reports land in signals.
     assert result["signal_versions"] > 0 and result["reports_in_signals"] > 0
 
