@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from pathlib import Path
 
 import yaml
 
@@ -30,6 +32,7 @@ from tiphub.settings import Settings
 from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
+HEARTBEAT_S = 5.0
 PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
@@ -130,6 +133,14 @@ async def load_agreements(settings: Settings, bootstrap: str) -> int:
     return await publish_new_agreements(bootstrap, topics.agreements, found, history.hashes, settings.kafka_options())
 
 
+async def _heartbeat(path: Path, stages: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Touch `path` while every stage runs: a liveness probe that checks its age sees a stuck or dead stage."""
+    while not stop.is_set() and not any(task.done() for task in stages):
+        await asyncio.to_thread(path.touch)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+
+
 async def run_worker(settings: Settings, bootstrap: str) -> None:
     pace_empty_fetches()
     stop = asyncio.Event()
@@ -148,6 +159,8 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
         processors.append(build_correlate_processor(settings, bootstrap))
     log.info("worker %s running %d stage(s) on %s", settings.instance_id, len(processors), bootstrap)
     tasks = [asyncio.create_task(p.run(stop)) for p in processors]
+    if settings.health_file is not None:
+        tasks.append(asyncio.create_task(_heartbeat(settings.health_file, tasks[:], stop)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -431,8 +431,12 @@ async def _run(
 
                 async def outcomes(target: int, task: Any = None) -> bool:
                     """Phases run one after another, so cumulative outcomes say when one is through."""
-                    if any(w.poll() is not None for w in workers):
-                        raise BenchError(f"a worker exited; see {logs}")
+                    for i, worker in enumerate(workers):
+                        if worker.poll() is not None:
+                            tail = (logs / f"bench-worker-{i}.log").read_text(errors="replace").splitlines()[-15:]
+                            raise BenchError(
+                                f"worker {i} exited with {worker.returncode}; its log ends:\n" + "\n".join(tail)
+                            )
                     done = len(observed.accepted_at) + sum(observed.rejected.values())
                     if task is not None:
                         progress.update(task, completed=done - (target - progress.tasks[task].total))

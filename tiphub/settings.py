@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         "rebalances. noida-db hands a rejoining static member another member's partitions (docs/architecture.md); "
         "on Apache Kafka set TIPHUB_REJOIN_FRESH=false to keep KIP-345's rebalance-free restarts.",
     )
+    health_file: Path | None = Field(
+        default=None,
+        description="A worker touches this file every few seconds while all its stages run (liveness probes).",
+    )
     max_envelope_age_s: float = 3600.0
     max_future_skew_s: float = 300.0
     max_value_bytes: int = 1 << 20
