@@ -113,3 +113,42 @@ def expired_key_ids(
             keys = [s["subject_key_id"] for s in subjects] + [str(report["report_key_id"])]
             found += [k for k in keys if k not in already_erased]
     return found
+
+
+async def reapply_erasures(
+    bootstrap: str,
+    topics: Topics,
+    vault: KeyVault,
+    *,
+    requested_by: str,
+    client_options: dict[str, object] | None = None,
+) -> tuple[int, int]:
+    """After a vault restore: destroy again every key an erasure fact on the topic names.
+
+    A backup taken before an erasure still holds the erased person's keys; restoring it would bring
+    them back. `tip.erasures` keeps every fact forever, so walking it undoes that. Idempotent.
+    Returns (keys named by facts, keys destroyed now).
+    """
+    from streams.feeds import read_decoded
+
+    facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
+    key_ids = sorted({fact["subject_key_id"] for fact in facts if "subject_key_id" in fact})
+    deleted = vault.delete(key_ids)
+    if deleted:
+        codec = WireCodec()
+        event = audit_event(
+            "erasure",
+            requested_by,
+            "reapplied",
+            subject_refs=key_ids,
+            detail={"reason": "erasures re-applied after a vault restore", "keys_deleted": deleted},
+        )
+        producer = new_producer(bootstrap, dict(client_options or {}))
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics.audit_intake, key=event["event_id"].encode(), value=codec.encode(AUDIT_EVENT, event)
+            )
+        finally:
+            await producer.stop()
+    return len(key_ids), deleted

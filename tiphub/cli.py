@@ -209,7 +209,13 @@ app.add_typer(audit_app, name="audit")
 
 @app.command()
 def erase(
-    subject_token: Annotated[str, typer.Option("--subject-token", help="Any linkage token of the person.")],
+    subject_token: Annotated[
+        str | None, typer.Option("--subject-token", help="Any linkage token of the person.")
+    ] = None,
+    reapply: Annotated[
+        bool,
+        typer.Option("--reapply", help="After restoring a vault backup: destroy again every key tip.erasures names."),
+    ] = False,
     reason: Annotated[str, typer.Option("--reason")] = "erasure request",
     requested_by: Annotated[str, typer.Option("--requested-by", envvar="USER")] = "operator",
     broker: BrokerOpt = None,
@@ -217,15 +223,31 @@ def erase(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Erase a person by crypto-shredding: an erasure fact, their keys destroyed, an audit event."""
-    from streams.erasure import erase_subject
+    from streams.erasure import erase_subject, reapply_erasures
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
     from tiphub.vault import SqlKeyVault
 
+    if (subject_token is None) == (not reapply):
+        console.print("[red]give either --subject-token or --reapply[/red]")
+        raise typer.Exit(2)
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
     vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+    if reapply:
+        named, deleted = asyncio.run(
+            reapply_erasures(
+                bootstrap,
+                topics_for(settings),
+                vault,
+                requested_by=requested_by,
+                client_options=settings.kafka_options(),
+            )
+        )
+        out.print(f"erasures re-applied: {named} key(s) named on tip.erasures, {deleted} destroyed now")
+        return
+    assert subject_token is not None
     result = asyncio.run(
         erase_subject(
             bootstrap,

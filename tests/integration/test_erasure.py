@@ -166,3 +166,49 @@ def test_the_retention_sweep_shreds_reports_past_their_period_and_only_those(hub
     assert view[old_tip["report_id"]]["subjects"][0]["name"] == ERASED
     assert view[old_tip["report_id"]]["narrative"] == ERASED
     assert view[recent["report_id"]]["subjects"][0]["name"] == "Dara Meas"
+
+
+def test_a_restored_vault_backup_does_not_bring_an_erased_person_back(hub: Hub) -> None:
+    import sqlite3
+    from pathlib import Path
+
+    hub.publish([make_report(subjects=[PERSON]), make_report(subjects=[OTHER])])
+    hub.start_worker()
+    hub.wait_for_outcomes(2)
+    hub.wait_for_quiet()
+    vault_file = Path(hub.settings.vault_database.removeprefix("sqlite:///"))
+    backup = vault_file.with_suffix(".backup")
+
+    def copy_database(source: Path, target: Path) -> None:
+        """SQLite's online backup: consistent, whatever is still in the write-ahead log."""
+        with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
+            src.backup(dst)
+
+    copy_database(vault_file, backup)  # last night's backup, taken before the erasure
+
+    tokens = {  # linkage token -> subject key, one person per report
+        r["subjects"][0]["identifiers"][0]["linkage_token"]: r["subjects"][0]["subject_key_id"]
+        for r in hub.decoded(hub.topics.accepted)
+    }
+    erased_token = next(iter(tokens))
+
+    def tiphub(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tiphub", *args], env=hub.env(), capture_output=True, text=True, timeout=60
+        )
+
+    assert tiphub("erase", "--subject-token", erased_token, "--reason", "court order").returncode == 0
+    copy_database(backup, vault_file)  # the vault is restored from the backup
+    restored = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_kek())
+    assert restored.get(tokens[erased_token]) is not None  # the erased person's key is back
+
+    first = tiphub("erase", "--reapply")
+    assert first.returncode == 0, first.stderr
+    assert "1 key(s) named on tip.erasures, 1 destroyed now" in first.stdout
+    assert restored.get(tokens[erased_token]) is None
+    others = [key for t, key in tokens.items() if t != erased_token]
+    assert others and all(restored.get(key) is not None for key in others)  # nobody else is touched
+    assert "1 key(s) named on tip.erasures, 0 destroyed now" in tiphub("erase", "--reapply").stdout
+    audit = [e for e in hub.decoded(hub.topics.audit_intake) if e["kind"] == "erasure"]
+    assert [e["outcome"] for e in audit] == ["erased", "reapplied"]
+    assert tiphub("erase").returncode == 2  # neither a person nor --reapply
