@@ -9,6 +9,7 @@ exactly_once duplicated. Static group membership lets a restarted worker take it
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger(__name__)
+REWIND_ATTEMPTS = 12  # about 40 s of a broker being away before the worker stops and waits for a restart
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,10 @@ class TransactionalProcessor:
             while not stop.is_set():
                 batch = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
                 if not batch:
-                    await self._commit_idle_positions()
+                    try:
+                        await self._commit_idle_positions()
+                    except KafkaError as exc:  # bookkeeping only: try again on the next idle second
+                        log.warning("idle positions not committed (%s)", type(exc).__name__)
                     continue
                 try:
                     await self._process(batch)
@@ -199,12 +204,22 @@ class TransactionalProcessor:
             self._committed.update(moved)
 
     async def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """After an abort, read the batch again from the last committed offsets."""
+        """After an abort, read the batch again from the last committed offsets.
+
+        Where the group committed is asked of the broker, which may be away (restarting, a leader
+        moving). Then ask again: a batch must be read again, never skipped and never re-read from
+        the partition's beginning. If the broker stays away, stop: a restart resumes from the commit.
+        """
         for tp in batch:
-            try:
-                committed = await self.consumer.committed(tp)
-            except KafkaError:
-                committed = None
+            for attempt in itertools.count():
+                try:
+                    committed = await self.consumer.committed(tp)
+                    break
+                except KafkaError as exc:
+                    if attempt + 1 >= REWIND_ATTEMPTS:
+                        raise
+                    log.warning("where %s committed is unknown (%s); asking again", tp, type(exc).__name__)
+                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
             if committed is None:
                 await self.consumer.seek_to_beginning(tp)
             else:
