@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
+from gateway.limits import EdgeLimits
 from gateway.release import build_router, foreign_partners
 from gateway.reports import build_reports_router
 from gateway.security import AuditSink, GatewayKeys, invalid, require
@@ -105,6 +106,14 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             await app.state.audit.stop()
 
     app = FastAPI(title="tiphub gateway", version=__version__, lifespan=lifespan)
+    app.add_middleware(
+        EdgeLimits,
+        credential_rate=settings.gateway_rate_per_s,
+        credential_burst=settings.gateway_rate_burst,
+        address_rate=settings.gateway_address_rate_per_s,
+        address_burst=settings.gateway_address_burst,
+        max_body_bytes=settings.gateway_max_body_bytes,
+    )
 
     @app.middleware("http")
     async def count(request: Request, call_next: Any) -> Response:

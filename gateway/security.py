@@ -81,14 +81,16 @@ class AuditSink:
             self.topics.audit_intake, self.codec.encode(AUDIT_EVENT, event), key=event["event_id"].encode()
         )
 
-    async def denied(self, request: Request, reason: str, caller: Caller | None = None) -> None:
+    async def denied(
+        self, request: Request, reason: str, caller: Caller | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
         actor = f"{caller.role}:{caller.subject}" if caller else "anonymous"
         await self.write(
             "denial",
             actor,
             "denied",
             recipient=caller.acts_for if caller else None,
-            detail={"reason": reason, "method": request.method, "path": request.url.path},
+            detail={"reason": reason, "method": request.method, "path": request.url.path, **(detail or {})},
         )
         log.info("denied %s %s to %s: %s", request.method, request.url.path, actor, reason)
 

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     max_future_skew_s: float = 300.0
     max_value_bytes: int = 1 << 20
     gateway_url: str = "http://127.0.0.1:8700"
+    gateway_rate_per_s: float = Field(default=50.0, description="Requests per second per credential (0: none).")
+    gateway_rate_burst: int = Field(default=200, ge=1)
+    gateway_address_rate_per_s: float = Field(
+        default=200.0, description="Requests per second per client address, all credentials (0: none; behind a proxy)."
+    )
+    gateway_address_burst: int = Field(default=1000, ge=1)
+    gateway_max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger request bodies get 413.")
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,13 +60,13 @@ class Live:
         return [e for e in self.audited() if e["kind"] == "denial"]
 
 
-def start_gateway(hub: Hub) -> tuple[subprocess.Popen[bytes], str]:
-    """`tiphub gateway` as its own process on a free port, once it answers /healthz."""
-    port = free_port()
+def start_gateway(hub: Hub, port: int | None = None, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`tiphub gateway` as its own process (on a free port by default), once it answers /healthz."""
+    port = port or free_port()
     with (hub.home / "gateway.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tiphub", "gateway", "--port", str(port)],
-            env=hub.env(),
+            env=hub.env(**env),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -606,3 +607,177 @@ def test_analysts_triage_a_signal_with_a_note_that_never_reaches_the_topic_in_pl
     assert post(live, f"/v1/signals/{signal['signal_id']}/triage", liaison, {"state": "closed"}).status_code == 403
     raw = b"".join(r.value for r in live.hub.read(live.hub.topics.triage))
     assert b"Sokha" not in raw and b"labour inspector" not in raw and len(raw) > 0
+
+
+def wait_for_denials(live: Live, reason: str, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    while True:
+        found = [d for d in live.denials() if d["detail"] and json.loads(d["detail"]).get("reason") == reason]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.3)
+
+
+def test_floods_get_429_per_credential_and_each_episode_is_audited_once(live: Live) -> None:
+    process, url = start_gateway(live.hub, TIPHUB_GATEWAY_RATE_PER_S="2", TIPHUB_GATEWAY_RATE_BURST="5")
+    try:
+        flooder = live.token("analyst", agency="NZ-NIC")
+        bystander = live.token("analyst", agency="NZ-NIC")
+        with httpx.Client(base_url=url, timeout=10) as client:
+
+            def get(token: str) -> httpx.Response:
+                return client.get("/v1/signals", params={"limit": 1}, headers={"Authorization": f"Bearer {token}"})
+
+            flood = [get(flooder) for _ in range(30)]
+            codes = [r.status_code for r in flood]
+            assert codes[:5] == [200] * 5 and codes.count(429) >= 20, codes
+            refused = next(r for r in flood if r.status_code == 429)
+            assert int(refused.headers["retry-after"]) >= 1 and "slow down" in refused.json()["detail"]
+            assert get(bystander).status_code == 200  # another credential has its own budget
+            assert client.get("/healthz").status_code == 200  # probes are never limited
+            time.sleep(1.2)
+            assert get(flooder).status_code == 200  # refilled at 2/s
+            assert [get(flooder).status_code for _ in range(10)].count(429) >= 5  # a second flood
+
+        denials = wait_for_denials(live, "rate_limited", 2)
+        ours = [d for d in denials if d["actor"] == "analyst:test analyst"]
+        assert len(ours) == 2, denials  # one per episode, not one per refused request
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_oversized_and_endless_bodies_get_413_and_are_audited(live: Live) -> None:
+    process, url = start_gateway(live.hub, TIPHUB_GATEWAY_MAX_BODY_BYTES="4096")
+    try:
+        token = live.token("publisher", agency="NZ-CUSTOMS")
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        big = json.dumps(make_report(source_agency="NZ-CUSTOMS", narrative="x" * 10_000))
+        answer = httpx.post(url + "/v1/reports", content=big, headers=headers, timeout=10)
+        assert answer.status_code == 413 and "larger than 4096" in answer.json()["detail"]
+
+        def endless() -> Iterator[bytes]:  # chunked: no Content-Length to refuse up front
+            yield b'{"narrative": "'
+            for _ in range(100):
+                yield b"y" * 1000
+            yield b'"}'
+
+        answer = httpx.post(url + "/v1/reports", content=endless(), headers=headers, timeout=10)
+        assert answer.status_code == 413
+        small = make_report(source_agency="NZ-CUSTOMS")
+        assert httpx.post(url + "/v1/reports", json=small, headers=headers, timeout=10).status_code == 202
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert len(wait_for_denials(live, "body_too_large", 2)) >= 2
+
+
+def test_deeply_nested_json_is_refused_as_a_client_error_and_the_gateway_keeps_serving(live: Live) -> None:
+    token = live.token("publisher", agency="NZ-CUSTOMS")
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    for body in ("[" * 50_000 + "]" * 50_000, '{"a":' * 20_000 + "1" + "}" * 20_000):
+        answer = httpx.post(live.url + "/v1/reports", content=body, headers=headers, timeout=30)
+        assert answer.status_code in (400, 422), answer.status_code
+        assert "Traceback" not in answer.text
+    nested_field = {**make_report(source_agency="NZ-CUSTOMS"), "elements": [[[["ACT_TRANSPORT"]]]]}
+    answer = httpx.post(live.url + "/v1/reports", json=nested_field, headers=headers, timeout=30)
+    assert answer.status_code == 422 and answer.json()["detail"][0]["loc"][1].startswith("elements")
+    assert live.get("/healthz").status_code == 200
+
+
+def test_path_traversal_reaches_no_file_and_no_other_partner(live: Live) -> None:
+    liaison = live.token("liaison", partner="HSU-MY")
+    attempts = [
+        "/v1/partners/..%2FHSU-TH/summaries",
+        "/v1/partners/HSU-MY/..%2F..%2Fpartners%2FHSU-TH%2Fsummaries",
+        "/v1/partners/%2e%2e%2fHSU-TH/summaries",
+        "/taxii2/..%2F..%2Fetc%2Fpasswd",
+        "/taxii2/api/collections/..%2FHSU-TH/objects/",
+        "/static/..%2F..%2Fpyproject.toml",
+        "/..%2F..%2Fetc%2Fpasswd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/v1/signals/..%2F..%2Fetc%2Fpasswd",
+        "/schemas/ids/..%2F..%2Fregistry.json",
+    ]
+    for path in attempts:
+        answer = httpx.get(live.url + path, headers={"Authorization": f"Bearer {liaison}"}, timeout=10)
+        assert answer.status_code in (400, 401, 403, 404, 405, 422), (path, answer.status_code)
+        assert "root:" not in answer.text and "[project]" not in answer.text and "HSU-TH" not in answer.text, path
+
+
+class EventSourceClient(threading.Thread):
+    """What a browser's EventSource does: read the stream, and when it drops, reconnect with Last-Event-ID."""
+
+    def __init__(self, url: str, token: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.token = url, token
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.reconnects = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            last = self.events[-1][0] if self.events else None
+            headers = {"Authorization": f"Bearer {self.token}", **({"Last-Event-ID": last} if last else {})}
+            try:
+                timeout = httpx.Timeout(5.0, read=2.0)
+                with httpx.stream("GET", self.url + "/v1/signals/stream", headers=headers, timeout=timeout) as response:
+                    event_id = None
+                    for line in response.iter_lines():
+                        if self.halt.is_set():
+                            return
+                        if line.startswith("id:"):
+                            event_id = line[3:].strip()
+                        elif line.startswith("data:") and event_id:
+                            self.events.append((event_id, json.loads(line[5:])))
+            except httpx.HTTPError:
+                pass  # dropped, refused or idle: reconnect from the last event, as EventSource does
+            self.reconnects += 1
+            time.sleep(0.3)
+
+
+def test_connected_sse_clients_ride_through_a_gateway_restart_without_gaps_or_repeats(live: Live) -> None:
+    token = live.token("analyst", agency="NZ-NIC")
+    port = free_port()
+    gateway, url = start_gateway(live.hub, port)
+    clients = [EventSourceClient(url, token) for _ in range(3)]
+    try:
+        for client in clients:
+            client.start()
+        before = len(all_pages(live, token, 500))
+        deadline = time.monotonic() + 60
+        while any(len(c.events) < before for c in clients):
+            assert time.monotonic() < deadline, [len(c.events) for c in clients]
+            time.sleep(0.2)
+        fresh = simulate(16, seed=77).reports
+        live.hub.publish(fresh[: len(fresh) // 2])  # new signals while the clients are connected
+        time.sleep(1.0)
+        gateway.kill()  # every stream drops at once
+        gateway.wait(10)
+        live.hub.publish(fresh[len(fresh) // 2 :])  # and more while the gateway is down
+        gateway, url = start_gateway(live.hub, port)
+        live.hub.wait_for_quiet()
+
+        expected: list[tuple[str, int]] = []
+        deadline = time.monotonic() + 90
+        while True:
+            expected = [(s["signal_id"], s["version"]) for s in all_pages(live, token, 500)]
+            got = [[(e["signal_id"], e["version"]) for _, e in c.events] for c in clients]
+            if all(sorted(g) == sorted(expected) for g in got) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        for client in clients:
+            client.halt.set()
+        gateway.terminate()
+        gateway.wait(20)
+    assert len(expected) > before, "the restart window produced no new signal versions to resume over"
+    for client in clients:
+        got = [(e["signal_id"], e["version"]) for _, e in client.events]
+        # Every version the feed holds, each once (no gap, no repeat). Log order is per partition: across
+        # partitions a live stream interleaves as records arrive, so each signal's versions must ascend.
+        assert sorted(got) == sorted(expected) and len(set(got)) == len(got)
+        for signal_id in {s for s, _ in got}:
+            versions = [v for s, v in got if s == signal_id]
+            assert versions == sorted(versions), (signal_id, versions)
+        assert client.reconnects >= 1
