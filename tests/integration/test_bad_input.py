@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from producers.publisher import FixedEntropy, seal_report
 from schemas.convert import report_from_json
 from tests.envelopes import EnvelopeKit, hours_ago, stranger_hub_key
 from tests.factories import make_report
 from tests.harness import Hub
+from tiphub import crypto
 from tiphub.database import Database
 from tiphub.keys import KeyRegistry, agency_key_id
 
@@ -84,6 +88,27 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     huge = report_from_json(make_report())
     huge["narrative"] = "x" * 150_000
     cases.append(("oversized", kit.wire(kit.envelope(huge))))
+    # Invalid UTF-8: in a plain Avro string on the wire (same length, so the framing still holds) ...
+    key, value = kit.wire(env())
+    cases.append(("undecodable", (key, value.replace(b"NZ-CUSTOMS", b"NZ-CUST\xffMS", 1))))
+    # ... and inside a sealed field, correctly signed: it decrypts, but to bytes that are not text.
+    data_key = os.urandom(32)
+    entropy = FixedEntropy(
+        data_key, X25519PrivateKey.generate(), os.urandom(12), tuple(os.urandom(12) for _ in range(32))
+    )
+    record = report_from_json(make_report())
+    not_text = seal_report(
+        record,
+        agency_key=customs,
+        signing_key_id=agency_key_id("NZ-CUSTOMS", customs.public_key()),
+        hub_public=kit.hub_public,
+        hub_key_id=kit.hub_key_id,
+        entropy=entropy,
+    )
+    not_text["narrative"] = crypto.seal(
+        data_key, b"\xff\xfe\x00bad", crypto.field_aad(record["report_id"], "narrative")
+    )
+    cases.append(("invalid_utf8", kit.wire(kit.resign(not_text, customs))))
     first_good = make_report()
     cases.append(("duplicate_report_id", kit.wire(kit.envelope(first_good))))  # freshly signed replay
 
@@ -99,7 +124,7 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     assert sorted(r.key.decode() for r in accepted) == sorted(good_ids)
     by_offset = sorted(rejected, key=lambda r: (r["source_partition"], r["source_offset"]))
     assert Counter(r["reason"] for r in by_offset) == Counter(reason for reason, _ in cases)
-    assert len({reason for reason, _ in cases}) >= 18
+    assert len({reason for reason, _ in cases}) >= 19
     for rejection in rejected:
         assert rejection["detail"], rejection
         assert rejection["source_topic"] == hub.topics.submitted
