@@ -1,6 +1,7 @@
 """Faults on the real broker, each bounded in time and on loopback only: the broker stopped and started
-again mid-stream, a worker SIGKILLed mid-stream. Afterwards every report is accepted exactly once, every decision and audit entry is
-written once, signal versions have no gap or repeat, the audit chain verifies and every lag is 0."""
+again mid-stream, and a worker SIGKILLed mid-stream. Afterwards every report is accepted exactly once,
+every decision and audit entry is written once, signal versions have no gap or repeat, the audit chain
+verifies and every lag is 0."""
 
 from __future__ import annotations
 
