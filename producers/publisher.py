@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from schemas.codec import WireCodec
 from schemas.convert import FieldError, ReportValidationError, report_from_json
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
-from schemas.registry import load_registry
+from schemas.registry import RegisteredSchema, load_registry
 from tiphub import crypto
 from tiphub.keys import agency_key_id
 
@@ -41,8 +41,15 @@ def seal_report(
     signed_at: datetime | None = None,
     publisher: str | None = None,
     entropy: FixedEntropy | None = None,
+    envelope_schema: RegisteredSchema | None = None,
 ) -> dict[str, Any]:
-    """The SubmittedReport envelope for a validated IndicatorReport record."""
+    """The SubmittedReport envelope for a validated IndicatorReport record.
+
+    `envelope_schema`: the SubmittedReport version to sign for (default: the latest); the report's
+    schema id is the IndicatorReport of the same version. Encode the envelope with the same version."""
+    registry = load_registry()
+    envelope_schema = envelope_schema or registry.latest(SUBMITTED)
+    report_schema = next(v for v in registry.versions("tiphub.IndicatorReport") if v.version == envelope_schema.version)
     report_id = report["report_id"]
     data_key = entropy.data_key if entropy else crypto.new_data_key()
     ephemeral_pub, wrapped = crypto.wrap_data_key(
@@ -59,7 +66,7 @@ def seal_report(
     )
     envelope = {
         **sealed,
-        "report_schema_id": load_registry().latest("tiphub.IndicatorReport").schema_id,
+        "report_schema_id": report_schema.schema_id,
         "signed_at": signed_at or datetime.now(UTC),
         "signing_key_id": signing_key_id,
         "publisher": publisher,
@@ -68,7 +75,7 @@ def seal_report(
         "wrapped_data_key": wrapped,
         "signature": b"",
     }
-    envelope["signature"] = crypto.sign(agency_key, signing_bytes(envelope))
+    envelope["signature"] = crypto.sign(agency_key, signing_bytes(envelope, envelope_schema))
     return envelope
 
 

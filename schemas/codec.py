@@ -74,3 +74,16 @@ class WireCodec:
                 f"{len(value) - buffer.tell()} trailing bytes after the {schema.name} record",
             )
         return schema, record
+
+    def upgrade(self, value: bytes, writer: RegisteredSchema) -> Any:
+        """A value written with an older version, read as its subject's latest: Avro resolution fills
+        fields the writer did not have with their defaults (schemas/compat.py keeps that possible)."""
+        latest = self.registry.latest(writer.subject)
+        if latest.schema_id == writer.schema_id:
+            return self.decode(value)[1]
+        try:
+            return schemaless_reader(io.BytesIO(value[_HEADER.size :]), writer.parsed, latest.parsed)
+        except Exception as exc:
+            raise CodecError(
+                "undecodable", f"cannot read {writer.name} v{writer.version} as v{latest.version}: {exc}"
+            ) from None

@@ -201,6 +201,8 @@ def _check_semantics(report: dict[str, Any], walker: _Walker) -> None:
         fail("source_reliability", "invalid_grade", "must be one of A, B, C, D, E, F")
     if report.get("info_credibility") is not None and report["info_credibility"] not in CREDIBILITY:
         fail("info_credibility", "invalid_grade", "must be one of 1, 2, 3, 4, 5, 6")
+    if report.get("estimated_victims") is not None and report["estimated_victims"] < 0:
+        fail("estimated_victims", "invalid_value", "must be 0 or more")
     if len(set(report.get("elements") or [])) != len(report.get("elements") or []):
         fail("elements", "duplicate_value", "lists an element twice")
 

@@ -11,21 +11,23 @@ from collections.abc import Iterator
 from typing import Any
 
 from schemas.codec import WireCodec
-from schemas.registry import load_registry
+from schemas.registry import RegisteredSchema, load_registry
 
 SIGNING_DOMAIN = b"tiphub/envelope/v1\x00"
 SUBMITTED = "tiphub.SubmittedReport"
 RETRACTION = "tiphub.ReportRetraction"
 
 
-def signing_bytes(envelope: dict[str, Any], schema_name: str = SUBMITTED) -> bytes:
+def signing_bytes(envelope: dict[str, Any], schema: str | RegisteredSchema = SUBMITTED) -> bytes:
     """domain || schema id (4 bytes) || Avro body of the envelope with an empty signature.
 
     Avro binary encoding is deterministic for a record and schema, so the verifier rebuilds
-    these bytes from the decoded record. Everything in the envelope is signed, ciphertexts
-    included (encrypt-then-sign).
+    these bytes from the decoded record, with the schema version the envelope was written with
+    (a name means its latest version). Everything in the envelope is signed, ciphertexts included
+    (encrypt-then-sign).
     """
-    schema = load_registry().latest(schema_name)
+    if isinstance(schema, str):
+        schema = load_registry().latest(schema)
     unsigned = {**envelope, "signature": b""}
     return SIGNING_DOMAIN + struct.pack(">I", schema.schema_id) + WireCodec.body(schema, unsigned)
 

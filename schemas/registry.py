@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from functools import cache
@@ -12,6 +13,8 @@ from typing import Any
 
 import fastavro
 from fastavro.schema import to_parsing_canonical_form
+
+from schemas.compat import full_problems
 
 AVRO_DIR = Path(__file__).with_name("avro")
 REGISTRY_FILE = Path(__file__).with_name("registry.json")
@@ -117,12 +120,20 @@ class SchemaRegistry:
         return iter(sorted(self._by_id.values(), key=lambda e: e.schema_id))
 
 
+class IncompatibleSchema(ValueError):
+    """A new version that producers and consumers of the previous one could not share a topic with."""
+
+
 def build_registry(
     registry_file: Path = REGISTRY_FILE, avro_dir: Path = AVRO_DIR, *, check: bool = True
 ) -> SchemaRegistry:
-    types = _load_named_types(avro_dir)
+    """Every registered version, its fingerprint checked against the pin and its compatibility against
+    the subject's previous version. A row's `types` names a subdirectory whose type files replace
+    those of the same name for that version (schemas/avro/v2/ for version 2)."""
+    base = _load_named_types(avro_dir)
     entries = []
     for row in json.loads(registry_file.read_text())["schemas"]:
+        types = {**base, **_load_named_types(avro_dir / row["types"])} if row.get("types") else base
         schema = expand(row["name"], types)
         actual = fingerprint(schema)
         if check and actual != row["fingerprint"]:
@@ -144,7 +155,17 @@ def build_registry(
                 parsed=fastavro.parse_schema(copy.deepcopy(schema)),
             )
         )
-    return SchemaRegistry(entries)
+    registry = SchemaRegistry(entries)
+    for subject in registry.subjects():
+        versions = registry.versions(subject)
+        for old, new in itertools.pairwise(versions):
+            found = full_problems(new.schema, old.schema)
+            if found:
+                raise IncompatibleSchema(
+                    f"{subject} v{new.version} (id {new.schema_id}) is not FULL compatible with v{old.version}: "
+                    + "; ".join(found)
+                )
+    return registry
 
 
 @cache

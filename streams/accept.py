@@ -17,6 +17,7 @@ from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.normalise import normalise_identifier
+from schemas.registry import RegisteredSchema
 from tiphub import crypto
 from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
 from tiphub.linkage import Linker, age_facts
@@ -95,7 +96,8 @@ class AcceptStage:
         self.codec = codec or WireCodec()
         self.max_age_ms = int(max_envelope_age_s * 1000)
         self.max_skew_ms = int(max_future_skew_s * 1000)
-        self._report_schema_id = self.codec.registry.latest("tiphub.IndicatorReport").schema_id
+        # Every registered version of the report is accepted, by the version of its envelope.
+        self._report_versions = {e.schema_id: e.version for e in self.codec.registry.versions("tiphub.IndicatorReport")}
 
     def process(self, batch: list[Submission], now: datetime | None = None) -> list[Verdict]:
         """Verdicts in input order. Vault keys for the whole batch are fetched in one round trip."""
@@ -116,20 +118,27 @@ class AcceptStage:
     # -- opening: every check that can refuse a submission -------------------------------
     def _open(self, submission: Submission) -> _Opened:
         try:
-            _, envelope = self.codec.decode(submission.value, expect=SUBMITTED)
+            written_with, envelope = self.codec.decode(submission.value, expect=SUBMITTED)
         except CodecError as exc:
             raise Rejection(exc.reason, exc.detail) from None
         report_id = envelope["report_id"]
         if submission.key is None or submission.key.decode(errors="replace") != report_id:
             raise Rejection("key_mismatch", "the Kafka key is not the envelope's report_id", "report_id")
 
-        key = self._check_signer(envelope, submission, SUBMITTED)
-        if envelope["report_schema_id"] != self._report_schema_id:
+        key = self._check_signer(envelope, submission, written_with)
+        if self._report_versions.get(envelope["report_schema_id"]) != written_with.version:
             raise Rejection(
                 "unknown_report_schema",
-                f"report schema id {envelope['report_schema_id']} is not supported",
+                f"report schema id {envelope['report_schema_id']} is not the report of envelope "
+                f"v{written_with.version}",
                 "report_schema_id",
             )
+        if written_with.schema_id != self.codec.registry.latest(SUBMITTED).schema_id:
+            # Signed as written; processed in the latest shape (new fields at their defaults).
+            try:
+                envelope = self.codec.upgrade(submission.value or b"", written_with)
+            except CodecError as exc:
+                raise Rejection(exc.reason, exc.detail) from None
         if envelope["hub_key_id"] != self.hub_key_id:
             raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
         try:
@@ -158,7 +167,9 @@ class AcceptStage:
             raise Rejection(exc.reason, str(exc), exc.field) from None
         return _Opened(submission, report, key.key_id, envelope["publisher"])
 
-    def _check_signer(self, envelope: dict[str, Any], submission: Submission, schema_name: str) -> RegisteredKey:
+    def _check_signer(
+        self, envelope: dict[str, Any], submission: Submission, schema: str | RegisteredSchema
+    ) -> RegisteredKey:
         """Registered, unrevoked key of the claimed agency, a valid signature, a fresh envelope."""
         agency = envelope["source_agency"]
         key = self.registry.get(envelope["signing_key_id"])
@@ -181,7 +192,7 @@ class AcceptStage:
             raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
         if key.revoked_by(submission.timestamp_ms / 1000):
             raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
-        if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope, schema_name)):
+        if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope, schema)):
             raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
         # Freshness against the broker's record time, not the wall clock: a backlog is not stale.
         signed_ms = int(envelope["signed_at"].timestamp() * 1000)
@@ -197,11 +208,11 @@ class AcceptStage:
         `accepted_from`: the agency the named report was accepted from, or None if it was not.
         """
         try:
-            _, retraction = self.codec.decode(submission.value, expect=RETRACTION)
+            written_with, retraction = self.codec.decode(submission.value, expect=RETRACTION)
             report_id = retraction["report_id"]
             if submission.key is None or submission.key.decode(errors="replace") != report_id:
                 raise Rejection("key_mismatch", "the Kafka key is not the retraction's report_id", "report_id")
-            key = self._check_signer(retraction, submission, RETRACTION)
+            key = self._check_signer(retraction, submission, written_with)
             if accepted_from is None:
                 raise Rejection("retraction_unknown_report", "no accepted report has this report_id", "report_id")
             if accepted_from != retraction["source_agency"]:
@@ -348,6 +359,7 @@ class AcceptStage:
                     "info_credibility",
                     "elements",
                     "locations",
+                    "estimated_victims",
                 )
             },
             "subjects": subjects,

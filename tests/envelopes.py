@@ -31,7 +31,9 @@ class EnvelopeKit:
         key: Ed25519PrivateKey | None = None,
         signed_at: datetime | None = None,
         hub_public: Any = None,
+        envelope_schema: Any = None,
     ) -> dict[str, Any]:
+        """`envelope_schema`: a SubmittedReport version to sign for, as an older agency SDK would."""
         agency = agency or report_json["source_agency"]
         key = key or self.store.agency_key(agency)
         return seal_report(
@@ -41,16 +43,19 @@ class EnvelopeKit:
             hub_public=hub_public or self.hub_public,
             hub_key_id=self.hub_key_id,
             signed_at=signed_at or datetime.now(UTC),
+            envelope_schema=envelope_schema,
         )
 
-    def resign(self, envelope: dict[str, Any], key: Ed25519PrivateKey) -> dict[str, Any]:
-        """Sign an edited envelope again, as a buggy agency system would."""
+    def resign(self, envelope: dict[str, Any], key: Ed25519PrivateKey, schema: Any = SUBMITTED) -> dict[str, Any]:
+        """Sign an edited envelope again, as a buggy agency system would (for `schema`'s version)."""
         envelope = {**envelope, "signature": b""}
-        envelope["signature"] = crypto.sign(key, signing_bytes(envelope))
+        envelope["signature"] = crypto.sign(key, signing_bytes(envelope, schema))
         return envelope
 
-    def wire(self, envelope: dict[str, Any]) -> tuple[bytes, bytes]:
-        return envelope["report_id"].encode(), self.codec.encode(SUBMITTED, envelope)
+    def wire(self, envelope: dict[str, Any], schema: Any = None) -> tuple[bytes, bytes]:
+        """(key, value), encoded with `schema` (a SubmittedReport version; default the latest)."""
+        value = self.codec.encode_with(schema, envelope) if schema else self.codec.encode(SUBMITTED, envelope)
+        return envelope["report_id"].encode(), value
 
     @staticmethod
     def with_schema_id(value: bytes, schema_id: int) -> bytes:

@@ -14,8 +14,13 @@ from tests.factories import make_report
 
 
 def test_registry_ids_are_fixed() -> None:
-    ids = {entry.name: entry.schema_id for entry in load_registry()}
-    assert ids == {
+    ids = {(entry.name, entry.version): entry.schema_id for entry in load_registry()}
+    assert {name: i for (name, version), i in ids.items() if version == 2} == {
+        "tiphub.IndicatorReport": 19,
+        "tiphub.SubmittedReport": 20,
+        "tiphub.AcceptedReport": 21,
+    }
+    assert {name: i for (name, version), i in ids.items() if version == 1} == {
         "tiphub.IndicatorReport": 1,
         "tiphub.SubmittedReport": 2,
         "tiphub.AcceptedReport": 3,
@@ -58,7 +63,7 @@ def test_round_trip_in_confluent_wire_format() -> None:
     codec = WireCodec()
     record = report_from_json(make_report())
     value = codec.encode("tiphub.IndicatorReport", record)
-    assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] == 1
+    assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] == 19  # the latest version's id
     schema, decoded = codec.decode(value)
     assert schema.name == "tiphub.IndicatorReport"
     assert decoded == record
