@@ -7,6 +7,8 @@ Plaintext lives here for the time of one call and never leaves it.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,7 @@ from tiphub.linkage import Linker, age_facts
 from tiphub.vault import KeyRequest, KeyVault
 
 ACCEPTED = "tiphub.AcceptedReport"
+HUB_KEYS_RELOAD_S = 30.0
 REJECTED = "tiphub.RejectedReport"
 _ENVELOPE_FIELDS = (
     "report_schema_id",
@@ -87,11 +90,18 @@ class AcceptStage:
         codec: WireCodec | None = None,
         max_envelope_age_s: float = 3600.0,
         max_future_skew_s: float = 300.0,
+        hub_keys: Callable[[], dict[str, X25519PrivateKey]] | None = None,
     ) -> None:
+        """`hub_keys`: loads every hub key still in use (current and previous); read again when an
+        envelope names one not loaded yet, and every HUB_KEYS_RELOAD_S, so a rotation or a retirement
+        on disk takes effect without a restart."""
         self.registry = registry
         self.vault = vault
         self.hub_key = hub_key
         self.hub_key_id = hub_key_id
+        self._load_hub_keys = hub_keys
+        self._hub_keys = hub_keys() if hub_keys else {hub_key_id: hub_key}
+        self._hub_keys_loaded = time.monotonic()
         self.linker = linker
         self.codec = codec or WireCodec()
         self.max_age_ms = int(max_envelope_age_s * 1000)
@@ -139,11 +149,12 @@ class AcceptStage:
                 envelope = self.codec.upgrade(submission.value or b"", written_with)
             except CodecError as exc:
                 raise Rejection(exc.reason, exc.detail) from None
-        if envelope["hub_key_id"] != self.hub_key_id:
+        hub_key = self._hub_key(envelope["hub_key_id"])
+        if hub_key is None:
             raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
         try:
             data_key = crypto.unwrap_data_key(
-                self.hub_key,
+                hub_key,
                 report_id,
                 envelope["ephemeral_public_key"],
                 envelope["wrapped_data_key"],
@@ -166,6 +177,14 @@ class AcceptStage:
         except ReportValidationError as exc:
             raise Rejection(exc.reason, str(exc), exc.field) from None
         return _Opened(submission, report, key.key_id, envelope["publisher"])
+
+    def _hub_key(self, key_id: str) -> X25519PrivateKey | None:
+        if self._load_hub_keys is not None:
+            age = time.monotonic() - self._hub_keys_loaded
+            if age > HUB_KEYS_RELOAD_S or (key_id not in self._hub_keys and age > 1.0):
+                self._hub_keys = self._load_hub_keys()
+                self._hub_keys_loaded = time.monotonic()
+        return self._hub_keys.get(key_id)
 
     def _check_signer(
         self, envelope: dict[str, Any], submission: Submission, schema: str | RegisteredSchema

@@ -71,6 +71,7 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
         vault=SqlKeyVault(Database(settings.vault_database), keys.vault_kek()),
         hub_key=keys.hub_encryption_key(),
         hub_key_id=keys.hub_key_id(),
+        hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them
         linker=Linker.latest(keys.linkage_keys()),
         max_envelope_age_s=settings.max_envelope_age_s,
         max_future_skew_s=settings.max_future_skew_s,

@@ -151,6 +151,48 @@ def keys_revoke(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> 
     out.print(f"revoked {key_id}")
 
 
+@keys_app.command("register")
+def keys_register(
+    agency: Annotated[str, typer.Option("--agency", help="The agency the key signs for.")],
+    public_key: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="Its Ed25519 public key (PEM).")],
+    home: HomeOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """Register an agency's new signing key beside its current one (rotation: revoke the old one after)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from tiphub.database import Database
+    from tiphub.keys import KeyRegistry
+
+    key = serialization.load_pem_public_key(public_key.read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        console.print("[red]not an Ed25519 public key[/red]")
+        raise typer.Exit(1)
+    key_id = KeyRegistry(Database(settings_from(home=home).registry_database)).register(agency, key)
+    out.print(f"registered {key_id}")
+
+
+@keys_app.command("rotate-hub")
+def keys_rotate_hub(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """A new hub encryption key. Envelopes sealed for the previous one still open until it is retired."""
+    from tiphub.keys import KeyStore
+
+    old, new = KeyStore(settings_from(home=home).home).rotate_hub_key()
+    out.print(f"hub key {new} is current; {old} still opens what was sealed for it (retire it with retire-hub)")
+
+
+@keys_app.command("retire-hub")
+def keys_retire_hub(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """Delete a previous hub key: envelopes still sealed for it are refused (wrong_hub_key) from then on."""
+    from tiphub.keys import KeyStore
+
+    if not KeyStore(settings_from(home=home).home).retire_hub_key(key_id):
+        console.print(f"[red]no previous hub key {key_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"retired {key_id}")
+
+
 # -- policy ---------------------------------------------------------------------------------
 AgreementsOpt = Annotated[
     Path | None, typer.Option("--agreements", exists=True, file_okay=False, help="Agreements directory.")

@@ -26,6 +26,10 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def _hub_key_id(key: X25519PrivateKey) -> str:
+    return "hub/" + key_fingerprint(public_bytes(key.public_key()))
+
+
 def _pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -119,7 +123,44 @@ class KeyStore:
         return key
 
     def hub_key_id(self) -> str:
-        return "hub/" + key_fingerprint(public_bytes(self.hub_encryption_key().public_key()))
+        return _hub_key_id(self.hub_encryption_key())
+
+    @property
+    def previous_hub_dir(self) -> Path:
+        """Hub encryption keys replaced by a rotation, kept until retired: envelopes sealed for them still open."""
+        return self.dir / "hub" / "previous"
+
+    def hub_decryption_keys(self) -> dict[str, X25519PrivateKey]:
+        """The current hub key and every previous one not yet retired, by key id."""
+        keys = [self.hub_encryption_key()]
+        for path in sorted(self.previous_hub_dir.glob("*.pem")):
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if isinstance(key, X25519PrivateKey):
+                keys.append(key)
+        return {_hub_key_id(key): key for key in keys}
+
+    def rotate_hub_key(self) -> tuple[str, str]:
+        """A new current hub key; the old one moves to previous/ and keeps opening what was sealed for it.
+
+        Returns (old id, new id). Key files are never overwritten: the new key is written beside the
+        current one first, then the two are moved into place."""
+        old = self.hub_encryption_key()
+        old_id = _hub_key_id(old)
+        new = X25519PrivateKey.generate()
+        staged = self.hub_encryption_path.with_suffix(".new")
+        _write_secret(staged, _pem(new))
+        self.previous_hub_dir.mkdir(mode=0o700, exist_ok=True)
+        os.replace(self.hub_encryption_path, self.previous_hub_dir / f"{old_id.removeprefix('hub/')}.pem")
+        os.replace(staged, self.hub_encryption_path)
+        return old_id, _hub_key_id(new)
+
+    def retire_hub_key(self, key_id: str) -> bool:
+        """Delete a previous hub key: envelopes still sealed for it will be refused (wrong_hub_key)."""
+        path = self.previous_hub_dir / f"{key_id.removeprefix('hub/')}.pem"
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
 
     def hub_signing_key(self) -> Ed25519PrivateKey:
         return load_ed25519(self.hub_signing_path)

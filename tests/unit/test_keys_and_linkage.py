@@ -105,3 +105,44 @@ def test_linkage_material_is_stable_across_releases() -> None:
         "ny:lk3.sqLIsSxOPIzueb5Re1iZ1g",
         "ny:lk3.tmgefQev4ooB3hNo-sTWmg",
     ]
+
+
+def test_rotating_the_hub_key_keeps_the_previous_one_until_it_is_retired(tmp_path: Path) -> None:
+    import time as clock
+
+    from streams.accept import HUB_KEYS_RELOAD_S, AcceptStage, Submission
+    from tests.envelopes import EnvelopeKit
+    from tests.factories import make_report
+    from tiphub.runtime import init_keys
+    from tiphub.settings import Settings
+    from tiphub.vault import InMemoryKeyVault
+
+    init_keys(Settings(home=tmp_path))
+    store = KeyStore(tmp_path)
+    stage = AcceptStage(
+        registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+        vault=InMemoryKeyVault(),
+        hub_key=store.hub_encryption_key(),
+        hub_key_id=store.hub_key_id(),
+        hub_keys=store.hub_decryption_keys,
+        linker=Linker.latest(store.linkage_keys()),
+    )
+
+    def outcome(kit: EnvelopeKit) -> str | None:
+        [verdict] = stage.process(
+            [Submission("s", 0, 0, *kit.wire(kit.envelope(make_report())), int(clock.time() * 1000))]
+        )
+        return verdict.rejected["reason"] if verdict.rejected else None
+
+    before = EnvelopeKit(tmp_path)  # an agency that still seals for the old key
+    old_id, new_id = store.rotate_hub_key()
+    assert old_id != new_id and store.hub_key_id() == new_id and set(store.hub_decryption_keys()) == {old_id, new_id}
+    for path in (store.hub_encryption_path, store.previous_hub_dir / f"{old_id.removeprefix('hub/')}.pem"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stage._hub_keys_loaded -= 2  # a second later, as in a running worker
+    after = EnvelopeKit(tmp_path)
+    assert (outcome(after), outcome(before)) == (None, None)  # no restart: the stage read the new key itself
+
+    assert store.retire_hub_key(old_id) and not store.retire_hub_key(old_id)
+    stage._hub_keys_loaded -= HUB_KEYS_RELOAD_S  # the periodic reload drops the retired key
+    assert (outcome(after), outcome(before)) == (None, "wrong_hub_key")
