@@ -680,6 +680,30 @@ def gateway(
 
 
 @app.command()
+def rebuild(
+    view: Annotated[str, typer.Argument(help="decisions or signals")],
+    drop: Annotated[bool, typer.Option("--drop", help="Delete the rebuilt topics after comparing.")] = False,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Recompute a derived view from its source topics, from scratch and honouring every erasure, beside
+    the live one (under a new topic prefix), and compare the two; prints one JSON object."""
+    from tiphub.rebuild import VIEWS
+    from tiphub.rebuild import rebuild as run_rebuild
+    from tiphub.runtime import resolve_broker
+
+    if view not in VIEWS:
+        console.print(f"[red]no view {view!r}: choose one of {', '.join(sorted(VIEWS))}[/red]")
+        raise typer.Exit(2)
+    _logging()
+    logging.getLogger().setLevel(logging.WARNING)
+    settings = settings_from(broker, home, topic_prefix)
+    result = run_rebuild(view, settings, resolve_broker(settings), drop=drop)
+    print(json.dumps(result))
+
+
+@app.command()
 def bench(
     reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 10_000,
     rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 250.0,
