@@ -9,6 +9,7 @@ exactly_once duplicated. Static group membership lets a restarted worker take it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -17,10 +18,28 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTxnState,
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
 from aiokafka.protocol.group import LeaveGroupRequest
 
 log = logging.getLogger(__name__)
+# The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
+# sequence numbers): retrying with the same producer fails forever. A new producer with the same
+# transactional id starts a fresh epoch, and nothing is lost (the batch is read again).
+PRODUCER_STATE_LOST = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    InvalidTxnState,
+)
 REWIND_ATTEMPTS = 12  # about 40 s of a broker being away before the worker stops and waits for a restart
 
 
@@ -54,14 +73,25 @@ class BatchHandler(Protocol):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, handler: BatchHandler) -> None:
-        self.handler = handler
+    def __init__(self, processor: TransactionalProcessor) -> None:
+        self.processor = processor
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.handler.on_revoked(set(revoked))
+        # The batch in flight commits (or aborts) before these partitions go to another worker, which
+        # then reads from after that commit. Without this, a worker could commit a batch of partitions
+        # it no longer owned after the new owner had read the old offsets: both would write its outputs.
+        # (aiokafka's send_offsets_to_transaction carries no group generation for the broker to fence it.)
+        async with self.processor.in_flight:
+            self.processor.generation += 1  # a batch fetched before this point is discarded
+            self.processor.handler.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.handler.on_assigned(set(assigned))
+        self.processor.generation += 1
+        self.processor.forget_commits()
+        try:
+            await self.processor.handler.on_assigned(set(assigned))
+        except Exception as exc:  # the broker away, say: every handler restores before its first batch anyway
+            log.warning("restoring state at assignment failed (%s); the first batch restores it", type(exc).__name__)
 
 
 @dataclass
@@ -100,6 +130,8 @@ class TransactionalProcessor:
         self.max_consecutive_failures = max_consecutive_failures
         self.stats = ProcessorStats()
         self._committed: dict[TopicPartition, int] = {}
+        self.in_flight = asyncio.Lock()  # held for a batch's whole transaction; a revocation waits for it
+        self.generation = 0  # moves on every revocation and assignment
         self._idle_check = 0.0
         options = client_options or {}
         member = f"{group_id}.{instance_id}"
@@ -117,13 +149,16 @@ class TransactionalProcessor:
             max_partition_fetch_bytes=4 << 20,
             **options,
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            transactional_id=member,  # the same id after a restart fences the dead incarnation
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            transactional_id=self.member,  # the same id after a restart fences the dead incarnation
             linger_ms=2,
             max_batch_size=512 * 1024,
             max_request_size=4 << 20,
-            **options,
+            **self.options,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -131,10 +166,11 @@ class TransactionalProcessor:
             await leave_previous_incarnation(self.bootstrap, self.group_id, self.member, self.options)
         await self.producer.start()
         await self.consumer.start()
-        self.consumer.subscribe([self.input_topic, *self.also_from], listener=_Listener(self.handler))
+        self.consumer.subscribe([self.input_topic, *self.also_from], listener=_Listener(self))
         failures = 0
         try:
             while not stop.is_set():
+                generation = self.generation
                 batch = await self.consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
                 if not batch:
                     try:
@@ -143,7 +179,7 @@ class TransactionalProcessor:
                         log.warning("idle positions not committed (%s)", type(exc).__name__)
                     continue
                 try:
-                    await self._process(batch)
+                    await self._process(batch, generation)
                     failures = 0
                 except ProducerFenced:
                     log.error("another worker took this worker's transactional id; stopping")
@@ -155,6 +191,8 @@ class TransactionalProcessor:
                     log.warning("batch aborted (%s); reading it again", self.stats.last_error)
                     self.handler.aborted()
                     await self._rewind(batch)
+                    if isinstance(exc, PRODUCER_STATE_LOST):
+                        await self._replace_producer()
                     if failures >= self.max_consecutive_failures:
                         raise
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
@@ -163,7 +201,30 @@ class TransactionalProcessor:
             await self.producer.stop()
             await self.handler.close()
 
-    async def _process(self, batch: dict[TopicPartition, list[Any]]) -> None:
+    async def _replace_producer(self) -> None:
+        log.warning("the broker lost this producer's state; starting a new one with the same transactional id")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.producer.stop(), 10)
+        self.producer = self._new_producer()
+        await self.producer.start()
+
+    def forget_commits(self) -> None:
+        """After a rebalance: what this worker committed before is no guide to the new assignment."""
+        self._committed.clear()
+
+    async def _process(self, batch: dict[TopicPartition, list[Any]], generation: int) -> None:
+        async with self.in_flight:
+            if generation != self.generation:
+                # A rebalance happened while this batch was fetched. Its partitions may be another
+                # worker's now (processing them would write their outputs twice), and getmany may even
+                # have returned records of the new assignment. So drop the batch and read the partitions
+                # still ours again from the committed offset: everything before it was processed.
+                log.info("a rebalance overtook a batch: reading its partitions again from the commits")
+                await self._rewind(batch)
+                return
+            await self._transact(batch)
+
+    async def _transact(self, batch: dict[TopicPartition, list[Any]]) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         async with self.producer.transaction():
             outputs = await self.handler.handle(records)
@@ -211,6 +272,8 @@ class TransactionalProcessor:
         the partition's beginning. If the broker stays away, stop: a restart resumes from the commit.
         """
         for tp in batch:
+            if tp not in self.consumer.assignment():
+                continue  # revoked meanwhile: its new owner reads it from the committed offset
             for attempt in itertools.count():
                 try:
                     committed = await self.consumer.committed(tp)
