@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
+
+log = logging.getLogger(__name__)
 
 
 async def read_until(
@@ -71,16 +75,23 @@ class TopicFeed:
         self._partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
+        """Idempotent; a start that fails leaves nothing behind, so it can simply be called again."""
+        if self._consumer is not None:
+            return
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
         )
-        await self._consumer.start()
-        for topic in self.topics:
-            await self._consumer._client.force_metadata_update()
-            partitions = self._consumer._client.cluster.partitions_for_topic(topic) or set()
-            self._partitions += [TopicPartition(topic, p) for p in sorted(partitions)]
-        self._consumer.assign(self._partitions)
-        await self._consumer.seek_to_beginning(*self._partitions)
+        try:
+            await consumer.start()
+            partitions = [
+                TopicPartition(topic, p) for topic in self.topics for p in sorted(await _partitions_of(consumer, topic))
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer, self._partitions = consumer, partitions
         await self.catch_up()
 
     async def catch_up(self) -> int:
@@ -100,6 +111,22 @@ class TopicFeed:
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str, limit_s: float = 30.0) -> set[int]:
+    """The topic's partitions, once the metadata knows them. Right after a restart the metadata can be
+    stale; a feed that took "no partitions" for an answer would read nothing and every judgement made
+    on it (no agreement, no erasure) would be wrong, silently. So ask again, and fail if it never comes."""
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while True:
+        await consumer._client.force_metadata_update()
+        partitions = consumer._client.cluster.partitions_for_topic(topic)
+        if partitions:
+            return set(partitions)
+        if asyncio.get_running_loop().time() > deadline:
+            raise RuntimeError(f"topic {topic} has no partitions in the broker's metadata after {limit_s:.0f}s")
+        log.warning("topic %s has no partitions in the metadata yet; asking again", topic)
+        await asyncio.sleep(0.2)
 
 
 RawRecord = tuple[int, bytes | None]

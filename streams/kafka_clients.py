@@ -33,7 +33,13 @@ def pace_empty_fetches(min_pause_s: float = MIN_PAUSE_S, max_pause_s: float = MA
 
     async def paced(self: Fetcher, assignment: Any, node_id: int, request: Any) -> bool:
         started = time.monotonic()
-        has_data: bool = await original(self, assignment, node_id, request)
+        try:
+            has_data: bool = await original(self, assignment, node_id, request)
+        except asyncio.CancelledError:
+            # aiokafka cancels pending fetches on close and awaits them; it guards the send against
+            # that, but not its own retry backoff after a failed fetch (a broker away). Answer as the
+            # send path does, or close() raises and takes its caller down with it.
+            return False
         pauses: dict[int, float] = self.__dict__.setdefault("_tiphub_empty_pause", {})
         if has_data:
             pauses[node_id] = 0.0

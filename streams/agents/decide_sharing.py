@@ -95,6 +95,10 @@ class DecideSharing:
         await self._catch_up()
         now = datetime.now(UTC)
         recipients = self.history.agreements.recipients()
+        if not recipients:
+            # The worker publishes the shipped agreements before it starts: none loaded means the feed
+            # has not read them yet. Deciding now would commit reports with no decision at all.
+            raise RuntimeError("no sharing agreement loaded yet; reading the batch again")
         erased = frozenset(self.erased)
         outputs: list[Output] = []
         for record in records:
