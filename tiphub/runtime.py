@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
 from tiphub.database import Database
-from tiphub.embedded import EmbeddedBroker, ensure_topics
+from tiphub.embedded import EmbeddedBroker, ensure_topics, wait_ready
 from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
 from tiphub.tokens import TokenAuthority
@@ -24,6 +24,8 @@ def resolve_broker(settings: Settings, *, start: bool = True) -> str:
     """--broker if given; else the embedded broker under TIPHUB_HOME, started if not running."""
     if settings.broker:
         bootstrap = settings.broker
+        # A broker restarting or not up yet is waited for, not a reason to exit at start.
+        wait_ready(bootstrap, settings.broker_wait_s, **settings.kafka_options())
     else:
         running = EmbeddedBroker.find_running(broker_dir(settings))
         if running is None:

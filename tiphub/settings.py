@@ -13,6 +13,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".tiphub"), description="Keys, key vault and broker data.")
     broker: str | None = Field(default=None, description="host:port of Kafka; unset: embedded broker.")
+    broker_wait_s: float = Field(default=120.0, description="How long a starting command waits for --broker.")
     topic_prefix: str = Field(default="", description="Prefix for every topic name (tests, tenants).")
     partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1)
