@@ -4,6 +4,7 @@ audit, the analysts' signal feed (pages and SSE) filtered per caller, and the re
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from tiphub.tokens import TokenAuthority
 
 pytestmark = pytest.mark.integration
 
+EXAMPLES = int(os.environ.get("TIPHUB_FUZZ_EXAMPLES", "10"))  # per operation and role; make bench raises it
 FEEDS = ["/v1/signals", "/v1/signals/stream", "/v1/signals/sig-x", "/subjects", "/schemas/ids/3"]
 
 
@@ -578,7 +580,7 @@ def test_no_operation_answers_5xx_or_breaks_its_schema_for_any_role(live: Live) 
             continue
 
         @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=10, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
+        @hypothesis.settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(hypothesis.HealthCheck))
         def fuzz(case: Any) -> None:
             for token in tokens.values():
                 case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=checks)
