@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
 from streams.topics import TopicSpec
 from tiphub.embedded import EmbeddedBroker, ensure_topics
+from tiphub.hub import stop_process
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
@@ -175,16 +175,6 @@ def _spawn_worker(settings: Settings, bootstrap: str, instance: int, logs: Path)
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
 
 
 # -- observing the pipeline's outputs ---------------------------------------------------------
@@ -476,7 +466,7 @@ async def _run(
             await producer.stop()
             await asyncio.gather(watcher, return_exceptions=True)
             for worker in workers:
-                _stop(worker)
+                stop_process(worker, 30.0)
 
         task = progress.add_task("ceilings: bare consume->produce, in-process Avro", total=2)
         passthrough_per_s = await passthrough(settings, bootstrap, topics.submitted, len(prepared))

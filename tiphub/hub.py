@@ -63,7 +63,8 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         )
 
 
-def _stop(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, and SIGKILL if it has not gone after `timeout` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -124,7 +125,7 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
         # Whatever failed or was interrupted, nothing this command started is left behind.
         console.print("stopping ...")
         for child in children:
-            _stop(child)
+            stop_process(child)
         if owned is not None:
             owned.stop()
         with contextlib.suppress(FileNotFoundError):

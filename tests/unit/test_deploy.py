@@ -152,7 +152,10 @@ def test_acl_script_is_valid_bash_and_grants_agencies_nothing_but_publishing() -
 
 
 def test_the_wheel_the_image_installs_carries_schemas_agreements_plan_and_console(tmp_path: Path) -> None:
-    build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)]
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", ".tiphub", "*.egg-info"))
+    build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)]
     subprocess.run(
         [sys.executable, "-m", "pip", *build],
         check=True,
