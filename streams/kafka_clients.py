@@ -1,4 +1,5 @@
-"""Kafka client behaviour the hub relies on whatever the broker: empty fetches are paced.
+"""Kafka client behaviour the hub relies on whatever the broker: empty fetches are paced, and an empty
+group assignment is an assignment of nothing (`harden()` installs both).
 
 A consumer with nothing to read sends a fetch and expects the broker to hold it for up to
 `fetch_max_wait_ms` until data arrives (Apache Kafka does). noida-db answers an empty fetch at
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 MIN_PAUSE_S = 0.002
 MAX_PAUSE_S = 0.050
@@ -57,3 +59,27 @@ def pace_empty_fetches(min_pause_s: float = MIN_PAUSE_S, max_pause_s: float = MA
 
     Fetcher._proc_fetch_request = paced
     _installed.append(original)
+
+
+def accept_empty_assignments() -> None:
+    """A SyncGroup answer with empty assignment bytes means "no partitions" (the Java client reads it so).
+
+    noida-db sends one when two workers join at once; aiokafka fails to decode it, its group
+    coordinator task dies, and that stage of the worker stalls without a word. Idempotent."""
+    if getattr(ConsumerProtocolMemberAssignment, "_tiphub_empty_ok", False):
+        return
+    original = ConsumerProtocolMemberAssignment.decode
+
+    def decode(data: Any) -> Any:
+        if isinstance(data, bytes | bytearray) and len(data) == 0:
+            return ConsumerProtocolMemberAssignment(0, [], b"")
+        return original(data)
+
+    ConsumerProtocolMemberAssignment.decode = staticmethod(decode)  # type: ignore[method-assign,assignment]
+    ConsumerProtocolMemberAssignment._tiphub_empty_ok = True  # type: ignore[attr-defined]
+
+
+def harden() -> None:
+    """Install this module's client fixes in this process, before any consumer starts."""
+    pace_empty_fetches()
+    accept_empty_assignments()

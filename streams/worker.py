@@ -21,7 +21,7 @@ from streams.agents.link_people import LinkPeople
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed
-from streams.kafka_clients import pace_empty_fetches
+from streams.kafka_clients import harden
 from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
@@ -143,7 +143,7 @@ async def _heartbeat(path: Path, stages: list[asyncio.Task[None]], stop: asyncio
 
 
 async def run_worker(settings: Settings, bootstrap: str) -> None:
-    pace_empty_fetches()
+    harden()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

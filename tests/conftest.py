@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from streams.kafka_clients import pace_empty_fetches
+from streams.kafka_clients import harden
 from tests.harness import Hub
 from tiphub.embedded import EmbeddedBroker, wait_ready
 
@@ -18,7 +18,7 @@ from tiphub.embedded import EmbeddedBroker, wait_ready
 settings.register_profile("fast", max_examples=200, deadline=None)
 settings.register_profile("bench", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
-pace_empty_fetches()  # the test process reads topics too; its idle consumers should not spin
+harden()  # the test process reads topics too: its idle consumers should not spin
 
 
 @pytest.fixture(scope="session")

@@ -31,10 +31,10 @@ out = Console()
 
 @app.callback()
 def _every_command() -> None:
-    """Before any command: idle consumers wait between empty fetches (streams/kafka_clients.py)."""
-    from streams.kafka_clients import pace_empty_fetches
+    """Before any command: the Kafka client fixes of streams/kafka_clients.py (empty fetches, empty assignments)."""
+    from streams.kafka_clients import harden
 
-    pace_empty_fetches()
+    harden()
 
 
 # CONTRACT section 6: every command takes --broker; those that need no broker accept and ignore it.
