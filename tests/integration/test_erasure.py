@@ -210,5 +210,5 @@ def test_a_restored_vault_backup_does_not_bring_an_erased_person_back(hub: Hub) 
     assert others and all(restored.get(key) is not None for key in others)  # nobody else is touched
     assert "1 key(s) named on tip.erasures, 0 destroyed now" in tiphub("erase", "--reapply").stdout
     audit = [e for e in hub.decoded(hub.topics.audit_intake) if e["kind"] == "erasure"]
-    assert [e["outcome"] for e in audit] == ["erased", "reapplied"]
+    assert sorted(e["outcome"] for e in audit) == ["erased", "reapplied"]  # intake events span partitions
     assert tiphub("erase").returncode == 2  # neither a person nor --reapply
