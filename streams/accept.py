@@ -97,8 +97,6 @@ class AcceptStage:
         on disk takes effect without a restart."""
         self.registry = registry
         self.vault = vault
-        self.hub_key = hub_key
-        self.hub_key_id = hub_key_id
         self._load_hub_keys = hub_keys
         self._hub_keys = hub_keys() if hub_keys else {hub_key_id: hub_key}
         self._hub_keys_loaded = time.monotonic()
@@ -108,6 +106,7 @@ class AcceptStage:
         self.max_skew_ms = int(max_future_skew_s * 1000)
         # Every registered version of the report is accepted, by the version of its envelope.
         self._report_versions = {e.schema_id: e.version for e in self.codec.registry.versions("tiphub.IndicatorReport")}
+        self._latest_envelope_id = self.codec.registry.latest(SUBMITTED).schema_id
 
     def process(self, batch: list[Submission], now: datetime | None = None) -> list[Verdict]:
         """Verdicts in input order. Vault keys for the whole batch are fetched in one round trip."""
@@ -143,7 +142,7 @@ class AcceptStage:
                 f"v{written_with.version}",
                 "report_schema_id",
             )
-        if written_with.schema_id != self.codec.registry.latest(SUBMITTED).schema_id:
+        if written_with.schema_id != self._latest_envelope_id:
             # Signed as written; processed in the latest shape (new fields at their defaults).
             try:
                 envelope = self.codec.upgrade(submission.value or b"", written_with)
@@ -187,7 +186,7 @@ class AcceptStage:
         return self._hub_keys.get(key_id)
 
     def _check_signer(
-        self, envelope: dict[str, Any], submission: Submission, schema: str | RegisteredSchema
+        self, envelope: dict[str, Any], submission: Submission, schema: RegisteredSchema
     ) -> RegisteredKey:
         """Registered, unrevoked key of the claimed agency, a valid signature, a fresh envelope."""
         agency = envelope["source_agency"]
