@@ -2,8 +2,8 @@
 
 Rate limits are token buckets. One per credential (the bearer token, hashed: raw tokens are never
 kept), and one per client address over all its credentials, so rotating garbage tokens earns no
-fresh budget. A flood is audited once per episode, with the count refused, when the first request
-is refused: the audit records every flood without becoming the flood's target. Behind a reverse
+fresh budget. A flood is audited once per episode, at its first refused request (an episode ends
+when a request is allowed again): the audit records every flood without becoming the flood's target. Behind a reverse
 proxy every client shares the proxy's address: raise or disable the address limit there
 (TIPHUB_GATEWAY_ADDRESS_RATE_PER_S=0).
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tiphub.tokens import TokenError
 
-log = logging.getLogger(__name__)
 UNLIMITED_PATHS = frozenset({"/healthz"})  # liveness probes must always get through
 MAX_BUCKETS = 100_000
 
