@@ -10,6 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
+from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,23 @@ async def committed_offsets(
     finally:
         await admin.close()
     return {tp: committed[tp].offset if tp in committed else 0 for tp in partitions}
+
+
+async def group_lag(admin: Any, consumer: AIOKafkaConsumer, group_id: str, partitions: list[TopicPartition]) -> int:
+    """Records on `partitions` that `group_id` has not committed yet (an AIOKafkaAdminClient as `admin`)."""
+    committed = await admin.list_consumer_group_offsets(group_id)
+    ends = await consumer.end_offsets(partitions)
+    return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in partitions)
+
+
+async def stage_lags(
+    admin: Any, consumer: AIOKafkaConsumer, topics: Topics, group_of: Callable[[str], str]
+) -> dict[str, int]:
+    """Each stream stage's lag on its input partitions (Topics.stage_inputs)."""
+    return {
+        stage: await group_lag(admin, consumer, group_of(stage), [TopicPartition(t, p) for t, ps in inputs for p in ps])
+        for stage, inputs in topics.stage_inputs().items()
+    }
 
 
 class TopicFeed:

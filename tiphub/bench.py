@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
+from streams.feeds import stage_lags
 from streams.topics import TopicSpec
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.hub import stop_process
@@ -233,13 +234,8 @@ class LagProbe:
         await self.admin.close()
 
     async def lags(self) -> dict[str, int]:
-        lags = {}
-        for stage, inputs in topics_for(self.settings).stage_inputs().items():
-            committed = await self.admin.list_consumer_group_offsets(f"{self.settings.topic_prefix}tiphub.{stage}")
-            tps = [TopicPartition(topic, p) for topic, partitions in inputs for p in partitions]
-            ends = await self.consumer.end_offsets(tps)
-            lags[stage] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
-        return lags
+        prefix = self.settings.topic_prefix
+        return await stage_lags(self.admin, self.consumer, topics_for(self.settings), lambda s: f"{prefix}tiphub.{s}")
 
     async def quiet(self) -> bool:
         return not any((await self.lags()).values())

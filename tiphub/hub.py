@@ -21,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from producers.simulate import Simulator
+from streams.feeds import group_lag
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, token_authority, topics_for
 from tiphub.settings import Settings
@@ -283,10 +284,7 @@ async def consumer_lag(
     admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topic: str, partitions: int
 ) -> int:
     """Records on `topic` that `group` has not committed yet."""
-    committed = await admin.list_consumer_group_offsets(group)
-    tps = [TopicPartition(topic, p) for p in range(partitions)]
-    ends = await consumer.end_offsets(tps)
-    return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+    return await group_lag(admin, consumer, group, [TopicPartition(topic, p) for p in range(partitions)])
 
 
 def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:

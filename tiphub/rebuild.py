@@ -29,7 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
-from streams.feeds import read_until
+from streams.feeds import group_lag, read_until
 from streams.topics import Topics
 from streams.transactional import TransactionalProcessor
 from streams.worker import build_correlate_processor, build_decide_processor, build_link_processor
@@ -79,12 +79,6 @@ async def _copy(bootstrap: str, live: Topics, target: Topics, base: str, options
     return len(records)
 
 
-async def _lag(admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, tps: list[TopicPartition]) -> int:
-    committed = await admin.list_consumer_group_offsets(group)
-    ends = await consumer.end_offsets(tps)
-    return sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
-
-
 async def _run_until_caught_up(
     settings: Settings, bootstrap: str, builders: tuple[Callable[[Settings, str], TransactionalProcessor], ...]
 ) -> None:
@@ -101,7 +95,7 @@ async def _run_until_caught_up(
         try:
             topics = [processor.input_topic, *processor.also_from]
             tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(topics_for(settings), t))]
-            while await _lag(admin, consumer, processor.group_id, tps) > 0:
+            while await group_lag(admin, consumer, processor.group_id, tps) > 0:
                 if task.done():
                     task.result()  # a stage that stopped says why
                 await asyncio.sleep(0.3)
