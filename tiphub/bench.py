@@ -65,13 +65,6 @@ class BenchConfig:
 
 
 @dataclass
-class Prepared:
-    """Sealed submissions in publishing order: (report_id, Kafka value)."""
-
-    items: list[tuple[str, bytes]]
-
-
-@dataclass
 class Observed:
     """When the bench's consumer saw each report accepted, and first in a signal."""
 
@@ -100,7 +93,10 @@ def _seal_chunk(home: str, bootstrap: str, reports: list[dict[str, Any]]) -> lis
     return [publishers[r["source_agency"]].prepare(r) for r in reports]
 
 
-def prepare(settings: Settings, bootstrap: str, reports: list[dict[str, Any]], progress: Progress) -> Prepared:
+def prepare(
+    settings: Settings, bootstrap: str, reports: list[dict[str, Any]], progress: Progress
+) -> list[tuple[str, bytes]]:
+    """Sealed submissions in publishing order: (report_id, Kafka value)."""
     task = progress.add_task("sealing and signing (agency side)", total=len(reports))
     chunks = [reports[i : i + 500] for i in range(0, len(reports), 500)]
     items: list[tuple[str, bytes]] = []
@@ -109,7 +105,7 @@ def prepare(settings: Settings, bootstrap: str, reports: list[dict[str, Any]], p
         for sealed in pool.map(_seal_chunk, itertools.repeat(str(settings.home)), itertools.repeat(bootstrap), chunks):
             items.extend(sealed)
             progress.advance(task, len(sealed))
-    return Prepared(items)
+    return items
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -398,7 +394,7 @@ async def _run(
     observed, stop = Observed(), asyncio.Event()
     with Progress(*columns, console=console, transient=False) as progress:
         reports = simulated_reports(config.warmup + config.reports + steady_count, config.seed, config.ctdc)
-        prepared = prepare(settings, bootstrap, reports, progress).items
+        prepared = prepare(settings, bootstrap, reports, progress)
         warmup, burst, steady = (
             prepared[: config.warmup],
             prepared[config.warmup : config.warmup + config.reports],
