@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -43,7 +42,7 @@ from schemas.envelope import SUBMITTED
 from streams.feeds import stage_lags
 from streams.topics import TopicSpec
 from tiphub.embedded import EmbeddedBroker, ensure_topics
-from tiphub.hub import stop_process
+from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
@@ -163,15 +162,7 @@ def _spawn_worker(settings: Settings, bootstrap: str, instance: int, logs: Path)
         "TIPHUB_TOPIC_PREFIX": settings.topic_prefix,
         "TIPHUB_PARTITIONS": str(settings.partitions),
     }
-    with (logs / f"bench-worker-{instance}.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tiphub", "worker", "--instance-id", str(instance)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    return spawn_tiphub(["worker", "--instance-id", str(instance)], env, logs / f"bench-worker-{instance}.log")
 
 
 # -- observing the pipeline's outputs ---------------------------------------------------------

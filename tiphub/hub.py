@@ -52,7 +52,8 @@ class HubCounts:
         return dict(sorted(out.items()))
 
 
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def spawn_tiphub(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`tiphub ARGS` as a child in its own session (Ctrl-C reaches us first), output to `log`."""
     with log.open("ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "tiphub", *args],
@@ -104,8 +105,8 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
         }
         logs = settings.home / "logs"
         logs.mkdir(exist_ok=True)
-        children.append(_spawn(["worker"], env, logs / "worker.log"))
-        children.append(_spawn(["gateway", "--port", str(port)], env, logs / "gateway.log"))
+        children.append(spawn_tiphub(["worker"], env, logs / "worker.log"))
+        children.append(spawn_tiphub(["gateway", "--port", str(port)], env, logs / "gateway.log"))
         state.write_text(
             json.dumps(
                 {
