@@ -27,9 +27,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from producers.publisher import new_producer
-from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
-from streams.feeds import group_lag, read_until
+from streams.feeds import group_lag, read_decoded, read_until
 from streams.topics import Topics
 from streams.transactional import TransactionalProcessor
 from streams.worker import build_correlate_processor, build_decide_processor, build_link_processor
@@ -40,7 +39,7 @@ from tiphub.settings import Settings
 
 @dataclass(frozen=True)
 class View:
-    sources: Callable[[Topics], list[str]]
+    sources: tuple[str, ...]  # topic names without the prefix
     stages: tuple[Callable[[Settings, str], TransactionalProcessor], ...]
     compare: Callable[[Settings, str, Topics, Topics], Any]
 
@@ -108,9 +107,7 @@ async def _run_until_caught_up(
 
 
 def _decoded(settings: Settings, bootstrap: str, topic: str, topics: Topics) -> list[dict[str, Any]]:
-    codec = WireCodec()
-    records = asyncio.run(_records(bootstrap, topic, _partitions(topics, topic), settings.kafka_options()))
-    return [codec.decode(r.value)[1] for r in records]
+    return asyncio.run(read_decoded(bootstrap, topic, _partitions(topics, topic), settings.kafka_options()))
 
 
 def _compare_decisions(settings: Settings, bootstrap: str, live: Topics, rebuilt: Topics) -> dict[str, Any]:
@@ -160,12 +157,12 @@ def _compare_signals(settings: Settings, bootstrap: str, live: Topics, rebuilt: 
 
 VIEWS = {
     "decisions": View(
-        lambda t: ["tip.reports.accepted", "tip.agreements", "tip.erasures", "tip.retractions"],
+        ("tip.reports.accepted", "tip.agreements", "tip.erasures", "tip.retractions"),
         (build_decide_processor,),
         _compare_decisions,
     ),
     "signals": View(
-        lambda t: ["tip.reports.accepted", "tip.sightings", "tip.erasures", "tip.retractions"],
+        ("tip.reports.accepted", "tip.sightings", "tip.erasures", "tip.retractions"),
         (build_link_processor, build_correlate_processor),
         _compare_signals,
     ),
@@ -181,7 +178,7 @@ def rebuild(view: str, settings: Settings, bootstrap: str, *, drop: bool = False
     target = topics_for(target_settings)
     ensure_topics(bootstrap, target.specs(), settings.replication_factor, **settings.kafka_options())
     copied = {
-        base: asyncio.run(_copy(bootstrap, live, target, base, settings.kafka_options())) for base in spec.sources(live)
+        base: asyncio.run(_copy(bootstrap, live, target, base, settings.kafka_options())) for base in spec.sources
     }
     asyncio.run(_run_until_caught_up(target_settings, bootstrap, spec.stages))
     result = {

@@ -44,7 +44,11 @@ def test_rebuilt_decisions_match_the_live_ones_but_honour_a_later_erasure(hub: H
     assert result["same_outcome"] == result["pairs"]  # who may see what did not change ...
     assert result["changed"] and all(c.startswith(erased_report) for c in result["changed"])  # ... only the views
     assert result["identical"] == result["pairs"] - len(result["changed"])
-    remaining = [t for t in admin_client(hub.broker).list_topics() if t.startswith(result["prefix"])]
+    admin = admin_client(hub.broker)
+    try:
+        remaining = [t for t in admin.list_topics() if t.startswith(result["prefix"])]
+    finally:
+        admin.close()
     assert result["dropped"] and remaining == []
 
 
