@@ -203,11 +203,14 @@ class HubViews:
                 elements=tuple(value["elements"]),
                 minor=any(s.get("minor_at_observation") for s in value["subjects"]),
             )
-            for subject in value["subjects"]:
+            bridges = value.get("linkage_bridges") or []  # earlier key versions (a rotation's overlap)
+            for i, subject in enumerate(value["subjects"]):
                 key = subject["subject_key_id"]
                 self.reports_by_subject_key.setdefault(key, set()).add(value["report_id"])
-                for identifier in subject["identifiers"]:
-                    self.subject_keys_by_token.setdefault(identifier["linkage_token"], set()).add(key)
+                tokens = [identifier["linkage_token"] for identifier in subject["identifiers"]]
+                tokens += [t for bridge in bridges for t in bridge["subjects"][i]["identifier_tokens"]]
+                for token in tokens:
+                    self.subject_keys_by_token.setdefault(token, set()).add(key)
 
     async def applied(self, event_id: str) -> None:
         """Wait (up to 15 s) until the tail has folded a summary or triage event this gateway wrote."""

@@ -91,16 +91,25 @@ class AcceptStage:
         max_envelope_age_s: float = 3600.0,
         max_future_skew_s: float = 300.0,
         hub_keys: Callable[[], dict[str, X25519PrivateKey]] | None = None,
+        linkage_keys: Callable[[], dict[int, bytes]] | None = None,
+        key_reload_s: float = HUB_KEYS_RELOAD_S,
     ) -> None:
         """`hub_keys`: loads every hub key still in use (current and previous); read again when an
-        envelope names one not loaded yet, and every HUB_KEYS_RELOAD_S, so a rotation or a retirement
-        on disk takes effect without a restart."""
+        envelope names one not loaded yet, and every `key_reload_s`, so a rotation or a retirement
+        on disk takes effect without a restart.
+
+        `linkage_keys`: loads every live linkage key version, read again every `key_reload_s`.
+        The latest derives the report's tokens; each earlier one still live derives the same
+        material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone."""
         self.registry = registry
         self.vault = vault
+        self.key_reload_s = key_reload_s
         self._load_hub_keys = hub_keys
         self._hub_keys = hub_keys() if hub_keys else {hub_key_id: hub_key}
         self._hub_keys_loaded = time.monotonic()
-        self.linker = linker
+        self._load_linkage_keys = linkage_keys
+        self.linker, self.earlier_linkers = Linker.live(linkage_keys()) if linkage_keys else (linker, ())
+        self._linkage_loaded = time.monotonic()
         self.codec = codec or WireCodec()
         self.max_age_ms = int(max_envelope_age_s * 1000)
         self.max_skew_ms = int(max_future_skew_s * 1000)
@@ -111,6 +120,7 @@ class AcceptStage:
     def process(self, batch: list[Submission], now: datetime | None = None) -> list[Verdict]:
         """Verdicts in input order. Vault keys for the whole batch are fetched in one round trip."""
         now = now or datetime.now(UTC)
+        self._reload_linkage_keys()
         opened: list[_Opened | Verdict] = []
         for submission in batch:
             try:
@@ -177,10 +187,24 @@ class AcceptStage:
             raise Rejection(exc.reason, str(exc), exc.field) from None
         return _Opened(submission, report, key.key_id, envelope["publisher"])
 
+    def _reload_linkage_keys(self) -> None:
+        """Between batches only: every report of a batch is derived with the same key versions."""
+        if self._load_linkage_keys is None or time.monotonic() - self._linkage_loaded <= self.key_reload_s:
+            return
+        self.linker, self.earlier_linkers = Linker.live(
+            self._load_linkage_keys(), reuse=(self.linker, *self.earlier_linkers)
+        )
+        self._linkage_loaded = time.monotonic()
+
+    @property
+    def linkers(self) -> tuple[Linker, ...]:
+        """Every live linkage key version, the current one first."""
+        return (self.linker, *self.earlier_linkers)
+
     def _hub_key(self, key_id: str) -> X25519PrivateKey | None:
         if self._load_hub_keys is not None:
             age = time.monotonic() - self._hub_keys_loaded
-            if age > HUB_KEYS_RELOAD_S or (key_id not in self._hub_keys and age > 1.0):
+            if age > self.key_reload_s or (key_id not in self._hub_keys and age > 1.0):
                 self._hub_keys = self._load_hub_keys()
                 self._hub_keys_loaded = time.monotonic()
         return self._hub_keys.get(key_id)
@@ -273,8 +297,9 @@ class AcceptStage:
         return Verdict(report_id, rejected=rejection_record(submission, report_id, agency, rejection, now))
 
     # -- accepting: tokens, derived facts, re-sealing under vault keys -------------------
-    def _subject_tokens(self, report: dict[str, Any]) -> list[list[tuple[str, str]]]:
-        """Per subject: (identifier kind, linkage token) for each identifier."""
+    def _subject_tokens(self, report: dict[str, Any], linker: Linker | None = None) -> list[list[tuple[str, str]]]:
+        """Per subject: (identifier kind, linkage token) for each identifier, with `linker` (the current one)."""
+        linker = linker or self.linker
         out = []
         for subject in report["subjects"]:
             tokens = []
@@ -282,26 +307,53 @@ class AcceptStage:
                 canonical = normalise_identifier(
                     ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
                 )
-                tokens.append((ident["kind"], self.linker.token(ident["kind"], canonical)))
+                tokens.append((ident["kind"], linker.token(ident["kind"], canonical)))
             out.append(tokens)
         return out
 
     def _key_requests(self, opened: _Opened) -> list[KeyRequest]:
+        """The vault keys of a report, indexed for erasure by the tokens of every live linkage key version."""
         report_id = opened.report["report_id"]
         requests = [KeyRequest(f"{report_id}/r", report_id)]
-        for i, tokens in enumerate(self._subject_tokens(opened.report)):
-            subject = opened.report["subjects"][i]
-            index = [token for _, token in tokens]
-            if subject.get("name") and subject.get("date_of_birth"):
-                index.append(self.subject_token(subject["name"], subject["date_of_birth"]))
+        per_version = [self._subject_tokens(opened.report, linker) for linker in self.linkers]
+        for i, subject in enumerate(opened.report["subjects"]):
+            index = [token for tokens in per_version for _, token in tokens[i]]
+            name, dob = subject.get("name"), subject.get("date_of_birth")
+            if name and dob:
+                index += [self.subject_token(name, dob, linker) for linker in self.linkers]
             requests.append(KeyRequest(f"{report_id}/s{i}", report_id, tuple(index)))
         return requests
 
-    def subject_token(self, name: str, dob: str) -> str:
+    def subject_token(self, name: str, dob: str, linker: Linker | None = None) -> str:
         """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
         from schemas.normalise import fold_name
 
-        return self.linker.token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
+        return (linker or self.linker).token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
+
+    @staticmethod
+    def _registration_token(linker: Linker, org: dict[str, Any]) -> str | None:
+        registration = org.get("registration")
+        if registration is None:
+            return None
+        return linker.token(
+            "ORG_REGISTRATION",
+            f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}",
+        )
+
+    def _bridge(self, report: dict[str, Any], linker: Linker) -> dict[str, Any]:
+        """The report's link material derived with an earlier, still live linkage key version."""
+        return {
+            "version": linker.version,
+            "subjects": [
+                {
+                    "identifier_tokens": [token for _, token in tokens],
+                    "name_dob_encoding": linker.name_dob_encoding(subject.get("name"), subject.get("date_of_birth")),
+                    "blocking_keys": linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
+                }
+                for subject, tokens in zip(report["subjects"], self._subject_tokens(report, linker), strict=True)
+            ],
+            "registration_tokens": [self._registration_token(linker, org) for org in report["organisations"]],
+        }
 
     def _accept(self, opened: _Opened, keys: dict[str, bytes], now: datetime) -> Verdict:
         report = opened.report
@@ -352,12 +404,7 @@ class AcceptStage:
                     "registration": None
                     if registration is None
                     else crypto.seal_field(report_key, report_id, f"organisations[{i}].registration", registration),
-                    "registration_token": None
-                    if registration is None
-                    else self.linker.token(
-                        "ORG_REGISTRATION",
-                        f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}",
-                    ),
+                    "registration_token": self._registration_token(self.linker, org),
                     "country": org.get("country"),
                 }
             )
@@ -387,6 +434,7 @@ class AcceptStage:
             else crypto.seal_field(report_key, report_id, "narrative", narrative),
             "report_key_id": f"{report_id}/r",
             "linkage_key_version": self.linker.version,
+            "linkage_bridges": [self._bridge(report, linker) for linker in self.earlier_linkers],
             "signing_key_id": opened.signing_key_id,
             "publisher": opened.publisher,
             "accepted_at": now,

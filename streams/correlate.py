@@ -18,7 +18,7 @@ import hashlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,21 @@ class PersonOccurrence:
     clk: bytes | None
     dob_key: str | None
     ny_keys: tuple[str, ...]
+    # The same fuzzy material derived with earlier, still live linkage keys (a rotation's overlap):
+    # (clk, dob_key, ny_keys) per earlier version. Keys of different versions never share a value.
+    bridges: tuple[tuple[bytes | None, str | None, tuple[str, ...]], ...] = ()
+
+    def variants(self) -> list[PersonOccurrence]:
+        """This occurrence once per linkage key version it carries, the current one first."""
+        return [self] + [
+            PersonOccurrence(self.occ_id, self.report_id, self.role, self.minor, self.subject_key_id, (), (), *bridge)
+            for bridge in self.bridges
+        ]
+
+
+def strong_match_any(a: PersonOccurrence, b: PersonOccurrence) -> bool:
+    """A strong match under any linkage key version both carry."""
+    return any(strong_match(x, y) for x in a.variants() for y in b.variants())
 
 
 def strong_match(a: PersonOccurrence, b: PersonOccurrence) -> bool:
@@ -74,13 +89,30 @@ class ReportFacts:
     credibility: str | None
     people: tuple[PersonOccurrence, ...]
     organisations: tuple[str, ...]  # registration tokens
+    # Tokens that name one identifier under several linkage key versions (a rotation's overlap),
+    # current version first. The correlator names the identifier by one of them throughout.
+    aliases: tuple[tuple[str, ...], ...] = ()
+
+
+def _dob_and_ny(blocking: list[str]) -> tuple[str | None, tuple[str, ...]]:
+    return next((k for k in blocking if k.startswith("dob:")), None), tuple(k for k in blocking if k.startswith("ny:"))
 
 
 def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
+    """The facts correlation uses, with every linkage key version the report carries: its own
+    (`linkage_key_version`) and the earlier ones it was bridged with (`linkage_bridges`, v3)."""
+    bridges = record.get("linkage_bridges") or []
     people = []
+    aliases: list[tuple[str, ...]] = []
     for i, subject in enumerate(record["subjects"]):
         idents = subject["identifiers"]
-        blocking = subject.get("blocking_keys") or []
+        dob_key, ny_keys = _dob_and_ny(subject.get("blocking_keys") or [])
+        bridged = [bridge["subjects"][i] for bridge in bridges]
+        token_groups = [
+            (ident["kind"], (ident["linkage_token"], *(b["identifier_tokens"][j] for b in bridged)))
+            for j, ident in enumerate(idents)
+        ]
+        aliases += [group for _, group in token_groups if len(group) > 1]
         people.append(
             PersonOccurrence(
                 occ_id=f"{record['report_id']}#{i}",
@@ -88,13 +120,20 @@ def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
                 role=subject["role"],
                 minor=subject.get("minor_at_observation"),
                 subject_key_id=subject["subject_key_id"],
-                documents=tuple(sorted(x["linkage_token"] for x in idents if x["kind"] in DOCUMENT_KINDS)),
-                contacts=tuple(sorted(x["linkage_token"] for x in idents if x["kind"] in CONTACT_KINDS)),
+                documents=tuple(sorted(t for kind, group in token_groups if kind in DOCUMENT_KINDS for t in group)),
+                contacts=tuple(sorted(t for kind, group in token_groups if kind in CONTACT_KINDS for t in group)),
                 clk=subject.get("name_dob_encoding"),
-                dob_key=next((k for k in blocking if k.startswith("dob:")), None),
-                ny_keys=tuple(k for k in blocking if k.startswith("ny:")),
+                dob_key=dob_key,
+                ny_keys=ny_keys,
+                bridges=tuple((b["name_dob_encoding"], *_dob_and_ny(b["blocking_keys"])) for b in bridged),
             )
         )
+    organisations: set[str] = set()
+    for j, org in enumerate(record["organisations"]):
+        group = tuple(t for t in (org.get("registration_token"), *(b["registration_tokens"][j] for b in bridges)) if t)
+        organisations.update(group)
+        if len(group) > 1:
+            aliases.append(group)
     return ReportFacts(
         report_id=record["report_id"],
         agency=record["source_agency"],
@@ -105,9 +144,8 @@ def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
         reliability=record.get("source_reliability"),
         credibility=record.get("info_credibility"),
         people=tuple(people),
-        organisations=tuple(
-            sorted({o["registration_token"] for o in record["organisations"] if o.get("registration_token")})
-        ),
+        organisations=tuple(sorted(organisations)),
+        aliases=tuple(aliases),
     )
 
 
@@ -233,6 +271,10 @@ class Correlator:
     # The union stage: level-1 links arrive from the partitioned link stage instead of being found here.
     external_links: bool = False
     links: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Linkage key rotation: each token of a bridged identifier -> the one token the identifier is
+    # named by here (the oldest version it was seen under), so documents, contacts and
+    # organisations stay one entity across a rotation and after the earlier key is retired.
+    token_names: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._reset()
@@ -281,18 +323,20 @@ class Correlator:
         linked = {other for token in occ.documents for other in self.by_document.get(token, ())}
         # With a full DOB, a candidate with another full DOB can never match: only the same DOB,
         # or name+year candidates that have no full DOB. This keeps candidate sets, and so the
-        # cost per report, flat as the population grows.
-        candidates = set(self.by_dob.get(occ.dob_key, ())) if occ.dob_key else set()
-        ny_index = self.by_ny_without_dob if occ.dob_key else self.by_ny
-        for key in occ.ny_keys:
-            candidates |= ny_index.get(key, set())
-        linked |= {other for other in candidates if strong_match(occ, self.occurrences[other])}
-        if occ.dob_key:
-            self.by_dob[occ.dob_key].add(occ.occ_id)
-        for key in occ.ny_keys:
-            self.by_ny[key].add(occ.occ_id)
-            if not occ.dob_key:
-                self.by_ny_without_dob[key].add(occ.occ_id)
+        # cost per report, flat as the population grows. Each linkage key version the occurrence
+        # carries is looked up on its own: keys of different versions never meet.
+        for variant in occ.variants():
+            candidates = set(self.by_dob.get(variant.dob_key, ())) if variant.dob_key else set()
+            ny_index = self.by_ny_without_dob if variant.dob_key else self.by_ny
+            for key in variant.ny_keys:
+                candidates |= ny_index.get(key, set())
+            linked |= {other for other in candidates if strong_match_any(variant, self.occurrences[other])}
+            if variant.dob_key:
+                self.by_dob[variant.dob_key].add(occ.occ_id)
+            for key in variant.ny_keys:
+                self.by_ny[key].add(occ.occ_id)
+                if not variant.dob_key:
+                    self.by_ny_without_dob[key].add(occ.occ_id)
         return linked
 
     # -- level 2 ---------------------------------------------------------------------------
@@ -360,6 +404,7 @@ class Correlator:
         """Add a report; returns the person entities whose membership may have changed."""
         if report.report_id in self.reports or report.report_id in self.retracted:
             return set()  # re-delivery changes nothing; a retracted report is never evidence
+        report = self._named(report)
         people = [p for p in report.people if p.subject_key_id not in self.erased]
         report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
         self.reports[report.report_id] = report
@@ -372,6 +417,21 @@ class Correlator:
         for occ in people:
             self._add_person(occ)
         return self._settle({o.occ_id for o in people})
+
+    def _named(self, report: ReportFacts) -> ReportFacts:
+        """The report with each identifier token replaced by the name this correlator knows it by."""
+        for group in report.aliases:
+            name = next((self.token_names[t] for t in group if t in self.token_names), group[-1])
+            for token in group:
+                self.token_names.setdefault(token, name)
+        if not self.token_names:
+            return report  # no rotation has happened: every token is its own name
+
+        def named(tokens: Iterable[str]) -> tuple[str, ...]:
+            return tuple(sorted({self.token_names.get(t, t) for t in tokens}))
+
+        people = tuple(replace(p, documents=named(p.documents), contacts=named(p.contacts)) for p in report.people)
+        return replace(report, people=people, organisations=named(report.organisations))
 
     def add_links(self, links: Iterable[Link]) -> set[str]:
         """Level-1 links from the link stage (union stage only). Returns the entities that may have changed.

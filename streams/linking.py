@@ -56,11 +56,14 @@ def sightings_of(report: ReportFacts) -> list[Sighting]:
     """One sighting per (person occurrence, linkage key). Contacts are not level-1 keys."""
     out = []
     for occ in report.people:
-        keys = [f"doc:{t}" for t in occ.documents]
-        keys += [occ.dob_key] if occ.dob_key else []
-        keys += list(occ.ny_keys)
-        for key in dict.fromkeys(keys):
-            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, occ.clk, occ.dob_key, occ.ny_keys))
+        # Document tokens of every linkage key version the report carries, each filed on its own.
+        keys = {f"doc:{t}": occ for t in occ.documents}
+        # Fuzzy keys travel with the encoding of their own version: comparisons never mix versions.
+        for variant in occ.variants():
+            keys.update(dict.fromkeys([variant.dob_key] if variant.dob_key else [], variant))
+            keys.update(dict.fromkeys(variant.ny_keys, variant))
+        for key, material in keys.items():
+            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, material.ny_keys))
     return out
 
 

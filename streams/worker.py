@@ -73,6 +73,8 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
         hub_key_id=keys.hub_key_id(),
         hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them
         linker=Linker.latest(keys.linkage_keys()),
+        linkage_keys=keys.linkage_keys,  # rotation: earlier live versions bridge old and new reports
+        key_reload_s=settings.key_reload_s,
         max_envelope_age_s=settings.max_envelope_age_s,
         max_future_skew_s=settings.max_future_skew_s,
         codec=WireCodec(max_bytes=settings.max_value_bytes),

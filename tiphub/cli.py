@@ -193,6 +193,71 @@ def keys_retire_hub(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None)
     out.print(f"retired {key_id}")
 
 
+@keys_app.command("rotate-linkage")
+def keys_rotate_linkage(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """A new linkage key version. Until the earlier ones are retired, new reports carry both (bridged)."""
+    from tiphub.keys import KeyStore
+
+    store = KeyStore(settings_from(home=home).home)
+    version = store.rotate_linkage_key()
+    earlier = ", ".join(f"v{v}" for v in sorted(store.linkage_keys()) if v != version)
+    out.print(
+        f"linkage key v{version} is current from the next batch (within 30 s); {earlier} still bridge "
+        "old and new reports until retired (retire-linkage)"
+    )
+
+
+@keys_app.command("retire-linkage")
+def keys_retire_linkage(
+    version: int,
+    force: Annotated[
+        bool, typer.Option("--force", help="Retire even if readable reports carry no other live version.")
+    ] = False,
+    home: HomeOpt = None,
+    broker: BrokerOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Delete an earlier linkage key version, after checking which reports would lose direct linkage."""
+    from streams.feeds import read_decoded
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.linkage import stranded_by_retiring
+    from tiphub.runtime import resolve_broker, topics_for
+    from tiphub.vault import SqlKeyVault
+
+    settings = settings_from(broker, home, topic_prefix)
+    store = KeyStore(settings.home)
+    live = store.linkage_keys()
+    if version not in live:
+        console.print(f"[red]no live linkage key v{version}[/red]")
+        raise typer.Exit(1)
+    if version == max(live):
+        console.print(f"[red]linkage key v{version} is the current one: rotate-linkage first[/red]")
+        raise typer.Exit(1)
+    if not force:
+        topics = topics_for(settings)
+        accepted = asyncio.run(
+            read_decoded(
+                resolve_broker(settings),
+                topics.accepted,
+                settings.partitions,
+                settings.kafka_options(),
+                expect="tiphub.AcceptedReport",
+            )
+        )
+        vault = SqlKeyVault(Database(settings.vault_database), store.vault_kek())
+        stranded = stranded_by_retiring(accepted, version, live, lambda key_id: vault.get(key_id) is not None)
+        if stranded:
+            console.print(
+                f"[red]{len(stranded)} readable report(s) carry linkage key v{version} only: after retiring it, "
+                "new reports link with them only through a report bridged during the overlap. Keep the "
+                "overlap until retention expires them, or give --force (e.g. the key is compromised).[/red]"
+            )
+            raise typer.Exit(1)
+    store.retire_linkage_key(version)
+    out.print(f"retired linkage key v{version}; workers stop deriving it within 30 s")
+
+
 # -- policy ---------------------------------------------------------------------------------
 AgreementsOpt = Annotated[
     Path | None, typer.Option("--agreements", exists=True, file_okay=False, help="Agreements directory.")

@@ -179,6 +179,22 @@ class KeyStore:
             raise FileNotFoundError(f"no linkage key under {self.dir / 'hub'}: run `tiphub keys init`")
         return keys
 
+    def rotate_linkage_key(self) -> int:
+        """A new linkage key version, which becomes current; earlier versions stay live (bridged) until retired."""
+        version = max(self.linkage_keys()) + 1
+        _write_secret(self.linkage_path(version), secrets.token_bytes(32))
+        return version
+
+    def retire_linkage_key(self, version: int) -> bool:
+        """Delete an earlier linkage key version. The current one cannot be retired: rotate first."""
+        keys = self.linkage_keys()
+        if version == max(keys):
+            raise ValueError(f"linkage key v{version} is the current one: rotate before retiring it")
+        if version not in keys:
+            return False
+        self.linkage_path(version).unlink()
+        return True
+
     def agency_key(self, agency: str) -> Ed25519PrivateKey:
         path = self.agency_path(agency)
         if not path.exists():

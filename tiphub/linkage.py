@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import struct
 from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterable
 from datetime import date, datetime
+from typing import Any
 
 from schemas.normalise import fold_name
 
@@ -35,6 +37,7 @@ class Linker:
 
     def __init__(self, key: bytes, version: int) -> None:
         self.version = version
+        self._fingerprint = hashlib.sha256(key).digest()
         self._token_key = hmac.new(key, b"tiphub/linkage/token", hashlib.sha256).digest()
         self._clk_key = hmac.new(key, b"tiphub/linkage/clk", hashlib.sha256).digest()
         self._block_key = hmac.new(key, b"tiphub/linkage/block", hashlib.sha256).digest()
@@ -44,6 +47,23 @@ class Linker:
     def latest(cls, keys: dict[int, bytes]) -> Linker:
         version = max(keys)
         return cls(keys[version], version)
+
+    @classmethod
+    def live(cls, keys: dict[int, bytes], reuse: tuple[Linker, ...] = ()) -> tuple[Linker, tuple[Linker, ...]]:
+        """(current, earlier): the latest version, and every earlier version still live (not retired).
+
+        During a rotation's overlap the accept stage derives every report's link material with each
+        of them, so reports accepted before the rotation, which carry only an earlier version, still
+        link with new ones. `reuse` keeps loaded linkers (and their mask caches) whose key is unchanged.
+        """
+        known = {(linker.version, linker._fingerprint): linker for linker in reuse}
+
+        def linker(version: int) -> Linker:
+            found = known.get((version, hashlib.sha256(keys[version]).digest()))
+            return found or cls(keys[version], version)
+
+        versions = sorted(keys, reverse=True)
+        return linker(versions[0]), tuple(linker(v) for v in versions[1:])
 
     def token(self, domain: str, canonical: str) -> str:
         """`lk<version>.<base64url of 128 bits>`: domain-separated by identifier kind."""
@@ -124,3 +144,18 @@ def age_facts(dob: str | None, observed_at: datetime) -> tuple[bool | None, str 
 
 def _month_days(year: int, month: int) -> int:
     return 31 if month == 12 else (date(year, month + 1, 1) - date(year, month, 1)).days
+
+
+def stranded_by_retiring(
+    accepted: Iterable[dict[str, Any]], version: int, live: Iterable[int], readable: Callable[[str], bool]
+) -> list[str]:
+    """Report ids that retiring linkage key `version` would strand: still readable (not erased or
+    expired), and carrying link material of no other live version. New reports could then no
+    longer link with them directly (only through a report bridged during the overlap)."""
+    remaining = set(live) - {version}
+    stranded = []
+    for record in accepted:
+        carried = {record["linkage_key_version"]} | {b["version"] for b in record.get("linkage_bridges") or []}
+        if version in carried and not carried & remaining and readable(record["report_key_id"]):
+            stranded.append(record["report_id"])
+    return sorted(set(stranded))

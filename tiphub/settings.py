@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=None,
         description="A worker touches this file every few seconds while all its stages run (liveness probes).",
     )
+    key_reload_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often a worker reads the key directory again: a rotation or retirement takes effect then.",
+    )
     max_envelope_age_s: float = 3600.0
     max_future_skew_s: float = 300.0
     max_value_bytes: int = 1 << 20

@@ -1,7 +1,7 @@
 """Key rotation without downtime, on the real broker with a running worker that is never restarted:
-the hub's encryption key (envelopes sealed before and after both open) and an agency's signing key
-(both keys verify until the old one is revoked). Linkage across the rotation is unaffected: the
-linkage key is not what rotates here."""
+the hub's encryption key (envelopes sealed before and after both open), an agency's signing key
+(both keys verify until the old one is revoked) and the linkage key (reports from before, during
+and after the rotation are one person)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.envelopes import EnvelopeKit
-from tests.factories import make_report
+from tests.factories import BASE_REPORT, make_report
 from tests.harness import Hub
 from tiphub.keys import agency_key_id
 
@@ -48,6 +49,53 @@ def test_the_hub_key_rotates_while_the_worker_runs_and_envelopes_sealed_for_eith
     hub_keys = {e["hub_key_id"] for e in hub.decoded(hub.topics.submitted)}
     assert len(hub_keys) == 2  # both keys really were in use
     assert worker.poll() is None  # no restart was needed
+
+
+def test_the_linkage_key_rotates_while_the_worker_runs_and_old_and_new_reports_are_one_person(hub: Hub) -> None:
+    worker = hub.start_worker(TIPHUB_KEY_RELOAD_S="0.5")
+
+    def about_her(agency: str, name: str) -> dict[str, Any]:
+        subject = {**BASE_REPORT["subjects"][0], "name": name}
+        subject["identifiers"] = [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"}]
+        return make_report(source_agency=agency, subjects=[subject], organisations=[])
+
+    before = about_her("NZ-CUSTOMS", "Sokha Chan")
+    hub.publish([before])
+    hub.wait_for_outcomes(1)
+
+    rotated = tiphub(hub, "keys", "rotate-linkage")
+    assert rotated.returncode == 0, rotated.stderr
+    assert "v2 is current" in rotated.stdout
+    time.sleep(1.5)  # the worker reads the key directory again
+    during = about_her("NZ-LABOUR", "Chan Sokha")
+    hub.publish([during])
+    hub.wait_for_outcomes(2)
+
+    refused = tiphub(hub, "keys", "retire-linkage", "1")
+    assert refused.returncode == 1, refused
+    assert "1 readable report(s) carry linkage key v1 only" in " ".join(refused.stderr.split())
+    retired = tiphub(hub, "keys", "retire-linkage", "1", "--force")
+    assert retired.returncode == 0, retired.stderr
+    time.sleep(1.5)
+    after = about_her("NZ-POLICE", "Sokha Chan")
+    hub.publish([after])
+    _, rejected = hub.wait_for_outcomes(3)
+    assert rejected == []
+    hub.wait_for_quiet()
+
+    by_id = {r["report_id"]: r for r in hub.decoded(hub.topics.accepted)}
+    carried = [
+        (by_id[r["report_id"]]["linkage_key_version"], [b["version"] for b in by_id[r["report_id"]]["linkage_bridges"]])
+        for r in (before, during, after)
+    ]
+    assert carried == [(1, []), (2, [1]), (2, [])]
+    # What an analyst sees: one person entity holding all three sightings.
+    entities: dict[str, list[str]] = {}
+    for fact in hub.decoded(hub.topics.entities):
+        entities[fact["entity_id"]] = fact["members"]
+    occurrences = {f"{r['report_id']}#0" for r in (before, during, after)}
+    assert any(occurrences <= set(members) for members in entities.values()), entities
+    assert worker.poll() is None
 
 
 def test_an_agency_rotates_its_signing_key_without_a_gap(hub: Hub, tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from tiphub.vault import InMemoryKeyVault
 
 CODEC = WireCodec()
 V1, V2 = (CODEC.registry.versions("tip.reports.submitted-value")[i] for i in (0, 1))
-ACCEPTED_V1, ACCEPTED_V2 = CODEC.registry.versions("tip.reports.accepted-value")
+ACCEPTED_V1, ACCEPTED_V2, ACCEPTED_V3 = CODEC.registry.versions("tip.reports.accepted-value")
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_version_2_adds_one_optional_field_and_is_full_compatible() -> None:
     report_v1, report_v2 = CODEC.registry.versions("tiphub.IndicatorReport")
     added = {f["name"] for f in report_v2.schema["fields"]} - {f["name"] for f in report_v1.schema["fields"]}
     assert added == {"estimated_victims"}
-    for old, new in ((report_v1, report_v2), (V1, V2), (ACCEPTED_V1, ACCEPTED_V2)):
+    for old, new in ((report_v1, report_v2), (V1, V2), (ACCEPTED_V1, ACCEPTED_V2), (ACCEPTED_V2, ACCEPTED_V3)):
         assert full_problems(new.schema, old.schema) == []
     assert CODEC.registry.latest("tiphub.IndicatorReport").schema_id == 19
 
@@ -79,10 +79,11 @@ def test_a_v1_producer_and_a_v2_producer_publish_side_by_side_and_both_are_accep
     assert by_id[old_sdk["report_id"]]["estimated_victims"] is None  # v1 data reads the default
     assert by_id[new_sdk["report_id"]]["estimated_victims"] == 3
 
-    # A consumer still on release 1 reads the v2 accepted records with its v1 schema: the new field is skipped.
+    # A consumer still on release 1 reads the accepted records of this release with its v1 schema:
+    # the newer fields are skipped.
     for accepted in by_id.values():
-        value = CODEC.encode_with(ACCEPTED_V2, accepted)
-        old_view = fastavro.schemaless_reader(io.BytesIO(value[5:]), ACCEPTED_V2.parsed, ACCEPTED_V1.parsed)
+        value = CODEC.encode_with(ACCEPTED_V3, accepted)
+        old_view = fastavro.schemaless_reader(io.BytesIO(value[5:]), ACCEPTED_V3.parsed, ACCEPTED_V1.parsed)
         assert "estimated_victims" not in old_view
         assert old_view["report_id"] == accepted["report_id"] and old_view["subjects"] == accepted["subjects"]
 
@@ -145,19 +146,19 @@ def test_the_compatibility_check_names_what_would_break() -> None:
 def test_the_registry_refuses_an_incompatible_new_version(tmp_path: Path) -> None:
     avro = tmp_path / "avro"
     shutil.copytree(AVRO_DIR, avro)
-    (avro / "v3").mkdir()
+    (avro / "candidate").mkdir()
     v3 = json.loads((avro / "v2" / "tiphub.IndicatorReport.avsc").read_text())
     v3["fields"].append({"name": "case_number", "type": "string"})  # required: v1 and v2 data lack it
-    (avro / "v3" / "tiphub.IndicatorReport.avsc").write_text(json.dumps(v3))
+    (avro / "candidate" / "tiphub.IndicatorReport.avsc").write_text(json.dumps(v3))
     rows = json.loads(REGISTRY_FILE.read_text())
-    types = {**load_types(avro), **load_types(avro / "v3")}
+    types = {**load_types(avro), **load_types(avro / "candidate")}
     rows["schemas"].append(
         {
             "id": 99,
             "name": "tiphub.IndicatorReport",
             "subject": "tiphub.IndicatorReport",
             "version": 3,
-            "types": "v3",
+            "types": "candidate",
             "fingerprint": fingerprint(expand("tiphub.IndicatorReport", types)),
         }
     )

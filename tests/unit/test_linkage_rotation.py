@@ -1,0 +1,193 @@
+"""Linkage key rotation: reports accepted before, during and after a rotation still link.
+
+One accept stage runs throughout, as a worker would: the rotation and the retirement happen on
+disk, and the stage picks them up at its next reload (made immediate here).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.codec import WireCodec
+from streams.accept import AcceptStage, Submission
+from streams.correlate import Correlator, facts_from_accepted
+from streams.linking import KeyIndex, Link, sightings_of
+from tests.correlation_kit import PLAN
+from tests.envelopes import EnvelopeKit
+from tests.factories import make_report
+from tiphub.database import Database
+from tiphub.keys import KeyRegistry, KeyStore
+from tiphub.linkage import Linker, stranded_by_retiring
+from tiphub.runtime import init_keys
+from tiphub.settings import Settings
+from tiphub.vault import InMemoryKeyVault
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> KeyStore:
+    init_keys(Settings(home=tmp_path))
+    return KeyStore(tmp_path)
+
+
+@pytest.fixture
+def vault() -> InMemoryKeyVault:
+    return InMemoryKeyVault()
+
+
+@pytest.fixture
+def stage(store: KeyStore, vault: InMemoryKeyVault, tmp_path: Path) -> AcceptStage:
+    return AcceptStage(
+        registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+        vault=vault,
+        hub_key=store.hub_encryption_key(),
+        hub_key_id=store.hub_key_id(),
+        linker=Linker.latest(store.linkage_keys()),
+        linkage_keys=store.linkage_keys,
+        key_reload_s=1e-6,  # every batch reads the key directory again
+    )
+
+
+def accept_one(stage: AcceptStage, store: KeyStore, report: dict[str, Any]) -> dict[str, Any]:
+    key, value = EnvelopeKit(store.dir.parent).wire(EnvelopeKit(store.dir.parent).envelope(report))
+    time.sleep(0.001)  # past the (zero) reload interval
+    [verdict] = stage.process([Submission("submitted", 0, 0, key, value, int(time.time() * 1000))])
+    assert verdict.accepted is not None, verdict.rejected
+    WireCodec().encode("tiphub.AcceptedReport", verdict.accepted)  # valid against the latest schema
+    return verdict.accepted
+
+
+def person(name: str, dob: str, identifiers: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "role": "SUSPECTED_VICTIM",
+        "name": name,
+        "date_of_birth": dob,
+        "sex": "F",
+        "nationality": "KH",
+        "identifiers": identifiers,
+    }
+
+
+PASSPORT = [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"}]
+
+
+def links(*records: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """The level-1 links the partitioned link stage makes from these reports' sightings, in order."""
+    index = KeyIndex()
+    made: list[Link] = []
+    for record in records:
+        for sighting in sightings_of(facts_from_accepted(record)):
+            made += index.add(sighting)
+    return {(link.a.split("#")[0], link.b.split("#")[0], link.basis) for link in made}
+
+
+def test_reports_before_during_and_after_a_rotation_are_one_person_and_one_document(
+    stage: AcceptStage, store: KeyStore
+) -> None:
+    before = accept_one(stage, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    assert before["linkage_key_version"] == 1 and before["linkage_bridges"] == []
+
+    assert store.rotate_linkage_key() == 2
+    during = accept_one(stage, store, make_report(subjects=[person("Chan Sokha", "2008-04-02", PASSPORT)]))
+    assert during["linkage_key_version"] == 2
+    assert during["subjects"][0]["identifiers"][0]["linkage_token"].startswith("lk2.")
+    [bridge] = during["linkage_bridges"]
+    # The bridge is the same passport under the earlier key: exactly the token the old report carries.
+    assert bridge["version"] == 1
+    assert bridge["subjects"][0]["identifier_tokens"] == [before["subjects"][0]["identifiers"][0]["linkage_token"]]
+    assert bridge["registration_tokens"] == [before["organisations"][0]["registration_token"]]
+
+    store.retire_linkage_key(1)
+    after = accept_one(stage, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    assert after["linkage_key_version"] == 2 and after["linkage_bridges"] == []
+    assert all(not t.startswith("lk1.") for t in facts_from_accepted(after).people[0].documents)
+
+    # The link stage: old-new through the v1 bridge, new-newest under v2.
+    ids = {r["report_id"]: name for r, name in ((before, "before"), (during, "during"), (after, "after"))}
+    made = {(ids[a], ids[b], basis) for a, b, basis in links(before, during, after)}
+    pairs = {frozenset((a, b)) for a, b, basis in made if basis == "document"}
+    assert pairs == {frozenset(("before", "during")), frozenset(("during", "after"))}
+
+    # The correlator: one person, and the passport one document entity named by the same token throughout.
+    correlator = Correlator(PLAN)
+    for record in (before, during, after):
+        correlator.add(facts_from_accepted(record))
+    occurrences = [f"{r['report_id']}#0" for r in (before, during, after)]
+    assert len({correlator.entity_of[o] for o in occurrences}) == 1
+    documents = {t for o in occurrences for t in correlator.occurrences[o].documents}
+    assert documents == {before["subjects"][0]["identifiers"][0]["linkage_token"]}
+    organisations = {t for r in (before, during, after) for t in correlator.reports[r["report_id"]].organisations}
+    assert organisations == {before["organisations"][0]["registration_token"]}
+
+
+def test_a_person_known_only_by_name_and_birth_date_links_across_the_rotation(
+    stage: AcceptStage, store: KeyStore
+) -> None:
+    before = accept_one(stage, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", [])]))
+    store.rotate_linkage_key()
+    during = accept_one(stage, store, make_report(subjects=[person("Sokha Chann", "2008-04-02", [])]))
+    stranger = accept_one(stage, store, make_report(subjects=[person("Dara Pich", "2008-04-02", [])]))
+
+    made = links(before, during, stranger)
+    assert {(a, b) for a, b, _ in made} == {tuple(sorted((before["report_id"], during["report_id"])))}
+    assert {basis for _, _, basis in made} == {"dob"}
+    correlator = Correlator(PLAN)  # the single-process correlator finds the same link itself
+    for record in (before, during, stranger):
+        correlator.add(facts_from_accepted(record))
+    entity = correlator.entity_of
+    assert entity[f"{before['report_id']}#0"] == entity[f"{during['report_id']}#0"]
+    assert entity[f"{stranger['report_id']}#0"] != entity[f"{before['report_id']}#0"]
+
+
+def test_an_erasure_by_an_old_token_finds_the_reports_accepted_after_the_rotation(
+    stage: AcceptStage, store: KeyStore, vault: InMemoryKeyVault
+) -> None:
+    before = accept_one(stage, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    store.rotate_linkage_key()
+    during = accept_one(stage, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    old_token = before["subjects"][0]["identifiers"][0]["linkage_token"]
+    new_token = during["subjects"][0]["identifiers"][0]["linkage_token"]
+    assert vault.key_ids_for_token(old_token) == sorted(
+        [before["subjects"][0]["subject_key_id"], during["subjects"][0]["subject_key_id"]]
+    )
+    assert vault.key_ids_for_token(new_token) == [during["subjects"][0]["subject_key_id"]]
+
+
+def test_retiring_a_version_names_the_readable_reports_it_would_strand(stage: AcceptStage, store: KeyStore) -> None:
+    before = accept_one(stage, store, make_report())
+    store.rotate_linkage_key()
+    during = accept_one(stage, store, make_report())
+    live = store.linkage_keys()
+    assert stranded_by_retiring([before, during], 1, live, lambda key_id: True) == [before["report_id"]]
+    assert stranded_by_retiring([before, during], 1, live, lambda key_id: False) == []  # expired or erased
+    with pytest.raises(ValueError, match="current"):
+        store.retire_linkage_key(2)
+    assert store.retire_linkage_key(1) is True
+    assert store.linkage_keys().keys() == {2}
+    assert oct(store.linkage_path(2).stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_stage_not_yet_reloaded_and_one_already_rotated_still_link(store: KeyStore, tmp_path: Path) -> None:
+    """Two workers pick a rotation up up to 30 s apart: reports of both still link."""
+    vault = InMemoryKeyVault()
+
+    def new_stage() -> AcceptStage:
+        return AcceptStage(
+            registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+            vault=vault,
+            hub_key=store.hub_encryption_key(),
+            hub_key_id=store.hub_key_id(),
+            linker=Linker.latest(store.linkage_keys()),
+            linkage_keys=store.linkage_keys,
+        )
+
+    stale = new_stage()
+    store.rotate_linkage_key()
+    fresh = new_stage()
+    a = accept_one(stale, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    b = accept_one(fresh, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
+    assert (a["linkage_key_version"], b["linkage_key_version"]) == (1, 2)
+    assert ("document" in {basis for _, _, basis in links(a, b)}) and ("document" in {b for *_, b in links(b, a)})
