@@ -1,5 +1,6 @@
-"""Kafka client behaviour the hub relies on whatever the broker: empty fetches are paced, and an empty
-group assignment is an assignment of nothing (`harden()` installs both).
+"""Kafka client behaviour the hub relies on whatever the broker: empty fetches are paced, an empty
+group assignment is an assignment of nothing, and an aborted transaction that has visibly ended
+skips nothing after its end (`harden()` installs all three).
 
 A consumer with nothing to read sends a fetch and expects the broker to hold it for up to
 `fetch_max_wait_ms` until data arrives (Apache Kafka does). noida-db answers an empty fetch at
@@ -16,11 +17,16 @@ and an idle one costs next to nothing. On Apache Kafka an empty fetch already to
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.consumer.fetcher import Fetcher
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
+from aiokafka.record.control_record import ABORT_MARKER, ControlRecord
+
+log = logging.getLogger(__name__)
 
 MIN_PAUSE_S = 0.002
 MAX_PAUSE_S = 0.050
@@ -79,7 +85,71 @@ def accept_empty_assignments() -> None:
     ConsumerProtocolMemberAssignment._tiphub_empty_ok = True  # type: ignore[attr-defined]
 
 
+class _RecordsWithBytes:
+    """aiokafka's MemoryRecords, keeping the fetched bytes so that they can be scanned twice."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._records = _MEMORY_RECORDS(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._records, name)
+
+
+_MEMORY_RECORDS = aiokafka_fetcher.MemoryRecords
+
+
+def ended_before(aborted: list[tuple[int, int]], fetch_offset: int, data: bytes) -> list[tuple[int, int]]:
+    """The aborted transactions a fetch answer lists that visibly ended before `fetch_offset`.
+
+    A transaction ends at its producer's next control marker. Apache Kafka lists only aborted
+    transactions that reach into the fetched range. noida-db lists every aborted transaction of the
+    partition, also ones whose abort marker lies before the fetch offset; and after a restart it
+    hands the same producer id out again. The client then skips every later batch of that producer
+    id, committed ones included, until an abort marker that never comes (measured: a broker restart
+    lost 665 audit entries that way, docs/reliability.md).
+
+    An entry that starts before the fetch offset is either the transaction the fetch starts inside
+    (its producer's next marker in the answer aborts), or one that ended before (the next marker
+    commits: the batches before it belong to a later, committed transaction). With no marker of
+    that producer in the answer, the entry is kept, as Kafka means it.
+    """
+    early = {pid for pid, first in aborted if first < fetch_offset}
+    if not early:
+        return []
+    next_marker: dict[int, bool] = {}  # producer id -> its first marker in the answer aborts
+    records = _MEMORY_RECORDS(data)
+    while records.has_next() and len(next_marker) < len(early):
+        batch = records.next_batch()
+        pid = batch.producer_id
+        if pid in early and pid not in next_marker and batch.is_control_batch:
+            next_marker[pid] = any(ControlRecord.parse(r.key) == ABORT_MARKER for r in batch)
+    return [(pid, first) for pid, first in aborted if first < fetch_offset and next_marker.get(pid) is False]
+
+
+def ignore_ended_aborts() -> None:
+    """Install `ended_before` in this process's read-committed fetches (idempotent)."""
+    if getattr(aiokafka_fetcher.PartitionRecords, "_tiphub_ended_aborts", False):
+        return
+    original = aiokafka_fetcher.PartitionRecords.__init__
+
+    def init(self: Any, tp: Any, records: Any, aborted: Any, fetch_offset: int, *rest: Any) -> None:
+        if aborted and isinstance(records, _RecordsWithBytes):
+            ended = ended_before(list(aborted), fetch_offset, records.data)
+            if ended:
+                log.info(
+                    "%s: ignoring %d aborted transaction(s) that ended before offset %d", tp, len(ended), fetch_offset
+                )
+                aborted = [entry for entry in aborted if entry not in ended]
+        original(self, tp, records, aborted, fetch_offset, *rest)
+
+    aiokafka_fetcher.MemoryRecords = _RecordsWithBytes  # type: ignore[misc,assignment]
+    aiokafka_fetcher.PartitionRecords.__init__ = init  # type: ignore[method-assign]
+    aiokafka_fetcher.PartitionRecords._tiphub_ended_aborts = True  # type: ignore[attr-defined]
+
+
 def harden() -> None:
     """Install this module's client fixes in this process, before any consumer starts."""
     pace_empty_fetches()
     accept_empty_assignments()
+    ignore_ended_aborts()

@@ -191,7 +191,7 @@ class TransactionalProcessor:
                     log.warning("batch aborted (%s); reading it again", self.stats.last_error)
                     self.handler.aborted()
                     await self._rewind(batch)
-                    if isinstance(exc, PRODUCER_STATE_LOST):
+                    if isinstance(exc, PRODUCER_STATE_LOST) or producer_broken(self.producer):
                         await self._replace_producer()
                     if failures >= self.max_consecutive_failures:
                         raise
@@ -287,6 +287,17 @@ class TransactionalProcessor:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
+
+
+def producer_broken(producer: AIOKafkaProducer) -> bool:
+    """Whether a producer can never run another transaction: its sender task died (aiokafka ends it
+    on an error it does not expect, such as the coordinator lookup failing while a broker restarts)
+    or its transaction manager reached FATAL_ERROR. Every later batch would fail the same way
+    (measured: "Invalid state transition FATAL_ERROR -> IN_TRANSACTION" until the stage gave up)."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    manager = getattr(producer, "_txn_manager", None)
+    return bool((task is not None and task.done()) or (manager is not None and manager.is_fatal_error()))
 
 
 async def leave_previous_incarnation(

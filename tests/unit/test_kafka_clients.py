@@ -1,10 +1,20 @@
-"""Client fixes (streams/kafka_clients.py): what aiokafka does once they are installed."""
+"""Client fixes (streams/kafka_clients.py, streams/transactional.py): what aiokafka does once they are installed."""
 
 from __future__ import annotations
 
-from aiokafka.coordinator.protocol import ConsumerProtocol, ConsumerProtocolMemberAssignment
+import asyncio
+import struct
 
-from streams.kafka_clients import harden
+from aiokafka import AIOKafkaProducer
+from aiokafka.consumer import fetcher as aiokafka_fetcher
+from aiokafka.coordinator.protocol import ConsumerProtocol, ConsumerProtocolMemberAssignment
+from aiokafka.errors import KafkaError
+from aiokafka.producer.transaction_manager import TransactionState
+from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy as BatchBuilder
+from aiokafka.structs import TopicPartition
+
+from streams.kafka_clients import ended_before, harden
+from streams.transactional import producer_broken
 
 
 def test_an_empty_group_assignment_reads_as_no_partitions_and_real_ones_still_decode() -> None:
@@ -13,3 +23,84 @@ def test_an_empty_group_assignment_reads_as_no_partitions_and_real_ones_still_de
     assert ConsumerProtocol.ASSIGNMENT.decode(b"").partitions() == []
     real = ConsumerProtocolMemberAssignment(0, [ConsumerProtocolMemberAssignment.Assignment("t", [0, 2])], b"")
     assert [tp.partition for tp in ConsumerProtocol.ASSIGNMENT.decode(real.encode()).partitions()] == [0, 2]
+
+
+# -- aborted transactions that ended before the fetch offset ----------------------------------
+PRODUCER = 1003
+
+
+class _Batch(BatchBuilder):
+    """A record batch as a broker stores it: transactional, at a base offset, a control marker or data."""
+
+    def __init__(self, base_offset: int, control: bool = False) -> None:
+        super().__init__(2, 0, 1, PRODUCER, 0, 0, 1 << 20)
+        self.base_offset, self.control = base_offset, control
+
+    def _get_attributes(self, include_compression_type: bool = True) -> int:
+        return super()._get_attributes(include_compression_type) | (self.CONTROL_MASK if self.control else 0)
+
+    def bytes(self) -> bytes:
+        data = self.build()
+        struct.pack_into(">q", data, 0, self.base_offset)
+        return bytes(data)
+
+
+def data(base_offset: int, count: int) -> bytes:
+    batch = _Batch(base_offset)
+    for i in range(count):
+        batch.append(i, 0, None, f"record {base_offset + i}".encode(), [])
+    return batch.bytes()
+
+
+def marker(offset: int, abort: bool) -> bytes:
+    batch = _Batch(offset, control=True)
+    batch.append(0, 0, struct.pack(">HH", 0, 0 if abort else 1), b"", [])
+    return batch.bytes()
+
+
+def delivered(answer: bytes, aborted: list[tuple[int, int]], fetch_offset: int) -> list[int]:
+    """The offsets a read-committed consumer is given from one fetch answer."""
+    harden()
+    records = aiokafka_fetcher.MemoryRecords(answer)
+    tp, read_committed = TopicPartition("t", 0), 1
+    fetched = aiokafka_fetcher.PartitionRecords(tp, records, aborted, fetch_offset, None, None, True, read_committed)
+    return [r.offset for r in fetched]
+
+
+def test_an_aborted_transaction_that_ended_before_the_fetch_offset_skips_nothing_after_it() -> None:
+    """noida-db lists the aborted transaction at 0..60 (marker at 61) in every later fetch; the same
+    producer id then commits 62..64 and 66..67. Unfixed, aiokafka skipped both committed transactions."""
+    answer = data(62, 3) + marker(65, abort=False) + data(66, 2) + marker(68, abort=False)
+    assert delivered(answer, [(PRODUCER, 0)], 62) == [62, 63, 64, 66, 67]
+    assert ended_before([(PRODUCER, 0)], 62, answer) == [(PRODUCER, 0)]
+
+
+def test_a_fetch_that_starts_inside_an_aborted_transaction_still_skips_the_rest_of_it() -> None:
+    # Apache Kafka lists the transaction a fetch starts inside: its remaining batches stay skipped.
+    answer = data(10, 3) + marker(13, abort=True) + data(14, 1) + marker(15, abort=False)
+    assert delivered(answer, [(PRODUCER, 0)], 10) == [14]
+    # No marker of the producer in the answer: the entry is kept, as Kafka means it.
+    assert delivered(data(10, 3), [(PRODUCER, 0)], 10) == []
+    # An aborted transaction that starts inside the answer is untouched.
+    assert delivered(data(20, 2) + marker(22, abort=True) + data(23, 1), [(PRODUCER, 20)], 20) == [23]
+
+
+def test_a_producer_whose_sender_died_or_whose_transactions_failed_fatally_is_replaced() -> None:
+    """The processor replaces such a producer instead of failing every later batch (streams/transactional.py)."""
+
+    async def check() -> list[bool]:
+        producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", transactional_id="t")
+        seen = [producer_broken(producer)]  # not started: nothing wrong yet
+        producer._txn_manager._transition_to(TransactionState.FATAL_ERROR)
+        seen.append(producer_broken(producer))
+        healthy = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", transactional_id="u")
+        healthy._sender._sender_task = asyncio.get_running_loop().create_future()
+        seen.append(producer_broken(healthy))  # sending
+        healthy._sender._sender_task.set_exception(KafkaError("Unexpected error during batch delivery"))
+        healthy._sender._sender_task.exception()
+        seen.append(producer_broken(healthy))  # its sender task ended
+        for never_started in (producer, healthy):
+            never_started._closed = True  # nothing to close
+        return seen
+
+    assert asyncio.run(check()) == [False, True, False, True]
