@@ -38,6 +38,50 @@ async def read_until(
     return out
 
 
+SETTLE_TIMEOUT_S = 30.0
+
+
+class UnsettledTopic(RuntimeError):
+    """A transaction stayed open below the end of a topic a stage restores from: restore later."""
+
+
+async def settled_end_offsets(
+    bootstrap: str,
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    client_options: dict[str, Any] | None = None,
+    timeout_s: float = SETTLE_TIMEOUT_S,
+) -> dict[TopicPartition, int]:
+    """Where to read a stage's own output up to when it restores from it: every record written so
+    far (the high watermark), once every transaction among them has ended.
+
+    A read-committed consumer's end offsets stop at the first open transaction. Restoring up to
+    there misses what a transaction that is still completing will show: after a broker restart,
+    noida-db finished the commit of a transaction a few hundred milliseconds late, and the
+    correlator, restored without those signal versions, wrote version 1 of them again. Apache Kafka
+    can leave a transaction of a previous owner open as long (up to its transaction timeout)."""
+    peek = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        isolation_level="read_uncommitted",
+        **(client_options or {}),
+    )
+    await peek.start()
+    try:
+        written = await peek.end_offsets(partitions)
+    finally:
+        await peek.stop()
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        stable: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        if all(stable[tp] >= written[tp] for tp in partitions):
+            return stable
+        if asyncio.get_running_loop().time() > deadline:
+            open_at = {f"{tp.topic}[{tp.partition}]": stable[tp] for tp in partitions if stable[tp] < written[tp]}
+            raise UnsettledTopic(f"transactions still open at {open_at} after {timeout_s:.0f}s")
+        await asyncio.sleep(0.1)
+
+
 async def committed_offsets(
     bootstrap: str, group_id: str, partitions: list[TopicPartition], client_options: dict[str, Any] | None = None
 ) -> dict[TopicPartition, int]:

@@ -23,7 +23,7 @@ from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
 from streams.correlate import facts_from_accepted
-from streams.feeds import read_until
+from streams.feeds import read_until, settled_end_offsets
 from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
 from streams.topics import Topics
 from streams.transactional import Output
@@ -104,7 +104,8 @@ class AcceptReports:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ids: dict[int, dict[str, str]] = {p: {} for p in partitions}
-            for record in await read_until(consumer, tps, await consumer.end_offsets(tps)):
+            ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.client_options)
+            for record in await read_until(consumer, tps, ends):
                 if record.key:
                     ids[record.partition][record.key.decode()] = _agency(record.headers)
             return ids

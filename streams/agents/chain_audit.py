@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from schemas.codec import CodecError, WireCodec
+from streams.feeds import settled_end_offsets
 from streams.topics import Topics
 from streams.transactional import Output
 from tiphub import crypto
@@ -73,7 +74,7 @@ class ChainAudit:
         try:
             tp = TopicPartition(self.topics.audit, partition)
             consumer.assign([tp])
-            end = (await consumer.end_offsets([tp]))[tp]
+            end = (await settled_end_offsets(self.bootstrap, consumer, [tp], self.options))[tp]
             step = 256
             start = end
             while start > 0:

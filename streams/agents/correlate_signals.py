@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
-from streams.feeds import TopicFeed, committed_offsets, read_until
+from streams.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
 from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.topics import Topics
 from streams.transactional import Output
@@ -149,7 +149,7 @@ class CorrelateSignals:
 
     async def _load_signals(self, consumer: AIOKafkaConsumer) -> int:
         tps = [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
-        ends = await consumer.end_offsets(tps)
+        ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.options)
         records = await self._read(consumer, tps, ends)
         current = self.correlator.evaluate()
         key_of = {s.signal_id: key for key, s in current.items()}

@@ -5,6 +5,7 @@ verifies and every lag is 0."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -13,9 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from producers.simulate import simulate
 from schemas.codec import WireCodec
+from streams.feeds import UnsettledTopic, settled_end_offsets
 from tests.harness import Hub, versions_are_gapless
 from tiphub.embedded import EmbeddedBroker, free_port
 
@@ -116,3 +120,46 @@ def test_a_worker_killed_mid_stream_leaves_every_output_exactly_once(broker: str
         hub.wait_for_outcomes(len(reports), timeout=180)
         hub.wait_for_quiet(timeout=120)
         assert_everything_once(hub, reports)
+
+
+def test_a_restore_waits_for_a_transaction_still_completing_below_the_end(broker: str, tmp_path: Path) -> None:
+    """A stage restoring from its own output must not stop at a transaction that is still open: after a
+    broker restart, noida-db completed such a commit late, and a correlator restored without those
+    signal versions wrote them again. `settled_end_offsets` waits, and says so if it has to give up."""
+
+    async def scenario() -> tuple[str, int, int]:
+        topic = f"settle-{tmp_path.name}"
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        await admin.close()
+        tp = TopicPartition(topic, 0)
+        producer = AIOKafkaProducer(bootstrap_servers=broker, transactional_id=f"settle-{tmp_path.name}")
+        reader = AIOKafkaConsumer(bootstrap_servers=broker, isolation_level="read_committed")
+        await producer.start()
+        await reader.start()
+        try:
+            await producer.begin_transaction()
+            await (await producer.send(topic, b"a version the restore must see"))
+            try:
+                await settled_end_offsets(broker, reader, [tp], timeout_s=1.0)
+                refused = "no"
+            except UnsettledTopic as exc:
+                refused = str(exc)
+            naive = (await reader.end_offsets([tp]))[tp]  # what a restore read up to before: nothing
+
+            async def commit_soon() -> None:
+                await asyncio.sleep(0.5)
+                await producer.commit_transaction()
+
+            committing = asyncio.create_task(commit_soon())
+            settled = (await settled_end_offsets(broker, reader, [tp], timeout_s=20.0))[tp]
+            await committing
+            return refused, naive, settled
+        finally:
+            await reader.stop()
+            await producer.stop()
+
+    refused, naive, settled = asyncio.run(scenario())
+    assert "transactions still open" in refused
+    assert naive == 0 and settled == 2  # the record and its commit marker
