@@ -227,6 +227,7 @@ class TransactionalProcessor:
     async def _transact(self, batch: dict[TopicPartition, list[Any]]) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         async with self.producer.transaction():
+            connected = live_connections(self.producer)
             outputs = await self.handler.handle(records)
             sends = [
                 await self.producer.send(
@@ -239,6 +240,12 @@ class TransactionalProcessor:
             # of transactional input, so the group's lag really reaches zero.
             offsets = {tp: max(await self.consumer.position(tp), msgs[-1].offset + 1) for tp, msgs in batch.items()}
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
+            if not connected <= live_connections(self.producer):
+                # A connection of this transaction dropped and the client carried on over a new one:
+                # the broker may have restarted under it. noida-db then committed some of its
+                # partitions and aborted the others while accepting the commit of the rest
+                # (docs/reliability.md); Apache Kafka would not, but redoing the batch is cheap.
+                raise ConnectionLostInTransaction("a broker connection dropped during the transaction")
         self.handler.committed()
         self._committed.update(offsets)
         self.stats.batches += 1
@@ -287,6 +294,16 @@ class TransactionalProcessor:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, committed)
+
+
+class ConnectionLostInTransaction(KafkaError):  # type: ignore[misc]
+    """Raised inside a transaction to abort it and read its batch again."""
+
+
+def live_connections(producer: AIOKafkaProducer) -> set[int]:
+    """The producer's open broker connections, by identity: a reconnect shows as one missing."""
+    conns = getattr(getattr(producer, "client", None), "_conns", None) or {}
+    return {id(conn) for conn in conns.values() if conn.connected()}
 
 
 def producer_broken(producer: AIOKafkaProducer) -> bool:

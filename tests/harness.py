@@ -206,6 +206,30 @@ class Hub:
 
         return asyncio.run(run())
 
+    def orphaned_transactions(self, watch_s: float = 10.0) -> dict[str, int]:
+        """Partitions of the hub's topics whose stable offset stays below their end for `watch_s`
+        while nothing is written to them: a transaction nobody will end. Apache Kafka aborts one
+        at its timeout; noida-db, after a restart, can forget it and never does (docs/reliability.md).
+        Returns {topic[partition]: stable offset}."""
+
+        async def snapshot() -> dict[str, tuple[int, int]]:
+            committed = AIOKafkaConsumer(bootstrap_servers=self.broker, isolation_level="read_committed")
+            everything = AIOKafkaConsumer(bootstrap_servers=self.broker, isolation_level="read_uncommitted")
+            await committed.start()
+            await everything.start()
+            try:
+                tps = [TopicPartition(spec.name, p) for spec in self.topics.specs() for p in range(spec.partitions)]
+                stable, ends = await committed.end_offsets(tps), await everything.end_offsets(tps)
+                return {f"{tp.topic}[{tp.partition}]": (stable[tp], ends[tp]) for tp in tps}
+            finally:
+                await committed.stop()
+                await everything.stop()
+
+        before = asyncio.run(snapshot())
+        time.sleep(watch_s)
+        after = asyncio.run(snapshot())
+        return {name: lso for name, (lso, end) in after.items() if lso < end and before.get(name) == (lso, end)}
+
 
 async def read_topics(broker: str, topics: list[str], isolation: str = "read_committed") -> list[Record]:
     """Every record of `topics` from the beginning to the current end."""

@@ -36,33 +36,22 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         broker.stop()
 
 
-def assert_everything_once(hub: Hub, reports: list[dict], *, identical_copies_allowed: bool = False) -> dict[str, int]:
-    """Every report accepted once; every (report, recipient) decided and audited; signal versions
-    gapless; the audit chain verifies; every lag 0. Returns how many decision records and audit entries
-    repeat earlier ones. Strict (the default): none may. `identical_copies_allowed` admits exact copies
-    (the same deterministic decision id, its event chained again) and nothing missing: the open defect
-    of broker restarts in docs/reliability.md."""
+def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
+    """Every report accepted once; every (report, recipient) decided once and audited once; signal
+    versions gapless; the audit chain verifies; every lag 0. Returns the counts it checked."""
     accepted = Counter(r.key.decode() for r in hub.read(hub.topics.accepted))
     assert accepted == Counter({r["report_id"]: 1 for r in reports})
     assert hub.decoded(hub.topics.rejected) == []
-    decisions: dict[tuple[str, str], set[str]] = {}
-    records = 0
-    for d in hub.decoded(hub.topics.decisions):
-        decisions.setdefault((d["item_id"], d["recipient"]), set()).add(d["decision_id"])
-        records += 1
+    decisions = Counter((d["item_id"], d["recipient"]) for d in hub.decoded(hub.topics.decisions))
     assert len(decisions) == 5 * len(reports)  # nothing missing
-    assert all(len(ids) == 1 for ids in decisions.values())  # copies, if any, are the same decision
-    repeated = records - len(decisions)
+    assert set(decisions.values()) == {1}, [k for k, n in decisions.items() if n > 1][:5]  # nothing twice
     entries = [e for e in hub.decoded(hub.topics.audit) if e["event"] is not None]
-    assert len(entries) == len({e["hash"] for e in entries}) >= records  # every decision record audited
-    audited = {}
+    audited = Counter()
     for entry in entries:
         event = WireCodec().decode(entry["event"])[1]
-        audited[(event["item_id"], event["recipient"])] = audited.get((event["item_id"], event["recipient"]), 0) + 1
-    assert set(audited) == set(decisions)
-    counts = {"decisions_repeated": repeated, "audit_entries_repeated": len(entries) - len(decisions)}
-    if not identical_copies_allowed:
-        assert counts == {"decisions_repeated": 0, "audit_entries_repeated": 0}
+        audited[(event["item_id"], event["recipient"])] += 1
+    assert audited == decisions, "every decision audited exactly once"
+    counts = {"decisions": len(decisions), "audit_entries": len(entries)}
     versions_are_gapless(hub)
     verify = subprocess.run(
         [sys.executable, "-m", "tiphub", "audit", "verify"], env=hub.env(), capture_output=True, text=True, timeout=60
@@ -73,13 +62,26 @@ def assert_everything_once(hub: Hub, reports: list[dict], *, identical_copies_al
     return counts
 
 
-BROKER_RESTART_DEFECT = (
-    "open defect (docs/reliability.md): after a noida-db restart a stage sometimes stays stuck in its group's "
-    "rejoin, or re-writes a batch; most runs pass"
+ORPHANED_TRANSACTION = (
+    "noida-db defect (docs/reliability.md): after its restart it forgot a transaction that its partitions keep "
+    "open, so their stable offset never moves again and the stages reading them wait; Apache Kafka aborts such a "
+    "transaction at its timeout. Open at: {}"
 )
 
 
-@pytest.mark.xfail(strict=False, reason=BROKER_RESTART_DEFECT)
+def wait_until_done_or_orphaned(hub: Hub, total: int, timeout: float = 120.0) -> None:
+    """Wait for every outcome and a quiet hub. If that never comes because noida-db orphaned a
+    transaction (and only then), the outcome is an expected failure of the broker, named as such."""
+    try:
+        hub.wait_for_outcomes(total, timeout=timeout)
+        hub.wait_for_quiet(timeout=timeout)
+    except AssertionError:
+        orphaned = hub.orphaned_transactions()
+        if orphaned:
+            pytest.xfail(ORPHANED_TRANSACTION.format(orphaned))
+        raise
+
+
 def test_the_broker_stops_and_starts_again_mid_stream_and_nothing_is_lost_or_doubled(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
@@ -98,10 +100,9 @@ def test_the_broker_stops_and_starts_again_mid_stream_and_nothing_is_lost_or_dou
         own_broker.start()
 
         hub.publish(reports[half:])
-        hub.wait_for_outcomes(len(reports), timeout=180)
-        hub.wait_for_quiet(timeout=120)
+        wait_until_done_or_orphaned(hub, len(reports))
         assert hub.workers["0"].poll() is None, "the worker did not survive the broker's restart"
-        assert_everything_once(hub, reports, identical_copies_allowed=True)
+        assert_everything_once(hub, reports)
 
 
 def test_a_worker_killed_mid_stream_leaves_every_output_exactly_once(broker: str, tmp_path: Path) -> None:
