@@ -21,11 +21,12 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
 from gateway.limits import EdgeLimits
+from gateway.links import responding, signal_page_links
 from gateway.release import build_router, foreign_partners
 from gateway.reports import build_reports_router
 from gateway.security import AuditSink, GatewayKeys, invalid, require
@@ -51,6 +52,8 @@ TRIAGE = "tiphub.TriageEvent"
 
 
 class TriageRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently dropped
+
     state: Literal["new", "triaged", "actioned", "closed"]
     note: str = Field(default="", max_length=2000, description="Free text; sealed on the topic, shown to analysts.")
 
@@ -148,7 +151,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
 
-    @app.get("/v1/signals", tags=["analysts"])
+    @app.get("/v1/signals", tags=["analysts"], responses=responding(200, "A page of signals.", signal_page_links()))
     async def signals(
         request: Request,
         caller: Annotated[Caller, Depends(ANALYST)],

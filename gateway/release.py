@@ -10,8 +10,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.links import pending_links, responding, summary_links
 from gateway.security import AuditSink, forbid, invalid, require
 from gateway.summaries import ActionRefused, Summary, check_approve, check_consent, check_withdraw
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
@@ -24,6 +25,8 @@ SUMMARY_EVENT = "tiphub.SummaryEvent"
 
 
 class DraftRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently dropped
+
     signal_id: str = Field(min_length=1, max_length=64)
     partner: str = Field(min_length=1, max_length=32, description="The partner the summary is for, e.g. HSU-TH.")
 
@@ -109,7 +112,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
             await emit(request, caller, "released", summary)
         return summary.public()
 
-    @router.post("/v1/summaries", status_code=201)
+    @router.post("/v1/summaries", status_code=201, responses=responding(201, "The draft.", summary_links()))
     async def draft(
         request: Request, body: DraftRequest, caller: Annotated[Caller, Depends(require("analyst"))]
     ) -> Any:
@@ -140,28 +143,28 @@ def build_router(agreements_dir: Any) -> APIRouter:
         await emit(request, caller, "drafted", draft)
         return find(request, draft.summary_id).public()
 
-    @router.get("/v1/summaries")
+    @router.get("/v1/summaries", responses=responding(200, "Drafts awaiting consent or approval.", pending_links()))
     async def pending(
         request: Request, caller: Annotated[Caller, Depends(require("releasing_officer", "analyst"))]
     ) -> dict[str, Any]:
         """Drafts awaiting consent or approval."""
         return {"summaries": [s.public() for s in request.app.state.views.summaries.pending()]}
 
-    @router.post("/v1/summaries/{summary_id}/consent")
+    @router.post("/v1/summaries/{summary_id}/consent", responses=responding(200, "The summary now.", summary_links()))
     async def consent(
         request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
     ) -> Any:
         """A contributing agency's releasing officer consents to the release."""
         return await act(request, caller, summary_id, lambda s: check_consent(s, caller.agency), "consented")
 
-    @router.post("/v1/summaries/{summary_id}/approve")
+    @router.post("/v1/summaries/{summary_id}/approve", responses=responding(200, "The summary now.", summary_links()))
     async def approve(
         request: Request, summary_id: str, caller: Annotated[Caller, Depends(require("releasing_officer"))]
     ) -> Any:
         """A releasing officer who did not draft it approves; it is released once every consent is in."""
         return await act(request, caller, summary_id, lambda s: check_approve(s, caller.subject), "approved")
 
-    @router.post("/v1/summaries/{summary_id}/withdraw")
+    @router.post("/v1/summaries/{summary_id}/withdraw", responses=responding(200, "The summary now.", summary_links()))
     async def withdraw(
         request: Request,
         summary_id: str,

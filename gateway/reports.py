@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
+from gateway.links import report_links, responding
 from gateway.security import GatewayKeys, forbid, invalid, require
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
 from producers.publisher import seal_report
@@ -26,7 +27,7 @@ def build_reports_router() -> APIRouter:
     router = APIRouter(tags=["agencies"])
     codec = WireCodec()
 
-    @router.post("/v1/reports", status_code=202)
+    @router.post("/v1/reports", status_code=202, responses=responding(202, "On the submissions topic.", report_links()))
     async def publish(
         request: Request,
         caller: Annotated[Caller, Depends(PUBLISHER)],

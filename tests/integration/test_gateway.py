@@ -3,12 +3,15 @@ audit, the analysts' signal feed (pages and SSE) filtered per caller, and the re
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -590,6 +593,152 @@ def test_no_operation_answers_5xx_or_breaks_its_schema_for_any_role(live: Live) 
     assert tried >= 20
 
 
+STATEFUL_EXAMPLES = int(os.environ.get("TIPHUB_STATEFUL_EXAMPLES", "40"))  # scenarios; make bench raises it
+
+
+def test_workflows_that_follow_the_openapi_links_keep_the_release_promises(live: Live) -> None:
+    """schemathesis's state machine chains operations along the OpenAPI links (gateway/links.py): a page
+    of signals, a signal opened, triaged and drafted as a summary, consents, approvals, withdrawals
+    and the partner's pull, in any order and with generated values where no link supplies one.
+
+    Each call goes with the token of the role its operation is for. Besides no 5xx and answers on the
+    schema, every step keeps the promises of the release workflow:
+    - a summary is released only once approved and consented to by every agency that must;
+    - a released summary reaches its partner with its content, and a withdrawn one never shows
+      content again;
+    - a withdrawn summary stays withdrawn.
+    The run must reach releases and withdrawals, or it proved nothing."""
+    import schemathesis
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+
+    from gateway.release import pre_authorised
+
+    # The operations of the workflows (the stateless run above covers every operation on its own).
+    schema = (
+        schemathesis.openapi.from_url(live.url + "/openapi.json")
+        .include(path_regex=r"^/v1/(signals|summaries|partners)")
+        .exclude(path="/v1/signals/stream")
+    )
+    analyst = live.tokens.issue("analyst", "stateful analyst", agency="NZ-NIC")
+    officers = {
+        agency: live.tokens.issue("releasing_officer", f"officer {agency}", agency=agency)
+        for agency in ("NZ-NIC", "NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI")
+    }
+    liaisons = {p: live.tokens.issue("liaison", f"liaison {p}", partner=p) for p in ("HSU-TH", "HSU-MY", "HSU-PH")}
+    by_prefix = [
+        ("/v1/summaries/", None),  # decided per call below
+        ("/v1/partners/", liaisons["HSU-TH"]),
+        ("/taxii2", liaisons["HSU-TH"]),
+        ("/v1/audit", live.tokens.issue("auditor", "stateful auditor", agency="NZ-NIC")),
+        ("/v1/reports", live.tokens.issue("publisher", "stateful publisher", agency="NZ-POLICE")),
+    ]
+    reached: Counter[str] = Counter()
+    failures: list[str] = []
+    withdrawn: set[str] = set()
+    checks = [not_a_server_error, content_type_conformance, response_schema_conformance]
+
+    def officer_for(case: Any) -> str:
+        """The releasing officer an action needs: for a consent, one of an agency still to consent."""
+        summary_id = (case.path_parameters or {}).get("summary_id")
+        pending = live.get("/v1/summaries", officers["NZ-NIC"]).json()["summaries"]
+        found = next((s for s in pending if s["summary_id"] == summary_id), None)
+        if case.path.endswith("/consent") and found:
+            missing = sorted(set(found["consents_required"]) - set(found["consents"]))
+            if missing:
+                return officers.get(missing[0], officers["NZ-NIC"])
+        return officers["NZ-NIC"]
+
+    authorised = pre_authorised(None)  # originator -> partners it pre-authorises release to
+    allowed: dict[str, set[str]] = {}  # report id -> partners it was decided shareable with
+    for decision in live.hub.decoded(live.hub.topics.decisions):
+        if decision["allowed"] and decision["recipient"] in liaisons:
+            allowed.setdefault(decision["item_id"], set()).add(decision["recipient"])
+
+    @functools.cache
+    def partner_for(signal_id: str) -> str:
+        detail = live.get(f"/v1/signals/{urllib.parse.quote(signal_id, safe='')}", analyst)
+        reports = detail.json().get("report_ids", []) if detail.status_code == 200 else []
+        candidates = set().union(*(allowed.get(r, set()) for r in reports)) or set(liaisons)
+        # The partner most originators pre-authorise: the fewest consents to collect before release.
+        return min(candidates, key=lambda p: (-sum(p in partners for partners in authorised.values()), p))
+
+    def token_for(case: Any) -> str:
+        if case.path.startswith("/v1/summaries/"):
+            return officer_for(case)
+        return next((token for prefix, token in by_prefix if case.path.startswith(prefix)), analyst)
+
+    def keeps_promises(summary: dict[str, Any]) -> None:
+        sid, status = summary["summary_id"], summary["status"]
+        reached[status] += 1
+        if sid in withdrawn:
+            assert status == "withdrawn", f"{sid} came back from withdrawn as {status}"
+        if status == "released":
+            assert summary["approved_by"] and set(summary["consents"]) >= set(summary["consents_required"])
+        pulled = live.get(f"/v1/partners/{summary['partner']}/summaries", liaisons[summary["partner"]])
+        rows = [row for row in pulled.json()["summaries"] if row["summary_id"] == sid]
+        if status == "released":
+            assert any(row.get("content") == summary["content"] for row in rows), rows
+        if status == "withdrawn":
+            withdrawn.add(sid)
+            assert rows and all("content" not in row for row in rows), rows
+
+    class ReleaseWorkflows(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: Any) -> None:
+            if case.path == "/v1/summaries" and case.method == "POST" and isinstance(case.body, dict):
+                # A real analyst drafts for a partner that may receive something of the signal; the
+                # generator knows no partner names.
+                partner = case.body.get("partner")
+                if not (isinstance(partner, str) and partner in liaisons):
+                    case.body["partner"] = partner_for(str(case.body.get("signal_id")))
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Bearer {token_for(case)}"}, "timeout": 30}
+
+        def validate_response(self, response: Any, case: Any, additional_checks: Any = None, **kwargs: Any) -> None:
+            try:
+                self._validate(response, case, **kwargs)
+            except Exception as exc:  # kept: Hypothesis may fail to replay a scenario against a hub that moved on
+                failures.append(f"{case.method} {case.path} -> {response.status_code}: {exc!r}"[:2000])
+                raise
+
+        def _validate(self, response: Any, case: Any, **kwargs: Any) -> None:
+            case.validate_response(response, checks=checks, transport_kwargs=kwargs)
+            reached[f"{case.method} {case.path} {response.status_code}"] += 1
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and "summary_id" in body and "status" in body and response.status_code < 300:
+                keeps_promises(body)
+
+    # A hub at work has drafts waiting: the machine finds them through the pending list as well.
+    for _ in range(6):
+        draft_for(live, analyst, "HSU-TH")
+    # As schemathesis's own runner does: generation only, in a few runs. The hub keeps its state between
+    # scenarios, so Hypothesis cannot replay an old one exactly and says so (Flaky); a fresh run goes on.
+    inconclusive = 0
+    for _ in range(4):
+        try:
+            ReleaseWorkflows.run(
+                settings=hypothesis.settings(
+                    max_examples=max(1, STATEFUL_EXAMPLES // 4),
+                    stateful_step_count=15,
+                    phases=[hypothesis.Phase.generate],
+                    deadline=None,
+                    suppress_health_check=list(hypothesis.HealthCheck),
+                    database=None,
+                    derandomize=True,
+                )
+            )
+        except hypothesis.errors.Flaky:
+            inconclusive += 1
+    assert failures == [], failures
+    assert inconclusive < 4
+    drafted = sum(n for k, n in reached.items() if k.startswith("POST /v1/summaries 201"))
+    assert drafted and reached["released"] and reached["withdrawn"], dict(reached)
+
+
 def test_analysts_triage_a_signal_with_a_note_that_never_reaches_the_topic_in_plaintext(live: Live) -> None:
     analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
     signal = next(s for s in all_pages(live, analyst, 500) if s["requirement_id"] == "IR-1")
@@ -598,7 +747,8 @@ def test_analysts_triage_a_signal_with_a_note_that_never_reaches_the_topic_in_pl
     assert set_state.status_code == 200, set_state.text
     post(live, f"/v1/signals/{signal['signal_id']}/triage", analyst, {"state": "actioned"})
     detail = live.get(f"/v1/signals/{signal['signal_id']}", analyst).json()
-    assert [(t["state"], t["note"], t["actor"]) for t in detail["triage"]] == [
+    mine = [(t["state"], t["note"], t["actor"]) for t in detail["triage"] if t["actor"] == "analyst:Ana"]
+    assert mine == [  # the stateful run above may have triaged this signal too
         ("triaged", note, "analyst:Ana"),
         ("actioned", "", "analyst:Ana"),
     ]
