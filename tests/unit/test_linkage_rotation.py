@@ -38,17 +38,22 @@ def vault() -> InMemoryKeyVault:
     return InMemoryKeyVault()
 
 
-@pytest.fixture
-def stage(store: KeyStore, vault: InMemoryKeyVault, tmp_path: Path) -> AcceptStage:
+def worker_stage(store: KeyStore, vault: InMemoryKeyVault, reload_s: float) -> AcceptStage:
+    """An accept stage wired as a worker wires it: it reads the key directory every `reload_s`."""
     return AcceptStage(
-        registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+        registry=KeyRegistry(Database(f"sqlite:///{store.dir.parent}/registry.sqlite3")),
         vault=vault,
         hub_key=store.hub_encryption_key(),
         hub_key_id=store.hub_key_id(),
         linker=Linker.latest(store.linkage_keys()),
         linkage_keys=store.linkage_keys,
-        key_reload_s=1e-6,  # every batch reads the key directory again
+        key_reload_s=reload_s,
     )
+
+
+@pytest.fixture
+def stage(store: KeyStore, vault: InMemoryKeyVault) -> AcceptStage:
+    return worker_stage(store, vault, reload_s=1e-6)  # every batch reads the key directory again
 
 
 def accept_one(stage: AcceptStage, store: KeyStore, report: dict[str, Any]) -> dict[str, Any]:
@@ -170,23 +175,11 @@ def test_retiring_a_version_names_the_readable_reports_it_would_strand(stage: Ac
     assert oct(store.linkage_path(2).stat().st_mode & 0o777) == "0o600"
 
 
-def test_a_stage_not_yet_reloaded_and_one_already_rotated_still_link(store: KeyStore, tmp_path: Path) -> None:
+def test_a_stage_not_yet_reloaded_and_one_already_rotated_still_link(store: KeyStore, vault: InMemoryKeyVault) -> None:
     """Two workers pick a rotation up up to 30 s apart: reports of both still link."""
-    vault = InMemoryKeyVault()
-
-    def new_stage() -> AcceptStage:
-        return AcceptStage(
-            registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
-            vault=vault,
-            hub_key=store.hub_encryption_key(),
-            hub_key_id=store.hub_key_id(),
-            linker=Linker.latest(store.linkage_keys()),
-            linkage_keys=store.linkage_keys,
-        )
-
-    stale = new_stage()
+    stale = worker_stage(store, vault, reload_s=30.0)
     store.rotate_linkage_key()
-    fresh = new_stage()
+    fresh = worker_stage(store, vault, reload_s=30.0)
     a = accept_one(stale, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
     b = accept_one(fresh, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
     assert (a["linkage_key_version"], b["linkage_key_version"]) == (1, 2)
