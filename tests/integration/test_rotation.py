@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,7 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.envelopes import EnvelopeKit
 from tests.factories import BASE_REPORT, make_report
 from tests.harness import Hub
+from tests.integration.test_gateway import start_gateway
 from tiphub.keys import agency_key_id
+from tiphub.runtime import token_authority
+from tiphub.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +100,32 @@ def test_the_linkage_key_rotates_while_the_worker_runs_and_old_and_new_reports_a
     occurrences = {f"{r['report_id']}#0" for r in (before, during, after)}
     assert any(occurrences <= set(members) for members in entities.values()), entities
     assert worker.poll() is None
+
+    # An auditor's "who saw this person" answers for either token: the bridged report is under both.
+    tokens = {
+        v: by_id[r["report_id"]]["subjects"][0]["identifiers"][0]["linkage_token"] for v, r in ((1, before), (2, after))
+    }
+    process, url = start_gateway(hub)
+    try:
+        auditor = token_authority(Settings(home=hub.home)).issue("auditor", "rotation auditor", agency="NZ-NIC")
+        reports = {}
+        for version, token in tokens.items():
+            deadline = time.monotonic() + 20
+            while version not in reports:
+                answer = httpx.get(
+                    f"{url}/v1/audit/subjects/{token}", headers={"Authorization": f"Bearer {auditor}"}, timeout=30
+                )
+                if answer.status_code == 200:
+                    reports[version] = set(answer.json()["reports"])
+                assert time.monotonic() < deadline, answer.text
+                time.sleep(0.3)
+    finally:
+        process.terminate()
+        process.wait(20)
+    assert reports == {
+        1: {before["report_id"], during["report_id"]},
+        2: {during["report_id"], after["report_id"]},
+    }
 
 
 def test_an_agency_rotates_its_signing_key_without_a_gap(hub: Hub, tmp_path: Path) -> None:
