@@ -97,7 +97,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.submitted = {}  # report ids this gateway relayed, until the accept stage decides
         app.state.tokens = token_authority(settings)
         app.state.keys = keys = GatewayKeys.load(settings.home)
-        app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_kek)
+        app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
         await app.state.audit.start()

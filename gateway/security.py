@@ -38,7 +38,7 @@ class GatewayKeys:
     hub_key_id: str
     hub_signing_public: Ed25519PublicKey
     notes: bytes
-    vault_kek: bytes
+    vault_keks: Callable[[], list[bytes]]  # read at start, again every 30 s and when a key will not open
 
     @classmethod
     def load(cls, home: Path) -> GatewayKeys:
@@ -51,7 +51,7 @@ class GatewayKeys:
             hub_key_id=store.hub_key_id(),
             hub_signing_public=store.hub_signing_key().public_key(),
             notes=store.notes_key_path.read_bytes(),
-            vault_kek=store.vault_kek(),
+            vault_keks=store.vault_keks,
         )
 
 

@@ -68,7 +68,7 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
     topics = topics_for(settings)
     stage = AcceptStage(
         registry=KeyRegistry(Database(settings.registry_database)),
-        vault=SqlKeyVault(Database(settings.vault_database), keys.vault_kek()),
+        vault=SqlKeyVault(Database(settings.vault_database), keys.vault_keks),
         hub_key=keys.hub_encryption_key(),
         hub_key_id=keys.hub_key_id(),
         hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them

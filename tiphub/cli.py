@@ -193,6 +193,51 @@ def keys_retire_hub(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None)
     out.print(f"retired {key_id}")
 
 
+@keys_app.command("rotate-vault-kek")
+def keys_rotate_vault_kek(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """A new vault KEK. Keys wrapped with the previous one still open until rewrap-vault has run."""
+    from tiphub.keys import KeyStore
+
+    old, new = KeyStore(settings_from(home=home).home).rotate_vault_kek()
+    out.print(
+        f"vault KEK {new} is current; {old} still opens what it wrapped. In 30 s every process has read it: "
+        "then run `tiphub keys rewrap-vault`, and retire-vault-kek once it reports nothing left"
+    )
+
+
+@keys_app.command("rewrap-vault")
+def keys_rewrap_vault(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """Wrap every data key in the vault with the current KEK (idempotent, while the hub runs)."""
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.vault import SqlKeyVault
+
+    settings = settings_from(home=home)
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
+    rewrapped, total = vault.rewrap()
+    left = vault.wrapped_with_previous()
+    out.print(f"re-wrapped {rewrapped} of {total} data key(s); {left} still wrapped with a previous KEK")
+
+
+@keys_app.command("retire-vault-kek")
+def keys_retire_vault_kek(kek_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
+    """Delete a previous vault KEK once no data key needs it. Vault backups wrapped with it become unreadable."""
+    from tiphub.database import Database
+    from tiphub.keys import KeyStore
+    from tiphub.vault import SqlKeyVault
+
+    settings = settings_from(home=home)
+    store = KeyStore(settings.home)
+    left = SqlKeyVault(Database(settings.vault_database), store.vault_keks).wrapped_with_previous()
+    if left:
+        console.print(f"[red]{left} data key(s) are still wrapped with a previous KEK: run rewrap-vault first[/red]")
+        raise typer.Exit(1)
+    if not store.retire_vault_kek(kek_id):
+        console.print(f"[red]no previous vault KEK {kek_id}[/red]")
+        raise typer.Exit(1)
+    out.print(f"retired {kek_id}")
+
+
 @keys_app.command("rotate-linkage")
 def keys_rotate_linkage(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """A new linkage key version. Until the earlier ones are retired, new reports carry both (bridged)."""
@@ -245,7 +290,7 @@ def keys_retire_linkage(
                 expect="tiphub.AcceptedReport",
             )
         )
-        vault = SqlKeyVault(Database(settings.vault_database), store.vault_kek())
+        vault = SqlKeyVault(Database(settings.vault_database), store.vault_keks)
         stranded = stranded_by_retiring(accepted, version, live, lambda key_id: vault.get(key_id) is not None)
         if stranded:
             console.print(
@@ -341,7 +386,7 @@ def erase(
         raise typer.Exit(2)
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
     if reapply:
         named, deleted = asyncio.run(
             reapply_erasures(
@@ -409,7 +454,7 @@ def retention_sweep(
     expired = expired_key_ids(
         decoded(topics.accepted), policy, parse_timestamp(now) if now else datetime.now(UTC), erased
     )
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_kek())
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
     result = asyncio.run(
         erase_keys(
             bootstrap,

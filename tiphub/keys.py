@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
@@ -170,6 +171,39 @@ class KeyStore:
 
     def vault_kek(self) -> bytes:
         return self.vault_kek_path.read_bytes()
+
+    @staticmethod
+    def kek_id(kek: bytes) -> str:
+        """A name for a KEK that reveals nothing of it: the start of its SHA-256."""
+        return "kek/" + hashlib.sha256(b"tiphub/vault-kek-id|" + kek).hexdigest()[:16]
+
+    def _previous_kek_path(self, kek_id: str) -> Path:
+        return self.previous_hub_dir / f"vault-kek-{kek_id.removeprefix('kek/')}.bin"
+
+    def vault_keks(self) -> list[bytes]:
+        """The current vault KEK first, then every previous one not yet retired."""
+        previous = [path.read_bytes() for path in sorted(self.previous_hub_dir.glob("vault-kek-*.bin"))]
+        return [self.vault_kek(), *previous]
+
+    def rotate_vault_kek(self) -> tuple[str, str]:
+        """A new current vault KEK; the old one moves to previous/ and keeps opening what it wrapped
+        until `tiphub keys rewrap-vault` has wrapped every data key anew. Returns (old id, new id)."""
+        old = self.vault_kek()
+        new = secrets.token_bytes(32)
+        staged = self.vault_kek_path.with_suffix(".new")
+        _write_secret(staged, new)
+        self.previous_hub_dir.mkdir(mode=0o700, exist_ok=True)
+        os.replace(self.vault_kek_path, self._previous_kek_path(self.kek_id(old)))
+        os.replace(staged, self.vault_kek_path)
+        return self.kek_id(old), self.kek_id(new)
+
+    def retire_vault_kek(self, kek_id: str) -> bool:
+        """Delete a previous vault KEK. Vault backups wrapped with it become unreadable."""
+        path = self._previous_kek_path(kek_id)
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
 
     def linkage_keys(self) -> dict[int, bytes]:
         keys = {}

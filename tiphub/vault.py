@@ -8,11 +8,11 @@ tokens so that a person can be erased by token.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tiphub.crypto import new_data_key, seal, unseal
+from tiphub.crypto import DecryptionError, new_data_key, seal, unseal
 from tiphub.database import Database
 
 
@@ -37,14 +37,22 @@ class KeyVault(Protocol):
     def delete(self, key_ids: Iterable[str]) -> int: ...
 
 
-class SqlKeyVault:
-    """KeyVault on SQLite (default) or PostgreSQL. Safe for several workers at once."""
+KEKS_RELOAD_S = 30.0
 
-    def __init__(self, db: Database, kek: bytes) -> None:
-        if len(kek) != 32:
-            raise ValueError("vault KEK must be 32 bytes")
+
+class SqlKeyVault:
+    """KeyVault on SQLite (default) or PostgreSQL. Safe for several workers at once.
+
+    `kek` is the KEK, or a loader of every KEK in use, the current one first (`KeyStore.vault_keks`).
+    With a loader, a KEK rotation takes effect without a restart: new keys are wrapped with the
+    current KEK, keys wrapped with a previous one still open, and the list is read again every
+    KEKS_RELOAD_S and whenever a key opens with none of them (another process re-wrapped it)."""
+
+    def __init__(self, db: Database, kek: bytes | Callable[[], list[bytes]]) -> None:
+        self._load_keks = kek if callable(kek) else None
+        self._keks = self._checked(kek() if callable(kek) else [kek])
+        self._keks_loaded = time.monotonic()
         self.db = db
-        self._kek = kek
         blob = db.blob()
         db.execute(
             f"""CREATE TABLE IF NOT EXISTS data_keys (
@@ -57,11 +65,75 @@ class SqlKeyVault:
         )
         db.execute("CREATE INDEX IF NOT EXISTS key_tokens_key ON key_tokens (key_id)")
 
+    @staticmethod
+    def _checked(keks: list[bytes]) -> list[bytes]:
+        if not keks or any(len(kek) != 32 for kek in keks):
+            raise ValueError("vault KEKs must be 32 bytes, the current one first")
+        return keks
+
+    def _reload_keks(self, force: bool = False) -> bool:
+        if self._load_keks is None or not (force or time.monotonic() - self._keks_loaded > KEKS_RELOAD_S):
+            return False
+        self._keks = self._checked(self._load_keks())
+        self._keks_loaded = time.monotonic()
+        return True
+
     def _wrap(self, key_id: str, key: bytes) -> bytes:
-        return seal(self._kek, key, b"tiphub/vault/v1|" + key_id.encode())
+        self._reload_keks()
+        return seal(self._keks[0], key, b"tiphub/vault/v1|" + key_id.encode())
+
+    def _unwrap_with(self, key_id: str, wrapped: bytes) -> tuple[bytes, int]:
+        """The key, and the index of the KEK that opened it (0: the current one). If none opens it,
+        the KEKs are read again once: another process may have rotated and re-wrapped."""
+        aad = b"tiphub/vault/v1|" + key_id.encode()
+        for attempt in (1, 2):
+            for index, kek in enumerate(self._keks):
+                try:
+                    return unseal(kek, bytes(wrapped), aad), index
+                except DecryptionError:
+                    continue
+            if attempt == 2 or not self._reload_keks(force=True):
+                break
+        raise DecryptionError(f"data key {key_id} opens with no vault KEK in use")
 
     def _unwrap(self, key_id: str, wrapped: bytes) -> bytes:
-        return unseal(self._kek, bytes(wrapped), b"tiphub/vault/v1|" + key_id.encode())
+        return self._unwrap_with(key_id, wrapped)[0]
+
+    def rewrap(self, batch: int = 500) -> tuple[int, int]:
+        """Wrap every data key with the current KEK. Returns (keys re-wrapped, keys in the vault).
+
+        Run after a KEK rotation, once every process has read the new KEK (KEKS_RELOAD_S): a
+        process that has not may still wrap new keys with the previous one, and a later run
+        catches those. Idempotent; each batch is one transaction."""
+        self._reload_keks(force=True)
+        rewrapped = total = 0
+        after = ""
+        while True:
+            rows = self.db.query(
+                "SELECT key_id, wrapped FROM data_keys WHERE key_id > ? ORDER BY key_id LIMIT ?", (after, batch)
+            )
+            if not rows:
+                return rewrapped, total
+            total += len(rows)
+            stale = []
+            for key_id, wrapped in rows:
+                key, index = self._unwrap_with(key_id, wrapped)
+                if index != 0:
+                    stale.append((self._wrap(key_id, key), key_id))
+            if stale:
+                with self.db.transaction() as tx:
+                    tx.executemany("UPDATE data_keys SET wrapped = ? WHERE key_id = ?", stale)
+                rewrapped += len(stale)
+            after = rows[-1][0]
+
+    def wrapped_with_previous(self) -> int:
+        """How many data keys open only with a previous KEK (0: it can be retired)."""
+        self._reload_keks(force=True)
+        return sum(
+            1
+            for key_id, wrapped in self.db.query("SELECT key_id, wrapped FROM data_keys")
+            if self._unwrap_with(key_id, wrapped)[1]
+        )
 
     def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]:
         """One key per key_id, ever: a re-delivered report gets the key its first delivery made."""

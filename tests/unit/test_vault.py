@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 
 from tiphub.crypto import DecryptionError
 from tiphub.database import Database
+from tiphub.keys import KeyStore
 from tiphub.vault import InMemoryKeyVault, KeyRequest, KeyVault, SqlKeyVault
 
 POSTGRES_URL = os.environ.get("TIPHUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -85,3 +89,60 @@ def test_sqlite_vault_wraps_keys_and_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "vault.sqlite3").stat().st_mode) == 0o600
     with pytest.raises(DecryptionError):
         SqlKeyVault(Database(f"sqlite:///{tmp_path}/vault.sqlite3"), os.urandom(32)).get("r1/s0")
+
+
+# -- rotation of the vault KEK ------------------------------------------------------------------
+def tiphub(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tiphub", *args, "--home", str(home)], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_vault_kek_rotates_while_processes_run_and_the_old_one_retires_once_nothing_needs_it(
+    tmp_path: Path,
+) -> None:
+    store = KeyStore(tmp_path)
+    store.init(agencies=())
+    url = f"sqlite:///{tmp_path}/vault.sqlite3"
+    worker = SqlKeyVault(Database(url), store.vault_keks)  # a running process, loaded before the rotation
+    before = worker.get_or_create_many([KeyRequest("r1/s0", "r1", ("lk1.a",))])["r1/s0"]
+
+    rotated = tiphub(tmp_path, "keys", "rotate-vault-kek")
+    assert rotated.returncode == 0, rotated.stderr
+    old_id = rotated.stdout.split("; ")[1].split(" ")[0]
+    assert old_id.startswith("kek/") and old_id != store.kek_id(store.vault_kek())
+
+    gateway = SqlKeyVault(Database(url), store.vault_keks)  # started after the rotation
+    assert gateway.get("r1/s0") == before  # wrapped with the previous KEK: still opens
+    after = gateway.get_or_create_many([KeyRequest("r2/s0", "r2")])["r2/s0"]  # wrapped with the new one
+    assert worker.get("r2/s0") == after  # opens with none it holds: it reads the KEKs again
+
+    refused = tiphub(tmp_path, "keys", "retire-vault-kek", old_id)
+    assert refused.returncode == 1 and "still wrapped with a previous KEK" in refused.stderr
+
+    rewrapped = tiphub(tmp_path, "keys", "rewrap-vault")
+    assert rewrapped.returncode == 0, rewrapped.stderr
+    assert "re-wrapped 1 of 2 data key(s); 0 still wrapped" in " ".join(rewrapped.stdout.split())
+
+    retired = tiphub(tmp_path, "keys", "retire-vault-kek", old_id)
+    assert retired.returncode == 0, retired.stderr
+    assert len(store.vault_keks()) == 1
+    assert SqlKeyVault(Database(url), store.vault_keks).get("r1/s0") == before  # nothing lost
+    assert gateway.key_ids_for_token("lk1.a") == ["r1/s0"]  # the erasure index is untouched
+
+
+def test_a_vault_backup_wrapped_with_a_retired_kek_no_longer_opens(tmp_path: Path) -> None:
+    """Retiring the KEK also shreds backups taken before the rewrap: erased people stay erased."""
+    store = KeyStore(tmp_path)
+    store.init(agencies=())
+    url = f"sqlite:///{tmp_path}/vault.sqlite3"
+    SqlKeyVault(Database(url), store.vault_keks).get_or_create_many([KeyRequest("r1/s0", "r1")])
+    backup = tmp_path / "backup.sqlite3"
+    with sqlite3.connect(tmp_path / "vault.sqlite3") as live, sqlite3.connect(backup) as copy:
+        live.backup(copy)  # SQLite's online backup, as docs/operations.md says
+    old_id, _ = store.rotate_vault_kek()
+    SqlKeyVault(Database(url), store.vault_keks).rewrap()
+    assert SqlKeyVault(Database(f"sqlite:///{backup}"), store.vault_keks).get("r1/s0") is not None  # until retired
+    store.retire_vault_kek(old_id)
+    with pytest.raises(DecryptionError):
+        SqlKeyVault(Database(f"sqlite:///{backup}"), store.vault_keks).get("r1/s0")
