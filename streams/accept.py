@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,6 +74,9 @@ class _Opened:
     report: dict[str, Any]  # plaintext IndicatorReport record
     signing_key_id: str
     publisher: str | None
+    # Per linkage key version: each subject's (identifier kind, token) pairs, derived once and used
+    # by the vault index, the accepted record and its bridges alike.
+    tokens: dict[int, list[list[tuple[str, str]]]] = field(default_factory=dict)
 
 
 class AcceptStage:
@@ -297,25 +300,33 @@ class AcceptStage:
         return Verdict(report_id, rejected=rejection_record(submission, report_id, agency, rejection, now))
 
     # -- accepting: tokens, derived facts, re-sealing under vault keys -------------------
-    def _subject_tokens(self, report: dict[str, Any], linker: Linker | None = None) -> list[list[tuple[str, str]]]:
-        """Per subject: (identifier kind, linkage token) for each identifier, with `linker` (the current one)."""
-        linker = linker or self.linker
-        out = []
-        for subject in report["subjects"]:
-            tokens = []
-            for ident in subject["identifiers"]:
-                canonical = normalise_identifier(
-                    ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
-                )
-                tokens.append((ident["kind"], linker.token(ident["kind"], canonical)))
-            out.append(tokens)
-        return out
+    @staticmethod
+    def _subject_tokens(opened: _Opened, linker: Linker) -> list[list[tuple[str, str]]]:
+        """Per subject: (identifier kind, linkage token) for each identifier, under `linker`'s version."""
+        found = opened.tokens.get(linker.version)
+        if found is None:
+            found = opened.tokens[linker.version] = [
+                [
+                    (
+                        ident["kind"],
+                        linker.token(
+                            ident["kind"],
+                            normalise_identifier(
+                                ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
+                            ),
+                        ),
+                    )
+                    for ident in subject["identifiers"]
+                ]
+                for subject in opened.report["subjects"]
+            ]
+        return found
 
     def _key_requests(self, opened: _Opened) -> list[KeyRequest]:
         """The vault keys of a report, indexed for erasure by the tokens of every live linkage key version."""
         report_id = opened.report["report_id"]
         requests = [KeyRequest(f"{report_id}/r", report_id)]
-        per_version = [self._subject_tokens(opened.report, linker) for linker in self.linkers]
+        per_version = [self._subject_tokens(opened, linker) for linker in self.linkers]
         for i, subject in enumerate(opened.report["subjects"]):
             index = [token for tokens in per_version for _, token in tokens[i]]
             name, dob = subject.get("name"), subject.get("date_of_birth")
@@ -340,8 +351,9 @@ class AcceptStage:
             f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}",
         )
 
-    def _bridge(self, report: dict[str, Any], linker: Linker) -> dict[str, Any]:
+    def _bridge(self, opened: _Opened, linker: Linker) -> dict[str, Any]:
         """The report's link material derived with an earlier, still live linkage key version."""
+        report = opened.report
         return {
             "version": linker.version,
             "subjects": [
@@ -350,7 +362,7 @@ class AcceptStage:
                     "name_dob_encoding": linker.name_dob_encoding(subject.get("name"), subject.get("date_of_birth")),
                     "blocking_keys": linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
                 }
-                for subject, tokens in zip(report["subjects"], self._subject_tokens(report, linker), strict=True)
+                for subject, tokens in zip(report["subjects"], self._subject_tokens(opened, linker), strict=True)
             ],
             "registration_tokens": [self._registration_token(linker, org) for org in report["organisations"]],
         }
@@ -360,7 +372,9 @@ class AcceptStage:
         report_id = report["report_id"]
         report_key = keys[f"{report_id}/r"]
         subjects = []
-        for i, (subject, tokens) in enumerate(zip(report["subjects"], self._subject_tokens(report), strict=True)):
+        for i, (subject, tokens) in enumerate(
+            zip(report["subjects"], self._subject_tokens(opened, self.linker), strict=True)
+        ):
             key_id = f"{report_id}/s{i}"
             subject_key = keys[key_id]
 
@@ -434,7 +448,7 @@ class AcceptStage:
             else crypto.seal_field(report_key, report_id, "narrative", narrative),
             "report_key_id": f"{report_id}/r",
             "linkage_key_version": self.linker.version,
-            "linkage_bridges": [self._bridge(report, linker) for linker in self.earlier_linkers],
+            "linkage_bridges": [self._bridge(opened, linker) for linker in self.earlier_linkers],
             "signing_key_id": opened.signing_key_id,
             "publisher": opened.publisher,
             "accepted_at": now,
