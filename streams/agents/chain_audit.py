@@ -61,38 +61,40 @@ class ChainAudit:
         async with self._lock:
             missing = partitions - self.heads.keys()
             if missing:
-                for partition in missing:
-                    self.heads[partition] = await self._read_head(partition)
+                self.heads.update(await self._read_heads(sorted(missing)))
                 log.info("audit chain heads restored for partitions %s", sorted(missing))
 
-    async def _read_head(self, partition: int) -> tuple[int, bytes]:
-        """The last entry of a tip.audit partition, reading back from its end."""
+    async def _read_heads(self, partitions: list[int]) -> dict[int, tuple[int, bytes]]:
+        """The last entry of each tip.audit partition, reading back from its end; one consumer for all."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
         )
         await consumer.start()
         try:
-            tp = TopicPartition(self.topics.audit, partition)
-            consumer.assign([tp])
-            end = (await settled_end_offsets(self.bootstrap, consumer, [tp], self.options))[tp]
-            step = 256
-            start = end
-            while start > 0:
-                start = max(0, start - step)
-                consumer.seek(tp, start)
-                head: tuple[int, bytes] | None = None
-                while await consumer.position(tp) < end:
-                    batch = await consumer.getmany(tp, timeout_ms=300)
-                    for record in batch.get(tp, []):
-                        _, value = self.codec.decode(record.value, expect=RECORD)
-                        if value["event"] is not None:
-                            head = (value["seq"], value["hash"])
-                if head is not None:
-                    return head
-                step *= 4
-            return (-1, GENESIS)
+            tps = [TopicPartition(self.topics.audit, p) for p in partitions]
+            consumer.assign(tps)
+            ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.options)
+            return {tp.partition: await self._read_head(consumer, tp, ends[tp]) for tp in tps}
         finally:
             await consumer.stop()
+
+    async def _read_head(self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int) -> tuple[int, bytes]:
+        step = 256
+        start = end
+        while start > 0:
+            start = max(0, start - step)
+            consumer.seek(tp, start)
+            head: tuple[int, bytes] | None = None
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=300)
+                for record in batch.get(tp, []):
+                    _, value = self.codec.decode(record.value, expect=RECORD)
+                    if value["event"] is not None:
+                        head = (value["seq"], value["hash"])
+            if head is not None:
+                return head
+            step *= 4
+        return (-1, GENESIS)
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
         await self._ensure_heads({r.partition for r in records})
