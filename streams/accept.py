@@ -7,7 +7,6 @@ Plaintext lives here for the time of one call and never leaves it.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from schemas.registry import RegisteredSchema
 from tiphub import crypto
 from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
 from tiphub.linkage import Linker, age_facts
+from tiphub.reloading import Reloaded
 from tiphub.vault import KeyRequest, KeyVault
 
 ACCEPTED = "tiphub.AcceptedReport"
@@ -106,13 +106,11 @@ class AcceptStage:
         material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone."""
         self.registry = registry
         self.vault = vault
-        self.key_reload_s = key_reload_s
-        self._load_hub_keys = hub_keys
-        self._hub_keys = hub_keys() if hub_keys else {hub_key_id: hub_key}
-        self._hub_keys_loaded = time.monotonic()
-        self._load_linkage_keys = linkage_keys
-        self.linker, self.earlier_linkers = Linker.live(linkage_keys()) if linkage_keys else (linker, ())
-        self._linkage_loaded = time.monotonic()
+        self._hub_keys = Reloaded(hub_keys, key_reload_s) if hub_keys else Reloaded.fixed({hub_key_id: hub_key})
+        self._linkage_keys = Reloaded(linkage_keys, key_reload_s) if linkage_keys else None
+        self.linker, self.earlier_linkers = (
+            Linker.live(self._linkage_keys.value) if self._linkage_keys else (linker, ())
+        )
         self.codec = codec or WireCodec()
         self.max_age_ms = int(max_envelope_age_s * 1000)
         self.max_skew_ms = int(max_future_skew_s * 1000)
@@ -192,12 +190,13 @@ class AcceptStage:
 
     def _reload_linkage_keys(self) -> None:
         """Between batches only: every report of a batch is derived with the same key versions."""
-        if self._load_linkage_keys is None or time.monotonic() - self._linkage_loaded <= self.key_reload_s:
+        if self._linkage_keys is None:
             return
-        self.linker, self.earlier_linkers = Linker.live(
-            self._load_linkage_keys(), reuse=(self.linker, *self.earlier_linkers)
-        )
-        self._linkage_loaded = time.monotonic()
+        keys = self._linkage_keys.value
+        if self._linkage_keys.current() is not keys:
+            self.linker, self.earlier_linkers = Linker.live(
+                self._linkage_keys.value, reuse=(self.linker, *self.earlier_linkers)
+            )
 
     @property
     def linkers(self) -> tuple[Linker, ...]:
@@ -205,12 +204,10 @@ class AcceptStage:
         return (self.linker, *self.earlier_linkers)
 
     def _hub_key(self, key_id: str) -> X25519PrivateKey | None:
-        if self._load_hub_keys is not None:
-            age = time.monotonic() - self._hub_keys_loaded
-            if age > self.key_reload_s or (key_id not in self._hub_keys and age > 1.0):
-                self._hub_keys = self._load_hub_keys()
-                self._hub_keys_loaded = time.monotonic()
-        return self._hub_keys.get(key_id)
+        keys = self._hub_keys.current()
+        if key_id not in keys and self._hub_keys.reload(unless_younger_than_s=1.0):
+            keys = self._hub_keys.value  # a rotation since the last read
+        return keys.get(key_id)
 
     def _check_signer(
         self, envelope: dict[str, Any], submission: Submission, schema: RegisteredSchema

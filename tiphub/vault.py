@@ -14,6 +14,7 @@ from typing import Protocol
 
 from tiphub.crypto import DecryptionError, new_data_key, seal, unseal
 from tiphub.database import Database
+from tiphub.reloading import Reloaded
 
 
 @dataclass(frozen=True)
@@ -49,9 +50,11 @@ class SqlKeyVault:
     KEKS_RELOAD_S and whenever a key opens with none of them (another process re-wrapped it)."""
 
     def __init__(self, db: Database, kek: bytes | Callable[[], list[bytes]]) -> None:
-        self._load_keks = kek if callable(kek) else None
-        self._keks = self._checked(kek() if callable(kek) else [kek])
-        self._keks_loaded = time.monotonic()
+        if callable(kek):
+            load = kek
+            self._keks = Reloaded(lambda: self._checked(load()), KEKS_RELOAD_S)
+        else:
+            self._keks = Reloaded.fixed(self._checked([kek]))
         self.db = db
         blob = db.blob()
         db.execute(
@@ -71,28 +74,20 @@ class SqlKeyVault:
             raise ValueError("vault KEKs must be 32 bytes, the current one first")
         return keks
 
-    def _reload_keks(self, force: bool = False) -> bool:
-        if self._load_keks is None or not (force or time.monotonic() - self._keks_loaded > KEKS_RELOAD_S):
-            return False
-        self._keks = self._checked(self._load_keks())
-        self._keks_loaded = time.monotonic()
-        return True
-
     def _wrap(self, key_id: str, key: bytes) -> bytes:
-        self._reload_keks()
-        return seal(self._keks[0], key, b"tiphub/vault/v1|" + key_id.encode())
+        return seal(self._keks.current()[0], key, b"tiphub/vault/v1|" + key_id.encode())
 
     def _unwrap_with(self, key_id: str, wrapped: bytes) -> tuple[bytes, int]:
         """The key, and the index of the KEK that opened it (0: the current one). If none opens it,
         the KEKs are read again once: another process may have rotated and re-wrapped."""
         aad = b"tiphub/vault/v1|" + key_id.encode()
         for attempt in (1, 2):
-            for index, kek in enumerate(self._keks):
+            for index, kek in enumerate(self._keks.current()):
                 try:
                     return unseal(kek, bytes(wrapped), aad), index
                 except DecryptionError:
                     continue
-            if attempt == 2 or not self._reload_keks(force=True):
+            if attempt == 2 or not self._keks.reload():
                 break
         raise DecryptionError(f"data key {key_id} opens with no vault KEK in use")
 
@@ -105,7 +100,7 @@ class SqlKeyVault:
         Run after a KEK rotation, once every process has read the new KEK (KEKS_RELOAD_S): a
         process that has not may still wrap new keys with the previous one, and a later run
         catches those. Idempotent; each batch is one transaction."""
-        self._reload_keks(force=True)
+        self._keks.reload()
         rewrapped = total = 0
         after = ""
         while True:
@@ -128,7 +123,7 @@ class SqlKeyVault:
 
     def wrapped_with_previous(self) -> int:
         """How many data keys open only with a previous KEK (0: it can be retired)."""
-        self._reload_keks(force=True)
+        self._keks.reload()
         return sum(
             1
             for key_id, wrapped in self.db.query("SELECT key_id, wrapped FROM data_keys")

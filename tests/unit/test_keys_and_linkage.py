@@ -139,10 +139,10 @@ def test_rotating_the_hub_key_keeps_the_previous_one_until_it_is_retired(tmp_pat
     assert old_id != new_id and store.hub_key_id() == new_id and set(store.hub_decryption_keys()) == {old_id, new_id}
     for path in (store.hub_encryption_path, store.previous_hub_dir / f"{old_id.removeprefix('hub/')}.pem"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    stage._hub_keys_loaded -= 2  # a second later, as in a running worker
+    stage._hub_keys._loaded_at -= 2  # a second later, as in a running worker
     after = EnvelopeKit(tmp_path)
     assert (outcome(after), outcome(before)) == (None, None)  # no restart: the stage read the new key itself
 
     assert store.retire_hub_key(old_id) and not store.retire_hub_key(old_id)
-    stage._hub_keys_loaded -= HUB_KEYS_RELOAD_S  # the periodic reload drops the retired key
+    stage._hub_keys._loaded_at -= HUB_KEYS_RELOAD_S  # the periodic reload drops the retired key
     assert (outcome(after), outcome(before)) == (None, "wrong_hub_key")
