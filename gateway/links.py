@@ -2,7 +2,7 @@
 
 They document the workflows (a signal is listed, opened, triaged, drafted as a summary, consented
 to, approved, pulled by the partner, withdrawn) for client generators, and let a stateful
-schemathesis run follow them (tests/integration/test_gateway_stateful.py).
+schemathesis run follow them (tests/integration/test_gateway.py).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ out = Console()
 
 @app.callback()
 def _every_command() -> None:
-    """Before any command: the Kafka client fixes of streams/kafka_clients.py (empty fetches, empty assignments)."""
+    """Before any command: the Kafka client fixes of streams/kafka_clients.py (`harden`)."""
     from streams.kafka_clients import harden
 
     harden()
@@ -243,12 +243,13 @@ def keys_rotate_linkage(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """A new linkage key version. Until the earlier ones are retired, new reports carry both (bridged)."""
     from tiphub.keys import KeyStore
 
-    store = KeyStore(settings_from(home=home).home)
+    settings = settings_from(home=home)
+    store = KeyStore(settings.home)
     version = store.rotate_linkage_key()
     earlier = ", ".join(f"v{v}" for v in sorted(store.linkage_keys()) if v != version)
     out.print(
-        f"linkage key v{version} is current from the next batch (within 30 s); {earlier} still bridge "
-        "old and new reports until retired (retire-linkage)"
+        f"linkage key v{version} is current from the next batch (within {settings.key_reload_s:.0f} s); "
+        f"{earlier} still bridge old and new reports until retired (retire-linkage)"
     )
 
 
@@ -300,7 +301,7 @@ def keys_retire_linkage(
             )
             raise typer.Exit(1)
     store.retire_linkage_key(version)
-    out.print(f"retired linkage key v{version}; workers stop deriving it within 30 s")
+    out.print(f"retired linkage key v{version}; workers stop deriving it within {settings.key_reload_s:.0f} s")
 
 
 # -- policy ---------------------------------------------------------------------------------
