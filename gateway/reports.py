@@ -65,8 +65,8 @@ def build_reports_router() -> APIRouter:
         accepted = views.reports.get(report_id)
         if accepted is not None and accepted.agency == caller.agency:
             return {"report_id": report_id, "status": "accepted"}
-        rejected = views.rejected_by_id.get(report_id)
-        if accepted is None and rejected is not None and rejected["source_agency"] == caller.agency:
+        rejected = views.rejected_by_id.get((caller.agency, report_id))
+        if rejected is not None and (accepted is None or accepted.agency != caller.agency):
             return {
                 "report_id": report_id,
                 "status": "rejected",

@@ -103,7 +103,7 @@ class HubViews:
         self.triage: dict[str, list[dict[str, Any]]] = {}  # signal id -> triage events, oldest first
         self.triage_seen: set[str] = set()
         self.rejected: list[tuple[int, int, dict[str, Any]]] = []
-        self.rejected_by_id: dict[str, dict[str, Any]] = {}
+        self.rejected_by_id: dict[tuple[str | None, str], dict[str, Any]] = {}  # (agency, report_id) -> latest
         self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
         self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
@@ -188,7 +188,7 @@ class HubViews:
             self.coverage[value["requirement_id"]] = value
         elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
             self.rejected.append((record.partition, record.offset, value))
-            self.rejected_by_id[value["report_id"]] = value
+            self.rejected_by_id[(value["source_agency"], value["report_id"])] = value
         elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
             self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
             self.decided.add(value["item_id"])

@@ -1,16 +1,23 @@
-"""The accept stage: verify, open, validate, pseudonymise and re-seal a submitted report.
+"""The verify stage's logic: check, open, validate, pseudonymise and re-seal a submitted report.
 
-Input: one record of tip.reports.submitted. Output: an AcceptedReport record, or a
-RejectedReport with a machine-readable reason. The only place the linkage key is used.
-Plaintext lives here for the time of one call and never leaves it.
+Input: one record of tip.reports.submitted. Output: an AcceptedReport record (a candidate: the
+accept stage still decides, hub-wide, whether its report_id is new), or a RejectedReport with a
+machine-readable reason. The only place the linkage key is used. Plaintext lives here for the
+time of one call and never leaves it.
+
+A report's identity is (source_agency, report_id). Its vault keys are named for that identity and
+for the signed envelope (`submission_key_prefix`), so a second submission of the same id, by its
+agency or by anyone else, never shares a key with the first: erasing what one of them names
+cannot destroy the other's keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -52,6 +59,20 @@ class Submission:
     timestamp_ms: int
 
 
+def submission_key_prefix(agency: str, report_id: str, signature: bytes) -> str:
+    """The prefix of every vault key id of one signed submission: `{agency}/{report_id}/{envelope}`.
+
+    The same envelope delivered again gets the same keys; any other submission, even of the same
+    report_id, gets its own."""
+    return f"{agency}/{report_id}/{hashlib.sha256(signature).hexdigest()[:16]}"
+
+
+def report_id_of_key(key_id: str) -> str:
+    """The report a vault key id belongs to (`{agency}/{report_id}/{envelope}/sN`, or a legacy `{report_id}/sN`)."""
+    parts = key_id.split("/")
+    return parts[1] if len(parts) == 4 else key_id.rsplit("/", 1)[0]
+
+
 class Rejection(Exception):
     def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
@@ -74,6 +95,7 @@ class _Opened:
     report: dict[str, Any]  # plaintext IndicatorReport record
     signing_key_id: str
     publisher: str | None
+    signature: bytes
     # Per linkage key version: each subject's (identifier kind, token) pairs, derived once and used
     # by the vault index, the accepted record and its bridges alike.
     tokens: dict[int, list[list[tuple[str, str]]]] = field(default_factory=dict)
@@ -186,7 +208,7 @@ class AcceptStage:
             validate_record(report)
         except ReportValidationError as exc:
             raise Rejection(exc.reason, str(exc), exc.field) from None
-        return _Opened(submission, report, key.key_id, envelope["publisher"])
+        return _Opened(submission, report, key.key_id, envelope["publisher"], envelope["signature"])
 
     def _reload_linkage_keys(self) -> None:
         """Between batches only: every report of a batch is derived with the same key versions."""
@@ -244,23 +266,15 @@ class AcceptStage:
             raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
         return key
 
-    def verify_retraction(self, submission: Submission, accepted_from: str | None, now: datetime) -> Verdict:
-        """A retraction is accepted only from the agency whose report it names, signed like a report.
-
-        `accepted_from`: the agency the named report was accepted from, or None if it was not.
-        """
+    def verify_retraction(self, submission: Submission, now: datetime) -> Verdict:
+        """A retraction signed like a report by the agency it names. Whether that agency owns the report
+        is decided hub-wide by the accept stage (`check_retraction_owner`)."""
         try:
             written_with, retraction = self.codec.decode(submission.value, expect=RETRACTION)
             report_id = retraction["report_id"]
             if submission.key is None or submission.key.decode(errors="replace") != report_id:
                 raise Rejection("key_mismatch", "the Kafka key is not the retraction's report_id", "report_id")
             key = self._check_signer(retraction, submission, written_with)
-            if accepted_from is None:
-                raise Rejection("retraction_unknown_report", "no accepted report has this report_id", "report_id")
-            if accepted_from != retraction["source_agency"]:
-                raise Rejection(
-                    "retraction_wrong_agency", "only the agency that reported it can retract a report", "source_agency"
-                )
         except CodecError as exc:
             return self._reject(submission, Rejection(exc.reason, exc.detail), now)
         except Rejection as rejection:
@@ -322,15 +336,20 @@ class AcceptStage:
     def _key_requests(self, opened: _Opened) -> list[KeyRequest]:
         """The vault keys of a report, indexed for erasure by the tokens of every live linkage key version."""
         report_id = opened.report["report_id"]
-        requests = [KeyRequest(f"{report_id}/r", report_id)]
+        prefix = self._key_prefix(opened)
+        requests = [KeyRequest(f"{prefix}/r", report_id)]
         per_version = [self._subject_tokens(opened, linker) for linker in self.linkers]
         for i, subject in enumerate(opened.report["subjects"]):
             index = [token for tokens in per_version for _, token in tokens[i]]
             name, dob = subject.get("name"), subject.get("date_of_birth")
             if name and dob:
                 index += [self.subject_token(name, dob, linker) for linker in self.linkers]
-            requests.append(KeyRequest(f"{report_id}/s{i}", report_id, tuple(index)))
+            requests.append(KeyRequest(f"{prefix}/s{i}", report_id, tuple(index)))
         return requests
+
+    @staticmethod
+    def _key_prefix(opened: _Opened) -> str:
+        return submission_key_prefix(opened.report["source_agency"], opened.report["report_id"], opened.signature)
 
     def subject_token(self, name: str, dob: str, linker: Linker | None = None) -> str:
         """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
@@ -367,12 +386,13 @@ class AcceptStage:
     def _accept(self, opened: _Opened, keys: dict[str, bytes], now: datetime) -> Verdict:
         report = opened.report
         report_id = report["report_id"]
-        report_key = keys[f"{report_id}/r"]
+        prefix = self._key_prefix(opened)
+        report_key = keys[f"{prefix}/r"]
         subjects = []
         for i, (subject, tokens) in enumerate(
             zip(report["subjects"], self._subject_tokens(opened, self.linker), strict=True)
         ):
-            key_id = f"{report_id}/s{i}"
+            key_id = f"{prefix}/s{i}"
             subject_key = keys[key_id]
 
             def sealed(path: str, value: str | None, key: bytes = subject_key) -> bytes | None:
@@ -443,7 +463,7 @@ class AcceptStage:
             "narrative": None
             if narrative is None
             else crypto.seal_field(report_key, report_id, "narrative", narrative),
-            "report_key_id": f"{report_id}/r",
+            "report_key_id": f"{prefix}/r",
             "linkage_key_version": self.linker.version,
             "linkage_bridges": [self._bridge(opened, linker) for linker in self.earlier_linkers],
             "signing_key_id": opened.signing_key_id,
@@ -453,8 +473,21 @@ class AcceptStage:
         return Verdict(report_id, accepted=accepted)
 
 
+class SourceRef(Protocol):
+    """Where a submission was read: a Submission, or the coordinates the verify stage passes on."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
 def rejection_record(
-    submission: Submission, report_id: str, agency: str | None, rejection: Rejection, now: datetime
+    submission: SourceRef, report_id: str, agency: str | None, rejection: Rejection, now: datetime
 ) -> dict[str, Any]:
     return {
         "report_id": report_id,

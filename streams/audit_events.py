@@ -39,3 +39,19 @@ def audit_event(
 
 def audit_output(codec: WireCodec, topic: str, event: dict[str, Any]) -> Output:
     return Output(topic, event["event_id"].encode(), codec.encode(AUDIT_EVENT, event))
+
+
+def ingest_denial(rejection: dict[str, Any], at: datetime) -> dict[str, Any]:
+    """The audit event of a submission refused because it claimed an identity or a report not its own."""
+    return audit_event(
+        "denial",
+        f"agency:{rejection['source_agency'] or 'unknown'}",
+        "rejected",
+        item_id=rejection["report_id"],
+        at=at,
+        detail={
+            "reason": rejection["reason"],
+            "field": rejection["field"],
+            "source": f"{rejection['source_topic']}:{rejection['source_partition']}:{rejection['source_offset']}",
+        },
+    )

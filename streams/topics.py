@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 DAY_MS = 24 * 3600 * 1000
@@ -31,6 +32,11 @@ class Topics:
     @property
     def submitted(self) -> str:
         return self._name("tip.reports.submitted")
+
+    @property
+    def verified(self) -> str:
+        """Submissions that passed every check but uniqueness, repartitioned by report_id for the accept stage."""
+        return self._name("tip.reports.verified")
 
     @property
     def accepted(self) -> str:
@@ -104,7 +110,8 @@ class Topics:
         """Each stream stage's input partitions: what its consumer group's lag is measured on."""
         every = list(range(self.partitions))
         return {
-            "accept": [(self.submitted, every)],
+            "verify": [(self.submitted, every)],
+            "accept": [(self.verified, every)],
             "decide": [(self.accepted, every)],
             "audit": [(self.audit_intake, every)],
             "link": [(self.sightings, every)],
@@ -115,6 +122,7 @@ class Topics:
         p = self.partitions
         return [
             TopicSpec(self.submitted, p, 7 * DAY_MS),
+            TopicSpec(self.verified, p, 7 * DAY_MS),
             TopicSpec(self.accepted, p, FOREVER),
             TopicSpec(self.rejected, p, 30 * DAY_MS),
             TopicSpec(self.erasures, p, FOREVER),
@@ -131,3 +139,12 @@ class Topics:
             TopicSpec(self.entities, p, FOREVER),
             TopicSpec(self.triage, p, FOREVER),
         ]
+
+
+def report_partition(report_id: str, partitions: int) -> int:
+    """The one partition of tip.reports.verified and tip.reports.accepted that owns a report_id.
+
+    Agencies choose the partitions they submit to; the hub does not trust that choice. Every
+    submission of an id, whoever sends it to whichever partition, meets the others here, so one
+    accept stage instance decides which is first, hub-wide. Stable across processes and releases."""
+    return int.from_bytes(hashlib.sha256(b"tiphub/report|" + report_id.encode()).digest()[:8], "big") % partitions

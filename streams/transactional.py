@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
+    IllegalStateError,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
     InvalidTxnState,
@@ -340,10 +341,15 @@ class TransactionalProcessor:
                         raise
                     log.warning("where %s committed is unknown (%s); asking again", tp, type(exc).__name__)
                     await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+            if tp not in self.consumer.assignment():
+                continue  # revoked while the broker was asked: not ours to position any more
+            try:
+                if committed is None:
+                    await self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            except IllegalStateError:
+                continue  # revoked between the check and the seek
 
 
 class ConnectionLostInTransaction(KafkaError):  # type: ignore[misc]

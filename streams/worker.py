@@ -18,6 +18,7 @@ from streams.agents.chain_audit import ChainAudit
 from streams.agents.correlate_signals import CorrelateSignals
 from streams.agents.decide_sharing import DecideSharing
 from streams.agents.link_people import LinkPeople
+from streams.agents.verify_reports import VerifyReports
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed
@@ -63,7 +64,7 @@ def group_id(settings: Settings, stage: str) -> str:
     return f"{settings.topic_prefix}tiphub.{stage}"
 
 
-def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
+def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     keys = KeyStore(settings.home)
     topics = topics_for(settings)
     stage = AcceptStage(
@@ -79,8 +80,13 @@ def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalP
         max_future_skew_s=settings.max_future_skew_s,
         codec=WireCodec(max_bytes=settings.max_value_bytes),
     )
-    handler = AcceptReports(stage, topics, bootstrap, settings.kafka_options())
-    return _processor(settings, bootstrap, "accept", topics.submitted, handler)
+    return _processor(settings, bootstrap, "verify", topics.submitted, VerifyReports(stage, topics))
+
+
+def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
+    topics = topics_for(settings)
+    handler = AcceptReports(topics, bootstrap, settings.kafka_options())
+    return _processor(settings, bootstrap, "accept", topics.verified, handler)
 
 
 def build_decide_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
@@ -153,6 +159,7 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
     published = await load_agreements(settings, bootstrap)
     log.info("%d new agreement version(s) loaded", published)
     processors = [
+        build_verify_processor(settings, bootstrap),
         build_accept_processor(settings, bootstrap),
         build_decide_processor(settings, bootstrap),
         build_audit_processor(settings, bootstrap),

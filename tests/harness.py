@@ -136,13 +136,20 @@ class Hub:
 
         return asyncio.run(run())
 
-    def send_raw(self, items: Iterable[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
+    def send_raw(
+        self, items: Iterable[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]], topic: str | None = None
+    ) -> None:
+        """Write records as they are, each optionally to a partition of the writer's choosing (as any
+        client with write access to the topic can)."""
+
         async def run() -> None:
             producer = new_producer(self.broker, {"max_request_size": 8 << 20})
             await producer.start()
             try:
-                for key, value in items:
-                    await producer.send_and_wait(topic or self.topics.submitted, key=key, value=value)
+                for key, value, *partition in items:
+                    await producer.send_and_wait(
+                        topic or self.topics.submitted, key=key, value=value, partition=partition[0] if partition else None
+                    )
             finally:
                 await producer.stop()
 
@@ -163,7 +170,7 @@ class Hub:
     def wait_for_quiet(self, timeout: float = 120.0) -> None:
         """Wait until every stage has committed everything before it (transaction markers aside)."""
         deadline = time.monotonic() + timeout
-        while any(self.lag(stage) > 0 for stage in ("accept", "decide", "audit", "link", "correlate")):
+        while any(self.lag(stage) > 0 for stage in self.topics.stage_inputs()):
             assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
                 self.worker_log(i)[-3000:] for i in self.workers
             )
@@ -174,12 +181,12 @@ class Hub:
         deadline = time.monotonic() + timeout
         while True:
             accepted, rejected = self.outcomes()
-            if len(accepted) + len(rejected) >= total and self.lag() == 0:
+            if len(accepted) + len(rejected) >= total and self.lag("verify") == 0 and self.lag("accept") == 0:
                 return accepted, rejected
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"after {timeout:.0f}s: {len(accepted)} accepted + {len(rejected)} rejected of {total}, "
-                    f"lag {self.lag()}; worker log tail:\n"
+                    f"lag {self.lag('verify')}+{self.lag('accept')}; worker log tail:\n"
                     + "\n".join(self.worker_log(i)[-3000:] for i in self.workers)
                     if self.workers
                     else ""
@@ -187,7 +194,7 @@ class Hub:
             time.sleep(0.5)
 
     def lag(self, stage: str = "accept") -> int:
-        """Records a stage has not committed yet: accept, decide, audit, link or correlate (the union)."""
+        """Records a stage has not committed yet: verify, accept, decide, audit, link or correlate (the union)."""
 
         async def run() -> int:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)

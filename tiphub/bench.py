@@ -47,7 +47,6 @@ from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
 SIGNAL = "tiphub.Signal"
-STAGES = ("accept", "decide", "audit", "link", "correlate")
 
 
 @dataclass(frozen=True)

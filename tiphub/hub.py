@@ -271,7 +271,7 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
                 counts.lag = await consumer_lag(
                     admin,
                     consumer,
-                    f"{settings.topic_prefix}tiphub.accept",
+                    f"{settings.topic_prefix}tiphub.verify",
                     topics.submitted,
                     settings.partitions,
                 )
@@ -307,7 +307,7 @@ def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:
     table.add_row("audit records (hash chain + signed checkpoints)", str(counts.audit_entries), "tiphub audit verify")
     for requirement, (total, strong) in counts.open_by_requirement().items():
         table.add_row(f"open signals {requirement}", str(total), f"{strong} seen by 3+ agencies")
-    table.add_row("consumer lag (accept)", str(counts.lag), "")
+    table.add_row("consumer lag (verify)", str(counts.lag), "")
     table.add_row(
         "worker / gateway", " / ".join("up" if c.poll() is None else f"exited {c.returncode}" for c in children), ""
     )

@@ -37,6 +37,7 @@ for t in tip.reports.accepted tip.erasures tip.signals tip.summaries tip.decisio
   topic "$t" "$PARTITIONS" -1
 done
 topic tip.reports.submitted "$PARTITIONS" $((7 * DAY_MS))
+topic tip.reports.verified "$PARTITIONS" $((7 * DAY_MS))
 topic tip.reports.rejected "$PARTITIONS" $((30 * DAY_MS))
 topic tip.audit.intake "$PARTITIONS" $((30 * DAY_MS))
 topic tip.agreements 1 -1

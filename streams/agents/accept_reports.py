@@ -1,9 +1,16 @@
-"""accept_reports: tip.reports.submitted -> tip.reports.accepted | tip.reports.rejected, exactly once.
+"""accept_reports: tip.reports.verified -> tip.reports.accepted | tip.reports.rejected, exactly once.
 
-Each report_id is accepted once, however often it is submitted. Which ids a partition has
-accepted is rebuilt at assignment from the same partition of tip.reports.accepted (the
-output is written to the input's partition number, so the two topics are co-partitioned
-whatever partitioner the agencies' clients use).
+A report's identity is (source_agency, report_id), and a report_id is accepted once in the whole
+hub, however often and by whomever it is submitted and whichever partition the submitter chose.
+The verify stage routes every submission of an id to the partition of tip.reports.verified the id
+owns (`report_partition`); this stage writes accepted reports to the same partition of
+tip.reports.accepted, so the ids a partition has accepted are rebuilt at assignment from that one
+partition, the topic this stage writes. There is no separate store that could disagree with it.
+
+Of the submissions of one id, the first verified one is accepted. Later ones are rejected and
+change nothing: `duplicate_report_id` from the same agency, `report_id_taken` (audited) from
+another. A retraction is accepted only from the agency that owns the report it names
+(`retraction_wrong_agency`, audited, otherwise).
 
 In the same transaction it writes the accepted reports' person occurrences to tip.sightings,
 repartitioned by linkage key for the link stage (streams/linking.py).
@@ -14,40 +21,60 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas.codec import WireCodec
-from schemas.envelope import RETRACTION
-from streams.accept import ACCEPTED, REJECTED, AcceptStage, Rejection, Submission, rejection_record
+from schemas.codec import CodecError, WireCodec
+from streams.accept import ACCEPTED, REJECTED, Rejection, rejection_record
+from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADER
+from streams.audit_events import audit_output, ingest_denial
 from streams.correlate import facts_from_accepted
 from streams.feeds import read_until, settled_end_offsets
 from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
-from streams.topics import Topics
+from streams.topics import Topics, report_partition
 from streams.transactional import Output
 
 log = logging.getLogger(__name__)
-AGENCY_HEADER = "tiphub-agency"  # who the report was accepted from: not personal data
-RETRACTED = "tiphub.ReportRetracted"
+DUPLICATE = ("duplicate_report_id", "a report with this report_id was already accepted from your agency")
+TAKEN = ("report_id_taken", "another agency's report has this report_id; choose a new one")
 
 
-def _agency(headers: Any) -> str:
-    return next((v.decode() for k, v in headers or () if k == AGENCY_HEADER), "")
+def _header(headers: Any, name: str) -> str:
+    return next((v.decode() for k, v in headers or () if k == name), "")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the verify stage read a submission (for a rejection record)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    @staticmethod
+    def of(record: Any) -> Source:
+        topic, partition, offset = (_header(record.headers, SOURCE_HEADER) or f"{record.topic}:-1:-1").rsplit(":", 2)
+        return Source(topic, int(partition), int(offset))
+
+
+def check_retraction_owner(retraction: dict[str, Any], owner: str | None) -> Rejection | None:
+    """Only the agency a report was accepted from may retract or correct it."""
+    if owner is None:
+        return Rejection("retraction_unknown_report", "no accepted report has this report_id", "report_id")
+    if owner != retraction["source_agency"]:
+        return Rejection(
+            "retraction_wrong_agency", "only the agency that reported it can retract a report", "source_agency"
+        )
+    return None
 
 
 class AcceptReports:
-    """BatchHandler for the accept stage."""
+    """BatchHandler for the accept stage: one instance owns each report_id's partition."""
 
-    def __init__(
-        self,
-        stage: AcceptStage,
-        topics: Topics,
-        bootstrap: str,
-        client_options: dict[str, Any] | None = None,
-    ) -> None:
-        self.stage = stage
+    def __init__(self, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
         self.topics = topics
         self.bootstrap = bootstrap
         self.client_options = client_options or {}
@@ -60,7 +87,7 @@ class AcceptReports:
         self._revocations: dict[int, int] = {}
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        await self._ensure_restored({tp.partition for tp in partitions if tp.topic == self.topics.submitted})
+        await self._ensure_restored({tp.partition for tp in partitions if tp.topic == self.topics.verified})
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         for tp in partitions:
@@ -107,10 +134,13 @@ class AcceptReports:
             ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.client_options)
             for record in await read_until(consumer, tps, ends):
                 if record.key:
-                    ids[record.partition][record.key.decode()] = _agency(record.headers)
+                    ids[record.partition][record.key.decode()] = _header(record.headers, AGENCY_HEADER)
             return ids
         finally:
             await consumer.stop()
+
+    def _owner(self, partition: int, report_id: str) -> str | None:
+        return self._pending.get(partition, {}).get(report_id) or self.accepted_ids[partition].get(report_id)
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
         await self._ensure_restored({r.partition for r in records})
@@ -118,68 +148,43 @@ class AcceptReports:
             raise RuntimeError("partition revoked while its batch was being read; reading it again")
         now = datetime.now(UTC)
         self._pending = {}
-        submissions = [Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
-        duplicate = Rejection("duplicate_report_id", "a report with this report_id was already accepted", "report_id")
-        retraction_id = self.codec.registry.latest(RETRACTION).schema_id
-        is_retraction = {id(s) for s in submissions if s.value and s.value[1:5] == retraction_id.to_bytes(4, "big")}
-        fresh = [
-            s for s in submissions if id(s) not in is_retraction and self._key(s) not in self.accepted_ids[s.partition]
-        ]
-        verdicts = dict(zip((id(s) for s in fresh), self.stage.process(fresh, now), strict=True))
         outputs: list[Output] = []
         sightings: list[Sighting] = []
-        for submission in submissions:  # in input order: the first valid copy of an id wins
-            pending = self._pending.setdefault(submission.partition, {})
-            if id(submission) in is_retraction:
-                key = self._key(submission)
-                agency = pending.get(key) or self.accepted_ids[submission.partition].get(key)
-                retraction = self.stage.verify_retraction(submission, agency, now)
-                if retraction.retracted is not None:
+        for record in records:  # in input order: the first verified submission of an id wins
+            try:
+                schema, value = self.codec.decode(record.value)
+            except CodecError:
+                continue  # only the verify stage writes this topic
+            report_id = value["report_id"]
+            if report_partition(report_id, self.topics.partitions) != record.partition:
+                log.error("skipping %s at %s/%s: not this id's partition", schema.name, record.partition, record.offset)
+                continue
+            owner = self._owner(record.partition, report_id)
+            if schema.name == RETRACTED:
+                refused = check_retraction_owner(value, owner)
+                if refused is None:
                     outputs.append(
-                        Output(
-                            self.topics.retractions,
-                            key.encode(),
-                            self.codec.encode(RETRACTED, retraction.retracted),
-                            partition=submission.partition,
-                        )
+                        Output(self.topics.retractions, report_id.encode(), record.value, partition=record.partition)
                     )
                 else:
-                    assert retraction.rejected is not None
-                    outputs.append(
-                        Output(
-                            self.topics.rejected,
-                            retraction.report_id.encode(),
-                            self.codec.encode_with(self._rejected_schema, retraction.rejected),
-                        )
-                    )
+                    outputs += self._rejected(record, report_id, value["source_agency"], refused, now)
                 continue
-            verdict = verdicts.get(id(submission))
-            if verdict is None or (verdict.accepted is not None and verdict.report_id in pending):
-                key = self._key(submission)
-                # The agency the original was accepted from: its own feed of rejects shows the duplicate.
-                owner = pending.get(key) or self.accepted_ids[submission.partition].get(key) or None
-                outputs.append(self._rejected(submission, key, duplicate, now, owner))
-            elif verdict.accepted is not None:
-                pending[verdict.report_id] = verdict.accepted["source_agency"]
-                sightings += sightings_of(facts_from_accepted(verdict.accepted))
-                outputs.append(
-                    Output(
-                        self.topics.accepted,
-                        verdict.report_id.encode(),
-                        self.codec.encode_with(self._accepted_schema, verdict.accepted),
-                        partition=submission.partition,
-                        headers=((AGENCY_HEADER, verdict.accepted["source_agency"].encode()),),
-                    )
+            agency = value["source_agency"]
+            if owner is not None:
+                reason, detail = DUPLICATE if owner == agency else TAKEN
+                outputs += self._rejected(record, report_id, agency, Rejection(reason, detail, "report_id"), now)
+                continue
+            self._pending.setdefault(record.partition, {})[report_id] = agency
+            sightings += sightings_of(facts_from_accepted(value))
+            outputs.append(
+                Output(
+                    self.topics.accepted,
+                    report_id.encode(),
+                    record.value,
+                    partition=record.partition,
+                    headers=((AGENCY_HEADER, agency.encode()),),
                 )
-            else:
-                assert verdict.rejected is not None
-                outputs.append(
-                    Output(
-                        self.topics.rejected,
-                        verdict.report_id.encode(),
-                        self.codec.encode_with(self._rejected_schema, verdict.rejected),
-                    )
-                )
+            )
         return outputs + self._sightings(sightings)
 
     def _sightings(self, sightings: list[Sighting]) -> list[Output]:
@@ -194,19 +199,16 @@ class AcceptReports:
             for partition, group in sorted(by_partition(sightings, self.topics.partitions).items())
         ]
 
-    @staticmethod
-    def _key(submission: Submission) -> str:
-        return (submission.key or b"").decode(errors="replace")
-
-    def _rejected(
-        self, submission: Submission, report_id: str, rejection: Rejection, now: datetime, agency: str | None = None
-    ) -> Output:
-        record = rejection_record(submission, report_id, agency, rejection, now)
-        return Output(
-            self.topics.rejected,
-            report_id.encode(),
-            self.codec.encode_with(self._rejected_schema, record),
-        )
+    def _rejected(self, record: Any, report_id: str, agency: str, rejection: Rejection, now: datetime) -> list[Output]:
+        """The rejection, attributed to the (verified) agency that submitted it; audited if it reached for
+        another agency's report."""
+        rejected = rejection_record(Source.of(record), report_id, agency, rejection, now)
+        out = [
+            Output(self.topics.rejected, report_id.encode(), self.codec.encode_with(self._rejected_schema, rejected))
+        ]
+        if rejection.reason in ("report_id_taken", "retraction_wrong_agency"):
+            out.append(audit_output(self.codec, self.topics.audit_intake, ingest_denial(rejected, now)))
+        return out
 
     def committed(self) -> None:
         for partition, ids in self._pending.items():

@@ -51,7 +51,7 @@ def test_bench_measures_the_whole_pipeline_and_both_ceilings(tmp_path: Path) -> 
     assert result["published"] == burst + steady
     assert result["accepted"] == burst + steady
     assert result["rejected"] == {}
-    assert result["lag_at_end"] == {"accept": 0, "decide": 0, "audit": 0, "link": 0, "correlate": 0}
+    assert result["lag_at_end"] == {"verify": 0, "accept": 0, "decide": 0, "audit": 0, "link": 0, "correlate": 0}
 
     # Each report costs the broker its submission, its accepted record, a decision per recipient (five)
     # and the decision's audit intake and chain entries: at least 17 offsets, markers aside.

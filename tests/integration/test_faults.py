@@ -57,7 +57,7 @@ def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
         [sys.executable, "-m", "tiphub", "audit", "verify"], env=hub.env(), capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    for stage in ("accept", "decide", "audit", "link", "correlate"):
+    for stage in hub.topics.stage_inputs():
         assert hub.lag(stage) == 0, stage
     return counts
 

@@ -1,0 +1,121 @@
+"""verify_reports: tip.reports.submitted -> tip.reports.verified | tip.reports.rejected, exactly once.
+
+Every check that needs only the submission itself happens here, on whichever partition the
+agency's client chose: the signature and the signer's agency, freshness, opening, validation,
+linkage tokens and re-sealing under vault keys. What passes is written to tip.reports.verified at
+the partition its report_id owns (`report_partition`), so every submission of one report_id,
+from anyone, on any partition, reaches the same accept stage instance, which alone decides
+whether the id is new (streams/agents/accept_reports.py). A retraction is checked the same way
+and forwarded to the same partition: only there is it known who owns the report it names.
+
+Rejections that say someone tried to act as another (a signature that does not verify, a key of
+another agency, a revoked key, a relay speaking for an agency it did not authenticate) are also
+written to the audit, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from schemas.codec import WireCodec
+from schemas.envelope import RETRACTION
+from streams.accept import ACCEPTED, REJECTED, AcceptStage, Submission, Verdict
+from streams.audit_events import audit_output, ingest_denial
+from streams.topics import Topics, report_partition
+from streams.transactional import Output
+
+RETRACTED = "tiphub.ReportRetracted"
+AGENCY_HEADER = "tiphub-agency"  # who signed it (verified): an agency code, not personal data
+SOURCE_HEADER = "tiphub-source"  # topic:partition:offset of the submission, for rejections downstream
+# Reasons that mean a submission claimed to be, or to speak for, someone it is not.
+IMPERSONATION = frozenset(
+    {
+        "unknown_agency",
+        "unknown_key",
+        "key_agency_mismatch",
+        "relay_agency_mismatch",
+        "revoked_key",
+        "bad_signature",
+        "key_mismatch",
+    }
+)
+
+
+def source_header(submission: Submission) -> tuple[str, bytes]:
+    return SOURCE_HEADER, f"{submission.topic}:{submission.partition}:{submission.offset}".encode()
+
+
+class VerifyReports:
+    """BatchHandler for the verify stage: stateless but for the vault and the key registry it uses."""
+
+    def __init__(self, stage: AcceptStage, topics: Topics) -> None:
+        self.stage = stage
+        self.topics = topics
+        self.codec = WireCodec()
+        self._accepted_schema = self.codec.registry.latest(ACCEPTED)
+        self._rejected_schema = self.codec.registry.latest(REJECTED)
+        self._retraction_id = self.codec.registry.latest(RETRACTION).schema_id.to_bytes(4, "big")
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        pass
+
+    def on_revoked(self, partitions: set[TopicPartition]) -> None:
+        pass
+
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
+        now = datetime.now(UTC)
+        submissions = [Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+        retractions = {id(s) for s in submissions if s.value and s.value[1:5] == self._retraction_id}
+        reports = [s for s in submissions if id(s) not in retractions]
+        verdicts = dict(zip((id(s) for s in reports), self.stage.process(reports, now), strict=True))
+        outputs: list[Output] = []
+        for submission in submissions:  # in input order
+            if id(submission) in retractions:
+                outputs += self._outputs(submission, self.stage.verify_retraction(submission, now), now)
+            else:
+                outputs += self._outputs(submission, verdicts[id(submission)], now)
+        return outputs
+
+    def _outputs(self, submission: Submission, verdict: Verdict, now: datetime) -> list[Output]:
+        if verdict.rejected is not None:
+            rejected = verdict.rejected
+            out = [
+                Output(
+                    self.topics.rejected,
+                    verdict.report_id.encode(),
+                    self.codec.encode_with(self._rejected_schema, rejected),
+                )
+            ]
+            if rejected["reason"] in IMPERSONATION:
+                event = ingest_denial(rejected, now)
+                out.append(audit_output(self.codec, self.topics.audit_intake, event))
+            return out
+        record = verdict.accepted if verdict.accepted is not None else verdict.retracted
+        assert record is not None
+        value = (
+            self.codec.encode_with(self._accepted_schema, record)
+            if verdict.accepted is not None
+            else self.codec.encode(RETRACTED, record)
+        )
+        return [
+            Output(
+                self.topics.verified,
+                verdict.report_id.encode(),
+                value,
+                partition=report_partition(verdict.report_id, self.topics.partitions),
+                headers=((AGENCY_HEADER, record["source_agency"].encode()), source_header(submission)),
+            )
+        ]
+
+    def committed(self) -> None:
+        pass
+
+    def aborted(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass

@@ -1,0 +1,121 @@
+"""A hostile agency on the real broker: it holds only its own signing key and write access to
+tip.reports.submitted, and chooses the partitions it writes to. Whatever it sends, nothing of
+another agency's changes, and every attempt to act for another is rejected and audited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from producers.publisher import seal_retraction
+from schemas.codec import WireCodec
+from schemas.envelope import RETRACTION
+from tests.envelopes import EnvelopeKit
+from tests.factories import make_report
+from tests.harness import PARTITIONS, Hub
+from tiphub import crypto
+from tiphub.database import Database
+from tiphub.keys import KeyStore
+from tiphub.linkage import Linker
+from tiphub.vault import SqlKeyVault
+
+pytestmark = pytest.mark.integration
+
+VICTIM = {
+    "role": "SUSPECTED_VICTIM",
+    "name": "Malai Suksawat",
+    "date_of_birth": "2009-01-17",
+    "sex": "F",
+    "nationality": "TH",
+    "identifiers": [{"kind": "PASSPORT", "value": "AA1234567", "issuer": "TH"}],
+}
+DECOY = {
+    "role": "WITNESS",
+    "name": "Nobody Inparticular",
+    "date_of_birth": "1980-05-05",
+    "identifiers": [{"kind": "PASSPORT", "value": "ZZ7654321", "issuer": "NZ"}],
+}
+
+
+def audited_denials(hub: Hub) -> list[dict]:
+    codec = WireCodec()
+    events = [codec.decode(r["event"])[1] for r in hub.decoded(hub.topics.audit) if r["event"]]
+    return [e for e in events if e["kind"] == "denial"]
+
+
+def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub: Hub) -> None:
+    kit = EnvelopeKit(hub.home)
+    red = make_report(
+        source_agency="NZ-POLICE",
+        tlp="RED",
+        indicator_type="HOTLINE_TIP",
+        elements=["ACT_RECRUITMENT", "MEANS_DEBT_BONDAGE", "PURPOSE_SEXUAL_EXPLOITATION"],
+        subjects=[VICTIM],
+        narrative="Malai was moved from Bangkok on a debt of 8000 dollars.",
+    )
+    report_id = red["report_id"]
+    original = kit.wire(kit.envelope(red))
+    hub.send_raw([(*original, 0)])
+    hub.start_worker()
+    [accepted], _ = hub.wait_for_outcomes(1)
+
+    # NZ-LABOUR, with its own key only: a harmless report under the same id, to every partition;
+    # a retraction of NZ-POLICE's report; and NZ-POLICE's own envelope replayed byte for byte.
+    labour = kit.store.agency_key("NZ-LABOUR")
+    takeovers = [
+        (*kit.wire(kit.envelope(make_report(report_id=report_id, source_agency="NZ-LABOUR", subjects=[DECOY]))), p)
+        for p in range(PARTITIONS)
+    ]
+    retraction = seal_retraction(
+        report_id, agency="NZ-LABOUR", reason="ENTERED_IN_ERROR", corrected_by=None, agency_key=labour
+    )
+    hub.send_raw([*takeovers, (report_id.encode(), kit.codec.encode(RETRACTION, retraction), 1), (*original, 2)])
+    accepted_now, rejected = hub.wait_for_outcomes(1 + len(takeovers) + 2)
+    hub.wait_for_quiet()
+
+    assert [(r.key, r.value) for r in accepted_now] == [(accepted.key, accepted.value)]  # unchanged, once
+    reasons = Counter((r["reason"], r["source_agency"]) for r in rejected)
+    assert reasons == {
+        ("report_id_taken", "NZ-LABOUR"): PARTITIONS,
+        ("retraction_wrong_agency", "NZ-LABOUR"): 1,
+        ("duplicate_report_id", "NZ-POLICE"): 1,  # the replay: NZ-POLICE's own feed shows it
+    }
+    assert hub.decoded(hub.topics.retractions) == []
+
+    # Every attempt to reach for NZ-POLICE's report is in the audit, as NZ-LABOUR's.
+    denials = Counter(
+        (json.loads(e["detail"])["reason"], e["actor"]) for e in audited_denials(hub) if e["item_id"] == report_id
+    )
+    assert denials == {
+        ("report_id_taken", "agency:NZ-LABOUR"): PARTITIONS,
+        ("retraction_wrong_agency", "agency:NZ-LABOUR"): 1,
+    }
+
+    # Decisions stay those of NZ-POLICE's RED report: nobody but NZ-POLICE may see it.
+    decisions = [d for d in hub.decoded(hub.topics.decisions) if d["item_id"] == report_id]
+    assert decisions and all(not d["allowed"] and d["reason"] == "tlp_red" for d in decisions)
+
+    # The victim's keys are bound to NZ-POLICE's submission: the decoy's keys are others, so erasing
+    # the decoy person (by the token of their passport) can never destroy the victim's key.
+    record = WireCodec().decode(accepted.value)[1]
+    victim_key_id = record["subjects"][0]["subject_key_id"]
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)
+    decoy_token = Linker.latest(KeyStore(hub.home).linkage_keys()).token("PASSPORT", "NZ:ZZ7654321")
+    decoy_keys = vault.key_ids_for_token(decoy_token)
+    assert len(decoy_keys) == PARTITIONS and victim_key_id not in decoy_keys
+    assert all(key.startswith(f"NZ-LABOUR/{report_id}/") for key in decoy_keys)
+    erase = subprocess.run(
+        [sys.executable, "-m", "tiphub", "erase", "--subject-token", decoy_token],
+        env=hub.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert erase.returncode == 0, erase.stderr
+    key = vault.get(victim_key_id)
+    assert key is not None
+    assert crypto.unseal_field(key, report_id, "subjects[0].name", record["subjects"][0]["name"]) == VICTIM["name"]
