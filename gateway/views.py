@@ -25,6 +25,7 @@ from gateway.summaries import SummaryBook
 from schemas.codec import CodecError, WireCodec
 from schemas.elements import groups_covered
 from streams.feeds import committed_offsets
+from streams.scoped import HUB_SCOPE
 from streams.topics import Topics
 from tiphub.tokens import Caller
 
@@ -169,6 +170,8 @@ class HubViews:
         except CodecError:
             return
         if record.topic == self.topics.signals:
+            if value["scope"] != HUB_SCOPE:
+                return  # served per scope in a later step; until then the hub's, filtered per caller
             version = SignalVersion(record.partition, record.offset, time.monotonic(), value)
             self.signals.append(version)
             self.latest[value["signal_id"]] = version
@@ -184,7 +187,7 @@ class HubViews:
             if value["event_id"] not in self.triage_seen:
                 self.triage_seen.add(value["event_id"])
                 self.triage.setdefault(value["signal_id"], []).append(value)
-        elif record.topic == self.topics.coverage and schema.name == "tiphub.Coverage":
+        elif record.topic == self.topics.coverage and schema.name == "tiphub.Coverage" and value["scope"] == HUB_SCOPE:
             self.coverage[value["requirement_id"]] = value
         elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
             self.rejected.append((record.partition, record.offset, value))

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas.elements import covers_requirement, groups_covered
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
@@ -219,6 +219,24 @@ def pseudonym(entity_key: str) -> str:
     return "ent-" + hashlib.sha256(f"entity|{entity_key}".encode()).hexdigest()[:16]
 
 
+class Names(Protocol):
+    """How a correlator names its signals and entities (streams/scoped.py keys them per scope)."""
+
+    def signal_id(self, requirement_id: str, entity_key: str) -> str: ...
+
+    def entity(self, entity_key: str) -> str: ...
+
+
+class PlainNames:
+    """Unkeyed names, for pure tests and measurements of the correlation alone."""
+
+    def signal_id(self, requirement_id: str, entity_key: str) -> str:
+        return signal_id(requirement_id, entity_key)
+
+    def entity(self, entity_key: str) -> str:
+        return pseudonym(entity_key)
+
+
 GRADE = {"A": 1.0, "B": 0.8, "C": 0.6, "D": 0.4, "E": 0.2, "F": 0.0}
 CRED = {"1": 1.0, "2": 0.8, "3": 0.6, "4": 0.4, "5": 0.2, "6": 0.0}
 
@@ -275,6 +293,7 @@ class Correlator:
     # named by here (the oldest version it was seen under), so documents, contacts and
     # organisations stay one entity across a rotation and after the earlier key is retired.
     token_names: dict[str, str] = field(default_factory=dict)
+    names: Names = field(default_factory=PlainNames)
 
     def __post_init__(self) -> None:
         self._reset()
@@ -583,9 +602,9 @@ class Correlator:
         coverage = len(groups & needed) / len(needed) if req.legal_definition else 1.0
         entity_key = key if req.entity != "person" else min(self.entity_members[key])
         return Signal(
-            signal_id=signal_id(req.id, entity_key),
+            signal_id=self.names.signal_id(req.id, entity_key),
             requirement_id=req.id,
-            entity=pseudonym(entity_key),
+            entity=self.names.entity(entity_key),
             status="open",
             merged_into=None,
             report_ids=tuple(r.report_id for r in matched),

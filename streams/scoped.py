@@ -98,11 +98,9 @@ class _Scope:
         self.note(self.correlator.add(facts), facts.report_id)
 
     def link(self, link: Link) -> None:
+        """A link between two people this scope holds (when one end arrives later, `add` brings it)."""
         if link.a in self.correlator.occurrences and link.b in self.correlator.occurrences:
             self.note(self.correlator.add_links([link]), None)
-        else:  # one end is not in this scope (yet): kept for when it arrives
-            self.correlator.links[link.a].add(link.b)
-            self.correlator.links[link.b].add(link.a)
 
     def remove(self, report_ids: set[str]) -> None:
         """Reports this scope may no longer see (retention over, decision withdrawn): as if never here."""
@@ -215,8 +213,7 @@ class ScopedCorrelation:
             self.links[link.a].add(link.b)
             self.links[link.b].add(link.a)
             for scope in held:
-                if link.a in scope.correlator.occurrences or link.b in scope.correlator.occurrences:
-                    scope.link(link)
+                scope.link(link)
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
         """Erasures and retractions: out of every scope."""

@@ -115,7 +115,7 @@ class Topics:
             "decide": [(self.accepted, every)],
             "audit": [(self.audit_intake, every)],
             "link": [(self.sightings, every)],
-            "correlate": [(self.accepted, every), (self.links, [0])],
+            "correlate": [(self.accepted, every), (self.decisions, every), (self.links, [0])],
         }
 
     def specs(self) -> list[TopicSpec]:

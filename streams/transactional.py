@@ -62,7 +62,10 @@ class BatchHandler(Protocol):
         """Drop state of partitions this worker no longer owns."""
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
-        """Outputs for a batch. Must not commit state: see committed()/aborted()."""
+        """Outputs for a batch. Must not commit state: see committed()/aborted().
+
+        A handler may also define `async def tick(self) -> list[Output]`: called when the stage is idle,
+        for what it must write because time passed; committed or aborted like a batch."""
 
     def committed(self) -> None:
         """The batch's transaction committed: promote its pending state."""
@@ -179,8 +182,13 @@ class TransactionalProcessor:
                 if not batch:
                     try:
                         await self._commit_idle_positions()
+                        await self._tick()
                     except KafkaError as exc:  # bookkeeping only: try again on the next idle second
                         log.warning("idle positions not committed (%s)", type(exc).__name__)
+                    except Exception as exc:
+                        log.warning("idle tick aborted (%s); trying again", type(exc).__name__)
+                        self.handler.aborted()
+                        self._sweep_due = True
                     continue
                 try:
                     await self._process(batch, generation)
@@ -302,6 +310,32 @@ class TransactionalProcessor:
         self.stats.batches += 1
         self.stats.records += len(records)
         self.stats.outputs += len(outputs)
+
+    async def _tick(self) -> None:
+        """When idle, what the handler has to write because time passed (a wall-clock punctuation, like
+        Kafka Streams'): its outputs in a transaction of their own, with no input offsets."""
+        tick = getattr(self.handler, "tick", None)
+        if tick is None:
+            return
+        async with self.in_flight:
+            outputs = await tick()
+            if not outputs:
+                return
+            if self._sweep_due:
+                await self._sweep()
+                self._sweep_due = False
+            async with self.producer.transaction():
+                for topic in {o.topic for o in outputs} - {topic for topic, _ in self._written}:
+                    self._written |= {(topic, p) for p in await self.producer.partitions_for(topic)}
+                sends = [
+                    await self.producer.send(
+                        o.topic, key=o.key, value=o.value, partition=o.partition, headers=list(o.headers) or None
+                    )
+                    for o in outputs
+                ]
+                await asyncio.gather(*sends)
+                await self._check_membership()
+            self.handler.committed()
 
     async def _commit_idle_positions(self) -> None:
         """When idle, commit positions that moved over commit markers alone (no output to pair with)."""

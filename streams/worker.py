@@ -112,15 +112,23 @@ def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalPr
 def build_correlate_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
     plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
-    handler = CorrelateSignals(topics, bootstrap, group_id(settings, "correlate"), plan, settings.kafka_options())
-    # One union instance holds the global entity state; links and facts are input too.
+    handler = CorrelateSignals(
+        topics,
+        bootstrap,
+        group_id(settings, "correlate"),
+        plan,
+        KeyStore(settings.home).pseudonym_key(),
+        settings.kafka_options(),
+    )
+    # One union instance holds the global entity state; decisions (who may see what), links and facts
+    # are input too.
     return _processor(
         settings,
         bootstrap,
         "correlate",
         topics.accepted,
         handler,
-        also_from=[topics.links, topics.erasures, topics.retractions],
+        also_from=[topics.decisions, topics.links, topics.erasures, topics.retractions],
         instance_id="single",
     )
 

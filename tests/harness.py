@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
 from streams.feeds import read_until
+from streams.scoped import HUB_SCOPE
 from tiphub.embedded import ensure_topics
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -148,7 +149,10 @@ class Hub:
             try:
                 for key, value, *partition in items:
                     await producer.send_and_wait(
-                        topic or self.topics.submitted, key=key, value=value, partition=partition[0] if partition else None
+                        topic or self.topics.submitted,
+                        key=key,
+                        value=value,
+                        partition=partition[0] if partition else None,
                     )
             finally:
                 await producer.stop()
@@ -268,22 +272,30 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer._client.cluster.partitions_for_topic(topic) or set()
 
 
-def final_signals(hub: Hub) -> dict[str, dict[str, Any]]:
-    """Latest version of every signal, without what legitimately differs between runs."""
+def final_signals(hub: Hub, scope: str | None = HUB_SCOPE) -> dict[str, dict[str, Any]]:
+    """Latest version of every signal of `scope` (None: of every scope; ids are keyed per scope, so they
+    never collide), without what legitimately differs between runs."""
     latest: dict[str, tuple[int, dict[str, Any]]] = {}
     for record in hub.decoded(hub.topics.signals):
+        if scope is not None and record["scope"] != scope:
+            continue
         version, signal = signal_from_record(record)
         if version > latest.get(signal.signal_id, (0, {}))[0]:
-            latest[signal.signal_id] = (version, {**signal.__dict__, "updated_at": None})
+            latest[signal.signal_id] = (version, {**signal.__dict__, "scope": record["scope"], "updated_at": None})
     return {k: v for k, (_, v) in latest.items()}
 
 
 def versions_are_gapless(hub: Hub) -> None:
+    """Each signal's versions are 1, 2, 3, ... and each scope's feed numbers (seq) too."""
     seen: dict[str, list[int]] = {}
+    seqs: dict[str, list[int]] = {}
     for record in hub.decoded(hub.topics.signals):
         seen.setdefault(record["signal_id"], []).append(record["version"])
+        seqs.setdefault(record["scope"], []).append(record["seq"])
     for signal_id, versions in seen.items():
         assert versions == list(range(1, len(versions) + 1)), (signal_id, versions)
+    for scope, numbers in seqs.items():
+        assert sorted(numbers) == list(range(1, len(numbers) + 1)), (scope, numbers)
 
 
 def open_signals(signals: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

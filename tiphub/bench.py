@@ -40,6 +40,7 @@ from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
 from streams.feeds import stage_lags
+from streams.scoped import HUB_SCOPE
 from streams.topics import TopicSpec
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.hub import spawn_tiphub, stop_process
@@ -191,8 +192,11 @@ async def observe(settings: Settings, bootstrap: str, observed: Observed, stop: 
                         observed.accepted_at.setdefault(record.key.decode(), now)
                 elif tp.topic == topics.signals:
                     for record in records:
+                        signal = codec.decode(record.value)[1]
+                        if signal["scope"] != HUB_SCOPE:
+                            continue  # the agencies' and partners' own signals are subsets of the hub's
                         observed.signal_times.append(now)
-                        for report_id in codec.decode(record.value)[1]["report_ids"]:
+                        for report_id in signal["report_ids"]:
                             observed.signal_at.setdefault(report_id, now)
                 else:
                     for record in records:

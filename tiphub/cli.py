@@ -483,6 +483,7 @@ def evaluate(
     from streams.agents.correlate_signals import signal_from_record
     from streams.correlate import evaluate_against_truth
     from streams.feeds import read_decoded
+    from streams.scoped import HUB_SCOPE
     from tiphub.runtime import resolve_broker, topics_for
 
     settings = settings_from(broker, home, topic_prefix)
@@ -497,7 +498,8 @@ def evaluate(
         )
     )
     latest: dict[str, tuple[int, Any]] = {}
-    for version, signal in map(signal_from_record, records):
+    hub_scope = [r for r in records if r.get("scope", HUB_SCOPE) == HUB_SCOPE]  # every report; the others are subsets
+    for version, signal in map(signal_from_record, hub_scope):
         if version > latest.get(signal.signal_id, (0, None))[0]:
             latest[signal.signal_id] = (version, signal)
     scores = evaluate_against_truth([s for _, s in latest.values()], json.loads(truth.read_text())["requirements"])

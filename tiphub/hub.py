@@ -22,6 +22,7 @@ from rich.table import Table
 
 from producers.simulate import Simulator
 from streams.feeds import group_lag
+from streams.scoped import HUB_SCOPE
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, token_authority, topics_for
 from tiphub.settings import Settings
@@ -256,6 +257,8 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
                 elif tp.topic == topics.signals:
                     for record in records:
                         s = codec.decode(record.value)[1]
+                        if s["scope"] != HUB_SCOPE:
+                            continue
                         counts.signals[s["signal_id"]] = (
                             s["requirement_id"],
                             s["status"],

@@ -79,6 +79,16 @@ class KeyStore:
         return self.dir / "hub" / "notes-key.bin"
 
     @property
+    def pseudonym_key_path(self) -> Path:
+        """HMAC key of the per-scope signal ids and entity pseudonyms (only the correlation stage reads it)."""
+        return self.dir / "hub" / "pseudonym-key.bin"
+
+    def pseudonym_key(self) -> bytes:
+        if not self.pseudonym_key_path.exists():
+            raise FileNotFoundError(f"no pseudonym key at {self.pseudonym_key_path}: run `tiphub keys init`")
+        return self.pseudonym_key_path.read_bytes()
+
+    @property
     def token_signing_path(self) -> Path:
         """The gateway's bearer-token key: separate from the audit signing key, so either can rotate alone."""
         return self.dir / "hub" / "tokens-ed25519.pem"
@@ -110,6 +120,7 @@ class KeyStore:
         ensure(self.token_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.relay_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.notes_key_path, secrets.token_bytes(32))
+        ensure(self.pseudonym_key_path, secrets.token_bytes(32))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
             ensure(self.linkage_path(1), secrets.token_bytes(32))

@@ -162,7 +162,7 @@ VIEWS = {
         _compare_decisions,
     ),
     "signals": View(
-        ("tip.reports.accepted", "tip.sightings", "tip.erasures", "tip.retractions"),
+        ("tip.reports.accepted", "tip.decisions", "tip.sightings", "tip.erasures", "tip.retractions"),
         (build_link_processor, build_correlate_processor),
         _compare_signals,
     ),

@@ -1,14 +1,20 @@
-"""correlate_signals, the union stage: tip.reports.accepted + tip.links -> tip.entities + tip.signals.
+"""correlate_signals, the union stage: tip.reports.accepted + tip.decisions + tip.links -> tip.signals,
+tip.coverage and tip.entities, per scope.
 
 Exactly once, one instance. The costly comparisons of people happen partitioned by linkage key
 in link_people; this stage joins their links into entities (union-find, then contact links
-guarded against over-linking), emits an EntityMerged fact when an entity gains a member or
-absorbs another, and evaluates the Collection Plan on the entities a batch touched. Entities
-span every partition, so one instance holds the union: the worker with instance id 0
+guarded against over-linking) and evaluates the Collection Plan, once per scope: each agency and
+partner over the reports it may see (its own, and those the sharing decisions give it), and the
+hub over all of them (streams/scoped.py says why filtering one global correlation is not enough).
+It emits an EntityMerged fact when a hub entity gains a member or absorbs another.
+
+Entities span every partition, so one instance holds the union: the worker with instance id 0
 (docs/correlation.md: the limit). At assignment it rebuilds its state by replaying accepted
-reports and links up to its committed offsets (erasures first), and loads the versions already
-on tip.signals, so a restart emits nothing twice. After that, each batch emits a new version of
-every signal whose content changed.
+reports, decisions and links up to its committed offsets (erasures and retractions first), and
+loads the versions already on tip.signals, so a restart emits nothing twice. After that, each
+batch emits a new version of every signal whose content changed, in each scope, each with the
+next number of its scope's feed (`seq`), and when idle it lets decisions whose retention is over
+take their reports out of the recipient's scope.
 """
 
 from __future__ import annotations
@@ -22,18 +28,21 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.codec import CodecError, WireCodec
-from streams.correlate import Correlator, Requirement, Signal, SignalBook, facts_from_accepted
+from streams.correlate import Requirement, Signal, facts_from_accepted
 from streams.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
 from streams.linking import ENTITY_MERGED, LINKS, Link
+from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from streams.topics import Topics
 from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 SIGNAL = "tiphub.Signal"
 COVERAGE = "tiphub.Coverage"
+DECISION = "tiphub.SharingDecision"
+EXPIRY_CHECK_S = 5.0
 
 
-def signal_record(version: int, signal: Signal) -> dict[str, Any]:
+def signal_record(version: int, signal: Signal, scope: str = HUB_SCOPE, seq: int = 0) -> dict[str, Any]:
     return {
         **signal.__dict__,
         "version": version,
@@ -41,11 +50,13 @@ def signal_record(version: int, signal: Signal) -> dict[str, Any]:
         "agencies": list(signal.agencies),
         "elements": list(signal.elements),
         "act_means_purpose": list(signal.act_means_purpose),
+        "scope": scope,
+        "seq": seq,
     }
 
 
 def signal_from_record(record: dict[str, Any]) -> tuple[int, Signal]:
-    fields = {k: v for k, v in record.items() if k != "version"}
+    fields = {k: v for k, v in record.items() if k not in ("version", "scope", "seq")}
     for key in ("report_ids", "agencies", "elements", "act_means_purpose"):
         fields[key] = tuple(fields[key])
     return record["version"], Signal(**fields)
@@ -58,29 +69,32 @@ class CorrelateSignals:
         bootstrap: str,
         group_id: str,
         plan: list[Requirement],
+        pseudonym_key: bytes,
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.topics = topics
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.plan = plan
+        self.pseudonym_key = pseudonym_key
         self.options = client_options or {}
         self.codec = WireCodec()
-        self.correlator = Correlator(plan, external_links=True)
-        self.book = SignalBook()
+        self.state = ScopedCorrelation(plan, pseudonym_key)
         self._pending_erasures: set[str] = set()
         self._pending_retractions: set[str] = set()
-        self._erasures = TopicFeed(bootstrap, [topics.erasures, topics.retractions], self._erasure, client_options)
+        self._facts = self._new_feed()
         self._ready = False
         self._lock = asyncio.Lock()
-        self._stale: list[Signal] = []
-        self._coverage: dict[str, dict[str, Any]] = {}
-        self._pending_coverage: dict[str, dict[str, Any]] = {}
+        self._pending_coverage: dict[tuple[str, str], dict[str, Any]] = {}
+        self._last_expiry = 0.0
 
-    def _erasure(self, fact: dict[str, Any]) -> None:
-        if "subject_key_id" in fact and fact["subject_key_id"] not in self.correlator.erased:
+    def _new_feed(self) -> TopicFeed:
+        return TopicFeed(self.bootstrap, [self.topics.erasures, self.topics.retractions], self._fact, self.options)
+
+    def _fact(self, fact: dict[str, Any]) -> None:
+        if "subject_key_id" in fact and fact["subject_key_id"] not in self.state.erased:
             self._pending_erasures.add(fact["subject_key_id"])
-        elif "retracted_at" in fact and fact["report_id"] not in self.correlator.retracted:
+        elif "retracted_at" in fact and fact["report_id"] not in self.state.retracted:
             self._pending_retractions.add(fact["report_id"])
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
@@ -94,17 +108,12 @@ class CorrelateSignals:
         async with self._lock:
             if self._ready:
                 return
-            self.correlator, self.book = Correlator(self.plan, external_links=True), SignalBook()
-            self._pending_erasures = set()
-            await self._erasures.stop()
-            self._pending_retractions = set()
-            self._erasures = TopicFeed(
-                self.bootstrap, [self.topics.erasures, self.topics.retractions], self._erasure, self.options
-            )
-            await self._erasures.start()
-            self.correlator.erased |= self._pending_erasures
-            self.correlator.retracted |= self._pending_retractions
+            self.state = ScopedCorrelation(self.plan, self.pseudonym_key)
+            await self._facts.stop()
             self._pending_erasures, self._pending_retractions = set(), set()
+            self._facts = self._new_feed()
+            await self._facts.start()
+            self._apply_facts()
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap,
                 group_id=None,
@@ -114,12 +123,21 @@ class CorrelateSignals:
             )
             await consumer.start()
             try:
-                replayed = await self._replay_accepted(consumer)
+                replayed = await self._replay_inputs(consumer)
                 versions = await self._load_signals(consumer)
             finally:
                 await consumer.stop()
             self._ready = True
-            log.info("correlator restored: %d reports replayed, %d signal versions loaded", replayed, versions)
+            log.info(
+                "correlator restored: %d records replayed, %d signal versions loaded, %d scopes",
+                replayed,
+                versions,
+                len(self.state.scopes),
+            )
+
+    def _apply_facts(self) -> None:
+        self.state.forget(self._pending_erasures, self._pending_retractions)
+        self._pending_erasures, self._pending_retractions = set(), set()
 
     async def _read(
         self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stop_at: dict[TopicPartition, int]
@@ -128,17 +146,40 @@ class CorrelateSignals:
         await consumer.seek_to_beginning(*tps)
         return await read_until(consumer, tps, stop_at)
 
-    async def _replay_accepted(self, consumer: AIOKafkaConsumer) -> int:
-        tps = [TopicPartition(self.topics.accepted, p) for p in range(self.topics.partitions)]
+    async def _replay_inputs(self, consumer: AIOKafkaConsumer) -> int:
+        """Accepted reports, then decisions, then links, up to what this stage committed: the state
+        they leave does not depend on the order they are applied in."""
+        every = range(self.topics.partitions)
+        tps = [TopicPartition(self.topics.accepted, p) for p in every]
+        tps += [TopicPartition(self.topics.decisions, p) for p in every]
         tps.append(TopicPartition(self.topics.links, 0))
         stop_at = await committed_offsets(self.bootstrap, self.group_id, tps, self.options)
         records = await self._read(consumer, tps, stop_at)
-        for record in records:
-            if record.topic == self.topics.links:
-                self.correlator.add_links(self._links(record))
-            else:
-                self.correlator.add(facts_from_accepted(self.codec.decode(record.value)[1]))
+        order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.links: 2}
+        now = datetime.now(UTC)
+        for record in sorted(records, key=lambda r: order[r.topic]):  # stable: log order within each topic
+            self._apply(record, now)
         return len(records)
+
+    def _apply(self, record: Any, now: datetime) -> None:
+        """One input record into the state (erasures and retractions come through the feed)."""
+        if record.topic == self.topics.links:
+            self.state.add_links(self._links(record))
+        elif record.topic == self.topics.decisions:
+            try:
+                decision = self.codec.decode(record.value, expect=DECISION)[1]
+            except CodecError:
+                return
+            if decision["item_kind"] == "report":
+                self.state.decided(
+                    decision["recipient"], decision["item_id"], decision["allowed"], decision["retain_until"], now
+                )
+        elif record.topic == self.topics.accepted:
+            try:
+                accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")[1]
+            except CodecError:
+                return
+            self.state.accept(facts_from_accepted(accepted), now)
 
     def _links(self, record: Any) -> list[Link]:
         try:
@@ -151,93 +192,65 @@ class CorrelateSignals:
         tps = [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
         ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.options)
         records = await self._read(consumer, tps, ends)
-        current = self.correlator.evaluate()
-        key_of = {s.signal_id: key for key, s in current.items()}
         for record in records:
-            version, signal = signal_from_record(self.codec.decode(record.value)[1])
-            key = key_of.get(signal.signal_id)
-            self.book.load(version, signal, signal.requirement_id, key[1] if key else None)
-        # Open on the topic but not produced by the rebuilt state (the plan changed, say): close them.
-        self._stale = [s for _, s in self.book.latest() if s.status == "open" and s.signal_id not in key_of]
+            value = self.codec.decode(record.value)[1]
+            version, signal = signal_from_record(value)
+            self.state.load_signal(value.get("scope", HUB_SCOPE), value.get("seq", 0), version, signal)
+        self.state.settle_loaded()
         return len(records)
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
         await self._restore()
-        await self._erasures.catch_up()
-        results: dict[tuple[str, str], Signal | None] = {}
-        absorbed: dict[str, str] = {}
-        if self._pending_erasures or self._pending_retractions:
-            # Erased people and retracted reports leave every entity and signal: re-evaluate all (rare).
-            before = {key for key in self.book.by_entity}
-            self.correlator.erased |= self._pending_erasures
-            self.correlator.retract(self._pending_retractions)
-            self._pending_erasures, self._pending_retractions = set(), set()
-            absorbed.update(self.correlator.absorbed)
-            results.update({key: None for key in before})
-            results.update(self.correlator.evaluate())
-        merged: set[str] = set()
-        keys: dict[str, set[str]] = {}
-
-        def affected(found: dict[str, set[str]]) -> None:
-            for kind, entity_keys in found.items():
-                keys.setdefault(kind, set()).update(entity_keys)
-
-        for record in records:
+        await self._facts.catch_up()
+        now = datetime.now(UTC)
+        self._apply_facts()
+        self.state.expire(now)
+        ordered = sorted(records, key=lambda r: r.topic != self.topics.accepted)  # reports before their decisions
+        for record in ordered:
             if record.topic in (self.topics.erasures, self.topics.retractions):
                 continue  # applied above, through the feed, before any report of this batch
-            if record.topic == self.topics.links:
-                touched = self.correlator.add_links(self._links(record))
-                absorbed.update(self.correlator.absorbed)
-                merged |= touched
-                affected(self.correlator.affected(None, touched))
-                continue
-            try:
-                _, accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
-            except CodecError:
-                continue
-            facts = facts_from_accepted(accepted)
-            touched = self.correlator.add(facts)
-            absorbed.update(self.correlator.absorbed)
-            merged |= touched
-            if facts.report_id in self.correlator.reports:
-                affected(self.correlator.affected(facts.report_id, touched))
-        # Evaluated once per batch: an entity touched by several records of the batch is judged on its final state.
-        results.update(self.correlator.evaluate_keys(keys))
-        # An absorbed entity may itself have been absorbed again later in the batch.
-        final_absorbed = {}
-        for old, new in absorbed.items():
-            while new in absorbed and absorbed[new] != new:
-                new = absorbed[new]
-            final_absorbed[old] = new
-        emitted = self.book.apply(results, final_absorbed)
-        for stale in self._stale:
-            emitted += self.book.put(Signal(**{**stale.__dict__, "status": "closed"}))
-        self._stale = []
-        coverage = self._coverage_changes(records)
-        return (
-            coverage
-            + self._entities(merged, final_absorbed, records)
-            + [
-                Output(
-                    self.topics.signals,
-                    signal.signal_id.encode(),
-                    self.codec.encode(SIGNAL, signal_record(version, signal)),
-                )
-                for version, signal in emitted
-            ]
-        )
+            self._apply(record, now)
+        return self._outputs(records)
+
+    async def tick(self) -> list[Output]:
+        """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
+        if not self._ready:
+            return []
+        loop_now = asyncio.get_running_loop().time()
+        if loop_now - self._last_expiry < EXPIRY_CHECK_S:
+            return []
+        self._last_expiry = loop_now
+        await self._facts.catch_up()
+        self._apply_facts()
+        self.state.expire(datetime.now(UTC))
+        return self._outputs([])
+
+    def _outputs(self, records: Sequence[Any]) -> list[Output]:
+        hub = self.state.hub
+        touched, absorbed = set(hub.touched), dict(hub.absorbed)
+        emitted = self.state.flush()
+        outputs = self._coverage_changes(records)
+        if records:
+            outputs += self._entities(touched, absorbed, records)
+        hub.touched = set()
+        return outputs + [self._signal_output(e) for e in emitted]
+
+    def _signal_output(self, emitted: Emitted) -> Output:
+        record = signal_record(emitted.version, emitted.signal, emitted.scope, emitted.seq)
+        return Output(self.topics.signals, emitted.signal.signal_id.encode(), self.codec.encode(SIGNAL, record))
 
     def _entities(self, touched: set[str], absorbed: dict[str, str], records: Sequence[Any]) -> list[Output]:
-        """EntityMerged facts for the entities of this batch that hold more than one occurrence or took
+        """EntityMerged facts for the hub's entities of this batch that hold more than one occurrence or took
         another in (a newcomer alone is not news)."""
         at = datetime.fromtimestamp(max((r.timestamp for r in records), default=0) / 1000, UTC)
         took: dict[str, list[str]] = {}
         for old, new in absorbed.items():
             if old != new:
                 took.setdefault(new, []).append(old)
+        correlator = self.state.hub.correlator
         outputs = []
         for entity in sorted(touched):
-            members = self.correlator.entity_members.get(entity)
+            members = correlator.entity_members.get(entity)
             if members is None or (len(members) < 2 and entity not in took):
                 continue
             fact = {"entity_id": entity, "members": sorted(members), "absorbed": sorted(took.get(entity, [])), "at": at}
@@ -245,30 +258,32 @@ class CorrelateSignals:
         return outputs
 
     def _coverage_changes(self, records: Sequence[Any]) -> list[Output]:
-        """Coverage records for requirements whose numbers moved in this batch."""
-        now = max((r.timestamp for r in records), default=0)
-        current = self.correlator.coverage(self.book)
+        """Coverage records for the scopes and requirements whose numbers moved."""
+        now = max((r.timestamp for r in records), default=int(datetime.now(UTC).timestamp() * 1000))
         outputs = []
-        for requirement_id, row in current.items():
-            if self._coverage.get(requirement_id) != row:
-                self._pending_coverage[requirement_id] = row
-                outputs.append(
-                    Output(
-                        self.topics.coverage,
-                        requirement_id.encode(),
-                        self.codec.encode(COVERAGE, {**row, "as_of": datetime.fromtimestamp(now / 1000, UTC)}),
+        for name, scope in sorted(self.state.scopes.items()):
+            for requirement_id, row in scope.correlator.coverage(scope.book).items():
+                if scope.coverage.get(requirement_id) != row:
+                    self._pending_coverage[(name, requirement_id)] = row
+                    record = {**row, "scope": name, "as_of": datetime.fromtimestamp(now / 1000, UTC)}
+                    outputs.append(
+                        Output(
+                            self.topics.coverage,
+                            f"{name}|{requirement_id}".encode(),
+                            self.codec.encode(COVERAGE, record),
+                        )
                     )
-                )
         return outputs
 
     def committed(self) -> None:
-        self._coverage.update(self._pending_coverage)
+        for (name, requirement_id), row in self._pending_coverage.items():
+            self.state.scope(name).coverage[requirement_id] = row
         self._pending_coverage = {}
 
     def aborted(self) -> None:
         self._pending_coverage = {}
-        # The book and correlator already hold this batch: rebuild both from the topics before retrying.
+        # The books and correlators already hold this batch: rebuild them from the topics before retrying.
         self._ready = False
 
     async def close(self) -> None:
-        await self._erasures.stop()
+        await self._facts.stop()

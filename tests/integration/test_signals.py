@@ -31,6 +31,7 @@ def test_signals_are_the_same_in_order_and_shuffled_with_a_crash(broker: str, tm
         in_order.wait_for_outcomes(len(reports))
         in_order.wait_for_quiet()
         expected = final_signals(in_order)
+        expected_scoped = final_signals(in_order, scope=None)
         versions_are_gapless(in_order)
     assert sum(1 for s in expected.values() if s["requirement_id"] == "IR-1" and s["status"] == "open") > 20
 
@@ -54,6 +55,7 @@ def test_signals_are_the_same_in_order_and_shuffled_with_a_crash(broker: str, tm
         out_of_order.wait_for_outcomes(len(reports) + 30)
         out_of_order.wait_for_quiet()
         got = final_signals(out_of_order)
+        got_scoped = final_signals(out_of_order, scope=None)
         versions_are_gapless(out_of_order)
         both_linked = {w for w in ("0", "1") if "link index of partitions" in out_of_order.worker_log(w)}
         merged = out_of_order.decoded(out_of_order.topics.entities)
@@ -69,6 +71,10 @@ def test_signals_are_the_same_in_order_and_shuffled_with_a_crash(broker: str, tm
     differ = {k: v["requirement_id"] for k, v in open_signals(got).items() if k in expected and expected[k] != v}
     assert (extra, missing, differ) == ({}, {}, {})
     assert open_signals(got) == open_signals(expected)
+    # Every agency's and partner's own signals, correlated from what each may see, do not depend on
+    # arrival order either.
+    assert {s["scope"] for s in expected_scoped.values()} >= {"hub", "NZ-NIC", "NZ-CUSTOMS", "HSU-TH"}
+    assert open_signals(got_scoped) == open_signals(expected_scoped)
     for signals in (got, expected):
         for signal in signals.values():
             target = signal

@@ -1,0 +1,180 @@
+"""Correlation per scope: a report a scope may not see changes nothing that scope is shown, even where it
+would join two visible people, answer a requirement or take an entity's smallest member."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streams.correlate import ReportFacts, facts_from_accepted
+from streams.linking import KeyIndex, Link, by_partition, sightings_of
+from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
+from tests.correlation_kit import PLAN, Pipeline
+from tests.factories import make_report
+
+KEY = b"k" * 32
+SCOPE = "NZ-NIC"  # a recipient with no reports of its own: it sees what decisions give it
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+PEOPLE = [
+    ("Sokha Chan", "2008-04-02", "N01234567", "+85512345678"),
+    ("Dara Kim", "1999-01-12", "N07654321", "+85598765432"),
+    ("Lan Nguyen", "2001-07-30", "C1234567", "+84901234567"),
+    ("Malai Suksawat", "2009-01-17", "AA1234567", "+66812345678"),
+]
+ELEMENTS = ["ACT_RECRUITMENT", "ACT_TRANSPORT", "MEANS_DECEPTION", "MEANS_DEBT_BONDAGE", "PURPOSE_FORCED_LABOUR"]
+AGENCIES = ["NZ-CUSTOMS", "NZ-LABOUR", "NGO-SHAKTI", "NZ-POLICE"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return Pipeline(tmp_path_factory.mktemp("scoped"))
+
+
+def subject(person: int, shown: str) -> dict[str, Any]:
+    """A person as one agency happens to record them: by passport, by name and birth date, or both."""
+    name, dob, passport, phone = PEOPLE[person]
+    out: dict[str, Any] = {"role": "SUSPECTED_VICTIM", "nationality": "KH", "identifiers": []}
+    if shown in ("name", "both"):
+        out.update(name=name, date_of_birth=dob)
+    if shown in ("passport", "both"):
+        out["identifiers"].append({"kind": "PASSPORT", "value": passport, "issuer": "KH"})
+    if shown == "phone":
+        out.update(name=name)
+        out["identifiers"].append({"kind": "PHONE", "value": phone})
+    return out
+
+
+class Feed:
+    """Drives a ScopedCorrelation the way the union stage does: a report, its links, its decision, a flush."""
+
+    def __init__(self) -> None:
+        self.state = ScopedCorrelation(PLAN, KEY)
+        self.index = KeyIndex()
+        self.emitted: list[Emitted] = []
+
+    def step(self, facts: ReportFacts, visible_to_scope: bool) -> None:
+        now = NOW + timedelta(minutes=len(self.emitted))
+        self.state.accept(facts, now)
+        links: list[Link] = []
+        for sightings in by_partition(sightings_of(facts), 1).values():
+            for sighting in sightings:
+                links += self.index.add(sighting)
+        self.state.add_links(links)
+        self.state.decided(SCOPE, facts.report_id, visible_to_scope, None, now)
+        self.emitted += self.state.flush()
+
+    def shown_to(self, scope: str) -> list[tuple[int, int, dict[str, Any]]]:
+        return [(e.seq, e.version, e.signal.__dict__) for e in self.emitted if e.scope == scope]
+
+
+def accepted_facts(pipeline: Pipeline, reports: list[dict[str, Any]]) -> list[ReportFacts]:
+    return [facts_from_accepted(record) for record in pipeline.accept(reports)]
+
+
+def report(agency: str, elements: list[str], subjects: list[dict[str, Any]], day: int) -> dict[str, Any]:
+    return make_report(
+        source_agency=agency,
+        observed_at=f"2026-10-{day:02d}T10:00:00Z",
+        elements=elements,
+        subjects=subjects,
+        organisations=[],
+        narrative=None,
+    )
+
+
+def test_a_hidden_report_that_joins_two_visible_people_changes_nothing_in_the_scope(pipeline: Pipeline) -> None:
+    # Customs knows Sokha by passport, labour by name and birth date; only the RED police report
+    # carries both and so says they are one person.
+    visible = [
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(0, "passport")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(0, "name")], 2),
+    ]
+    hidden = report("NZ-POLICE", ["MEANS_DEBT_BONDAGE"], [subject(0, "both")], 3)
+    facts = accepted_facts(pipeline, [*visible, hidden])
+
+    with_hidden, without = Feed(), Feed()
+    for fact, shown in zip(facts, (True, True, False), strict=True):
+        with_hidden.step(fact, shown)
+    for fact in facts[:2]:
+        without.step(fact, True)
+
+    # The hub sees all three: one person across agencies, act + means + purpose: IR-1.
+    hub = {s["requirement_id"] for _, _, s in with_hidden.shown_to(HUB_SCOPE) if s["status"] == "open"}
+    assert "IR-1" in hub
+    # NZ-NIC sees two reports it cannot join: no IR-1, and exactly what it would be shown without the
+    # RED report existing at all.
+    assert with_hidden.shown_to(SCOPE) == without.shown_to(SCOPE)
+    assert not any(s["requirement_id"] == "IR-1" for _, _, s in with_hidden.shown_to(SCOPE))
+
+
+def test_scopes_name_the_same_signal_differently_and_never_by_a_recomputable_id(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(1, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(1, "both")], 2),
+    ]
+    feed = Feed()
+    for fact in accepted_facts(pipeline, reports):
+        feed.step(fact, True)
+    [hub] = [s for _, _, s in feed.shown_to(HUB_SCOPE) if s["requirement_id"] == "IR-1"]
+    [nic] = [s for _, _, s in feed.shown_to(SCOPE) if s["requirement_id"] == "IR-1"]
+    assert hub["report_ids"] == nic["report_ids"]
+    assert hub["signal_id"] != nic["signal_id"] and hub["entity"] != nic["entity"]
+    # Not the unkeyed derivation anyone could compute from a report id.
+    from streams.correlate import pseudonym, signal_id
+
+    entity_key = f"{min(nic['report_ids'])}#0"
+    assert nic["signal_id"] != signal_id("IR-1", entity_key) and nic["entity"] != pseudonym(entity_key)
+
+
+def test_a_report_whose_retention_is_over_leaves_the_recipients_scope_only(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(2, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(2, "both")], 2),
+    ]
+    first, second = accepted_facts(pipeline, reports)
+    state = ScopedCorrelation(PLAN, KEY)
+    index = KeyIndex()
+    for fact, until in ((first, None), (second, NOW + timedelta(days=1))):
+        state.accept(fact, NOW)
+        state.add_links([link for s in sightings_of(fact) for link in index.add(s)])
+        state.decided(SCOPE, fact.report_id, True, until, NOW)
+    emitted = state.flush()
+    assert any(e.scope == SCOPE and e.signal.requirement_id == "IR-1" for e in emitted)
+    state.expire(NOW + timedelta(days=2))
+    after = state.flush()
+    closed = [e for e in after if e.scope == SCOPE and e.signal.requirement_id == "IR-1"]
+    assert [e.signal.status for e in closed] == ["closed"]
+    assert not any(e.scope in (HUB_SCOPE, "NZ-LABOUR") for e in after)  # the agency and the hub keep it
+
+
+shown_as = st.sampled_from(["passport", "name", "both", "phone"])
+report_spec = st.tuples(
+    st.sampled_from(AGENCIES),
+    st.lists(st.sampled_from(ELEMENTS), min_size=1, max_size=3, unique=True),
+    st.lists(st.tuples(st.integers(0, len(PEOPLE) - 1), shown_as), min_size=1, max_size=2),
+    st.booleans(),  # visible to the scope
+    st.integers(1, 28),
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(report_spec, min_size=2, max_size=8))
+def test_no_mix_of_hidden_reports_changes_what_a_scope_is_shown(pipeline: Pipeline, specs: list[Any]) -> None:
+    reports = [
+        report(agency, elements, [subject(p, shown) for p, shown in people], day)
+        for agency, elements, people, _, day in specs
+    ]
+    visible = [spec[3] for spec in specs]
+    facts = accepted_facts(pipeline, reports)
+    with_hidden, without = Feed(), Feed()
+    for fact, shown in zip(facts, visible, strict=True):
+        with_hidden.step(fact, shown)
+        if shown:
+            without.step(fact, True)
+    assert with_hidden.shown_to(SCOPE) == without.shown_to(SCOPE)
