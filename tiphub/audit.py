@@ -124,9 +124,9 @@ def _named(foreign: list[ForeignRecord], most: int = 10) -> str:
 
 def _legacy_end(judged: list[tuple[int, dict[str, Any] | None, str | None]]) -> int:
     """The offset up to which entries without a MAC are the partition's legacy prefix: chained before
-    entries carried MACs, they are vouched for only by the hub's signed checkpoints. It is the
-    partition's last signed checkpoint before its first MAC'd entry (its first copy: a copy of an old
-    checkpoint, appended later, does not stretch the prefix). -1 when there is none."""
+    entries carried MACs, they are vouched for only by the hub's signed checkpoints. It is the offset
+    of the highest signed checkpoint before the partition's first MAC'd entry; a copy of a checkpoint,
+    appended later, is no higher, so it cannot stretch the prefix. -1 when there is none."""
     end, sealed = -1, -1
     for offset, record, reason in judged:
         if reason is not None or record is None:

@@ -2,10 +2,10 @@
 
 The only legitimate writer of tip.audit. Each intake partition is chained into the same partition
 of tip.audit, each entry with a MAC under the hub's audit MAC key. At assignment the head is rebuilt
-from that partition's tail: the last entry whose MAC verifies, never a record another writer appended
-(those are reported into the chain as an `integrity` event). Every committed batch ends with a
-checkpoint signed by the hub, and the same signed head is stored outside Kafka (the anchor) once the
-transaction has committed.
+from that partition's tail: the authentic entry with the highest seq that the anchor agrees with,
+never a record another writer appended (those are reported into the chain as an `integrity` event).
+Every committed batch ends with a checkpoint signed by the hub, and the same signed head is stored
+outside Kafka (the anchor) once the transaction has committed.
 """
 
 from __future__ import annotations
