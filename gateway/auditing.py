@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from gateway.security import invalid, require
 from gateway.views import CursorError, decode_cursor, encode_cursor
 from schemas.codec import CodecError, WireCodec
-from streams.audit_verify import verify_records
+from streams.audit_verify import decode_audit_records, verify_records
 from streams.feeds import read_partitions
-from tiphub.audit import AnchorStore
+from tiphub.audit import AnchorStore, chained_entries
 from tiphub.database import Database
 from tiphub.tokens import Caller
 
@@ -24,17 +24,21 @@ def build_audit_router() -> APIRouter:
     codec = WireCodec()
 
     async def trail(request: Request) -> list[tuple[int, int, dict[str, Any]]]:
-        """(partition, offset, event) of every chained event, checkpoints aside, read from tip.audit now."""
-        settings, topics = request.app.state.settings, request.app.state.views.topics
+        """(partition, offset, event) of every event the chaining stage wrote, read from tip.audit now.
+
+        Records anyone else wrote there (no valid MAC) and copies of real entries are left out, not
+        shown as events: /v1/audit/verify lists them."""
+        settings, topics, keys = request.app.state.settings, request.app.state.views.topics, request.app.state.keys
         bootstrap = request.app.state.bootstrap
         raw = await read_partitions(bootstrap, topics.audit, topics.partitions, settings.kafka_options())
         out = []
         for partition, records in raw.items():
-            for offset, value in records:
+            decoded = decode_audit_records(codec, records)
+            for offset, entry in chained_entries(
+                topics.audit, partition, decoded, keys.audit_mac, keys.hub_signing_public
+            ):
                 try:
-                    record = codec.decode(value, expect="tiphub.AuditRecord")[1]
-                    if record["event"]:
-                        out.append((partition, offset, codec.decode(record["event"])[1]))
+                    out.append((partition, offset, codec.decode(entry["event"], expect="tiphub.AuditEvent")[1]))
                 except CodecError:
                     continue
         return out
@@ -63,12 +67,13 @@ def build_audit_router() -> APIRouter:
 
     @router.get("/v1/audit/verify")
     async def verify(request: Request, caller: Annotated[Caller, Depends(AUDITOR)]) -> dict[str, Any]:
-        """Walk every partition's hash chain and check it against the latest signed anchor."""
-        settings, topics = request.app.state.settings, request.app.state.views.topics
+        """Walk every partition's hash chain past records the chaining stage did not write (listed in
+        `foreign`), check it against the latest signed anchor, and list entries no checkpoint covers."""
+        settings, topics, keys = request.app.state.settings, request.app.state.views.topics, request.app.state.keys
         bootstrap = request.app.state.bootstrap
+        anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)  # before the topic
         raw = await read_partitions(bootstrap, topics.audit, topics.partitions, settings.kafka_options())
-        anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)
-        report = verify_records(topics.audit, raw, anchors, request.app.state.keys.hub_signing_public)
+        report = verify_records(topics.audit, raw, anchors, keys.hub_signing_public, keys.audit_mac)
         return {
             "ok": report.ok,
             "partitions": [
@@ -79,6 +84,11 @@ def build_audit_router() -> APIRouter:
                     "last_seq": p.last_seq,
                     "anchor_seq": p.anchor_seq,
                     "problem": p.problem,
+                    "broken": p.broken,
+                    "foreign_offsets": p.foreign_offsets,
+                    "foreign": [{"offset": f.offset, "reason": f.reason} for f in p.foreign],
+                    "unanchored": p.unanchored,
+                    "legacy_entries": p.legacy_entries,
                 }
                 for p in report.partitions
             ],

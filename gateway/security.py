@@ -37,6 +37,7 @@ class GatewayKeys:
     hub_public: X25519PublicKey
     hub_key_id: str
     hub_signing_public: Ed25519PublicKey
+    audit_mac: bytes  # to tell the chaining stage's audit entries from records anyone else wrote to tip.audit
     notes: bytes
     vault_keks: Callable[[], list[bytes]]  # read at start, again every 30 s and when a key will not open
 
@@ -50,6 +51,7 @@ class GatewayKeys:
             hub_public=store.hub_encryption_key().public_key(),
             hub_key_id=store.hub_key_id(),
             hub_signing_public=store.hub_signing_key().public_key(),
+            audit_mac=store.audit_mac_key(),
             notes=store.notes_key_path.read_bytes(),
             vault_keks=store.vault_keks,
         )

@@ -10,18 +10,33 @@ from schemas.codec import CodecError, WireCodec
 from streams.feeds import RawRecord
 from tiphub.audit import Anchor, VerifyReport, verify_partition
 
+AUDIT_RECORD = "tiphub.AuditRecord"
+
+
+def decode_audit_records(codec: WireCodec, raw: list[RawRecord]) -> list[tuple[int, dict[str, Any] | None]]:
+    """(offset, AuditRecord) in offset order; None for a value that is not one (anyone may write garbage)."""
+    decoded: list[tuple[int, dict[str, Any] | None]] = []
+    for offset, value in raw:
+        try:
+            decoded.append((offset, codec.decode(value, expect=AUDIT_RECORD)[1]))
+        except CodecError:
+            decoded.append((offset, None))
+    return decoded
+
 
 def verify_records(
-    topic: str, raw: dict[int, list[RawRecord]], anchors: dict[int, Anchor], hub_public: Ed25519PublicKey
+    topic: str,
+    raw: dict[int, list[RawRecord]],
+    anchors: dict[int, Anchor],
+    hub_public: Ed25519PublicKey,
+    mac_key: bytes,
 ) -> VerifyReport:
+    """Every partition's chain checked against its anchor. Callers read the anchors before the topic:
+    an anchor read after it may already seal a batch committed since, and look like a truncation."""
     codec = WireCodec()
     report = VerifyReport(topic)
     for partition in sorted(set(raw) | set(anchors)):
-        decoded: list[tuple[int, dict[str, Any] | None]] = []
-        for offset, value in raw.get(partition, []):
-            try:
-                decoded.append((offset, codec.decode(value, expect="tiphub.AuditRecord")[1]))
-            except CodecError:
-                decoded.append((offset, None))
-        report.partitions.append(verify_partition(topic, partition, decoded, anchors.get(partition), hub_public))
+        records = decode_audit_records(codec, raw.get(partition, []))
+        anchor = anchors.get(partition)
+        report.partitions.append(verify_partition(topic, partition, records, anchor, hub_public, mac_key))
     return report

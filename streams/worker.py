@@ -103,6 +103,7 @@ def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalPr
         bootstrap,
         keys.hub_signing_key(),
         keys.hub_signing_key_id(),
+        keys.audit_mac_key(),
         AnchorStore(Database(settings.audit_anchor_database)),
         settings.kafka_options(),
     )

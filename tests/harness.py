@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,8 +23,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
+from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.feeds import read_until
 from streams.scoped import HUB_SCOPE
+from tiphub.audit import entry_hash
 from tiphub.embedded import ensure_topics
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -318,12 +321,48 @@ def flatten_strings(value: Any) -> Iterable[str]:
         yield str(value)
 
 
+@dataclass(frozen=True)
+class ForgedAuditEntry:
+    partition: int
+    offset: int
+    seq: int
+    hash: bytes
+    after: dict[str, Any]  # the authentic entry it links to
+
+
+def forge_audit_entry(hub: Hub, partition: int, item_id: str = "forged") -> ForgedAuditEntry:
+    """Append to tip.audit what anyone with write access to the topic can, without the hub's keys: an
+    entry that links perfectly to the partition's last entry (the next seq, that entry's hash as
+    prev_hash, a correct hash of its own event), only without a MAC."""
+    codec = WireCodec()
+    records = [r for r in hub.read(hub.topics.audit) if r.partition == partition]
+    last = [codec.decode(r.value)[1] for r in records if codec.decode(r.value)[1]["event"] is not None][-1]
+    event = codec.encode(
+        AUDIT_EVENT, audit_event("decision", "decide_sharing", "shared", item_id=item_id, recipient="NZ-NIC")
+    )
+    seq = last["seq"] + 1
+    forged = {**last, "seq": seq, "prev_hash": last["hash"], "hash": entry_hash(last["hash"], seq, event)}
+    value = codec.encode("tiphub.AuditRecord", {**forged, "event": event, "mac": None, "written_at": datetime.now(UTC)})
+
+    async def run() -> int:
+        producer = new_producer(hub.broker)
+        await producer.start()
+        try:
+            return int((await producer.send_and_wait(hub.topics.audit, value, partition=partition)).offset)
+        finally:
+            await producer.stop()
+
+    return ForgedAuditEntry(partition, asyncio.run(run()), seq, forged["hash"], last)
+
+
 __all__ = [
+    "ForgedAuditEntry",
     "Hub",
     "Record",
     "TracebackType",
     "final_signals",
     "flatten_strings",
+    "forge_audit_entry",
     "open_signals",
     "read_topics",
     "versions_are_gapless",

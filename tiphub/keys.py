@@ -97,6 +97,16 @@ class KeyStore:
         return load_ed25519(self.token_signing_path)
 
     @property
+    def audit_mac_path(self) -> Path:
+        """HMAC-SHA256 key authenticating each tip.audit entry: held by the hub, never by a writer of the topic."""
+        return self.dir / "hub" / "audit-mac.bin"
+
+    def audit_mac_key(self) -> bytes:
+        if not self.audit_mac_path.exists():
+            raise FileNotFoundError(f"no audit MAC key at {self.audit_mac_path}: run `tiphub keys init`")
+        return self.audit_mac_path.read_bytes()
+
+    @property
     def vault_kek_path(self) -> Path:
         return self.dir / "hub" / "vault-kek.bin"
 
@@ -122,6 +132,7 @@ class KeyStore:
         ensure(self.notes_key_path, secrets.token_bytes(32))
         ensure(self.pseudonym_key_path, secrets.token_bytes(32))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
+        ensure(self.audit_mac_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
             ensure(self.linkage_path(1), secrets.token_bytes(32))
         for agency in agencies:

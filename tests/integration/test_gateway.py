@@ -31,7 +31,7 @@ from taxii2client.v21 import Server, as_pages
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from tests.factories import make_report
-from tests.harness import Hub, flatten_strings
+from tests.harness import Hub, flatten_strings, forge_audit_entry
 from tiphub.embedded import free_port
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
@@ -452,6 +452,35 @@ def test_an_auditor_reads_the_trail_verifies_it_and_finds_who_saw_a_person(live:
     assert verified["ok"] and sum(p["entries"] for p in verified["partitions"]) > 100
     for path in ("/v1/audit", "/v1/audit/verify", f"/v1/audit/subjects/{token}"):
         assert live.get(path, analyst).status_code == 403
+
+
+def test_the_audit_api_names_a_forged_audit_record_and_the_trail_leaves_it_out(broker: str, tmp_path: Path) -> None:
+    with Hub.create(broker, tmp_path, "audit-forged") as hub:  # its own hub: the shared one stays untampered
+        reports = simulate(3, seed=21).reports
+        hub.publish(reports)
+        hub.start_worker()
+        hub.wait_for_outcomes(len(reports))
+        hub.wait_for_quiet()
+        forgery = forge_audit_entry(hub, 0, item_id="forged-item")
+        process, url = start_gateway(hub)
+        try:
+            live = Live(hub, url, token_authority(Settings(home=hub.home)), process)
+            auditor = live.token("auditor", agency="NZ-NIC")
+            verified = live.get("/v1/audit/verify", auditor).json()
+            assert not verified["ok"]
+            by_partition = {p["partition"]: p for p in verified["partitions"]}
+            assert by_partition[0]["foreign_offsets"] == [forgery.offset]
+            assert by_partition[0]["foreign"] == [{"offset": forgery.offset, "reason": "an entry without a MAC"}]
+            assert by_partition[0]["broken"] is None and by_partition[0]["unanchored"] == []
+            assert f"offset {forgery.offset}" in by_partition[0]["problem"]
+            assert all(p["problem"] is None for n, p in by_partition.items() if n != 0)
+
+            events = live.get("/v1/audit", auditor, params={"limit": 1000}).json()["events"]
+            assert "forged-item" not in {e["item_id"] for e in events}  # not served as if it were an event
+            assert len(events) == sum(p["entries"] for p in verified["partitions"])
+        finally:
+            process.terminate()
+            process.wait(20)
 
 
 def test_an_agency_without_a_kafka_client_publishes_over_http_and_follows_its_reports(live: Live) -> None:

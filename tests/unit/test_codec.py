@@ -19,6 +19,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.IndicatorReport": 19,
         "tiphub.SubmittedReport": 20,
         "tiphub.AcceptedReport": 21,
+        "tiphub.AuditRecord": 23,
     }
     assert {name: i for (name, version), i in ids.items() if version == 1} == {
         "tiphub.IndicatorReport": 1,

@@ -173,3 +173,5 @@ def test_the_wheel_the_image_installs_carries_schemas_agreements_plan_and_consol
         "gateway/static/console.html",
     ):
         assert needed in names, needed
+    for schema in (ROOT / "schemas" / "avro").rglob("*.avsc"):  # a later version's types too, or it cannot load
+        assert schema.relative_to(ROOT).as_posix() in names, schema

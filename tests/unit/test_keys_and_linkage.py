@@ -17,12 +17,23 @@ from tiphub.linkage import Linker, age_facts
 def test_keys_init_creates_private_files_once_and_never_overwrites(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     created = store.init()
-    assert len(created) == 7 + len(DEMO_AGENCIES)  # hub: x25519, ed25519, tokens, relay, notes, vault KEK, linkage
+    # hub: x25519, ed25519, tokens, relay, notes, vault KEK, audit MAC, linkage
+    assert len(created) == 8 + len(DEMO_AGENCIES)
     for path in created:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     before = {p: p.read_bytes() for p in created}
     assert store.init() == []
     assert {p: p.read_bytes() for p in created} == before
+
+
+def test_an_existing_home_gets_the_audit_mac_key_from_init_and_keeps_every_other_key(tmp_path: Path) -> None:
+    store = KeyStore(tmp_path)
+    store.init()
+    store.audit_mac_path.unlink()  # a home made before the audit MAC key existed
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert store.init() == [store.audit_mac_path]
+    assert len(store.audit_mac_key()) == 32 and stat.S_IMODE(store.audit_mac_path.stat().st_mode) == 0o600
+    assert {p: p.read_bytes() for p in before} == before
 
 
 def test_registry_revocation_applies_from_its_time(tmp_path: Path) -> None:
