@@ -20,6 +20,8 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.SubmittedReport": 20,
         "tiphub.AcceptedReport": 21,
         "tiphub.AuditRecord": 23,
+        "tiphub.Signal": 24,
+        "tiphub.Coverage": 25,
     }
     assert {name: i for (name, version), i in ids.items() if version == 1} == {
         "tiphub.IndicatorReport": 1,

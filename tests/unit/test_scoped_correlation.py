@@ -4,7 +4,6 @@ would join two visible people, answer a requirement or take an entity's smallest
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
