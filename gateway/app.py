@@ -27,11 +27,12 @@ from sse_starlette.sse import EventSourceResponse
 from gateway.auditing import build_audit_router
 from gateway.limits import EdgeLimits
 from gateway.links import responding, signal_page_links
-from gateway.release import build_router, foreign_partners
+from gateway.release import build_router
 from gateway.reports import build_reports_router
 from gateway.security import AuditSink, GatewayKeys, invalid, require
 from gateway.taxii import build_taxii_router
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from policies.loader import foreign_partners
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
 from streams.views import open_view

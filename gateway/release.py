@@ -16,8 +16,8 @@ from gateway.links import pending_links, responding, summary_links
 from gateway.security import AuditSink, forbid, invalid, require
 from gateway.summaries import ActionRefused, Summary, check_approve, check_consent, check_withdraw
 from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
-from policies.loader import AGREEMENTS_DIR, load_directory
-from policies.model import Agreement, OriginatorAgreement
+from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
+from policies.model import OriginatorAgreement
 from schemas.codec import WireCodec
 from tiphub.tokens import Caller
 
@@ -41,14 +41,6 @@ def pre_authorised(directory: Any) -> dict[str, frozenset[str]]:
             if held is None or agreement.version > held.version:
                 current[agreement.originator] = agreement
     return {originator: a.pre_authorised_release for originator, a in current.items()}
-
-
-def foreign_partners(directory: Any) -> set[str]:
-    return {
-        a.recipient
-        for a in load_directory(directory or AGREEMENTS_DIR)
-        if isinstance(a, Agreement) and a.kind == "foreign"
-    }
 
 
 def build_router(agreements_dir: Any) -> APIRouter:

@@ -292,3 +292,12 @@ def load_directory(directory: Path = AGREEMENTS_DIR) -> list[Agreement | Origina
     if not found:
         raise AgreementError(str(directory), None, "", "no agreements found (expected recipients/*.yaml)")
     return found
+
+
+def foreign_partners(directory: Path | None = None) -> set[str]:
+    """The recipients abroad (partners such as the HSUs) that any agreement in `directory` names."""
+    return {
+        a.recipient
+        for a in load_directory(directory or AGREEMENTS_DIR)
+        if isinstance(a, Agreement) and a.kind == "foreign"
+    }

@@ -12,6 +12,11 @@ the signal's id).
 The `hub` scope holds every accepted report: the hub's own evaluation (`tiphub eval`, the bench).
 No caller is ever served it.
 
+A release scope `A>P` holds the reports that both an agency (or domestic recipient) A and a partner
+P may see. A summary for P drafted by A's analysts is one of its signals (gateway/release.py): made
+only of what both sides may see, grouped only by evidence both may see, so neither the drafter nor
+the partner learns anything of a report hidden from either.
+
 Signal ids and entity pseudonyms are keyed per scope (`ScopeNames`): two scopes' ids for one
 person cannot be matched, and nobody without the hub's pseudonym key can recompute an id from a
 report id. Pure logic: the union stage (streams/agents/correlate_signals.py) feeds it and writes
@@ -34,6 +39,11 @@ if TYPE_CHECKING:
     from streams.linking import Link
 
 HUB_SCOPE = "hub"
+RELEASE = ">"  # release scopes are named AGENCY>PARTNER
+
+
+def release_scope(agency: str, partner: str) -> str:
+    return f"{agency}{RELEASE}{partner}"
 
 
 class ScopeNames:
@@ -146,12 +156,25 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return None if a is None or b is None else max(a, b)
 
 
-class ScopedCorrelation:
-    """Every scope's correlation, fed with accepted reports, sharing decisions, links and facts."""
+def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else min(a, b)
 
-    def __init__(self, plan: list[Requirement], pseudonym_key: bytes, contact_limit: int = 3) -> None:
+
+class ScopedCorrelation:
+    """Every scope's correlation, fed with accepted reports, sharing decisions, links and facts.
+
+    `partners`: the foreign recipients; each pairs with every other scope into a release scope."""
+
+    def __init__(
+        self,
+        plan: list[Requirement],
+        pseudonym_key: bytes,
+        partners: Iterable[str] = (),
+        contact_limit: int = 3,
+    ) -> None:
         self.plan = plan
         self.key = pseudonym_key
+        self.partners = frozenset(partners)
         self.contact_limit = contact_limit
         self.scopes: dict[str, _Scope] = {}
         self.facts: dict[str, ReportFacts] = {}
@@ -178,6 +201,31 @@ class ScopedCorrelation:
     def hub(self) -> _Scope:
         return self.scope(HUB_SCOPE)
 
+    def _grant(self, name: str, facts: ReportFacts, retain_until: datetime | None) -> None:
+        """The report is visible to `name`: into its scope, and into every release scope whose other side
+        sees it too (until the earlier of the two ends)."""
+        self.scope(name).add(facts, self.links, retain_until)
+        if name == HUB_SCOPE or RELEASE in name:
+            return
+        report_id = facts.report_id
+        others = (
+            [s for s in self.scopes.values() if s.name not in self.partners and s.name != HUB_SCOPE]
+            if name in self.partners
+            else [self.scopes[p] for p in sorted(self.partners) if p in self.scopes]
+        )
+        for other in others:
+            if RELEASE in other.name or report_id not in other.held:
+                continue
+            agency, partner = (other.name, name) if name in self.partners else (name, other.name)
+            until = _earlier(self.scopes[name].held[report_id], other.held[report_id])
+            self.scope(release_scope(agency, partner)).add(facts, self.links, until)
+
+    def _revoke(self, name: str, report_id: str) -> None:
+        """The report is no longer visible to `name`: out of its scope and of the release scopes it is in."""
+        for scope in list(self.scopes.values()):
+            if scope.name == name or (RELEASE in scope.name and name in scope.name.split(RELEASE)):
+                scope.remove({report_id})
+
     # -- facts arriving --------------------------------------------------------------------
     def accept(self, facts: ReportFacts, now: datetime) -> None:
         """An accepted report: it is in the hub's scope and its agency's, and in every scope a decision
@@ -186,10 +234,10 @@ class ScopedCorrelation:
             return
         self.facts[facts.report_id] = facts
         self.hub.add(facts, self.links, None)
-        self.scope(facts.agency).add(facts, self.links, None)
-        for scope, retain_until in self.grants.get(facts.report_id, {}).items():
+        self._grant(facts.agency, facts, None)
+        for scope, retain_until in sorted(self.grants.get(facts.report_id, {}).items()):
             if retain_until is None or retain_until > now:
-                self.scope(scope).add(facts, self.links, retain_until)
+                self._grant(scope, facts, retain_until)
 
     def decided(
         self, recipient: str, report_id: str, allowed: bool, retain_until: datetime | None, now: datetime
@@ -199,14 +247,14 @@ class ScopedCorrelation:
         if allowed and (retain_until is None or retain_until > now):
             self.grants[report_id][recipient] = retain_until
             if facts is not None:
-                self.scope(recipient).add(facts, self.links, retain_until)
+                self._grant(recipient, facts, retain_until)
             return
         self.grants.get(report_id, {}).pop(recipient, None)
-        if facts is not None and facts.agency != recipient and recipient in self.scopes:
-            self.scopes[recipient].remove({report_id})
+        if facts is not None and facts.agency != recipient:
+            self._revoke(recipient, report_id)
 
     def add_links(self, links: Iterable[Link]) -> None:
-        held = [s for s in self.scopes.values()]
+        held = list(self.scopes.values())
         for link in links:
             if link.b in self.links[link.a]:
                 continue
@@ -228,8 +276,9 @@ class ScopedCorrelation:
             scope.forget(erased, retracted)
 
     def expire(self, now: datetime) -> None:
-        """Reports whose sharing decision's retention is over leave the recipient's scope."""
-        for scope in self.scopes.values():
+        """Reports whose sharing decision's retention is over leave the recipient's scope (and its release
+        scopes, whose ends are never later)."""
+        for scope in list(self.scopes.values()):
             over = {r for r, until in scope.held.items() if until is not None and until <= now}
             scope.remove(over)
 

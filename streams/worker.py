@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from policies.loader import AGREEMENTS_DIR, load_directory
+from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agents.accept_reports import AcceptReports
@@ -120,6 +120,7 @@ def build_correlate_processor(settings: Settings, bootstrap: str) -> Transaction
         plan,
         KeyStore(settings.home).pseudonym_key(),
         settings.kafka_options(),
+        frozenset(foreign_partners(settings.agreements_dir)),
     )
     # One union instance holds the global entity state; decisions (who may see what), links and facts
     # are input too.

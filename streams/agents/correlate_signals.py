@@ -71,15 +71,17 @@ class CorrelateSignals:
         plan: list[Requirement],
         pseudonym_key: bytes,
         client_options: dict[str, Any] | None = None,
+        partners: frozenset[str] = frozenset(),
     ) -> None:
         self.topics = topics
         self.bootstrap = bootstrap
         self.group_id = group_id
         self.plan = plan
         self.pseudonym_key = pseudonym_key
+        self.partners = partners
         self.options = client_options or {}
         self.codec = WireCodec()
-        self.state = ScopedCorrelation(plan, pseudonym_key)
+        self.state = ScopedCorrelation(plan, pseudonym_key, partners)
         self._pending_erasures: set[str] = set()
         self._pending_retractions: set[str] = set()
         self._facts = self._new_feed()
@@ -108,7 +110,7 @@ class CorrelateSignals:
         async with self._lock:
             if self._ready:
                 return
-            self.state = ScopedCorrelation(self.plan, self.pseudonym_key)
+            self.state = ScopedCorrelation(self.plan, self.pseudonym_key, self.partners)
             await self._facts.stop()
             self._pending_erasures, self._pending_retractions = set(), set()
             self._facts = self._new_feed()

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 
 from streams.correlate import ReportFacts, facts_from_accepted
 from streams.linking import KeyIndex, Link, by_partition, sightings_of
-from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
+from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation, release_scope
 from tests.correlation_kit import PLAN, Pipeline
 from tests.factories import make_report
 
 KEY = b"k" * 32
 SCOPE = "NZ-NIC"  # a recipient with no reports of its own: it sees what decisions give it
+PARTNER = "HSU-TH"
+RELEASE = release_scope(SCOPE, PARTNER)
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 PEOPLE = [
@@ -53,11 +55,11 @@ class Feed:
     """Drives a ScopedCorrelation the way the union stage does: a report, its links, its decision, a flush."""
 
     def __init__(self) -> None:
-        self.state = ScopedCorrelation(PLAN, KEY)
+        self.state = ScopedCorrelation(PLAN, KEY, partners={PARTNER})
         self.index = KeyIndex()
         self.emitted: list[Emitted] = []
 
-    def step(self, facts: ReportFacts, visible_to_scope: bool) -> None:
+    def step(self, facts: ReportFacts, visible_to_scope: bool, visible_to_partner: bool = False) -> None:
         now = NOW + timedelta(minutes=len(self.emitted))
         self.state.accept(facts, now)
         links: list[Link] = []
@@ -65,6 +67,7 @@ class Feed:
             for sighting in sightings:
                 links += self.index.add(sighting)
         self.state.add_links(links)
+        self.state.decided(PARTNER, facts.report_id, visible_to_partner, None, now)
         self.state.decided(SCOPE, facts.report_id, visible_to_scope, None, now)
         self.emitted += self.state.flush()
 
@@ -158,6 +161,7 @@ report_spec = st.tuples(
     st.lists(st.sampled_from(ELEMENTS), min_size=1, max_size=3, unique=True),
     st.lists(st.tuples(st.integers(0, len(PEOPLE) - 1), shown_as), min_size=1, max_size=2),
     st.booleans(),  # visible to the scope
+    st.booleans(),  # visible to the partner
     st.integers(1, 28),
 )
 
@@ -165,15 +169,36 @@ report_spec = st.tuples(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(report_spec, min_size=2, max_size=8))
 def test_no_mix_of_hidden_reports_changes_what_a_scope_is_shown(pipeline: Pipeline, specs: list[Any]) -> None:
+    """Three runs: every report; only those the scope may see; only those the partner may see. What the
+    scope, the partner and their release scope are shown never depends on what the observer may not see."""
     reports = [
         report(agency, elements, [subject(p, shown) for p, shown in people], day)
-        for agency, elements, people, _, day in specs
+        for agency, elements, people, _, _, day in specs
     ]
-    visible = [spec[3] for spec in specs]
+    flags = [(spec[3], spec[4]) for spec in specs]
     facts = accepted_facts(pipeline, reports)
-    with_hidden, without = Feed(), Feed()
-    for fact, shown in zip(facts, visible, strict=True):
-        with_hidden.step(fact, shown)
-        if shown:
-            without.step(fact, True)
-    assert with_hidden.shown_to(SCOPE) == without.shown_to(SCOPE)
+    everything, scope_only, partner_only = Feed(), Feed(), Feed()
+    for fact, (to_scope, to_partner) in zip(facts, flags, strict=True):
+        everything.step(fact, to_scope, to_partner)
+        if to_scope:
+            scope_only.step(fact, True, to_partner)
+        if to_partner:
+            partner_only.step(fact, to_scope, True)
+    assert everything.shown_to(SCOPE) == scope_only.shown_to(SCOPE)
+    assert everything.shown_to(PARTNER) == partner_only.shown_to(PARTNER)
+    assert everything.shown_to(RELEASE) == scope_only.shown_to(RELEASE) == partner_only.shown_to(RELEASE)
+
+
+def test_a_release_scope_holds_exactly_what_both_sides_may_see(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(3, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(3, "both")], 2),
+        report("NZ-IMMIGRATION", ["PURPOSE_FORCED_LABOUR"], [subject(3, "both")], 3),
+    ]
+    feed = Feed()
+    for fact, flags in zip(accepted_facts(pipeline, reports), ((True, True), (True, True), (True, False)), strict=True):
+        feed.step(fact, *flags)
+    held = feed.state.scopes[RELEASE].held
+    assert set(held) == {r["report_id"] for r in reports[:2]}
+    [signal] = [s for _, _, s in feed.shown_to(RELEASE) if s["requirement_id"] == "IR-1" and s["status"] == "open"]
+    assert set(signal["report_ids"]) == set(held)
