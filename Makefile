@@ -17,6 +17,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@scripts/ensure-chromium
+	@scripts/ensure-postgres
 	$(PY) -m pytest -q $(ARGS)
 
 test-fast: $(STAMP)

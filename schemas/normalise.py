@@ -9,6 +9,7 @@ import phonenumbers
 
 DOCUMENT_KINDS = frozenset({"PASSPORT", "NATIONAL_ID", "VISA"})
 CONTACT_KINDS = frozenset({"PHONE", "EMAIL", "BANK_ACCOUNT", "SOCIAL_HANDLE"})
+IDENTIFIER_KINDS = DOCUMENT_KINDS | CONTACT_KINDS | {"VEHICLE"}  # CONTRACT section 2
 _ALNUM = re.compile(r"[^A-Z0-9]")
 _PHONE_CHARS = re.compile(r"^\+?[0-9 ()./-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
-from schemas.normalise import normalise_identifier
+from schemas.normalise import fold_name, normalise_identifier
 from schemas.registry import RegisteredSchema
 from tiphub import crypto
 from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
@@ -65,6 +65,11 @@ def submission_key_prefix(agency: str, report_id: str, signature: bytes) -> str:
     The same envelope delivered again gets the same keys; any other submission, even of the same
     report_id, gets its own."""
     return f"{agency}/{report_id}/{hashlib.sha256(signature).hexdigest()[:16]}"
+
+
+def subject_token(linker: Linker, name: str, dob: str) -> str:
+    """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
+    return linker.token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
 
 
 def report_id_of_key(key_id: str) -> str:
@@ -337,7 +342,10 @@ class AcceptStage:
         """The vault keys of a report, indexed for erasure by the tokens of every live linkage key version."""
         report_id = opened.report["report_id"]
         prefix = self._key_prefix(opened)
-        requests = [KeyRequest(f"{prefix}/r", report_id)]
+        # The report's own key (narrative, registrations: free text that may name anyone in it) goes with
+        # the key of any of its subjects: erasing one person shreds them.
+        subject_keys = tuple(f"{prefix}/s{i}" for i in range(len(opened.report["subjects"])))
+        requests = [KeyRequest(f"{prefix}/r", report_id, (), subject_keys)]
         per_version = [self._subject_tokens(opened, linker) for linker in self.linkers]
         for i, subject in enumerate(opened.report["subjects"]):
             index = [token for tokens in per_version for _, token in tokens[i]]
@@ -352,10 +360,7 @@ class AcceptStage:
         return submission_key_prefix(opened.report["source_agency"], opened.report["report_id"], opened.signature)
 
     def subject_token(self, name: str, dob: str, linker: Linker | None = None) -> str:
-        """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
-        from schemas.normalise import fold_name
-
-        return (linker or self.linker).token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
+        return subject_token(linker or self.linker, name, dob)
 
     @staticmethod
     def _registration_token(linker: Linker, org: dict[str, Any]) -> str | None:

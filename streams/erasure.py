@@ -12,11 +12,45 @@ from datetime import UTC, datetime
 
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
+from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
+from streams.accept import report_id_of_key, subject_token
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
+from tiphub.linkage import Linker
 from tiphub.vault import KeyVault
 
 ERASED_FACT = "tiphub.SubjectErased"
+
+
+class ErasureRequestError(ValueError):
+    """An erasure request that names no person the hub could look for; says which option and why."""
+
+
+def erasure_tokens(
+    linkers: tuple[Linker, ...],
+    *,
+    identifier: str | None = None,
+    name: str | None = None,
+    dob: str | None = None,
+) -> list[str]:
+    """The linkage tokens, under every live linkage key version, of the person an erasure request names:
+    by one identifier (`KIND:VALUE[:ISSUER]`, e.g. `PASSPORT:N01234567:KH`), or by name and date of birth
+    (as reports recorded them). The hub derives them itself: no one outside it holds a token."""
+    if identifier is not None:
+        kind, sep, rest = identifier.partition(":")
+        value, _, issuer = rest.partition(":")
+        if kind not in IDENTIFIER_KINDS:
+            raise ErasureRequestError(f"--identifier: the kind must be one of {', '.join(sorted(IDENTIFIER_KINDS))}")
+        if not sep or not value:
+            raise ErasureRequestError("--identifier: give KIND:VALUE[:ISSUER]")
+        try:
+            canonical = normalise_identifier(kind, value, issuer or None, None)
+        except IdentifierError as exc:
+            raise ErasureRequestError(f"--identifier: {exc}") from None
+        return [linker.token(kind, canonical) for linker in linkers]
+    if name and dob:
+        return [subject_token(linker, name, dob) for linker in linkers]
+    raise ErasureRequestError("give --identifier KIND:VALUE[:ISSUER], or both --name and --dob")
 
 
 @dataclass(frozen=True)
@@ -29,18 +63,19 @@ async def erase_subject(
     bootstrap: str,
     topics: Topics,
     vault: KeyVault,
-    token: str,
+    tokens: str | list[str],
     *,
     reason: str,
     requested_by: str,
     client_options: dict[str, object] | None = None,
 ) -> ErasureResult:
-    """Erase everyone indexed under `token` (any of their linkage tokens)."""
+    """Erase everyone indexed under any of `tokens` (linkage tokens of the person, any key version)."""
+    wanted = [tokens] if isinstance(tokens, str) else tokens
     return await erase_keys(
         bootstrap,
         topics,
         vault,
-        sorted(vault.key_ids_for_token(token)),
+        sorted({key_id for token in wanted for key_id in vault.key_ids_for_token(token)}),
         reason=reason,
         requested_by=requested_by,
         client_options=client_options,
@@ -59,6 +94,9 @@ async def erase_keys(
 ) -> ErasureResult:
     if not key_ids:
         return ErasureResult([], 0)
+    # What depends on them goes too (the reports' own keys, triage notes): each gets its fact, so every
+    # view shows [erased] where it was.
+    key_ids = sorted({*key_ids, *vault.dependents(key_ids)})
     codec = WireCodec()
     now = datetime.now(UTC)
     producer = new_producer(bootstrap, dict(client_options or {}))
@@ -67,7 +105,7 @@ async def erase_keys(
         for key_id in key_ids:
             fact = {
                 "subject_key_id": key_id,
-                "report_id": key_id.rsplit("/", 1)[0],
+                "report_id": report_id_of_key(key_id),
                 "tokens": vault.tokens_for_key(key_id),
                 "erased_at": now,
                 "reason": reason,

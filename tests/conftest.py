@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
+import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +15,7 @@ from hypothesis import HealthCheck, settings
 
 from streams.kafka_clients import harden
 from tests.harness import Hub
-from tiphub.embedded import EmbeddedBroker, wait_ready
+from tiphub.embedded import EmbeddedBroker, free_port, wait_ready
 
 # Property tests: a fast profile in `make test`, 10^4 cases each in `make bench`.
 settings.register_profile("fast", max_examples=200, deadline=None)
@@ -49,3 +52,43 @@ def hub(broker: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator
     """A hub home with keys, and this test's own topics on the shared broker."""
     with Hub.create(broker, tmp_path, request.node.name) as hub:
         yield hub
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL: TIPHUB_TEST_POSTGRES if set, else a cluster this session starts in a temporary
+    directory with Debian's server binaries (scripts/ensure-postgres installs them), as the postgres
+    user when the session runs as root (the server refuses root)."""
+    target = os.environ.get("TIPHUB_TEST_POSTGRES")
+    if target:
+        yield target
+        return
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("no PostgreSQL server binaries (scripts/ensure-postgres installs Debian's postgresql)")
+    bindir = Path(initdb).resolve().parent
+    data = Path(tempfile.mkdtemp(prefix="tiphub-pg-"))
+    as_postgres: list[str] = []
+    if os.getuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_postgres = ["runuser", "-u", "postgres", "--"]
+
+    def run(*args: str) -> None:
+        done = subprocess.run([*as_postgres, *args], capture_output=True, text=True, timeout=120, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"could not start a PostgreSQL: {' '.join(args[:1])}: {done.stderr.strip()[-300:]}")
+
+    port = free_port()
+    run(str(bindir / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
+    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+    run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-o", options, "-l", str(data / "log"), "-w", "start")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_postgres, str(bindir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+            check=False,
+            timeout=60,
+        )
+        shutil.rmtree(data, ignore_errors=True)

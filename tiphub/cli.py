@@ -362,8 +362,16 @@ app.add_typer(audit_app, name="audit")
 
 @app.command()
 def erase(
+    identifier: Annotated[
+        str | None,
+        typer.Option(
+            "--identifier", help="The person by one identifier: KIND:VALUE[:ISSUER], e.g. PASSPORT:N01234567:KH."
+        ),
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", help="The person's name, with --dob.")] = None,
+    dob: Annotated[str | None, typer.Option("--dob", help="Date of birth as reports recorded it, with --name.")] = None,
     subject_token: Annotated[
-        str | None, typer.Option("--subject-token", help="Any linkage token of the person.")
+        str | None, typer.Option("--subject-token", help="Any linkage token of the person (hub-internal).")
     ] = None,
     reapply: Annotated[
         bool,
@@ -375,19 +383,34 @@ def erase(
     home: HomeOpt = None,
     topic_prefix: PrefixOpt = None,
 ) -> None:
-    """Erase a person by crypto-shredding: an erasure fact, their keys destroyed, an audit event."""
-    from streams.erasure import erase_subject, reapply_erasures
+    """Erase a person by what the request names: an erasure fact, their keys destroyed, an audit event.
+
+    The hub derives the person's linkage tokens itself, under every live linkage key version; what the
+    request names is never printed, logged or written anywhere."""
+    from streams.erasure import ErasureRequestError, erase_subject, erasure_tokens, reapply_erasures
     from tiphub.database import Database
     from tiphub.keys import KeyStore
+    from tiphub.linkage import Linker
     from tiphub.runtime import resolve_broker, topics_for
     from tiphub.vault import SqlKeyVault
 
-    if (subject_token is None) == (not reapply):
-        console.print("[red]give either --subject-token or --reapply[/red]")
+    by_person = identifier is not None or name is not None or dob is not None
+    if sum((by_person, subject_token is not None, reapply)) != 1:
+        console.print("[red]give one of --identifier, --name with --dob, --subject-token or --reapply[/red]")
         raise typer.Exit(2)
     settings = settings_from(broker, home, topic_prefix)
+    keys = KeyStore(settings.home)
+    if by_person:
+        current, earlier = Linker.live(keys.linkage_keys())
+        try:
+            tokens = erasure_tokens((current, *earlier), identifier=identifier, name=name, dob=dob)
+        except ErasureRequestError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    else:
+        tokens = [subject_token] if subject_token else []
     bootstrap = resolve_broker(settings)
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
+    vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
     if reapply:
         named, deleted = asyncio.run(
             reapply_erasures(
@@ -400,22 +423,21 @@ def erase(
         )
         out.print(f"erasures re-applied: {named} key(s) named on tip.erasures, {deleted} destroyed now")
         return
-    assert subject_token is not None
     result = asyncio.run(
         erase_subject(
             bootstrap,
             topics_for(settings),
             vault,
-            subject_token,
+            tokens,
             reason=reason,
             requested_by=requested_by,
             client_options=settings.kafka_options(),
         )
     )
     if not result.subject_key_ids:
-        console.print("[red]no subject is indexed under that token[/red]")
+        console.print("[red]no accepted report names such a person[/red]")
         raise typer.Exit(1)
-    out.print(f"erased {len(result.subject_key_ids)} subject record(s); {result.keys_deleted} key(s) destroyed")
+    out.print(f"erased: {len(result.subject_key_ids)} key(s) named, {result.keys_deleted} destroyed")
 
 
 retention_app = typer.Typer(no_args_is_help=True, help="Retention of what the hub can read.")

@@ -2,7 +2,9 @@
 
 Deleting a key is crypto-shredding: every sealed copy of what it protected, on any topic and
 in any backup of the topics, becomes unreadable. Keys are indexed by the subject's linkage
-tokens so that a person can be erased by token.
+tokens so that a person can be erased by token. A key may depend on others (a report's own key
+on its subjects' keys, a signal's triage-notes key on the keys of the people in it): deleting a
+key deletes every key that depends on it, so free text that may name a person goes with them.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class KeyRequest:
     key_id: str
     report_id: str
     tokens: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()  # deleted with any of these keys
 
 
 class KeyVault(Protocol):
@@ -34,6 +37,8 @@ class KeyVault(Protocol):
     def key_ids_for_token(self, token: str) -> list[str]: ...
 
     def tokens_for_key(self, key_id: str) -> list[str]: ...
+
+    def dependents(self, key_ids: Iterable[str]) -> list[str]: ...
 
     def delete(self, key_ids: Iterable[str]) -> int: ...
 
@@ -67,6 +72,10 @@ class SqlKeyVault:
                 token TEXT NOT NULL, key_id TEXT NOT NULL, PRIMARY KEY (token, key_id))"""
         )
         db.execute("CREATE INDEX IF NOT EXISTS key_tokens_key ON key_tokens (key_id)")
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS key_dependencies (
+                key_id TEXT NOT NULL, depends_on TEXT NOT NULL, PRIMARY KEY (depends_on, key_id))"""
+        )
 
     @staticmethod
     def _checked(keks: list[bytes]) -> list[bytes]:
@@ -145,6 +154,10 @@ class SqlKeyVault:
                 "INSERT INTO key_tokens (token, key_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 [(token, r.key_id) for r in requests for token in r.tokens],
             )
+            tx.executemany(
+                "INSERT INTO key_dependencies (key_id, depends_on) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(r.key_id, other) for r in requests for other in r.depends_on],
+            )
             keys: dict[str, bytes] = {}
             ids = [r.key_id for r in requests]
             for start in range(0, len(ids), 500):
@@ -167,12 +180,31 @@ class SqlKeyVault:
     def tokens_for_key(self, key_id: str) -> list[str]:
         return sorted(r[0] for r in self.db.query("SELECT token FROM key_tokens WHERE key_id = ?", (key_id,)))
 
+    def dependents(self, key_ids: Iterable[str]) -> list[str]:
+        """Every key that depends, directly or through others, on one of `key_ids` (not those themselves)."""
+        found: set[str] = set()
+        frontier = set(key_ids)
+        seen = set(frontier)
+        while frontier:
+            step: set[str] = set()
+            for key_id in frontier:
+                step |= {
+                    r[0] for r in self.db.query("SELECT key_id FROM key_dependencies WHERE depends_on = ?", (key_id,))
+                }
+            frontier = step - seen
+            seen |= step
+            found |= step
+        return sorted(found - set(key_ids))
+
     def delete(self, key_ids: Iterable[str]) -> int:
+        """Delete these keys and every key that depends on them. Returns how many keys existed and went."""
+        ids = list(key_ids)
         deleted = 0
         with self.db.transaction() as tx:
-            for key_id in key_ids:
+            for key_id in [*ids, *self.dependents(ids)]:
                 deleted += tx.execute("DELETE FROM data_keys WHERE key_id = ?", (key_id,))
                 tx.execute("DELETE FROM key_tokens WHERE key_id = ?", (key_id,))
+                tx.execute("DELETE FROM key_dependencies WHERE key_id = ?", (key_id,))
         return deleted
 
 
@@ -182,12 +214,15 @@ class InMemoryKeyVault:
     def __init__(self) -> None:
         self.keys: dict[str, bytes] = {}
         self.tokens: dict[str, set[str]] = {}
+        self.depending: dict[str, set[str]] = {}  # key -> keys that depend on it
 
     def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]:
         for r in requests:
             self.keys.setdefault(r.key_id, new_data_key())
             for token in r.tokens:
                 self.tokens.setdefault(token, set()).add(r.key_id)
+            for other in r.depends_on:
+                self.depending.setdefault(other, set()).add(r.key_id)
         return {r.key_id: self.keys[r.key_id] for r in requests}
 
     def get(self, key_id: str) -> bytes | None:
@@ -199,10 +234,23 @@ class InMemoryKeyVault:
     def tokens_for_key(self, key_id: str) -> list[str]:
         return sorted(token for token, ids in self.tokens.items() if key_id in ids)
 
+    def dependents(self, key_ids: Iterable[str]) -> list[str]:
+        start = set(key_ids)
+        found: set[str] = set()
+        frontier = set(start)
+        while frontier:
+            step = {d for key_id in frontier for d in self.depending.get(key_id, ())} - found - start
+            found |= step
+            frontier = step
+        return sorted(found)
+
     def delete(self, key_ids: Iterable[str]) -> int:
+        ids = list(key_ids)
         deleted = 0
-        for key_id in key_ids:
+        for key_id in [*ids, *self.dependents(ids)]:
             deleted += self.keys.pop(key_id, None) is not None
-            for ids in self.tokens.values():
-                ids.discard(key_id)
+            for ids_of_token in self.tokens.values():
+                ids_of_token.discard(key_id)
+            for depending in self.depending.values():
+                depending.discard(key_id)
         return deleted

@@ -109,7 +109,7 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     assert len(decoy_keys) == PARTITIONS and victim_key_id not in decoy_keys
     assert all(key.startswith(f"NZ-LABOUR/{report_id}/") for key in decoy_keys)
     erase = subprocess.run(
-        [sys.executable, "-m", "tiphub", "erase", "--subject-token", decoy_token],
+        [sys.executable, "-m", "tiphub", "erase", "--identifier", "PASSPORT:ZZ7654321:NZ"],
         env=hub.env(),
         capture_output=True,
         text=True,

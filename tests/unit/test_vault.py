@@ -18,18 +18,6 @@ from tiphub.database import Database
 from tiphub.keys import KeyStore
 from tiphub.vault import InMemoryKeyVault, KeyRequest, KeyVault, SqlKeyVault
 
-POSTGRES_URL = os.environ.get("TIPHUB_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def _postgres_available() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(POSTGRES_URL, connect_timeout=2).close()
-        return True
-    except Exception:
-        return False
-
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])
 def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyVault]:
@@ -38,12 +26,11 @@ def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyVault]:
     elif request.param == "sqlite":
         yield SqlKeyVault(Database(f"sqlite:///{tmp_path}/vault.sqlite3"), os.urandom(32))
     else:
-        if not _postgres_available():
-            pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+        url = request.getfixturevalue("postgres_url")
         schema = "t" + uuid.uuid4().hex[:10]
-        admin = Database(POSTGRES_URL)
+        admin = Database(url)
         admin.execute(f"CREATE SCHEMA {schema}")
-        db = Database(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}")
+        db = Database(f"{url}?options=-csearch_path%3D{schema}")
         try:
             yield SqlKeyVault(db, os.urandom(32))
         finally:
@@ -78,6 +65,28 @@ def test_keys_are_found_by_token_and_deleted_for_good(vault: KeyVault) -> None:
     # A re-delivered report after erasure gets a new key: the old ciphertexts stay unreadable.
     fresh = vault.get_or_create_many([KeyRequest("r1/s0", "r1")])
     assert fresh["r1/s0"] is not None
+
+
+def test_a_key_goes_with_every_key_it_depends_on(vault: KeyVault) -> None:
+    """A report's key depends on each of its subjects' keys, a notes key on the people of a signal: erasing
+    any one of those people shreds the free text that may name them."""
+    vault.get_or_create_many(
+        [
+            KeyRequest("r1/s0", "r1", ("passport-a",)),
+            KeyRequest("r1/s1", "r1", ("passport-b",)),
+            KeyRequest("r1/r", "r1", (), ("r1/s0", "r1/s1")),
+            KeyRequest("note/sig-1", "sig-1", (), ("r1/s1", "r2/s0")),
+            KeyRequest("r2/s0", "r2", ("passport-c",)),
+        ]
+    )
+    vault.get_or_create_many([KeyRequest("r1/r", "r1", (), ("r1/s0",))])  # asked again: changes nothing
+    assert vault.dependents(["r1/s1"]) == ["note/sig-1", "r1/r"]
+    assert vault.dependents(["r2/s0"]) == ["note/sig-1"]
+    assert vault.delete(vault.key_ids_for_token("passport-b")) == 3
+    assert [vault.get(k) is None for k in ("r1/s1", "r1/r", "note/sig-1")] == [True, True, True]
+    assert vault.get("r1/s0") is not None and vault.get("r2/s0") is not None
+    assert vault.dependents(["r1/s0"]) == []  # the report key went, and with it its dependency
+    assert vault.delete(["r2/s0"]) == 1
 
 
 def test_sqlite_vault_wraps_keys_and_is_private(tmp_path: Path) -> None:
