@@ -211,11 +211,11 @@ def test_a_restored_vault_backup_does_not_bring_an_erased_person_back(hub: Hub) 
 
     first = tiphub("erase", "--reapply")
     assert first.returncode == 0, first.stderr
-    assert "1 key(s) named on tip.erasures, 1 destroyed now" in first.stdout
+    assert "2 key(s) named on tip.erasures, 2 destroyed now" in first.stdout  # the person's and their report's
     assert restored.get(tokens[erased_token]) is None
     others = [key for t, key in tokens.items() if t != erased_token]
     assert others and all(restored.get(key) is not None for key in others)  # nobody else is touched
-    assert "1 key(s) named on tip.erasures, 0 destroyed now" in tiphub("erase", "--reapply").stdout
+    assert "2 key(s) named on tip.erasures, 0 destroyed now" in tiphub("erase", "--reapply").stdout
     audit = [e for e in hub.decoded(hub.topics.audit_intake) if e["kind"] == "erasure"]
     assert sorted(e["outcome"] for e in audit) == ["erased", "reapplied"]  # intake events span partitions
     assert tiphub("erase").returncode == 2  # neither a person nor --reapply
