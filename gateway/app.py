@@ -1,8 +1,11 @@
 """create_app(settings) -> FastAPI: the hub's HTTP face (CONTRACT section 5).
 
-This release serves identity (bearer tokens), the analysts' signal feed (pages and Server-Sent
-Events with resumable cursors), one signal with its contributing reports as the caller may see
-them, the schema-registry read API, liveness and metrics. Every denial and disclosure is audited.
+This module serves identity (bearer tokens), the analysts' signal feed (pages and Server-Sent
+Events with sealed, resumable cursors), one signal with its contributing reports as the caller may
+see them, triage, coverage, the schema-registry read API, liveness and metrics; the routers it
+includes serve the release workflow, partners, TAXII, agencies and auditors. A caller is served
+only from their own scope (gateway/views.py). Every denial (a 404 for what the caller may not see
+included) and every disclosure is audited.
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
+from gateway.cursors import CursorError, CursorSealer
 from gateway.limits import EdgeLimits
 from gateway.links import responding, signal_page_links
 from gateway.release import build_router
 from gateway.reports import build_reports_router
 from gateway.security import AuditSink, GatewayKeys, invalid, require
 from gateway.taxii import build_taxii_router
-from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from gateway.views import HubViews
+from policies.engine import ERASED
 from policies.loader import foreign_partners
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
@@ -41,8 +46,8 @@ from tiphub import __version__, crypto
 from tiphub.database import Database
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
-from tiphub.tokens import Caller
-from tiphub.vault import KeyVault, SqlKeyVault
+from tiphub.tokens import Caller, TokenError
+from tiphub.vault import KeyRequest, KeyVault, SqlKeyVault
 
 ANALYST = require("analyst")
 STATIC = Path(__file__).with_name("static")
@@ -50,6 +55,8 @@ ANYONE_AUTHENTICATED = require()
 
 
 TRIAGE = "tiphub.TriageEvent"
+SIGNAL_FEED = "signals"
+REPORT_HEADLINE = ("source_agency", "indicator_type", "observed_at", "elements")
 
 
 class TriageRequest(BaseModel):
@@ -59,35 +66,40 @@ class TriageRequest(BaseModel):
     note: str = Field(default="", max_length=2000, description="Free text; sealed on the topic, shown to analysts.")
 
 
-def triage_history(views: HubViews, signal_id: str, notes_key: bytes) -> list[dict[str, Any]]:
-    return [
-        {
-            "state": e["state"],
-            "actor": e["actor"],
-            "at": e["at"],
-            "note": crypto.unseal(notes_key, e["note_sealed"], e["event_id"].encode()).decode()
-            if e["note_sealed"]
-            else "",
-        }
-        for e in views.triage.get(signal_id, [])
-    ]
+def note_key_id(signal_id: str, event_id: str) -> str:
+    """Each triage note has its own vault key, which depends on the keys of the people of the signal:
+    erasing any of them shreds the note (it may name them)."""
+    return f"note/{signal_id}/{event_id}"
 
 
-def opened_view(views: HubViews, vault: KeyVault, caller: Caller, report_id: str) -> Any:
-    view_json = views.view_json.get((caller.acts_for, report_id))
-    if not views.decisions.get((caller.acts_for, report_id)) or not view_json:
-        return None
-    return open_view(json.loads(view_json), views.accepted[report_id], vault, views.erased)
+def triage_history(views: HubViews, vault: KeyVault, signal_id: str) -> list[dict[str, Any]]:
+    history = []
+    for event in views.triage.get(signal_id, []):
+        note = ""
+        if event["note_sealed"]:
+            key_id = note_key_id(signal_id, event["event_id"])
+            key = None if key_id in views.erased else vault.get(key_id)
+            try:
+                note = ERASED if key is None else crypto.unseal(key, event["note_sealed"], key_id.encode()).decode()
+            except crypto.DecryptionError:
+                note = ERASED
+        history.append({"state": event["state"], "actor": event["actor"], "at": event["at"], "note": note})
+    return history
 
 
 def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
-    metrics = CollectorRegistry()
-    requests = Counter("tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=metrics)
-    signal_versions = Gauge("tiphub_gateway_signal_versions", "Signal versions the gateway holds", registry=metrics)
-    decisions = Gauge(
-        "tiphub_decisions", "Sharing decisions on tip.decisions", ["recipient", "allowed"], registry=metrics
+    public_metrics = CollectorRegistry()  # for anyone: the gateway's traffic and the stages' lag
+    full_metrics = CollectorRegistry()  # for auditors: what the hub holds and decides, per recipient
+    requests = Counter(
+        "tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=public_metrics
     )
-    lag = Gauge("tiphub_stage_lag", "Records a stream stage has not committed yet", ["stage"], registry=metrics)
+    lag = Gauge("tiphub_stage_lag", "Records a stream stage has not committed yet", ["stage"], registry=public_metrics)
+    signal_versions = Gauge(
+        "tiphub_gateway_signal_versions", "Signal versions the gateway holds, every scope", registry=full_metrics
+    )
+    decisions = Gauge(
+        "tiphub_decisions", "Sharing decisions on tip.decisions", ["recipient", "allowed"], registry=full_metrics
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,15 +110,18 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.submitted = {}  # report ids this gateway relayed, until the accept stage decides
         app.state.tokens = token_authority(settings)
         app.state.keys = keys = GatewayKeys.load(settings.home)
+        app.state.cursors = CursorSealer(keys.cursors)
         app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
         await app.state.audit.start()
-        await app.state.views.start()
         try:
-            yield
+            await app.state.views.start()
+            try:
+                yield
+            finally:
+                await app.state.views.stop()
         finally:
-            await app.state.views.stop()
             await app.state.audit.stop()
 
     app = FastAPI(title="tiphub gateway", version=__version__, lifespan=lifespan)
@@ -133,24 +148,43 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
-        """Prometheus metrics: requests by route and status, decisions by recipient, each stage's lag."""
+        """Prometheus metrics: requests by route and status, each stage's lag. With an auditor's token, also
+        what the hub holds and decides per recipient (counts that would tell an anonymous caller how much
+        is shared with whom)."""
         views: HubViews = request.app.state.views
-        signal_versions.set(len(views.signals))
-        counts: dict[tuple[str, bool], int] = {}
-        for (recipient, _), allowed in list(views.decisions.items()):
-            counts[(recipient, allowed)] = counts.get((recipient, allowed), 0) + 1
-        for (recipient, allowed), n in counts.items():
-            decisions.labels(recipient, str(allowed).lower()).set(n)
         for stage, behind in (await views.lag(lambda stage: group_id(settings, stage))).items():
             lag.labels(stage).set(behind)
-        return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(public_metrics)
+        if await auditor_or_none(request) is not None:
+            signal_versions.set(sum(len(feed.versions) for feed in views.feeds.values()))
+            counts: dict[tuple[str, bool], int] = {}
+            for (recipient, _), decided in list(views.decisions.items()):
+                counts[(recipient, decided.allowed)] = counts.get((recipient, decided.allowed), 0) + 1
+            for (recipient, allowed), n in counts.items():
+                decisions.labels(recipient, str(allowed).lower()).set(n)
+            body += generate_latest(full_metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    async def auditor_or_none(request: Request) -> Caller | None:
+        """The caller, if a valid auditor's token came with the request (metrics need none)."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        try:
+            caller = request.app.state.tokens.verify(token.strip())
+        except TokenError:
+            return None
+        return caller if caller.role == "auditor" else None
 
     # -- analyst feeds ---------------------------------------------------------------------
-    def parse_cursor(after: str | None) -> dict[int, int]:
+    def position_of(request: Request, caller: Caller, after: str | None) -> int:
         try:
-            return decode_cursor(after)
+            return request.app.state.cursors.open(SIGNAL_FEED, caller.acts_for, after, 1)[0]  # type: ignore[no-any-return]
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
+
+    def cursor_at(request: Request, caller: Caller, position: int) -> str:
+        return request.app.state.cursors.seal(SIGNAL_FEED, caller.acts_for, [position])  # type: ignore[no-any-return]
 
     @app.get("/v1/signals", tags=["analysts"], responses=responding(200, "A page of signals.", signal_page_links()))
     async def signals(
@@ -159,14 +193,15 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         after: Annotated[str | None, Query(description="The `next` cursor of the previous page.")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
-        """Signal versions this caller may see, in log order, each (signal_id, version) once."""
+        """Signal versions of the caller's agency, correlated from the reports it may see, in feed order,
+        each (signal_id, version) once."""
         views: HubViews = request.app.state.views
-        items, position = views.page(caller, parse_cursor(after), limit)
+        items, position = views.page(caller, position_of(request, caller, after), limit)
         if items:
             await request.app.state.audit.disclosed(
                 caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
             )
-        return {"signals": [item for item, _ in items], "next": encode_cursor(position)}
+        return {"signals": [item for item, _ in items], "next": cursor_at(request, caller, position)}
 
     @app.get("/v1/signals/stream", tags=["analysts"])
     async def stream(
@@ -176,7 +211,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     ) -> EventSourceResponse:
         """The same feed as Server-Sent Events. Each event's id is the cursor just after it."""
         views: HubViews = request.app.state.views
-        position = parse_cursor(request.headers.get("last-event-id") or after)
+        position = position_of(request, caller, request.headers.get("last-event-id") or after)
 
         async def events() -> AsyncIterator[dict[str, str]]:
             nonlocal position
@@ -186,8 +221,12 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
                     await request.app.state.audit.disclosed(
                         caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
                     )
-                for item, cursor in items:
-                    yield {"id": encode_cursor(cursor), "event": "signal", "data": json.dumps(jsonable_encoder(item))}
+                for item, at in items:
+                    yield {
+                        "id": cursor_at(request, caller, at),
+                        "event": "signal",
+                        "data": json.dumps(jsonable_encoder(item)),
+                    }
                 position = after_page
                 if not items:
                     async with views.changed:
@@ -196,36 +235,42 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
         return EventSourceResponse(events(), ping=15)
 
+    async def own_signal(request: Request, caller: Caller, signal_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(latest record, as the caller sees it) of a signal of the caller's scope; a 404, audited, for any
+        other id (another scope's, or none at all: the answer is the same)."""
+        views: HubViews = request.app.state.views
+        record = views.latest(caller.acts_for or "", signal_id)
+        shown = views.render(caller.acts_for or "", record) if record is not None else None
+        if not isinstance(shown, dict):
+            await request.app.state.audit.denied(request, "not_found", caller)
+            raise HTTPException(404, "no such signal visible to this caller")
+        return record, shown  # type: ignore[return-value]
+
     @app.get("/v1/signals/{signal_id}", tags=["analysts"])
     async def one_signal(request: Request, signal_id: str, caller: Annotated[Caller, Depends(ANALYST)]) -> Any:
         """The latest version of one signal and its contributing reports, as this caller may see them."""
         views: HubViews = request.app.state.views
         vault: KeyVault = request.app.state.vault
-        version = views.latest.get(signal_id)
-        shown = views.view(caller, version) if version else None
-        if not isinstance(shown, dict):
-            raise HTTPException(404, "no such signal visible to this caller")
+        _, shown = await own_signal(request, caller, signal_id)
         reports = []
         for report_id in shown["report_ids"]:
-            facts = views.reports[report_id]
+            found = views.report_view(caller.acts_for or "", report_id)
+            view, fields = found if found is not None else (None, [])
+            opened = open_view(view, views.accepted[report_id], vault, views.erased) if view is not None else None
             reports.append(
                 {
                     "report_id": report_id,
-                    "source_agency": facts.agency,
-                    "indicator_type": facts.indicator_type,
-                    "observed_at": facts.observed_at,
-                    "elements": list(facts.elements),
-                    "fields_shared": views.fields.get((caller.acts_for, report_id), []),
-                    # What the decision for the caller's agreement shares, sealed fields opened with the
-                    # subjects' vault keys ([erased] once a person is erased); None when no decision shares it.
-                    "view": opened_view(views, vault, caller, report_id),
+                    # Each as the caller's decision shows it: a generalised date is the month, a dropped one absent.
+                    **({k: opened.get(k) for k in REPORT_HEADLINE} if isinstance(opened, dict) else {}),
+                    "fields_shared": [f["path"] for f in fields if f["rule"] != "drop"],
+                    "field_decisions": fields,
+                    "view": opened,
                 }
             )
         await request.app.state.audit.disclosed(
             caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]}
         )
-        notes_key = request.app.state.keys.notes
-        return {**shown, "reports": reports, "triage": triage_history(views, signal_id, notes_key)}
+        return {**shown, "reports": reports, "triage": triage_history(views, vault, signal_id)}
 
     app.include_router(build_router(settings.agreements_dir))
     app.include_router(build_audit_router())
@@ -234,9 +279,10 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     @app.get("/v1/coverage", tags=["analysts"])
     async def coverage(request: Request, caller: Annotated[Caller, Depends(ANALYST)]) -> dict[str, Any]:
-        """Collection Plan coverage per requirement (counts only; no report is named)."""
-        rows = request.app.state.views.coverage
-        return {"requirements": [rows[k] for k in sorted(rows)]}
+        """Collection Plan coverage per requirement over the reports the caller's agency may see (counts
+        only; no report is named)."""
+        rows = request.app.state.views.coverage.get(caller.acts_for, {})
+        return {"requirements": [{k: v for k, v in rows[r].items() if k != "scope"} for r in sorted(rows)]}
 
     @app.get("/", include_in_schema=False)
     async def console() -> FileResponse:
@@ -247,13 +293,22 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     async def triage(
         request: Request, signal_id: str, body: TriageRequest, caller: Annotated[Caller, Depends(ANALYST)]
     ) -> Any:
-        """Set a signal's triage state with a note (the note is sealed on tip.triage)."""
+        """Set a signal's triage state with a note: the caller's agency's own triage of its own signal. The
+        note is sealed on tip.triage under a key of its own that goes with any person of the signal."""
         views: HubViews = request.app.state.views
-        version = views.latest.get(signal_id)
-        if version is None or not isinstance(views.view(caller, version), dict):
-            raise HTTPException(404, "no such signal visible to this caller")
+        vault: KeyVault = request.app.state.vault
+        record, _ = await own_signal(request, caller, signal_id)
         event_id = str(uuid.uuid4())
-        notes_key = request.app.state.keys.notes
+        sealed = None
+        if body.note:
+            key_id = note_key_id(signal_id, event_id)
+            people = tuple(
+                subject["subject_key_id"]
+                for report_id in record["report_ids"]
+                for subject in views.accepted[report_id]["subjects"]
+            )
+            key = vault.get_or_create_many([KeyRequest(key_id, signal_id, (), people)])[key_id]
+            sealed = crypto.seal(key, body.note.encode(), key_id.encode())
         event = {
             "event_id": event_id,
             "signal_id": signal_id,
@@ -261,11 +316,11 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             "actor": f"{caller.role}:{caller.subject}",
             "actor_agency": caller.agency,
             "at": datetime.now(UTC),
-            "note_sealed": crypto.seal(notes_key, body.note.encode(), event_id.encode()) if body.note else None,
+            "note_sealed": sealed,
         }
         await request.app.state.audit.send(views.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event))
         await views.applied(event_id)
-        return {"signal_id": signal_id, "triage": triage_history(views, signal_id, notes_key)}
+        return {"signal_id": signal_id, "triage": triage_history(views, vault, signal_id)}
 
     # -- Confluent Schema Registry read API ------------------------------------------------
     registry = load_registry()

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from gateway.cursors import CursorError
 from gateway.security import invalid, require
-from gateway.views import CursorError, decode_cursor, encode_cursor
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import decode_audit_records, verify_records
 from streams.feeds import read_partitions
@@ -51,19 +51,20 @@ def build_audit_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> dict[str, Any]:
         """Audit events in chain order per partition, with a cursor."""
+        count = request.app.state.views.topics.partitions
         try:
-            position = decode_cursor(after)
+            position = request.app.state.cursors.open("audit", "auditors", after, count)
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
         events: list[dict[str, Any]] = []
         for partition, offset, event in sorted(await trail(request), key=lambda t: (t[2]["at"], t[0], t[1])):
-            if offset < position.get(partition, 0):
+            if offset < position[partition]:
                 continue
             if len(events) >= limit:
                 break
             position[partition] = offset + 1
             events.append({**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition})
-        return {"events": events, "next": encode_cursor(position)}
+        return {"events": events, "next": request.app.state.cursors.seal("audit", "auditors", position)}
 
     @router.get("/v1/audit/verify")
     async def verify(request: Request, caller: Annotated[Caller, Depends(AUDITOR)]) -> dict[str, Any]:

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
+from gateway.cursors import CursorError
 from gateway.links import report_links, responding
 from gateway.security import GatewayKeys, forbid, invalid, require
-from gateway.views import CursorError, HubViews, decode_cursor, encode_cursor
+from gateway.views import HubViews
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import ReportValidationError, report_from_json
@@ -62,7 +63,7 @@ def build_reports_router() -> APIRouter:
     async def status(request: Request, report_id: str, caller: Annotated[Caller, Depends(PUBLISHER)]) -> Any:
         """accepted; rejected with the reason and field; or submitted while the accept stage has not decided."""
         views: HubViews = request.app.state.views
-        accepted = views.reports.get(report_id)
+        accepted = views.facts.get(report_id)
         if accepted is not None and accepted.agency == caller.agency:
             return {"report_id": report_id, "status": "accepted"}
         rejected = views.rejected_by_id.get((caller.agency, report_id))
@@ -76,6 +77,7 @@ def build_reports_router() -> APIRouter:
             }
         if request.app.state.submitted.get(report_id) == caller.agency:
             return {"report_id": report_id, "status": "submitted"}
+        await request.app.state.audit.denied(request, "not_found", caller)
         raise HTTPException(404, "no report with this id from your agency")
 
     @router.get("/v1/reports/rejected")
@@ -86,20 +88,20 @@ def build_reports_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
     ) -> dict[str, Any]:
         """Rejections of submissions that claimed the caller's agency, in log order."""
+        views: HubViews = request.app.state.views
         try:
-            position = decode_cursor(after)
+            position = request.app.state.cursors.open("rejected", caller.agency, after, views.topics.partitions)
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
-        views: HubViews = request.app.state.views
         out: list[dict[str, Any]] = []
         for partition, offset, value in list(views.rejected):
-            if offset < position.get(partition, 0):
+            if offset < position[partition]:
                 continue
             if len(out) >= limit:
                 break
             position[partition] = offset + 1
             if value["source_agency"] == caller.agency:
                 out.append({k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")})
-        return {"rejected": out, "next": encode_cursor(position)}
+        return {"rejected": out, "next": request.app.state.cursors.seal("rejected", caller.agency, position)}
 
     return router

@@ -38,7 +38,7 @@ class GatewayKeys:
     hub_key_id: str
     hub_signing_public: Ed25519PublicKey
     audit_mac: bytes  # to tell the chaining stage's audit entries from records anyone else wrote to tip.audit
-    notes: bytes
+    cursors: bytes
     vault_keks: Callable[[], list[bytes]]  # read at start, again every 30 s and when a key will not open
 
     @classmethod
@@ -52,7 +52,7 @@ class GatewayKeys:
             hub_key_id=store.hub_key_id(),
             hub_signing_public=store.hub_signing_key().public_key(),
             audit_mac=store.audit_mac_key(),
-            notes=store.notes_key_path.read_bytes(),
+            cursors=store.cursor_key_path.read_bytes(),
             vault_keks=store.vault_keks,
         )
 
@@ -74,8 +74,8 @@ class AuditSink:
     async def stop(self) -> None:
         await self.producer.stop()
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
-        await self.producer.send_and_wait(topic, value, key=key)
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        await self.producer.send_and_wait(topic, value, key=key, partition=partition)
 
     async def write(self, kind: str, actor: str, outcome: str, **fields: Any) -> None:
         event = audit_event(kind, actor, outcome, **fields)

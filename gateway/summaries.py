@@ -1,14 +1,18 @@
 """Partner summaries: two-person release with originator consent, as a fold over tip.summaries.
 
 Life of a summary:
-- an analyst drafts it for one partner; its content is the partner's view of a signal as the
-  sharing decisions allow (computed, never typed);
+- an analyst drafts it for one partner; it is one signal of the release scope of the analyst's
+  agency and that partner (streams/scoped.py: correlated only from reports both may see), and its
+  content is what the partner's decided views of those reports allow (policies/visibility.py),
+  computed, never typed;
 - each contributing agency whose originator agreement does not pre-authorise release to that
   partner must consent, through one of its releasing officers;
-- a releasing officer other than the drafter approves;
-- once approved with every consent it is released: the partner's liaison officers can pull it;
-- a releasing officer or the drafter can withdraw it at any time; the partner then sees only
-  that it was withdrawn.
+- a releasing officer of the drafting agency, other than the drafter, approves: that agency sees
+  every report of the content, so the approver sees what goes out;
+- once approved with every consent it is released (after the content, the agreements, retractions
+  and erasures are checked again): the partner's liaison officers can pull it;
+- a releasing officer of the drafting agency, or the drafter, can withdraw it at any time; the
+  partner then sees only that it was withdrawn.
 
 `check_*` functions decide whether an action is allowed (pure); `SummaryBook.apply` folds the
 events, so every gateway instance rebuilds the same state from the topic.
@@ -20,24 +24,30 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tiphub.tokens import Caller
+
 
 class ActionRefused(Exception):
-    """`status` is the HTTP status: 403 for who may not, 409 for a summary in the wrong state."""
+    """`conflict`: the summary is in the wrong state or its content moved (409); otherwise the caller may
+    not (403)."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, *, conflict: bool = False) -> None:
         super().__init__(message)
-        self.status = status
         self.reason = reason
+        self.conflict = conflict
 
 
 @dataclass
 class Summary:
     summary_id: str
     partner: str
-    signal_id: str
+    scope: str  # the release scope AGENCY>PARTNER
+    signal_id: str  # the release scope's signal
     signal_version: int
     drafter: str  # the token subject: one person is the drafter under any of their roles
+    drafter_agency: str
     content: dict[str, Any]
+    report_ids: tuple[str, ...]
     consents_required: set[str]
     consents: set[str] = field(default_factory=set)
     approved_by: str | None = None
@@ -49,6 +59,7 @@ class Summary:
         return self.approved_by is not None and self.consents_required <= self.consents
 
     def public(self) -> dict[str, Any]:
+        """What the drafting agency's analysts and officers see: the whole draft."""
         return {
             "summary_id": self.summary_id,
             "partner": self.partner,
@@ -60,6 +71,18 @@ class Summary:
             "consents_required": sorted(self.consents_required),
             "consents": sorted(self.consents),
             "content": self.content,
+        }
+
+    def for_consenting(self, agency: str, own_content: dict[str, Any]) -> dict[str, Any]:
+        """What a contributing agency's releasing officer sees: what the partner would learn from that
+        agency's own reports, and whether that agency consented; nothing of the other contributors."""
+        return {
+            "summary_id": self.summary_id,
+            "partner": self.partner,
+            "status": self.status,
+            "consent_required": agency in self.consents_required,
+            "consented": agency in self.consents,
+            "content": own_content,
         }
 
     def for_partner(self) -> dict[str, Any]:
@@ -81,13 +104,18 @@ class SummaryBook:
         self.seen.add(event["event_id"])
         kind, sid = event["kind"], event["summary_id"]
         if kind == "drafted":
+            if not event.get("scope"):
+                return  # drafted before release scopes: its content was not built from decided views
             self.summaries[sid] = Summary(
                 summary_id=sid,
                 partner=event["partner"],
+                scope=event["scope"],
                 signal_id=event["signal_id"],
                 signal_version=event["signal_version"],
                 drafter=event["actor"].partition(":")[2],  # the person, whatever role they drafted in
+                drafter_agency=event["actor_agency"] or "",
                 content=json.loads(event["content_json"] or "{}"),
+                report_ids=tuple(event.get("report_ids") or ()),
                 consents_required=set(event["consents_required"]),
             )
             return
@@ -100,6 +128,8 @@ class SummaryBook:
             summary.approved_by = event["actor"]
         elif kind == "released":
             summary.status, summary.released = "released", True
+            if event["content_json"]:
+                summary.content = json.loads(event["content_json"])
         elif kind == "withdrawn":
             summary.status = "withdrawn"
 
@@ -107,24 +137,41 @@ class SummaryBook:
         return [s for s in self.summaries.values() if s.status == "pending"]
 
 
-def check_consent(summary: Summary, actor_agency: str | None) -> None:
-    if summary.status != "pending":
-        raise ActionRefused(409, "not_pending", f"summary is {summary.status}")
-    if actor_agency not in summary.consents_required:
-        raise ActionRefused(403, "not_a_consenting_agency", "only a contributing agency that must consent can")
+def concerns(summary: Summary, caller: Caller) -> bool:
+    """Whether a summary is any of this caller's business: their agency drafted it, or must consent to it
+    (releasing officers), or it is their partner's (liaison officers, once released)."""
+    if caller.role == "liaison":
+        return caller.partner == summary.partner and summary.released
+    if caller.agency == summary.drafter_agency:
+        return True
+    return caller.role == "releasing_officer" and caller.agency in summary.consents_required
 
 
-def check_approve(summary: Summary, subject: str) -> None:
+def check_consent(summary: Summary, caller: Caller) -> None:
     if summary.status != "pending":
-        raise ActionRefused(409, "not_pending", f"summary is {summary.status}")
-    if subject == summary.drafter:
-        raise ActionRefused(403, "drafter_cannot_approve", "the drafter of a summary cannot approve it")
+        raise ActionRefused("not_pending", f"summary is {summary.status}", conflict=True)
+    if caller.agency not in summary.consents_required:
+        raise ActionRefused("not_a_consenting_agency", "only a contributing agency that must consent can")
+
+
+def check_approve(summary: Summary, caller: Caller) -> None:
+    if summary.status != "pending":
+        raise ActionRefused("not_pending", f"summary is {summary.status}", conflict=True)
+    if caller.agency != summary.drafter_agency:
+        raise ActionRefused(
+            "not_entitled_to_release", "only a releasing officer of the drafting agency, which sees all of it, approves"
+        )
+    if caller.subject == summary.drafter:
+        raise ActionRefused("drafter_cannot_approve", "the drafter of a summary cannot approve it")
     if summary.approved_by is not None:
-        raise ActionRefused(409, "already_approved", "summary is already approved")
+        raise ActionRefused("already_approved", "summary is already approved", conflict=True)
 
 
-def check_withdraw(summary: Summary, subject: str, role: str) -> None:
+def check_withdraw(summary: Summary, caller: Caller) -> None:
     if summary.status == "withdrawn":
-        raise ActionRefused(409, "already_withdrawn", "summary is already withdrawn")
-    if role != "releasing_officer" and subject != summary.drafter:
-        raise ActionRefused(403, "not_allowed_to_withdraw", "only a releasing officer or the drafter can withdraw")
+        raise ActionRefused("already_withdrawn", "summary is already withdrawn", conflict=True)
+    officer = caller.role == "releasing_officer" and caller.agency == summary.drafter_agency
+    if not officer and caller.subject != summary.drafter:
+        raise ActionRefused(
+            "not_allowed_to_withdraw", "only a releasing officer of the drafting agency or the drafter can withdraw"
+        )

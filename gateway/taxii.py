@@ -53,6 +53,21 @@ def tlp2_marking(level: str) -> dict[str, Any]:
     }
 
 
+class TaxiiBadRequest(ValueError):
+    """A query parameter a TAXII client got wrong: a 400 with a TAXII error message, never a 500."""
+
+
+def _timestamp(text: str) -> datetime:
+    """A TAXII timestamp (RFC 3339, UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise TaxiiBadRequest("added_after: not an RFC 3339 timestamp") from None
+    if moment.tzinfo is None:
+        raise TaxiiBadRequest("added_after: a timestamp needs its zone (Z for UTC)")
+    return moment
+
+
 def collection_id(partner: str) -> str:
     return str(uuid.uuid5(NAMESPACE, f"collection|{partner}"))
 
@@ -169,9 +184,13 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
     ) -> tuple[list[tuple[datetime, dict[str, Any]]], bool, str | None]:
         rows = entries(request, partner)
         if added_after:
-            after = datetime.fromisoformat(added_after.replace("Z", "+00:00"))
+            after = _timestamp(added_after)
             rows = [r for r in rows if r[0] > after]
-        start = int(next_) if next_ and next_.isdigit() else 0
+        if next_ is not None and not next_.isdigit():
+            raise TaxiiBadRequest("next: not a value this server returned")
+        if limit is not None and limit < 1:
+            raise TaxiiBadRequest("limit: must be a positive integer")
+        start = int(next_) if next_ else 0
         size = min(limit or 100, 1000)
         page = rows[start : start + size]
         more = start + size < len(rows)
@@ -193,7 +212,11 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         partner = await own_collection(request, caller, collection)
         if isinstance(partner, Response):
             return partner
-        page, more, cursor = window(request, partner, *query)
+        try:
+            page, more, cursor = window(request, partner, *query)
+        except TaxiiBadRequest as exc:
+            await request.app.state.audit.denied(request, "bad_request", caller)
+            return taxii({"title": "Bad request", "description": str(exc), "http_status": "400"}, 400)
         body: dict[str, Any] = {"more": more, "objects": await rows_of(page)}
         if cursor:
             body["next"] = cursor

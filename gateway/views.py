@@ -1,70 +1,38 @@
-"""What the gateway knows, tailed from the topics: signal versions in log order, sharing decisions,
-and the non-sensitive facts of accepted reports. Every view is rebuilt from Kafka at start.
+"""What the gateway knows, tailed from the topics: each scope's signal feed, the sharing decisions,
+the non-sensitive facts of accepted reports, coverage, triage, summaries and rejections. Every view
+is rebuilt from Kafka at start.
 
-Signals are filtered per caller: a report the caller may not see is neither counted nor named,
-and what is derived from reports (agencies, elements, coverage, minor, dates) is recomputed from
-the visible ones. The score mixes every report's grading, so it is withheld when any is hidden.
+A caller is served only from their own scope (their agency or partner): its signals were correlated
+from the reports the caller may see (streams/scoped.py), in the order of the scope's feed (`seq`,
+gapless), and each is shown through the caller's decisions as they stand now
+(policies/visibility.py): a report retracted, or past the retention of the caller's agreement, is
+left out of every version, and every field follows the caller's field rules.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.summaries import SummaryBook
+from policies.engine import decide
+from policies.model import AgreementSet, Rule
+from policies.visibility import ReportFacts, Visible, field_rules, render_signal
 from schemas.codec import CodecError, WireCodec
-from schemas.elements import groups_covered
 from streams.feeds import committed_offsets
 from streams.scoped import HUB_SCOPE
 from streams.topics import Topics
 from tiphub.tokens import Caller
 
 log = logging.getLogger(__name__)
-DECISION_GRACE_S = 30.0  # how long a signal waits for its reports' decisions before unknown counts as "no"
-
-
-class CursorError(ValueError):
-    pass
-
-
-Cursor = dict[int, int]  # partition -> next offset
-
-
-def encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps({str(p): o for p, o in sorted(cursor.items())}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def decode_cursor(text: str | None) -> Cursor:
-    if not text:
-        return {}
-    try:
-        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-        cursor = {int(p): int(o) for p, o in raw.items()}
-    except (ValueError, binascii.Error, AttributeError, TypeError) as exc:
-        raise CursorError("not a cursor this gateway issued") from exc
-    if any(p < 0 or o < 0 for p, o in cursor.items()):
-        raise CursorError("not a cursor this gateway issued")
-    return cursor
-
-
-@dataclass(frozen=True)
-class ReportFacts:
-    agency: str
-    indicator_type: str
-    observed_at: datetime
-    elements: tuple[str, ...]
-    minor: bool
+UNKNOWN = object()  # not known yet: its accepted record or the caller's decision is still on its way
 
 
 class PartnerEvent(NamedTuple):
@@ -76,37 +44,61 @@ class PartnerEvent(NamedTuple):
 
 
 @dataclass(frozen=True)
-class SignalVersion:
-    partition: int
-    offset: int
-    received: float
-    record: dict[str, Any]
+class Decided:
+    """The latest sharing decision for one (recipient, report)."""
+
+    allowed: bool
+    retain_until: datetime | None
+    rules: dict[str, Rule]
+    view_json: str | None
+    fields: tuple[dict[str, Any], ...]  # per concrete path: the rule and the clause that decided it
+
+    def in_force(self, now: datetime) -> bool:
+        return self.allowed and (self.retain_until is None or self.retain_until > now)
+
+
+@dataclass
+class ScopeFeed:
+    """One scope's signal versions in feed order (by seq), and the latest version of each signal."""
+
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    waiting: dict[int, dict[str, Any]] = field(default_factory=dict)  # arrived ahead of a gap
+    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, record: dict[str, Any]) -> None:
+        seq = record["seq"]
+        if seq <= len(self.versions) or seq in self.waiting:
+            return  # seen (a transaction's records can be read again after a gateway restart)
+        self.waiting[seq] = record
+        while len(self.versions) + 1 in self.waiting:
+            ready = self.waiting.pop(len(self.versions) + 1)
+            self.versions.append(ready)
+            held = self.latest.get(ready["signal_id"])
+            if held is None or ready["version"] > held["version"]:
+                self.latest[ready["signal_id"]] = ready
 
 
 class HubViews:
-    """Tails tip.signals, tip.decisions and tip.reports.accepted into memory."""
+    """Tails the hub's topics into memory."""
 
     def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.options = client_options or {}
         self.codec = WireCodec()
-        self.signals: list[SignalVersion] = []
-        self.latest: dict[str, SignalVersion] = {}
-        self.decisions: dict[tuple[str, str], bool] = {}  # (recipient, report_id) -> allowed
-        self.fields: dict[tuple[str, str], list[str]] = {}
-        self.view_json: dict[tuple[str, str], str | None] = {}  # (recipient, report_id) -> the decided view
+        self.feeds: dict[str, ScopeFeed] = {}
+        self.decisions: dict[tuple[str, str], Decided] = {}
         self.accepted: dict[str, dict[str, Any]] = {}
-        self.erased: set[str] = set()  # subject key ids erased (tip.erasures)
+        self.facts: dict[str, ReportFacts] = {}
+        self.retracted: set[str] = set()
+        self.erased: set[str] = set()  # vault key ids erased (tip.erasures)
         self.subject_keys_by_token: dict[str, set[str]] = {}  # linkage token -> subject key ids (auditors)
         self.reports_by_subject_key: dict[str, set[str]] = {}
-        self.coverage: dict[str, dict[str, Any]] = {}  # requirement id -> latest Coverage
+        self.coverage: dict[str, dict[str, dict[str, Any]]] = {}  # scope -> requirement id -> latest Coverage
         self.triage: dict[str, list[dict[str, Any]]] = {}  # signal id -> triage events, oldest first
         self.triage_seen: set[str] = set()
         self.rejected: list[tuple[int, int, dict[str, Any]]] = []
         self.rejected_by_id: dict[tuple[str | None, str], dict[str, Any]] = {}  # (agency, report_id) -> latest
-        self.decided: set[str] = set()  # reports with decisions (the stage writes all recipients' at once)
-        self.reports: dict[str, ReportFacts] = {}
         self.summaries = SummaryBook()
         self.partner_log: list[PartnerEvent] = []  # what partners see: releases and withdrawals, in log order
         self.changed = asyncio.Condition()
@@ -130,6 +122,7 @@ class HubViews:
             topics.coverage,
             topics.triage,
             topics.erasures,
+            topics.retractions,
         )
         for topic in tailed:
             partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
@@ -150,10 +143,7 @@ class HubViews:
         assert self._consumer is not None
         while True:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
-            # Reports and decisions before signals: a signal is judged on what arrived with it.
-            topics = self.topics
-            order = {topics.accepted: 0, topics.rejected: 0, topics.decisions: 1, topics.signals: 2}
-            for tp in sorted(batch, key=lambda tp: (order.get(tp.topic, 3), tp.partition)):  # summaries last
+            for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
                 for record in batch[tp]:
                     self._apply(record)
             if not self.ready.is_set():
@@ -169,51 +159,58 @@ class HubViews:
             schema, value = self.codec.decode(record.value)
         except CodecError:
             return
-        if record.topic == self.topics.signals:
-            if value["scope"] != HUB_SCOPE:
-                return  # served per scope in a later step; until then the hub's, filtered per caller
-            version = SignalVersion(record.partition, record.offset, time.monotonic(), value)
-            self.signals.append(version)
-            self.latest[value["signal_id"]] = version
-        elif record.topic == self.topics.summaries and schema.name == "tiphub.SummaryEvent":
+        topic, name = record.topic, schema.name
+        if topic == self.topics.signals:
+            if value["scope"] != HUB_SCOPE and value["seq"] > 0:  # the hub's own scope is served to nobody
+                self.feeds.setdefault(value["scope"], ScopeFeed()).add(value)
+        elif topic == self.topics.summaries and name == "tiphub.SummaryEvent":
             self.summaries.apply(value)
             if value["kind"] in ("released", "withdrawn"):
                 self.partner_log.append(
                     PartnerEvent(record.partition, record.offset, value["summary_id"], value["kind"], value["at"])
                 )
-        elif record.topic == self.topics.erasures and schema.name == "tiphub.SubjectErased":
+        elif topic == self.topics.erasures and name == "tiphub.SubjectErased":
             self.erased.add(value["subject_key_id"])
-        elif record.topic == self.topics.triage and schema.name == "tiphub.TriageEvent":
+        elif topic == self.topics.retractions and name == "tiphub.ReportRetracted":
+            self.retracted.add(value["report_id"])
+        elif topic == self.topics.triage and name == "tiphub.TriageEvent":
             if value["event_id"] not in self.triage_seen:
                 self.triage_seen.add(value["event_id"])
                 self.triage.setdefault(value["signal_id"], []).append(value)
-        elif record.topic == self.topics.coverage and schema.name == "tiphub.Coverage" and value["scope"] == HUB_SCOPE:
-            self.coverage[value["requirement_id"]] = value
-        elif record.topic == self.topics.rejected and schema.name == "tiphub.RejectedReport":
+        elif topic == self.topics.coverage and name == "tiphub.Coverage":
+            self.coverage.setdefault(value["scope"], {})[value["requirement_id"]] = value
+        elif topic == self.topics.rejected and name == "tiphub.RejectedReport":
             self.rejected.append((record.partition, record.offset, value))
             self.rejected_by_id[(value["source_agency"], value["report_id"])] = value
-        elif record.topic == self.topics.decisions and value.get("item_kind") == "report":
-            self.decisions[(value["recipient"], value["item_id"])] = bool(value["allowed"])
-            self.decided.add(value["item_id"])
-            self.fields[(value["recipient"], value["item_id"])] = list(value.get("fields") or [])
-            self.view_json[(value["recipient"], value["item_id"])] = value.get("view_json")
-        elif record.topic == self.topics.accepted and schema.name == "tiphub.AcceptedReport":
-            self.accepted[value["report_id"]] = value  # sealed fields stay sealed until a view opens them
-            self.reports[value["report_id"]] = ReportFacts(
-                agency=value["source_agency"],
-                indicator_type=value["indicator_type"],
-                observed_at=value["observed_at"],
-                elements=tuple(value["elements"]),
-                minor=any(s.get("minor_at_observation") for s in value["subjects"]),
+        elif topic == self.topics.decisions and value.get("item_kind") == "report":
+            self.decisions[(value["recipient"], value["item_id"])] = Decided(
+                allowed=bool(value["allowed"]),
+                retain_until=value.get("retain_until"),
+                rules=field_rules(value.get("fields") or []),
+                view_json=value.get("view_json"),
+                fields=tuple(value.get("fields") or ()),
             )
-            bridges = value.get("linkage_bridges") or []  # earlier key versions (a rotation's overlap)
-            for i, subject in enumerate(value["subjects"]):
-                key = subject["subject_key_id"]
-                self.reports_by_subject_key.setdefault(key, set()).add(value["report_id"])
-                tokens = [identifier["linkage_token"] for identifier in subject["identifiers"]]
-                tokens += [t for bridge in bridges for t in bridge["subjects"][i]["identifier_tokens"]]
-                for token in tokens:
-                    self.subject_keys_by_token.setdefault(token, set()).add(key)
+        elif topic == self.topics.accepted and name == "tiphub.AcceptedReport":
+            self._accepted(value)
+
+    def _accepted(self, value: dict[str, Any]) -> None:
+        report_id = value["report_id"]
+        self.accepted[report_id] = value  # sealed fields stay sealed until a view opens them
+        self.facts[report_id] = ReportFacts(
+            report_id=report_id,
+            agency=value["source_agency"],
+            indicator_type=value["indicator_type"],
+            observed_at=value["observed_at"],
+            elements=tuple(value["elements"]),
+        )
+        bridges = value.get("linkage_bridges") or []  # earlier key versions (a rotation's overlap)
+        for i, subject in enumerate(value["subjects"]):
+            key = subject["subject_key_id"]
+            self.reports_by_subject_key.setdefault(key, set()).add(report_id)
+            tokens = [identifier["linkage_token"] for identifier in subject["identifiers"]]
+            tokens += [t for bridge in bridges for t in bridge["subjects"][i]["identifier_tokens"]]
+            for token in tokens:
+                self.subject_keys_by_token.setdefault(token, set()).add(key)
 
     async def applied(self, event_id: str) -> None:
         """Wait (up to 15 s) until the tail has folded a summary or triage event this gateway wrote."""
@@ -225,72 +222,82 @@ class HubViews:
             await asyncio.wait_for(self.changed.wait_for(folded), 15.0)
 
     # -- per caller ------------------------------------------------------------------------
-    def may_see(self, caller: Caller, report_id: str) -> bool | None:
-        """True or False; None while the decision is not known yet."""
-        facts = self.reports.get(report_id)
-        if facts is not None and caller.agency is not None and facts.agency == caller.agency:
-            return True  # an agency always sees its own reports
-        if report_id not in self.decided:
+    def visible(self, acts_for: str, report_id: str, now: datetime | None = None) -> Visible | object | None:
+        """The report as `acts_for` may see it now; None if it may not; UNKNOWN if not decidable yet."""
+        facts = self.facts.get(report_id)
+        if facts is None:
+            return UNKNOWN
+        if report_id in self.retracted:
             return None
-        return self.decisions.get((caller.acts_for, report_id), False)  # no agreement: nothing shared
+        if facts.agency == acts_for:
+            return Visible(facts, own=True)  # an agency always sees its own reports
+        decided = self.decisions.get((acts_for, report_id))
+        if decided is None:
+            return UNKNOWN
+        return Visible(facts, decided.rules) if decided.in_force(now or datetime.now(UTC)) else None
 
-    def view(self, caller: Caller, version: SignalVersion) -> dict[str, Any] | bool | None:
-        """The signal as this caller may see it; None if nothing of it is visible; False if not decidable yet."""
-        record = version.record
-        verdicts = {r: self.may_see(caller, r) for r in record["report_ids"]}
-        if None in verdicts.values() and time.monotonic() - version.received < DECISION_GRACE_S:
-            return False
-        visible = [r for r, ok in verdicts.items() if ok]
-        if not visible:
-            return None
-        facts = [self.reports[r] for r in visible if r in self.reports]
-        elements = sorted({e for f in facts for e in f.elements})
-        complete = len(visible) == len(record["report_ids"])
-        return {
-            "signal_id": record["signal_id"],
-            "version": record["version"],
-            "requirement_id": record["requirement_id"],
-            "entity": record["entity"],
-            "status": record["status"],
-            "merged_into": record["merged_into"],
-            "report_ids": visible,
-            "report_count": len(visible),
-            "agencies": sorted({f.agency for f in facts}),
-            "elements": elements,
-            "act_means_purpose": sorted(groups_covered(elements)),
-            "minor_involved": any(f.minor for f in facts),
-            "score": record["score"] if complete else None,
-            "first_seen": min((f.observed_at for f in facts), default=None),
-            "last_seen": max((f.observed_at for f in facts), default=None),
-            "updated_at": record["updated_at"],
-            "triage_state": self.triage.get(record["signal_id"], [{"state": "new"}])[-1]["state"],
-        }
+    def render(
+        self, acts_for: str, record: dict[str, Any], now: datetime | None = None
+    ) -> dict[str, Any] | object | None:
+        """A signal version as `acts_for` sees it now (None: nothing of it; UNKNOWN: wait for its reports)."""
+        now = now or datetime.now(UTC)
+        visible: dict[str, Visible | None] = {}
+        for report_id in record["report_ids"]:
+            found = self.visible(acts_for, report_id, now)
+            if found is UNKNOWN:
+                return UNKNOWN
+            visible[report_id] = found if isinstance(found, Visible) else None
+        return render_signal(record, visible, self.triage_state(record["signal_id"]))
 
-    def page(self, caller: Caller, cursor: Cursor, limit: int) -> tuple[list[tuple[dict[str, Any], Cursor]], Cursor]:
-        """Signal versions after `cursor` that this caller may see, each with the cursor just after it,
-        and the cursor after the page. Invisible versions are stepped over; an undecidable one ends the page."""
-        position = dict(cursor)
-        items: list[tuple[dict[str, Any], Cursor]] = []
-        for version in self.signals:
-            if version.offset < position.get(version.partition, 0):
-                continue
-            shown = self.view(caller, version)
-            if shown is False:
+    def triage_state(self, signal_id: str) -> str:
+        return str(self.triage.get(signal_id, [{"state": "new"}])[-1]["state"])
+
+    def page(self, caller: Caller, position: int, limit: int) -> tuple[list[tuple[dict[str, Any], int]], int]:
+        """Signal versions of the caller's scope from `position` in its feed, each with the position just
+        after it, and the position after the page. A version none of whose reports the caller may see
+        any more is stepped over; one whose reports are still on their way ends the page."""
+        feed = self.feeds.get(caller.acts_for or "")
+        items: list[tuple[dict[str, Any], int]] = []
+        if feed is None:
+            return items, position
+        now = datetime.now(UTC)
+        while position < len(feed.versions) and len(items) < limit:
+            shown = self.render(caller.acts_for or "", feed.versions[position], now)
+            if shown is UNKNOWN:
                 break
-            position[version.partition] = version.offset + 1
-            if shown is not None:
-                assert isinstance(shown, dict)
-                items.append((shown, dict(position)))
-                if len(items) >= limit:
-                    break
+            position += 1
+            if isinstance(shown, dict):
+                items.append((shown, position))
         return items, position
 
-    def partner_page(self, partner: str, cursor: Cursor, limit: int) -> tuple[list[dict[str, Any]], Cursor]:
+    def latest(self, scope: str, signal_id: str) -> dict[str, Any] | None:
+        feed = self.feeds.get(scope)
+        return feed.latest.get(signal_id) if feed else None
+
+    def report_view(
+        self, acts_for: str, report_id: str, now: datetime | None = None
+    ) -> tuple[Any, list[dict[str, Any]]] | None:
+        """(view with ciphertext references, its field decisions) of a report the caller may see now, as the
+        policy engine decided it for them: an agency's own report in full, others by their decision."""
+        found = self.visible(acts_for, report_id, now)
+        if not isinstance(found, Visible):
+            return None
+        accepted = self.accepted[report_id]
+        if found.own:
+            decision = decide(accepted, acts_for, AgreementSet(), accepted["accepted_at"], frozenset(self.erased))
+            fields = [{"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis} for f in decision.fields]
+            return decision.view, fields
+        decided = self.decisions[(acts_for, report_id)]
+        if not decided.view_json:
+            return None
+        return json.loads(decided.view_json), [dict(f) for f in decided.fields]
+
+    def partner_page(self, partner: str, cursor: list[int], limit: int) -> tuple[list[dict[str, Any]], list[int]]:
         """Release and withdrawal events of this partner's summaries after `cursor`, in log order."""
-        position = dict(cursor)
+        position = list(cursor)
         items: list[dict[str, Any]] = []
         for partition, offset, summary_id, kind, _ in list(self.partner_log):
-            if offset < position.get(partition, 0):
+            if offset < position[partition]:
                 continue
             position[partition] = offset + 1
             summary = self.summaries.summaries.get(summary_id)

@@ -74,9 +74,9 @@ class KeyStore:
         return load_ed25519(self.relay_signing_path)
 
     @property
-    def notes_key_path(self) -> Path:
-        """AES-256 key sealing analysts' free-text triage notes on tip.triage."""
-        return self.dir / "hub" / "notes-key.bin"
+    def cursor_key_path(self) -> Path:
+        """AES-256 key sealing the gateway's cursors (every gateway instance of a hub shares it)."""
+        return self.dir / "hub" / "cursor-key.bin"
 
     @property
     def pseudonym_key_path(self) -> Path:
@@ -129,7 +129,7 @@ class KeyStore:
         ensure(self.hub_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.token_signing_path, _pem(Ed25519PrivateKey.generate()))
         ensure(self.relay_signing_path, _pem(Ed25519PrivateKey.generate()))
-        ensure(self.notes_key_path, secrets.token_bytes(32))
+        ensure(self.cursor_key_path, secrets.token_bytes(32))
         ensure(self.pseudonym_key_path, secrets.token_bytes(32))
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         ensure(self.audit_mac_path, secrets.token_bytes(32))

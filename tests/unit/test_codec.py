@@ -22,6 +22,7 @@ def test_registry_ids_are_fixed() -> None:
         "tiphub.AuditRecord": 23,
         "tiphub.Signal": 24,
         "tiphub.Coverage": 25,
+        "tiphub.SummaryEvent": 26,
     }
     assert {name: i for (name, version), i in ids.items() if version == 1} == {
         "tiphub.IndicatorReport": 1,

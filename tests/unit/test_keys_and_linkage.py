@@ -17,7 +17,7 @@ from tiphub.linkage import Linker, age_facts
 def test_keys_init_creates_private_files_once_and_never_overwrites(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     created = store.init()
-    # hub: x25519, ed25519, tokens, relay, notes, pseudonyms, vault KEK, audit MAC, linkage
+    # hub: x25519, ed25519, tokens, relay, cursors, pseudonyms, vault KEK, audit MAC, linkage
     assert len(created) == 9 + len(DEMO_AGENCIES)
     for path in created:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
