@@ -44,6 +44,7 @@ from streams.views import open_view
 from streams.worker import group_id
 from tiphub import __version__, crypto
 from tiphub.database import Database
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
 from tiphub.tokens import Caller, TokenError
@@ -112,6 +113,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.keys = keys = GatewayKeys.load(settings.home)
         app.state.cursors = CursorSealer(keys.cursors)
         app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
+        app.state.envelope_keys = EnvelopeKeys(app.state.vault, settings.envelope_epoch_s)
         app.state.audit = AuditSink(broker, topics, settings.kafka_options())
         app.state.views = HubViews(broker, topics, settings.kafka_options())
         await app.state.audit.start()

@@ -7,6 +7,7 @@ publisher and signs the envelope with its own relay key, naming the authenticate
 
 from __future__ import annotations
 
+import base64
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
@@ -19,6 +20,7 @@ from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import ReportValidationError, report_from_json
 from schemas.envelope import SUBMITTED
+from tiphub.crypto import public_bytes
 from tiphub.tokens import Caller
 
 PUBLISHER = require("publisher")
@@ -44,12 +46,13 @@ def build_reports_router() -> APIRouter:
         except ReportValidationError as exc:
             raise invalid(*((("body", *e.path.split(".")), e.message, e.code) for e in exc.errors)) from None
         keys: GatewayKeys = request.app.state.keys
+        hub_key_id, hub_public = request.app.state.envelope_keys.current()
         envelope = seal_report(
             record,
             agency_key=keys.relay,
             signing_key_id=keys.relay_key_id,
-            hub_public=keys.hub_public,
-            hub_key_id=keys.hub_key_id,
+            hub_public=hub_public,
+            hub_key_id=hub_key_id,
             publisher=f"{caller.subject}@{caller.agency}",
         )
         views: HubViews = request.app.state.views
@@ -58,6 +61,25 @@ def build_reports_router() -> APIRouter:
         )
         request.app.state.submitted[record["report_id"]] = caller.agency
         return {"report_id": record["report_id"], "status": "submitted"}
+
+    @router.get("/v1/hub/keys")
+    async def hub_keys(request: Request, caller: Annotated[Caller, Depends(PUBLISHER)]) -> dict[str, Any]:
+        """The hub's envelope keys to seal submissions for: this epoch's and the next one's (X25519, raw, base64).
+        Each is destroyed a while after its epoch ends; an envelope sealed for a destroyed key is refused
+        (`hub_key_retired`): fetch these again at least once an epoch."""
+        offered = request.app.state.envelope_keys.offered()
+        return {
+            "epoch_s": request.app.state.settings.envelope_epoch_s,
+            "keys": [
+                {
+                    "key_id": key.key_id,
+                    "public_key": base64.b64encode(public_bytes(key.public_key)).decode(),
+                    "not_before": key.not_before,
+                    "not_after": key.not_after,
+                }
+                for key in offered
+            ],
+        }
 
     @router.get("/v1/reports/{report_id}/status")
     async def status(request: Request, report_id: str, caller: Annotated[Caller, Depends(PUBLISHER)]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -127,18 +128,30 @@ class AgencyPublisher:
         topic: str,
         agency: str,
         agency_key: Ed25519PrivateKey,
-        hub_public: X25519PublicKey,
-        hub_key_id: str,
+        hub_public: X25519PublicKey | None = None,
+        hub_key_id: str | None = None,
         client_options: dict[str, Any] | None = None,
         producer: AIOKafkaProducer | None = None,
+        hub_key: Callable[[], tuple[str, X25519PublicKey]] | None = None,
     ) -> None:
-        """Pass `producer` to share one started producer between several agencies (simulation)."""
+        """Pass `producer` to share one started producer between several agencies (simulation).
+
+        The hub's key to seal for: `hub_key`, asked before every report (it returns (key id, public key)
+        for the current epoch: the hub destroys each epoch's key a while after it ends), or a fixed
+        `hub_public` with its `hub_key_id`."""
+        if hub_key is None:
+            if hub_public is None or hub_key_id is None:
+                raise ValueError("give hub_key, or hub_public with hub_key_id")
+            fixed: tuple[str, X25519PublicKey] = (hub_key_id, hub_public)
+
+            def hub_key() -> tuple[str, X25519PublicKey]:
+                return fixed
+
+        self._hub_key: Callable[[], tuple[str, X25519PublicKey]] = hub_key
         self.agency = agency
         self.topic = topic
         self._agency_key = agency_key
         self._key_id = agency_key_id(agency, agency_key.public_key())
-        self._hub_public = hub_public
-        self._hub_key_id = hub_key_id
         self._codec = WireCodec()
         self._schema = self._codec.registry.latest(SUBMITTED)
         self._owns_producer = producer is None
@@ -178,12 +191,13 @@ class AgencyPublisher:
                     )
                 ]
             )
+        hub_key_id, hub_public = self._hub_key()
         envelope = seal_report(
             record,
             agency_key=self._agency_key,
             signing_key_id=self._key_id,
-            hub_public=self._hub_public,
-            hub_key_id=self._hub_key_id,
+            hub_public=hub_public,
+            hub_key_id=hub_key_id,
         )
         return record["report_id"], self._codec.encode_with(self._schema, envelope)
 

@@ -27,6 +27,7 @@ from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sen
 from schemas.normalise import fold_name, normalise_identifier
 from schemas.registry import RegisteredSchema
 from tiphub import crypto
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
 from tiphub.linkage import Linker, age_facts
 from tiphub.reloading import Reloaded
@@ -123,6 +124,7 @@ class AcceptStage:
         hub_keys: Callable[[], dict[str, X25519PrivateKey]] | None = None,
         linkage_keys: Callable[[], dict[int, bytes]] | None = None,
         key_reload_s: float = HUB_KEYS_RELOAD_S,
+        envelope_keys: EnvelopeKeys | None = None,
     ) -> None:
         """`hub_keys`: loads every hub key still in use (current and previous); read again when an
         envelope names one not loaded yet, and every `key_reload_s`, so a rotation or a retirement
@@ -130,7 +132,12 @@ class AcceptStage:
 
         `linkage_keys`: loads every live linkage key version, read again every `key_reload_s`.
         The latest derives the report's tokens; each earlier one still live derives the same
-        material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone."""
+        material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone.
+
+        `envelope_keys`: the hub's envelope keys per epoch (tiphub/envelope_keys.py), looked up in the vault
+        for every batch and never kept: once one is destroyed, what was sealed for it no longer opens."""
+        self.envelope_keys = envelope_keys
+        self._epoch_keys: dict[str, X25519PrivateKey | None] = {}
         self.registry = registry
         self.vault = vault
         self._hub_keys = Reloaded(hub_keys, key_reload_s) if hub_keys else Reloaded.fixed({hub_key_id: hub_key})
@@ -149,6 +156,7 @@ class AcceptStage:
         """Verdicts in input order. Vault keys for the whole batch are fetched in one round trip."""
         now = now or datetime.now(UTC)
         self._reload_linkage_keys()
+        self._epoch_keys = {}  # looked up again every batch: a destroyed epoch key is gone at once
         opened: list[_Opened | Verdict] = []
         for submission in batch:
             try:
@@ -187,6 +195,12 @@ class AcceptStage:
             except CodecError as exc:
                 raise Rejection(exc.reason, exc.detail) from None
         hub_key = self._hub_key(envelope["hub_key_id"])
+        if hub_key is None and self.envelope_keys is not None and EnvelopeKeys.is_epoch_key(envelope["hub_key_id"]):
+            raise Rejection(
+                "hub_key_retired",
+                "sealed for an envelope key the hub has destroyed (its epoch is over): seal it for the current key",
+                "hub_key_id",
+            )
         if hub_key is None:
             raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
         try:
@@ -231,6 +245,10 @@ class AcceptStage:
         return (self.linker, *self.earlier_linkers)
 
     def _hub_key(self, key_id: str) -> X25519PrivateKey | None:
+        if self.envelope_keys is not None and EnvelopeKeys.is_epoch_key(key_id):
+            if key_id not in self._epoch_keys:
+                self._epoch_keys[key_id] = self.envelope_keys.private(key_id)
+            return self._epoch_keys[key_id]
         keys = self._hub_keys.current()
         if key_id not in keys and self._hub_keys.reload(unless_younger_than_s=1.0):
             keys = self._hub_keys.value  # a rotation since the last read

@@ -82,6 +82,19 @@ async def settled_end_offsets(
         await asyncio.sleep(0.1)
 
 
+async def end_offsets(
+    bootstrap: str, partitions: list[TopicPartition], client_options: dict[str, Any] | None = None
+) -> dict[TopicPartition, int]:
+    """The current end of these partitions (the last stable offset, as a read_committed reader sees it)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed", **(client_options or {}))
+    await consumer.start()
+    try:
+        ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+        return ends
+    finally:
+        await consumer.stop()
+
+
 async def committed_offsets(
     bootstrap: str, group_id: str, partitions: list[TopicPartition], client_options: dict[str, Any] | None = None
 ) -> dict[TopicPartition, int]:

@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from aiokafka import TopicPartition
 
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
@@ -21,11 +23,12 @@ from streams.agents.link_people import LinkPeople
 from streams.agents.verify_reports import VerifyReports
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.correlate import load_plan
-from streams.feeds import TopicFeed
+from streams.feeds import TopicFeed, committed_offsets, end_offsets
 from streams.kafka_clients import harden
 from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import KeyRegistry, KeyStore
 from tiphub.linkage import Linker
 from tiphub.runtime import topics_for
@@ -79,6 +82,9 @@ def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalP
         max_envelope_age_s=settings.max_envelope_age_s,
         max_future_skew_s=settings.max_future_skew_s,
         codec=WireCodec(max_bytes=settings.max_value_bytes),
+        envelope_keys=EnvelopeKeys(
+            SqlKeyVault(Database(settings.vault_database), keys.vault_keks), settings.envelope_epoch_s
+        ),
     )
     return _processor(settings, bootstrap, "verify", topics.submitted, VerifyReports(stage, topics))
 
@@ -152,6 +158,38 @@ async def load_agreements(settings: Settings, bootstrap: str) -> int:
     return await publish_new_agreements(bootstrap, topics.agreements, found, history.hashes, settings.kafka_options())
 
 
+async def destroy_spent_envelope_keys(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+    """Destroy each hub envelope key once nothing sealed for it can still be accepted and everything sealed
+    for it has been read: its epoch over, the envelope age limit and the clock skew passed, and the verify
+    stage's group committed past every record that was on tip.reports.submitted at that moment (measured
+    then, compared later, so a busy hub is not waited on forever). Every worker runs this; deleting twice
+    is harmless."""
+    keys = EnvelopeKeys(
+        SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks), settings.envelope_epoch_s
+    )
+    topics = topics_for(settings)
+    tps = [TopicPartition(topics.submitted, p) for p in range(topics.partitions)]
+    keep_s = settings.max_envelope_age_s + settings.max_future_skew_s
+    measured: dict[int, dict[TopicPartition, int]] = {}
+    while not stop.is_set():
+        try:
+            due = keys.expired(datetime.now(UTC), keep_s)
+            if due:
+                ends = await end_offsets(bootstrap, tps, settings.kafka_options())
+                committed = await committed_offsets(
+                    bootstrap, group_id(settings, "verify"), tps, settings.kafka_options()
+                )
+                for epoch in due:
+                    marks = measured.setdefault(epoch, ends)
+                    if all(committed[tp] >= marks[tp] for tp in tps) and keys.destroy(epoch):
+                        log.info("hub envelope key of epoch %d destroyed", epoch)
+                        measured.pop(epoch, None)
+        except Exception as exc:  # the broker away, say: try again at the next check
+            log.warning("envelope keys not checked (%s)", type(exc).__name__)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.envelope_check_s)
+
+
 async def _heartbeat(path: Path, stages: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
     """Touch `path` while every stage runs: a liveness probe that checks its age sees a stuck or dead stage."""
     while not stop.is_set() and not any(task.done() for task in stages):
@@ -179,6 +217,7 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
         processors.append(build_correlate_processor(settings, bootstrap))
     log.info("worker %s running %d stage(s) on %s", settings.instance_id, len(processors), bootstrap)
     tasks = [asyncio.create_task(p.run(stop)) for p in processors]
+    tasks.append(asyncio.create_task(destroy_spent_envelope_keys(settings, bootstrap, stop)))
     if settings.health_file is not None:
         tasks.append(asyncio.create_task(_heartbeat(settings.health_file, tasks[:], stop)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

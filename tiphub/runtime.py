@@ -11,9 +11,11 @@ from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
 from tiphub.database import Database
 from tiphub.embedded import EmbeddedBroker, ensure_topics, wait_ready
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
 from tiphub.tokens import TokenAuthority
+from tiphub.vault import SqlKeyVault
 
 
 def broker_dir(settings: Settings) -> Path:
@@ -62,20 +64,26 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
     return KeySetup(created, registered)
 
 
+def envelope_keys_for(settings: Settings) -> EnvelopeKeys:
+    """The hub's envelope keys per epoch, in the vault (what its own publishers seal for)."""
+    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
+    return EnvelopeKeys(vault, settings.envelope_epoch_s)
+
+
 def publishers_for(
     settings: Settings, bootstrap: str, producer: AIOKafkaProducer | None, agencies: list[str]
 ) -> dict[str, AgencyPublisher]:
-    """One AgencyPublisher per agency with its demo key, sharing one producer (None: for sealing only)."""
+    """One AgencyPublisher per agency with its demo key, sharing one producer (None: for sealing only); each
+    seals for the hub's envelope key of the current epoch."""
     store = KeyStore(settings.home)
-    hub = store.hub_encryption_key().public_key()
+    epochs = envelope_keys_for(settings)
     return {
         agency: AgencyPublisher(
             bootstrap=bootstrap,
             topic=topics_for(settings).submitted,
             agency=agency,
             agency_key=store.agency_key(agency),
-            hub_public=hub,
-            hub_key_id=store.hub_key_id(),
+            hub_key=epochs.current,
             producer=producer,
         )
         for agency in agencies
@@ -86,6 +94,7 @@ __all__ = [
     "KeySetup",
     "agency_key_id",
     "broker_dir",
+    "envelope_keys_for",
     "init_keys",
     "new_producer",
     "publishers_for",

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     )
     max_envelope_age_s: float = 3600.0
     max_future_skew_s: float = 300.0
+    envelope_epoch_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long one hub envelope key is current; each is destroyed once its epoch, the envelope "
+        "age limit and the skew have passed and every submission of that time is processed.",
+    )
+    envelope_check_s: float = Field(default=30.0, gt=0, description="How often workers look for keys to destroy.")
     max_value_bytes: int = 1 << 20
     gateway_url: str = "http://127.0.0.1:8700"
     gateway_rate_per_s: float = Field(default=50.0, description="Requests per second per credential (0: none).")

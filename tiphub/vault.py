@@ -40,6 +40,8 @@ class KeyVault(Protocol):
 
     def dependents(self, key_ids: Iterable[str]) -> list[str]: ...
 
+    def key_ids_of(self, report_id: str) -> list[str]: ...
+
     def delete(self, key_ids: Iterable[str]) -> int: ...
 
 
@@ -180,6 +182,10 @@ class SqlKeyVault:
     def tokens_for_key(self, key_id: str) -> list[str]:
         return sorted(r[0] for r in self.db.query("SELECT token FROM key_tokens WHERE key_id = ?", (key_id,)))
 
+    def key_ids_of(self, report_id: str) -> list[str]:
+        """Every key made for one owner (a report, or the hub's envelope keys)."""
+        return sorted(r[0] for r in self.db.query("SELECT key_id FROM data_keys WHERE report_id = ?", (report_id,)))
+
     def dependents(self, key_ids: Iterable[str]) -> list[str]:
         """Every key that depends, directly or through others, on one of `key_ids` (not those themselves)."""
         found: set[str] = set()
@@ -213,12 +219,14 @@ class InMemoryKeyVault:
 
     def __init__(self) -> None:
         self.keys: dict[str, bytes] = {}
+        self.owners: dict[str, str] = {}
         self.tokens: dict[str, set[str]] = {}
         self.depending: dict[str, set[str]] = {}  # key -> keys that depend on it
 
     def get_or_create_many(self, requests: Sequence[KeyRequest]) -> dict[str, bytes]:
         for r in requests:
             self.keys.setdefault(r.key_id, new_data_key())
+            self.owners.setdefault(r.key_id, r.report_id)
             for token in r.tokens:
                 self.tokens.setdefault(token, set()).add(r.key_id)
             for other in r.depends_on:
@@ -233,6 +241,9 @@ class InMemoryKeyVault:
 
     def tokens_for_key(self, key_id: str) -> list[str]:
         return sorted(token for token, ids in self.tokens.items() if key_id in ids)
+
+    def key_ids_of(self, report_id: str) -> list[str]:
+        return sorted(k for k, owner in self.owners.items() if owner == report_id and k in self.keys)
 
     def dependents(self, key_ids: Iterable[str]) -> list[str]:
         start = set(key_ids)

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -219,3 +220,59 @@ def test_a_restored_vault_backup_does_not_bring_an_erased_person_back(hub: Hub) 
     audit = [e for e in hub.decoded(hub.topics.audit_intake) if e["kind"] == "erasure"]
     assert sorted(e["outcome"] for e in audit) == ["erased", "reapplied"]  # intake events span partitions
     assert tiphub("erase").returncode == 2  # neither a person nor --reapply
+
+
+def opens_with_any_hub_key(envelope: dict, hub: Hub) -> bool:
+    """Whether any key the hub holds now, on disk or in its vault, unwraps this envelope's data key."""
+    from tiphub import crypto
+    from tiphub.envelope_keys import EnvelopeKeys
+
+    keys = list(KeyStore(hub.home).hub_decryption_keys().values())
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)
+    epoch_key = EnvelopeKeys(vault, hub.settings.envelope_epoch_s).private(envelope["hub_key_id"])
+    for key in [*keys, *([epoch_key] if epoch_key else [])]:
+        try:
+            crypto.unwrap_data_key(
+                key, envelope["report_id"], envelope["ephemeral_public_key"], envelope["wrapped_data_key"]
+            )
+            return True
+        except crypto.DecryptionError:
+            continue
+    return False
+
+
+def test_submitted_envelopes_stop_opening_once_their_epoch_key_is_destroyed(hub: Hub) -> None:
+    """tip.reports.submitted keeps an agency's envelope for 7 days, where any copy of the topic keeps it
+    longer: each is sealed for the hub's envelope key of its epoch, which the workers destroy once nothing
+    sealed for it can still be accepted and all of it was read. Here epochs last 2 s."""
+    from tests.envelopes import EnvelopeKit, stranger_hub_key
+
+    fast = {"TIPHUB_ENVELOPE_EPOCH_S": "2", "TIPHUB_MAX_ENVELOPE_AGE_S": "3", "TIPHUB_MAX_FUTURE_SKEW_S": "1"}
+    hub.settings = hub.settings.model_copy(update={"envelope_epoch_s": 2.0})
+    hub.publish([make_report(subjects=[PERSON]), make_report(subjects=[OTHER])])
+    hub.start_worker(TIPHUB_ENVELOPE_CHECK_S="0.5", **fast)
+    hub.wait_for_outcomes(2)
+    submitted = hub.decoded(hub.topics.submitted)
+    assert all(e["hub_key_id"].startswith("hub-epoch/") for e in submitted)
+    assert all(opens_with_any_hub_key(e, hub) for e in submitted)  # while their epoch is young
+
+    deadline = time.monotonic() + 60
+    while any(opens_with_any_hub_key(e, hub) for e in submitted):
+        assert time.monotonic() < deadline, "the epoch keys of the submissions were never destroyed"
+        time.sleep(0.5)
+
+    # What the hub keeps is sealed under per-person keys, untouched; new reports are sealed for a new key.
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)
+    assert all(vault.get(s["subject_key_id"]) for r in hub.decoded(hub.topics.accepted) for s in r["subjects"])
+    hub.publish([make_report(subjects=[OTHER])])
+    hub.wait_for_outcomes(3)
+    assert len(hub.read(hub.topics.accepted)) == 3
+
+    # An envelope sealed late for a destroyed key (a client that did not fetch the keys again) is refused.
+    kit = EnvelopeKit(hub.home)
+    old_id = submitted[0]["hub_key_id"]
+    late = kit.envelope(make_report(), hub_public=stranger_hub_key())  # refused before any key is tried
+    late = kit.resign({**late, "hub_key_id": old_id}, kit.store.agency_key("NZ-CUSTOMS"))
+    hub.send_raw([kit.wire(late)])
+    _, rejected = hub.wait_for_outcomes(4)
+    assert [r["reason"] for r in rejected] == ["hub_key_retired"]

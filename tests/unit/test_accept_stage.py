@@ -14,6 +14,7 @@ from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
 from tiphub import crypto
 from tiphub.database import Database
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import KeyRegistry, KeyStore
 from tiphub.linkage import Linker
 from tiphub.runtime import init_keys
@@ -196,3 +197,32 @@ def test_the_relay_key_is_trusted_only_for_the_agency_of_the_publisher_it_names(
     )
     assert verdicts[0].accepted is not None and verdicts[0].accepted["publisher"] == "Pita@NZ-POLICE"
     assert [v.rejected["reason"] for v in verdicts[1:] if v.rejected] == ["relay_agency_mismatch"] * 2
+
+
+def test_an_envelope_sealed_for_a_destroyed_epoch_key_is_refused_and_one_for_the_current_key_opens(
+    kit: EnvelopeKit, vault: InMemoryKeyVault, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path)
+    epochs = EnvelopeKeys(vault, epoch_s=60)
+    stage = AcceptStage(
+        registry=KeyRegistry(Database(f"sqlite:///{tmp_path}/registry.sqlite3")),
+        vault=vault,
+        hub_key=store.hub_encryption_key(),
+        hub_key_id=store.hub_key_id(),
+        linker=Linker.latest(store.linkage_keys()),
+        envelope_keys=epochs,
+    )
+    key_id, public = epochs.current()
+
+    def sealed_for_epoch() -> Submission:
+        envelope = kit.envelope(make_report(), hub_public=public)
+        envelope = kit.resign({**envelope, "hub_key_id": key_id}, kit.store.agency_key("NZ-CUSTOMS"))
+        key, value = kit.wire(envelope)
+        return Submission("submitted", 0, 0, key, value, int(time.time() * 1000))
+
+    [opened] = stage.process([sealed_for_epoch()])
+    assert opened.accepted is not None
+    assert epochs.destroy(epochs.epoch(datetime.now(UTC)))
+    [refused] = stage.process([sealed_for_epoch()])
+    assert refused.rejected is not None and refused.rejected["reason"] == "hub_key_retired"
+    assert refused.rejected["field"] == "hub_key_id"

@@ -47,6 +47,7 @@ def test_get_or_create_makes_one_key_per_id_ever(vault: KeyVault) -> None:
     assert len(first["r1/s0"]) == 32
     assert vault.get("r1/s0") == first["r1/s0"]
     assert vault.get("nope") is None
+    assert vault.key_ids_of("r1") == ["r1/r", "r1/s0"] and vault.key_ids_of("r2") == []
 
 
 def test_keys_are_found_by_token_and_deleted_for_good(vault: KeyVault) -> None:
