@@ -119,3 +119,35 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     key = vault.get(victim_key_id)
     assert key is not None
     assert crypto.unseal_field(key, report_id, "subjects[0].name", record["subjects"][0]["name"]) == VICTIM["name"]
+
+
+def test_an_agency_probing_with_a_victims_passport_learns_nothing_of_reports_it_may_not_see(hub: Hub) -> None:
+    """NZ-LABOUR knows a passport number and submits a report naming it, hoping its own report joins a
+    signal of other agencies' reports about that person. Correlation in its scope uses only what it may
+    see: nothing forms there, though the hub's own correlation of everything does find the person."""
+    kit = EnvelopeKit(hub.home)
+    police = make_report(
+        source_agency="NZ-POLICE",
+        tlp="RED",
+        indicator_type="HOTLINE_TIP",
+        elements=["ACT_RECRUITMENT", "MEANS_DEBT_BONDAGE"],
+        subjects=[VICTIM],
+    )
+    customs = make_report(  # a border crossing: not a type NZ-LABOUR's agreement receives
+        source_agency="NZ-CUSTOMS", elements=["ACT_TRANSPORT", "MEANS_DECEPTION"], subjects=[VICTIM]
+    )
+    probe = make_report(
+        source_agency="NZ-LABOUR",
+        indicator_type="LABOUR_INSPECTION",
+        elements=["PURPOSE_FORCED_LABOUR"],
+        subjects=[{"role": "SUSPECTED_VICTIM", "identifiers": VICTIM["identifiers"]}],
+    )
+    hub.send_raw([kit.wire(kit.envelope(r)) for r in (police, customs, probe)])
+    hub.start_worker()
+    hub.wait_for_outcomes(3)
+    hub.wait_for_quiet()
+    signals = hub.decoded(hub.topics.signals)
+    everything = {r["report_id"] for r in (police, customs, probe)}
+    assert any(s["scope"] == "hub" and set(s["report_ids"]) == everything for s in signals)
+    labour = [s for s in signals if s["scope"] == "NZ-LABOUR"]
+    assert labour == [], labour  # nothing it could be shown: no signal, no count, no id

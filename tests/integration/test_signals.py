@@ -145,15 +145,23 @@ def test_coverage_per_requirement_is_published(hub: Hub, simulation) -> None:  #
     hub.start_worker()
     hub.wait_for_outcomes(len(simulation.reports))
     hub.wait_for_quiet()
-    latest = {}
+    by_scope: dict[str, dict[str, dict]] = {}
     for record in hub.decoded(hub.topics.coverage):
-        latest[record["requirement_id"]] = record
+        by_scope.setdefault(record["scope"], {})[record["requirement_id"]] = record
+    latest = by_scope["hub"]
     assert sorted(latest) == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]
     open_ir1 = [s for s in final_signals(hub).values() if s["requirement_id"] == "IR-1" and s["status"] == "open"]
     assert latest["IR-1"]["open_signals"] == len(open_ir1) > 0
     assert latest["IR-1"]["reports_considered"] == len(simulation.reports)
     assert set(latest["IR-1"]["agencies_contributing"]) <= set(latest["IR-1"]["agencies_reporting"])
     assert len(latest["IR-1"]["agencies_reporting"]) == 6
+    # Each agency's and partner's coverage counts only what it may see.
+    nic = by_scope["NZ-NIC"]["IR-1"]
+    nic_open = [
+        s for s in final_signals(hub, "NZ-NIC").values() if s["requirement_id"] == "IR-1" and s["status"] == "open"
+    ]
+    assert nic["open_signals"] == len(nic_open) and nic["reports_considered"] < latest["IR-1"]["reports_considered"]
+    assert by_scope["NZ-CUSTOMS"]["IR-1"]["agencies_reporting"] == ["NZ-CUSTOMS"]
 
 
 def test_an_agency_retracts_its_report_and_signals_and_decisions_follow(hub: Hub) -> None:
