@@ -41,14 +41,17 @@ PARTNER_FEED = "partner-summaries"
 class DraftRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt field is an error, not silently dropped
 
-    signal_id: str = Field(min_length=1, max_length=64)
+    signal_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Your agency's signal to summarise."
+    )
     partner: str = Field(min_length=1, max_length=32, description="The partner the summary is for, e.g. HSU-TH.")
     partner_signal: str | None = Field(
         default=None,
         min_length=1,
         max_length=64,
-        description="Which of the partner's views of this signal (GET /v1/signals/{id}/partners/{partner}); "
-        "default: the one that shares most reports with it.",
+        description="Which signal of the reports both your agency and the partner may see (GET "
+        "/v1/signals/{id}/partners/{partner} or GET /v1/releasable); with signal_id, default: the one that "
+        "shares most reports with it; without signal_id, required.",
     )
 
 
@@ -252,22 +255,49 @@ def build_router(agreements_dir: Any) -> APIRouter:
                 out.append({"partner_signal": found["signal_id"], "shared_reports": shared, "content": content})
         return {"signal_id": signal_id, "partner": partner, "partner_signals": out}
 
+    def releasable(views: HubViews, caller: Caller, partner: str) -> list[dict[str, Any]]:
+        feed = views.feeds.get(release_scope(caller.acts_for or "", partner))
+        found = [r for r in feed.latest.values() if r["status"] == "open"] if feed else []
+        return sorted(found, key=lambda r: r["signal_id"])
+
+    @router.get("/v1/releasable", tags=["analysts"])
+    async def what_may_go(
+        request: Request,
+        caller: Annotated[Caller, Depends(require("analyst"))],
+        partner: Annotated[str, Query(min_length=1, max_length=32)],
+    ) -> dict[str, Any]:
+        """What could go to a partner: the open signals of the reports both your agency and the partner may
+        see, each with the content a summary of it would carry."""
+        known_partner(partner, ("query", "partner"))
+        views: HubViews = request.app.state.views
+        now = datetime.now(UTC)
+        out = []
+        for record in releasable(views, caller, partner):
+            content = partner_view(views, record, partner, caller.acts_for or "", now)
+            if isinstance(content, dict):
+                out.append({"partner_signal": record["signal_id"], "content": content})
+        return {"partner": partner, "signals": out}
+
     @router.post("/v1/summaries", status_code=201, responses=responding(201, "The draft.", summary_links()))
     async def draft(
         request: Request, body: DraftRequest, caller: Annotated[Caller, Depends(require("analyst"))]
     ) -> Any:
-        """Draft a summary of a signal for one partner: the partner's own signal of the reports both may see,
-        its content as the partner's decided views allow."""
+        """Draft a summary for one partner of a signal of the reports both your agency and the partner may see
+        (named directly, or through one of your signals), its content as the partner's decided views allow."""
         views: HubViews = request.app.state.views
         known_partner(body.partner, ("body", "partner"))
-        record = await own_signal(request, caller, body.signal_id)
-        found = candidates(views, caller, record, body.partner)
+        if body.signal_id is not None:
+            record = await own_signal(request, caller, body.signal_id)
+            found = candidates(views, caller, record, body.partner)
+        elif body.partner_signal is not None:
+            found = releasable(views, caller, body.partner)
+        else:
+            raise invalid((("body", "signal_id"), "give signal_id, partner_signal or both", "value_error"))
         if body.partner_signal is not None:
             found = [r for r in found if r["signal_id"] == body.partner_signal]
             if not found:
-                raise invalid(
-                    (("body", "partner_signal"), "not one of the partner's views of this signal", "value_error")
-                )
+                where = "of this signal" if body.signal_id else f"that may go to {body.partner}"
+                raise invalid((("body", "partner_signal"), f"not one of the partner's signals {where}", "value_error"))
         if not found:
             raise invalid((("body", "partner"), f"nothing of this signal may go to {body.partner}", "value_error"))
         chosen = found[0]

@@ -21,6 +21,7 @@ events, so every gateway instance rebuilds the same state from the topic.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,6 +138,16 @@ class SummaryBook:
         return [s for s in self.summaries.values() if s.status == "pending"]
 
 
+def same_person(a: str, b: str) -> bool:
+    """Whether two token subjects name one person: compared canonically (Unicode NFKC, case-folded, inner
+    spaces collapsed), so `Ana`, `ana ` and its full-width form cannot approve one another's drafts."""
+
+    def canonical(subject: str) -> str:
+        return " ".join(unicodedata.normalize("NFKC", subject).casefold().split())
+
+    return canonical(a) == canonical(b)
+
+
 def concerns(summary: Summary, caller: Caller) -> bool:
     """Whether a summary is any of this caller's business: their agency drafted it, or must consent to it
     (releasing officers), or it is their partner's (liaison officers, once released)."""
@@ -161,7 +172,7 @@ def check_approve(summary: Summary, caller: Caller) -> None:
         raise ActionRefused(
             "not_entitled_to_release", "only a releasing officer of the drafting agency, which sees all of it, approves"
         )
-    if caller.subject == summary.drafter:
+    if same_person(caller.subject, summary.drafter):
         raise ActionRefused("drafter_cannot_approve", "the drafter of a summary cannot approve it")
     if summary.approved_by is not None:
         raise ActionRefused("already_approved", "summary is already approved", conflict=True)
@@ -171,7 +182,7 @@ def check_withdraw(summary: Summary, caller: Caller) -> None:
     if summary.status == "withdrawn":
         raise ActionRefused("already_withdrawn", "summary is already withdrawn", conflict=True)
     officer = caller.role == "releasing_officer" and caller.agency == summary.drafter_agency
-    if not officer and caller.subject != summary.drafter:
+    if not officer and not same_person(caller.subject, summary.drafter):
         raise ActionRefused(
             "not_allowed_to_withdraw", "only a releasing officer of the drafting agency or the drafter can withdraw"
         )
