@@ -148,6 +148,15 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         """Liveness: the process is up and serving."""
         return {"status": "ok", "version": __version__}
 
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(request: Request) -> Response:
+        """Readiness: 200 once the gateway has rebuilt its views from the topics after starting, else 503.
+        `caught_up` says whether it has read every topic to its end as of this request (on a busy hub it is
+        often a few records behind: the tests of a quiet hub wait for it)."""
+        views: HubViews = request.app.state.views
+        body = {"rebuilt": views.ready.is_set(), "caught_up": await views.caught_up()}
+        return Response(json.dumps(body), status_code=200 if body["rebuilt"] else 503, media_type="application/json")
+
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics: requests by route and status, each stage's lag. With an auditor's token, also

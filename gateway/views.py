@@ -212,6 +212,16 @@ class HubViews:
             for token in tokens:
                 self.subject_keys_by_token.setdefault(token, set()).add(key)
 
+    async def caught_up(self) -> bool:
+        """Whether every tailed partition has been read to its end as of now (readiness)."""
+        assert self._consumer is not None
+        tps = list(self._ends)
+        ends = await self._consumer.end_offsets(tps)
+        for tp in tps:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
     async def applied(self, event_id: str) -> None:
         """Wait (up to 15 s) until the tail has folded a summary or triage event this gateway wrote."""
 
