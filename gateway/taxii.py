@@ -89,11 +89,11 @@ def stix_objects(summary: Summary, released_at: datetime, withdrawn_at: datetime
         "object_marking_refs": [TLP2_IDS["amber"]],
         **({"revoked": True} if withdrawn_at else {}),
     }
-    agencies = ", ".join(content.get("agencies", []))
+    agencies = ", ".join(content.get("agencies") or ["sources not shared"])
     text = (
-        f"Collection Plan {content.get('requirement_id')} signal {summary.signal_id} v{summary.signal_version}: "
+        f"Collection Plan {content.get('requirement_id')} signal {summary.signal_id}: "
         f"{content.get('report_count')} report(s) from {agencies}; elements "
-        f"{', '.join(content.get('act_means_purpose', []))}; minor involved: {content.get('minor_involved')}; "
+        f"{', '.join(content.get('act_means_purpose') or [])}; minor involved: {content.get('minor_involved')}; "
         f"observed {content.get('first_seen')} to {content.get('last_seen')}."
     )
     report = {
@@ -130,6 +130,7 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
     async def own_collection(request: Request, caller: Caller, collection: str) -> str | Response:
         partner = partner_of(collection)
         if partner is None:
+            await request.app.state.audit.denied(request, "not_found", caller)
             return taxii({"title": "Collection not found", "http_status": "404"}, 404)
         if partner != caller.partner:
             raise await forbid(request, caller, "other_partner", "a liaison officer reads only their own collection")
