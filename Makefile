@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
 	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py tests/unit/test_convert.py
 	TIPHUB_FUZZ_EXAMPLES=200 TIPHUB_STATEFUL_EXAMPLES=400 $(PY) -m pytest -q --timeout 1800 tests/integration/test_gateway.py -k "no_operation_answers_5xx or keep_the_release_promises"
+	TIPHUB_NONINTERFERENCE_EXAMPLES=12 $(PY) -m pytest -q tests/integration/test_noninterference.py
 	$(VENV)/bin/tiphub bench --out build/bench-1-worker.json
 	$(VENV)/bin/tiphub bench --workers 2 --out build/bench-2-workers.json
 
