@@ -70,6 +70,24 @@ class Hub:
     def __exit__(self, *_: object) -> None:
         for name in list(self.workers):
             self.stop_worker(name)
+        self.drop_topics()
+
+    def drop_topics(self) -> None:
+        """Delete this hub's topics: the embedded broker rewrites its whole state about once a second, so
+        a test session that kept every finished hub's records would slow down as it goes."""
+
+        async def run() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            await admin.start()
+            try:
+                await admin.delete_topics([spec.name for spec in self.topics.specs()])
+            finally:
+                await admin.close()
+
+        try:
+            asyncio.run(run())
+        except Exception as exc:  # a broker that cannot delete topics keeps them: slower, not wrong
+            print(f"topics of {self.prefix} kept ({type(exc).__name__})")
 
     @property
     def topics(self):  # type: ignore[no-untyped-def]

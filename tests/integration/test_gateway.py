@@ -347,6 +347,9 @@ def test_two_person_release_with_consent_then_the_partner_pulls_and_sees_a_withd
 
     thai = live.token("liaison", partner="HSU-TH")
     assert live.get("/v1/partners/HSU-TH/summaries", thai).json()["summaries"] == []  # pending: nothing
+    # Another agency's analysts do not see NZ-NIC's drafts at all.
+    labour_analyst = live.token("analyst", agency="NZ-LABOUR")
+    assert all(s["summary_id"] != sid for s in live.get("/v1/summaries", labour_analyst).json()["summaries"])
 
     officer = live.tokens.issue("releasing_officer", "Rita", agency="NZ-NIC")
     assert post(live, f"/v1/summaries/{sid}/consent", officer).status_code == 403  # NZ-NIC contributed nothing
@@ -456,6 +459,12 @@ def test_taxii2_client_pulls_valid_stix_and_sees_a_withdrawal_as_revoked(live: L
     revoked = [o for o in newer if o.get("id") == reports[0]["id"]]
     assert revoked and revoked[0]["revoked"] is True and revoked[0]["modified"] > reports[0]["modified"]
     assert added_last["objects"]  # the earlier pull was not empty
+
+    objects_path = f"{live.url}/taxii2/api/collections/{collection.id}/objects/"
+    thai_token = {"Authorization": f"Bearer {live.token('liaison', partner='HSU-TH')}"}
+    for bad in ({"added_after": "garbage"}, {"added_after": "2026-11-01T00:00:00"}, {"next": "x"}, {"limit": "0"}):
+        refused = httpx.get(objects_path, headers=thai_token, params=bad, timeout=30)
+        assert refused.status_code == 400 and refused.json()["http_status"] == "400", (bad, refused.text)
 
     malay = Bearer(live.token("liaison", partner="HSU-MY"))
     theirs = Server(live.url + "/taxii2/", auth=malay).default.collections

@@ -13,6 +13,7 @@ import pytest
 
 from producers.publisher import seal_retraction
 from schemas.codec import WireCodec
+from schemas.convert import report_from_json
 from schemas.envelope import RETRACTION
 from tests.envelopes import EnvelopeKit
 from tests.factories import make_report
@@ -60,7 +61,7 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     report_id = red["report_id"]
     original = kit.wire(kit.envelope(red))
     hub.send_raw([(*original, 0)])
-    hub.start_worker()
+    hub.start_worker(TIPHUB_MAX_VALUE_BYTES=str(256 << 10))
     [accepted], _ = hub.wait_for_outcomes(1)
 
     # NZ-LABOUR, with its own key only: a harmless report under the same id, to every partition;
@@ -73,8 +74,20 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     retraction = seal_retraction(
         report_id, agency="NZ-LABOUR", reason="ENTERED_IN_ERROR", corrected_by=None, agency_key=labour
     )
-    hub.send_raw([*takeovers, (report_id.encode(), kit.codec.encode(RETRACTION, retraction), 1), (*original, 2)])
-    accepted_now, rejected = hub.wait_for_outcomes(1 + len(takeovers) + 2)
+    huge = report_from_json(make_report(report_id=report_id, source_agency="NZ-LABOUR", subjects=[DECOY]))
+    huge["narrative"] = "x" * 300_000  # over the worker's limit for a record, set below
+    oversized = (*kit.wire(kit.envelope(huge)), 0)
+    malformed = (report_id.encode(), b"\x00\x00\x00\x00\x02" + b"\xff" * 40, 1)  # an envelope id, then garbage
+    hub.send_raw(
+        [
+            *takeovers,
+            (report_id.encode(), kit.codec.encode(RETRACTION, retraction), 1),
+            (*original, 2),
+            oversized,
+            malformed,
+        ]
+    )
+    accepted_now, rejected = hub.wait_for_outcomes(1 + len(takeovers) + 4)
     hub.wait_for_quiet()
 
     assert [(r.key, r.value) for r in accepted_now] == [(accepted.key, accepted.value)]  # unchanged, once
@@ -83,6 +96,8 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
         ("report_id_taken", "NZ-LABOUR"): PARTITIONS,
         ("retraction_wrong_agency", "NZ-LABOUR"): 1,
         ("duplicate_report_id", "NZ-POLICE"): 1,  # the replay: NZ-POLICE's own feed shows it
+        ("oversized", None): 1,
+        ("undecodable", None): 1,
     }
     assert hub.decoded(hub.topics.retractions) == []
 
