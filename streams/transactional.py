@@ -285,15 +285,7 @@ class TransactionalProcessor:
         async with self.producer.transaction():
             connected = live_connections(self.producer)
             outputs = await self.handler.handle(records)
-            for topic in {o.topic for o in outputs} - {topic for topic, _ in self._written}:
-                self._written |= {(topic, p) for p in await self.producer.partitions_for(topic)}
-            sends = [
-                await self.producer.send(
-                    o.topic, key=o.key, value=o.value, partition=o.partition, headers=list(o.headers) or None
-                )
-                for o in outputs
-            ]
-            await asyncio.gather(*sends)
+            await self._send(outputs)
             # The consumer's position, not last offset + 1: it has stepped over the commit markers
             # of transactional input, so the group's lag really reaches zero.
             offsets = {tp: max(await self.consumer.position(tp), msgs[-1].offset + 1) for tp, msgs in batch.items()}
@@ -325,17 +317,22 @@ class TransactionalProcessor:
                 await self._sweep()
                 self._sweep_due = False
             async with self.producer.transaction():
-                for topic in {o.topic for o in outputs} - {topic for topic, _ in self._written}:
-                    self._written |= {(topic, p) for p in await self.producer.partitions_for(topic)}
-                sends = [
-                    await self.producer.send(
-                        o.topic, key=o.key, value=o.value, partition=o.partition, headers=list(o.headers) or None
-                    )
-                    for o in outputs
-                ]
-                await asyncio.gather(*sends)
+                await self._send(outputs)
                 await self._check_membership()
             self.handler.committed()
+
+    async def _send(self, outputs: list[Output]) -> None:
+        """Send outputs within the open transaction and wait for every acknowledgement; remember every
+        partition of the topics written, for the sweep."""
+        for topic in {o.topic for o in outputs} - {topic for topic, _ in self._written}:
+            self._written |= {(topic, p) for p in await self.producer.partitions_for(topic)}
+        sends = [
+            await self.producer.send(
+                o.topic, key=o.key, value=o.value, partition=o.partition, headers=list(o.headers) or None
+            )
+            for o in outputs
+        ]
+        await asyncio.gather(*sends)
 
     async def _commit_idle_positions(self) -> None:
         """When idle, commit positions that moved over commit markers alone (no output to pair with)."""

@@ -47,3 +47,28 @@ def make_report(**overrides: Any) -> dict[str, Any]:
     report["report_id"] = str(uuid.uuid4())
     report.update(copy.deepcopy(overrides))
     return report
+
+
+# A few people, each as agencies record them differently (by passport, by name and birth date, both, or
+# by name and phone), for correlation and noninterference tests.
+PEOPLE = [
+    ("Sokha Chan", "2008-04-02", "N01234567", "+85512345678"),
+    ("Dara Kim", "1999-01-12", "N07654321", "+85598765432"),
+    ("Lan Nguyen", "2001-07-30", "C1234567", "+84901234567"),
+    ("Malai Suksawat", "2009-01-17", "AA1234567", "+66812345678"),
+]
+RECORDED_AS = ("passport", "name", "both", "phone")
+
+
+def person_as_recorded(person: int, shown: str) -> dict[str, Any]:
+    """PEOPLE[person] as one agency happens to record them: `shown` is one of RECORDED_AS."""
+    name, dob, passport, phone = PEOPLE[person]
+    out: dict[str, Any] = {"role": "SUSPECTED_VICTIM", "nationality": "KH", "identifiers": []}
+    if shown in ("name", "both"):
+        out.update(name=name, date_of_birth=dob)
+    if shown in ("passport", "both"):
+        out["identifiers"].append({"kind": "PASSPORT", "value": passport, "issuer": "KH"})
+    if shown == "phone":
+        out.update(name=name)
+        out["identifiers"].append({"kind": "PHONE", "value": phone})
+    return out

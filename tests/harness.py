@@ -132,6 +132,12 @@ class Hub:
                 process.wait(5)
         return process.returncode
 
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`tiphub ARGS` against this hub, as an operator runs it."""
+        return subprocess.run(
+            [sys.executable, "-m", "tiphub", *args], env=self.env(), capture_output=True, text=True, timeout=timeout
+        )
+
     def worker_log(self, instance: str = "0") -> str:
         return (self.home / f"worker-{instance}.log").read_text(errors="replace")
 

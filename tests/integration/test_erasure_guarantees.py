@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from policies.engine import ERASED
 from streams.views import rebuild_report_view
 from tests.factories import make_report
 from tests.harness import Hub, final_signals
+from tests.integration.test_erasure import OTHER
 from tests.integration.test_gateway import start_gateway
 from tiphub.database import Database
 from tiphub.keys import KeyStore
@@ -37,13 +37,6 @@ PERSON = {
     "date_of_birth": "1999-07-29",
     "nationality": "KH",
     "identifiers": [{"kind": "PASSPORT", "value": PASSPORT, "issuer": "KH"}],
-}
-OTHER = {
-    "role": "SUSPECTED_VICTIM",
-    "name": "Dara Meas",
-    "date_of_birth": "2001-03-03",
-    "nationality": "KH",
-    "identifiers": [{"kind": "PASSPORT", "value": "N99887766", "issuer": "KH"}],
 }
 THIRD = {
     "role": "WITNESS",
@@ -80,12 +73,6 @@ class Erased:
 
     def sent(self, report_id: str) -> dict[str, Any]:
         return next(r for r in self.reports if r["report_id"] == report_id)
-
-
-def tiphub(hub: Hub, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tiphub", *args], env=hub.env(), capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +131,8 @@ def erased(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Er
             )
             assert triaged.status_code == 200 and triaged.json()["triage"][-1]["note"] == NOTE
 
-            by_identifier = tiphub(hub, "erase", "--identifier", f"PASSPORT:{PASSPORT}:KH", "--reason", "court order")
-            by_name = tiphub(
-                hub, "erase", "--name", THIRD["name"], "--dob", THIRD["date_of_birth"], "--reason", "request"
-            )
+            by_identifier = hub.cli("erase", "--identifier", f"PASSPORT:{PASSPORT}:KH", "--reason", "court order")
+            by_name = hub.cli("erase", "--name", THIRD["name"], "--dob", THIRD["date_of_birth"], "--reason", "request")
             assert by_identifier.returncode == 0 and by_name.returncode == 0, by_identifier.stderr + by_name.stderr
             hub.wait_for_quiet()
             time.sleep(6)  # the union stage's idle tick applies the erasure facts even when nothing arrives
@@ -169,9 +154,9 @@ def test_1_the_request_is_never_echoed_and_names_the_person(erased: Erased) -> N
     for secret in (PASSPORT, THIRD["name"], PERSON["name"]):
         assert secret not in erased.logs
         assert all(secret not in json.dumps(e, default=str) for e in erased.hub.decoded(erased.hub.topics.audit_intake))
-    nobody = tiphub(erased.hub, "erase", "--identifier", "PASSPORT:ZZ0000000:KH")
+    nobody = erased.hub.cli("erase", "--identifier", "PASSPORT:ZZ0000000:KH")
     assert nobody.returncode == 1 and "no accepted report names such a person" in nobody.stderr
-    malformed = tiphub(erased.hub, "erase", "--identifier", "SHOESIZE:42")
+    malformed = erased.hub.cli("erase", "--identifier", "SHOESIZE:42")
     assert malformed.returncode == 2 and "--identifier: the kind must be one of" in malformed.stderr
 
 

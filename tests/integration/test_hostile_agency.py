@@ -5,8 +5,6 @@ another agency's changes, and every attempt to act for another is rejected and a
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
@@ -123,13 +121,7 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     decoy_keys = vault.key_ids_for_token(decoy_token)
     assert len(decoy_keys) == PARTITIONS and victim_key_id not in decoy_keys
     assert all(key.startswith(f"NZ-LABOUR/{report_id}/") for key in decoy_keys)
-    erase = subprocess.run(
-        [sys.executable, "-m", "tiphub", "erase", "--identifier", "PASSPORT:ZZ7654321:NZ"],
-        env=hub.env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    erase = hub.cli("erase", "--identifier", "PASSPORT:ZZ7654321:NZ")
     assert erase.returncode == 0, erase.stderr
     key = vault.get(victim_key_id)
     assert key is not None

@@ -47,7 +47,7 @@ from policies.engine import decide
 from policies.loader import load_directory
 from policies.model import AgreementSet, LoadedAgreement
 from schemas.convert import report_from_json
-from tests.factories import make_report
+from tests.factories import PEOPLE, RECORDED_AS, make_report, person_as_recorded
 from tests.harness import Hub
 from tests.integration.test_gateway import start_gateway
 from tiphub.runtime import token_authority
@@ -65,12 +65,6 @@ TIME_DEPENDENT = {"updated_at", "at", "as_of", "created", "modified", "published
                   "signal_version", "next"}  # fmt: skip
 RANDOM_IDS = re.compile(r"sum-[0-9a-f]{20}|(?:report|note)--[0-9a-f-]{36}")
 
-PEOPLE = [
-    ("Sokha Chan", "2008-04-02", "N01234567", "+85512345678"),
-    ("Dara Kim", "1999-01-12", "N07654321", "+85598765432"),
-    ("Lan Nguyen", "2001-07-30", "C1234567", "+84901234567"),
-    ("Malai Suksawat", "2009-01-17", "AA1234567", "+66812345678"),
-]
 ERASED_PERSON = {
     "role": "SUSPECTED_VICTIM",
     "name": "Erin Forgotten",
@@ -82,19 +76,6 @@ TYPES = ["BORDER_CROSSING", "LABOUR_INSPECTION", "VISA_APPLICATION_FLAG", "HOTLI
 ELEMENTS = ["ACT_RECRUITMENT", "ACT_TRANSPORT", "MEANS_DECEPTION", "MEANS_DEBT_BONDAGE", "PURPOSE_FORCED_LABOUR"]
 
 
-def subject(person: int, shown: str) -> dict[str, Any]:
-    name, dob, passport, phone = PEOPLE[person]
-    out: dict[str, Any] = {"role": "SUSPECTED_VICTIM", "nationality": "KH", "identifiers": []}
-    if shown in ("name", "both"):
-        out.update(name=name, date_of_birth=dob)
-    if shown in ("passport", "both"):
-        out["identifiers"].append({"kind": "PASSPORT", "value": passport, "issuer": "KH"})
-    if shown == "phone":
-        out.update(name=name)
-        out["identifiers"].append({"kind": "PHONE", "value": phone})
-    return out
-
-
 report_spec = st.fixed_dictionaries(
     {
         "source_agency": st.sampled_from(AGENCIES),
@@ -103,7 +84,7 @@ report_spec = st.fixed_dictionaries(
         "purpose": st.sampled_from(["PREVENTION", "INVESTIGATION", "VICTIM_PROTECTION"]),
         "elements": st.lists(st.sampled_from(ELEMENTS), min_size=1, max_size=3, unique=True),
         "subjects": st.lists(
-            st.builds(subject, st.integers(0, len(PEOPLE) - 1), st.sampled_from(["passport", "name", "both", "phone"])),
+            st.builds(person_as_recorded, st.integers(0, len(PEOPLE) - 1), st.sampled_from(RECORDED_AS)),
             min_size=1,
             max_size=2,
         ),
@@ -177,20 +158,11 @@ def live_hub(broker: str, tmp: Path, name: str, keys_from: Path | None) -> Itera
 
 
 def feed(hub: Hub, reports: list[dict[str, Any]], erase: bool) -> None:
-    import subprocess
-    import sys
-
     hub.publish(reports)
     hub.wait_for_outcomes(len(reports))
     hub.wait_for_quiet()
     if erase:
-        done = subprocess.run(
-            [sys.executable, "-m", "tiphub", "erase", "--identifier", "PASSPORT:E99999999:KH"],
-            env=hub.env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = hub.cli("erase", "--identifier", "PASSPORT:E99999999:KH")
         assert done.returncode == 0, done.stderr
         time.sleep(6)  # the union stage's idle tick applies it
         hub.wait_for_quiet()

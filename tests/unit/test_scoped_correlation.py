@@ -14,7 +14,7 @@ from streams.correlate import ReportFacts, facts_from_accepted
 from streams.linking import KeyIndex, Link, by_partition, sightings_of
 from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation, release_scope
 from tests.correlation_kit import PLAN, Pipeline
-from tests.factories import make_report
+from tests.factories import PEOPLE, RECORDED_AS, make_report, person_as_recorded
 
 KEY = b"k" * 32
 SCOPE = "NZ-NIC"  # a recipient with no reports of its own: it sees what decisions give it
@@ -22,12 +22,6 @@ PARTNER = "HSU-TH"
 RELEASE = release_scope(SCOPE, PARTNER)
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
-PEOPLE = [
-    ("Sokha Chan", "2008-04-02", "N01234567", "+85512345678"),
-    ("Dara Kim", "1999-01-12", "N07654321", "+85598765432"),
-    ("Lan Nguyen", "2001-07-30", "C1234567", "+84901234567"),
-    ("Malai Suksawat", "2009-01-17", "AA1234567", "+66812345678"),
-]
 ELEMENTS = ["ACT_RECRUITMENT", "ACT_TRANSPORT", "MEANS_DECEPTION", "MEANS_DEBT_BONDAGE", "PURPOSE_FORCED_LABOUR"]
 AGENCIES = ["NZ-CUSTOMS", "NZ-LABOUR", "NGO-SHAKTI", "NZ-POLICE"]
 
@@ -35,20 +29,6 @@ AGENCIES = ["NZ-CUSTOMS", "NZ-LABOUR", "NGO-SHAKTI", "NZ-POLICE"]
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return Pipeline(tmp_path_factory.mktemp("scoped"))
-
-
-def subject(person: int, shown: str) -> dict[str, Any]:
-    """A person as one agency happens to record them: by passport, by name and birth date, or both."""
-    name, dob, passport, phone = PEOPLE[person]
-    out: dict[str, Any] = {"role": "SUSPECTED_VICTIM", "nationality": "KH", "identifiers": []}
-    if shown in ("name", "both"):
-        out.update(name=name, date_of_birth=dob)
-    if shown in ("passport", "both"):
-        out["identifiers"].append({"kind": "PASSPORT", "value": passport, "issuer": "KH"})
-    if shown == "phone":
-        out.update(name=name)
-        out["identifiers"].append({"kind": "PHONE", "value": phone})
-    return out
 
 
 class Feed:
@@ -94,10 +74,10 @@ def test_a_hidden_report_that_joins_two_visible_people_changes_nothing_in_the_sc
     # Customs knows Sokha by passport, labour by name and birth date; only the RED police report
     # carries both and so says they are one person.
     visible = [
-        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(0, "passport")], 1),
-        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(0, "name")], 2),
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(0, "passport")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(0, "name")], 2),
     ]
-    hidden = report("NZ-POLICE", ["MEANS_DEBT_BONDAGE"], [subject(0, "both")], 3)
+    hidden = report("NZ-POLICE", ["MEANS_DEBT_BONDAGE"], [person_as_recorded(0, "both")], 3)
     facts = accepted_facts(pipeline, [*visible, hidden])
 
     with_hidden, without = Feed(), Feed()
@@ -117,8 +97,8 @@ def test_a_hidden_report_that_joins_two_visible_people_changes_nothing_in_the_sc
 
 def test_scopes_name_the_same_signal_differently_and_never_by_a_recomputable_id(pipeline: Pipeline) -> None:
     reports = [
-        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(1, "both")], 1),
-        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(1, "both")], 2),
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(1, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(1, "both")], 2),
     ]
     feed = Feed()
     for fact in accepted_facts(pipeline, reports):
@@ -136,8 +116,8 @@ def test_scopes_name_the_same_signal_differently_and_never_by_a_recomputable_id(
 
 def test_a_report_whose_retention_is_over_leaves_the_recipients_scope_only(pipeline: Pipeline) -> None:
     reports = [
-        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(2, "both")], 1),
-        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(2, "both")], 2),
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(2, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(2, "both")], 2),
     ]
     first, second = accepted_facts(pipeline, reports)
     state = ScopedCorrelation(PLAN, KEY)
@@ -155,7 +135,7 @@ def test_a_report_whose_retention_is_over_leaves_the_recipients_scope_only(pipel
     assert not any(e.scope in (HUB_SCOPE, "NZ-LABOUR") for e in after)  # the agency and the hub keep it
 
 
-shown_as = st.sampled_from(["passport", "name", "both", "phone"])
+shown_as = st.sampled_from(RECORDED_AS)
 report_spec = st.tuples(
     st.sampled_from(AGENCIES),
     st.lists(st.sampled_from(ELEMENTS), min_size=1, max_size=3, unique=True),
@@ -172,7 +152,7 @@ def test_no_mix_of_hidden_reports_changes_what_a_scope_is_shown(pipeline: Pipeli
     """Three runs: every report; only those the scope may see; only those the partner may see. What the
     scope, the partner and their release scope are shown never depends on what the observer may not see."""
     reports = [
-        report(agency, elements, [subject(p, shown) for p, shown in people], day)
+        report(agency, elements, [person_as_recorded(p, shown) for p, shown in people], day)
         for agency, elements, people, _, _, day in specs
     ]
     flags = [(spec[3], spec[4]) for spec in specs]
@@ -191,9 +171,9 @@ def test_no_mix_of_hidden_reports_changes_what_a_scope_is_shown(pipeline: Pipeli
 
 def test_a_release_scope_holds_exactly_what_both_sides_may_see(pipeline: Pipeline) -> None:
     reports = [
-        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [subject(3, "both")], 1),
-        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [subject(3, "both")], 2),
-        report("NZ-IMMIGRATION", ["PURPOSE_FORCED_LABOUR"], [subject(3, "both")], 3),
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(3, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(3, "both")], 2),
+        report("NZ-IMMIGRATION", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(3, "both")], 3),
     ]
     feed = Feed()
     for fact, flags in zip(accepted_facts(pipeline, reports), ((True, True), (True, True), (True, False)), strict=True):
