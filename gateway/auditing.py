@@ -102,6 +102,7 @@ def build_audit_router() -> APIRouter:
         keys = views.subject_keys_by_token.get(subject_token, set())
         reports = {r for key in keys for r in views.reports_by_subject_key.get(key, ())}
         if not keys:
+            await request.app.state.audit.denied(request, "not_found", caller)
             raise HTTPException(404, "no accepted report names a person with this token")
         seen = []
         for _, _, event in await trail(request):
