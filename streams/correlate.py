@@ -54,6 +54,11 @@ class PersonOccurrence:
     # The same fuzzy material derived with earlier, still live linkage keys (a rotation's overlap):
     # (clk, dob_key, ny_keys) per earlier version. Keys of different versions never share a value.
     bridges: tuple[tuple[bytes | None, str | None, tuple[str, ...]], ...] = ()
+    # Where the material comes from, so a scope can use only what its caller may see (streams/scoped.py):
+    # per identifier (kind, its tokens of every key version), and whether a name and a birth date were given.
+    identifiers: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    named: bool = False
+    dated: bool = False
 
     def variants(self) -> list[PersonOccurrence]:
         """This occurrence once per linkage key version it carries, the current one first."""
@@ -92,6 +97,7 @@ class ReportFacts:
     # Tokens that name one identifier under several linkage key versions (a rotation's overlap),
     # current version first. The correlator names the identifier by one of them throughout.
     aliases: tuple[tuple[str, ...], ...] = ()
+    registrations: tuple[tuple[str, ...], ...] = ()  # per organisation: its registration tokens, every version
 
 
 def _dob_and_ny(blocking: list[str]) -> tuple[str | None, tuple[str, ...]]:
@@ -126,11 +132,16 @@ def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
                 dob_key=dob_key,
                 ny_keys=ny_keys,
                 bridges=tuple((b["name_dob_encoding"], *_dob_and_ny(b["blocking_keys"])) for b in bridged),
+                identifiers=tuple(token_groups),
+                named=subject.get("name") is not None,
+                dated=subject.get("date_of_birth") is not None,
             )
         )
     organisations: set[str] = set()
+    registrations: list[tuple[str, ...]] = []
     for j, org in enumerate(record["organisations"]):
         group = tuple(t for t in (org.get("registration_token"), *(b["registration_tokens"][j] for b in bridges)) if t)
+        registrations.append(group)
         organisations.update(group)
         if len(group) > 1:
             aliases.append(group)
@@ -146,6 +157,7 @@ def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
         people=tuple(people),
         organisations=tuple(sorted(organisations)),
         aliases=tuple(aliases),
+        registrations=tuple(registrations),
     )
 
 

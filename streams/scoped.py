@@ -1,4 +1,4 @@
-"""Correlation per scope: what a caller is shown is correlated from the reports that caller may see.
+"""Correlation per scope: what a caller is shown is correlated from what the caller may see.
 
 A scope is an agency or a partner (a caller's `acts_for`). Its reports are the agency's own and
 those the policy engine decided to share with it (allowed decisions on tip.decisions, until their
@@ -9,13 +9,21 @@ once over every report and filtering afterwards cannot promise that: a hidden re
 visible people, make a requirement answered, or take the smallest member of an entity (and with it
 the signal's id).
 
-The `hub` scope holds every accepted report: the hub's own evaluation (`tiphub eval`, the bench).
-No caller is ever served it.
+Nor may a field the caller is not shown: a scope links people only on material derived from fields
+its caller's decision shares exactly (`restrict`). An agency whose view of a report drops a
+victim's passport cannot learn that passport by submitting reports of its own with guessed numbers
+and watching which one joins: in its scope, that report carries no passport token at all. Its own
+reports it sees whole.
+
+The `hub` scope holds every accepted report with all its material: the hub's own evaluation
+(`tiphub eval`, the bench). No caller is ever served it.
 
 A release scope `A>P` holds the reports that both an agency (or domestic recipient) A and a partner
-P may see. A summary for P drafted by A's analysts is one of its signals (gateway/release.py): made
-only of what both sides may see, grouped only by evidence both may see, so neither the drafter nor
-the partner learns anything of a report hidden from either.
+P may see, linked on what A may see of them. A summary for P drafted by A's analysts is one of its
+signals (gateway/release.py): made only of reports both sides may see, grouped only by evidence the
+drafting agency may see (a partner publishes nothing, so it cannot probe; what it receives is the
+release a releasing officer approved, under its own field rules). Partners have no scope of their
+own to correlate: no partner caller is served signals.
 
 Signal ids and entity pseudonyms are keyed per scope (`ScopeNames`): two scopes' ids for one
 person cannot be matched, and nobody without the hub's pseudonym key can recompute an id from a
@@ -28,11 +36,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
 from streams.correlate import Correlator, ReportFacts, Requirement, Signal, SignalBook
 
 if TYPE_CHECKING:
@@ -40,10 +49,71 @@ if TYPE_CHECKING:
 
 HUB_SCOPE = "hub"
 RELEASE = ">"  # release scopes are named AGENCY>PARTNER
+Rules = Mapping[str, str]  # field path of a report -> the rule its decision applied (share, generalise, drop)
 
 
 def release_scope(agency: str, partner: str) -> str:
     return f"{agency}{RELEASE}{partner}"
+
+
+def restrict(report: ReportFacts, rules: Rules | None) -> ReportFacts | None:
+    """The report as a scope may use it: only material from fields its decision shares exactly. None: the
+    scope may not even place it in time (its dates are dropped), so it takes no part. `rules` None: the
+    agency's own report, whole."""
+    if rules is None:
+        return report
+
+    def shared(path: str) -> bool:
+        return rules.get(path) == "share"
+
+    when = rules.get("observed_at")
+    if when not in ("share", "generalise"):
+        return None
+    observed = report.observed_at
+    if when == "generalise":
+        observed = observed.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    source = rules.get("source_agency")
+    agency = report.agency if source == "share" else report.agency.split("-", 1)[0] if source == "generalise" else ""
+    people = []
+    kept: set[str] = set()
+    for occ in report.people:
+        base = "subjects[" + occ.occ_id.rsplit("#", 1)[1] + "]"
+        documents: list[str] = []
+        contacts: list[str] = []
+        for j, (kind, tokens) in enumerate(occ.identifiers):
+            if shared(f"{base}.identifiers[{j}].value"):
+                (documents if kind in DOCUMENT_KINDS else contacts if kind in CONTACT_KINDS else []).extend(tokens)
+        kept |= {*documents, *contacts}
+        fuzzy = (not occ.named or shared(f"{base}.name")) and (not occ.dated or shared(f"{base}.date_of_birth"))
+        people.append(
+            replace(
+                occ,
+                role=occ.role if shared(f"{base}.role") else "",
+                minor=occ.minor if shared(f"{base}.minor") else None,
+                documents=tuple(sorted(documents)),
+                contacts=tuple(sorted(contacts)),
+                clk=occ.clk if fuzzy else None,
+                dob_key=occ.dob_key if fuzzy else None,
+                ny_keys=occ.ny_keys if fuzzy else (),
+                bridges=occ.bridges if fuzzy else (),
+            )
+        )
+    registrations = [g for j, g in enumerate(report.registrations) if shared(f"organisations[{j}].registration")]
+    organisations = sorted({t for group in registrations for t in group})
+    kept |= set(organisations)
+    return replace(
+        report,
+        agency=agency,
+        observed_at=observed,
+        elements=report.elements if shared("elements") else frozenset(),
+        indicator_type=report.indicator_type if shared("indicator_type") else "",
+        reliability=report.reliability if shared("source_reliability") else None,
+        credibility=report.credibility if shared("info_credibility") else None,
+        people=tuple(people),
+        organisations=tuple(organisations),
+        aliases=tuple(g for g in report.aliases if set(g) <= kept),
+        registrations=tuple(registrations),
+    )
 
 
 class ScopeNames:
@@ -74,15 +144,24 @@ class Emitted:
     signal: Signal
 
 
+@dataclass(frozen=True)
+class Held:
+    """A report a scope may see: until when (None: no end), and by which field rules (None: whole)."""
+
+    retain_until: datetime | None
+    rules: Rules | None
+
+
 @dataclass
 class _Scope:
-    """One scope's correlator and signal book, and what the current batch changed in it."""
+    """One scope's correlator and signal book, and what the current batch changed in it. A scope that does
+    not correlate (a partner's) only keeps what it holds, for the release scopes it pairs into."""
 
     name: str
-    correlator: Correlator
+    correlator: Correlator | None
     book: SignalBook = field(default_factory=SignalBook)
     seq: int = 0
-    held: dict[str, datetime | None] = field(default_factory=dict)  # report_id -> retain_until (None: no end)
+    held: dict[str, Held] = field(default_factory=dict)
     full: bool = True  # re-evaluate everything at the next flush (restored, or a report left)
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
@@ -91,6 +170,7 @@ class _Scope:
     coverage: dict[str, dict[str, Any]] = field(default_factory=dict)  # as last written
 
     def note(self, touched: set[str], report_id: str | None) -> None:
+        assert self.correlator is not None
         self.absorbed.update(self.correlator.absorbed)
         self.touched |= touched
         if report_id is not None and report_id not in self.correlator.reports:
@@ -98,40 +178,61 @@ class _Scope:
         for kind, entity_keys in self.correlator.affected(report_id, touched).items():
             self.keys.setdefault(kind, set()).update(entity_keys)
 
-    def add(self, facts: ReportFacts, links: dict[str, set[str]], retain_until: datetime | None) -> None:
-        if facts.report_id in self.held:
-            self.held[facts.report_id] = _later(self.held[facts.report_id], retain_until)
+    def add(self, facts: ReportFacts, held: Held, links: dict[str, set[str]] | None = None) -> None:
+        """Hold a report (again: the latest grant decides its end and rules, as a restore would read it)."""
+        again = facts.report_id in self.held
+        before = self.held.get(facts.report_id)
+        self.held[facts.report_id] = held
+        if self.correlator is None:
             return
-        self.held[facts.report_id] = retain_until
-        for occ in facts.people:
-            self.correlator.links[occ.occ_id] |= links.get(occ.occ_id, set())
-        self.note(self.correlator.add(facts), facts.report_id)
+        if again:
+            if before is not None and before.rules != held.rules:
+                self.remove({facts.report_id}, keep_held=True)  # its material changed: correlate it anew
+                self.correlator.retracted.discard(facts.report_id)
+            else:
+                return
+        usable = restrict(facts, held.rules)
+        if usable is None:
+            return
+        if links is not None:  # the hub takes its links from the link stage
+            for occ in usable.people:
+                self.correlator.links[occ.occ_id] |= links.get(occ.occ_id, set())
+        self.note(self.correlator.add(usable), usable.report_id)
 
     def link(self, link: Link) -> None:
         """A link between two people this scope holds (when one end arrives later, `add` brings it)."""
+        if self.correlator is None:
+            return
         if link.a in self.correlator.occurrences and link.b in self.correlator.occurrences:
             self.note(self.correlator.add_links([link]), None)
 
-    def remove(self, report_ids: set[str]) -> None:
+    def remove(self, report_ids: set[str], keep_held: bool = False) -> None:
         """Reports this scope may no longer see (retention over, decision withdrawn): as if never here."""
         gone = report_ids & self.held.keys()
-        if gone:
+        if not gone:
+            return
+        if not keep_held:
             for report_id in gone:
                 del self.held[report_id]
+        if self.correlator is not None:
             self.correlator.retract(gone)
             self.absorbed.update(self.correlator.absorbed)
             self.full = True
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
         """People erased and reports retracted leave every entity (rare: the scope is re-evaluated whole)."""
-        self.correlator.erased |= erased
-        self.correlator.retract(retracted)
         for report_id in retracted:
             self.held.pop(report_id, None)
+        if self.correlator is None:
+            return
+        self.correlator.erased |= erased
+        self.correlator.retract(retracted)
         self.absorbed.update(self.correlator.absorbed)
         self.full = True
 
     def flush(self) -> list[tuple[int, Signal]]:
+        if self.correlator is None:
+            return []
         if self.full:
             results: dict[tuple[str, str], Signal | None] = dict.fromkeys(self.book.by_entity)
             results.update(self.correlator.evaluate())
@@ -150,10 +251,6 @@ class _Scope:
         self.stale = []
         self.full, self.keys, self.absorbed = False, {}, {}
         return emitted
-
-
-def _later(a: datetime | None, b: datetime | None) -> datetime | None:
-    return None if a is None or b is None else max(a, b)
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -179,21 +276,23 @@ class ScopedCorrelation:
         self.scopes: dict[str, _Scope] = {}
         self.facts: dict[str, ReportFacts] = {}
         self.links: dict[str, set[str]] = defaultdict(set)  # occurrence -> occurrences it is linked to
-        self.grants: dict[str, dict[str, datetime | None]] = defaultdict(dict)  # report -> scope -> retain_until
+        self.grants: dict[str, dict[str, Held]] = defaultdict(dict)  # report -> scope -> as decided
         self.erased: set[str] = set()
         self.retracted: set[str] = set()
 
     def scope(self, name: str) -> _Scope:
         found = self.scopes.get(name)
         if found is None:
-            correlator = Correlator(
-                self.plan,
-                contact_limit=self.contact_limit,
-                external_links=True,
-                names=ScopeNames(self.key, name),
-            )
-            correlator.erased |= self.erased
-            correlator.retracted |= self.retracted
+            correlator = None
+            if name not in self.partners:
+                correlator = Correlator(
+                    self.plan,
+                    contact_limit=self.contact_limit,
+                    external_links=name == HUB_SCOPE,  # other scopes link on what they may see, themselves
+                    names=ScopeNames(self.key, name),
+                )
+                correlator.erased |= self.erased
+                correlator.retracted |= self.retracted
             found = self.scopes[name] = _Scope(name, correlator)
         return found
 
@@ -201,24 +300,22 @@ class ScopedCorrelation:
     def hub(self) -> _Scope:
         return self.scope(HUB_SCOPE)
 
-    def _grant(self, name: str, facts: ReportFacts, retain_until: datetime | None) -> None:
+    def _grant(self, name: str, facts: ReportFacts, held: Held) -> None:
         """The report is visible to `name`: into its scope, and into every release scope whose other side
-        sees it too (until the earlier of the two ends)."""
-        self.scope(name).add(facts, self.links, retain_until)
-        if name == HUB_SCOPE or RELEASE in name:
-            return
+        sees it too (until the earlier of the two ends, by the agency's rules)."""
+        self.scope(name).add(facts, held)
         report_id = facts.report_id
-        others = (
-            [s for s in self.scopes.values() if s.name not in self.partners and s.name != HUB_SCOPE]
-            if name in self.partners
-            else [self.scopes[p] for p in sorted(self.partners) if p in self.scopes]
-        )
-        for other in others:
-            if RELEASE in other.name or report_id not in other.held:
+        if name in self.partners:
+            others = [s for s in self.scopes.values() if s.name not in self.partners and s.name != HUB_SCOPE]
+            pairs = [(s.name, name, s.held.get(report_id)) for s in others if RELEASE not in s.name]
+        else:
+            pairs = [(name, p, self.scopes[p].held.get(report_id)) for p in sorted(self.partners) if p in self.scopes]
+        for agency, partner, other in pairs:
+            if other is None:
                 continue
-            agency, partner = (other.name, name) if name in self.partners else (name, other.name)
-            until = _earlier(self.scopes[name].held[report_id], other.held[report_id])
-            self.scope(release_scope(agency, partner)).add(facts, self.links, until)
+            mine = self.scopes[agency].held[report_id]
+            until = _earlier(mine.retain_until, self.scopes[partner].held[report_id].retain_until)
+            self.scope(release_scope(agency, partner)).add(facts, Held(until, mine.rules))
 
     def _revoke(self, name: str, report_id: str) -> None:
         """The report is no longer visible to `name`: out of its scope and of the release scopes it is in."""
@@ -228,40 +325,50 @@ class ScopedCorrelation:
 
     # -- facts arriving --------------------------------------------------------------------
     def accept(self, facts: ReportFacts, now: datetime) -> None:
-        """An accepted report: it is in the hub's scope and its agency's, and in every scope a decision
-        already shared it with."""
+        """An accepted report: it is in the hub's scope and its agency's (whole), and in every scope a
+        decision already shared it with."""
         if facts.report_id in self.facts or facts.report_id in self.retracted:
             return
         self.facts[facts.report_id] = facts
-        self.hub.add(facts, self.links, None)
-        self._grant(facts.agency, facts, None)
-        for scope, retain_until in sorted(self.grants.get(facts.report_id, {}).items()):
-            if retain_until is None or retain_until > now:
-                self._grant(scope, facts, retain_until)
+        self.hub.add(facts, Held(None, None), self.links)
+        self._grant(facts.agency, facts, Held(None, None))
+        for scope, held in sorted(self.grants.get(facts.report_id, {}).items()):
+            if scope != facts.agency and (held.retain_until is None or held.retain_until > now):
+                self._grant(scope, facts, held)
 
     def decided(
-        self, recipient: str, report_id: str, allowed: bool, retain_until: datetime | None, now: datetime
+        self,
+        recipient: str,
+        report_id: str,
+        allowed: bool,
+        retain_until: datetime | None,
+        now: datetime,
+        rules: Rules | None = None,
     ) -> None:
-        """A sharing decision: the report enters the recipient's scope, or leaves it."""
+        """A sharing decision: the report enters the recipient's scope, under the rules the decision gave
+        each field (`rules`: path -> share, generalise or drop), or leaves it."""
         facts = self.facts.get(report_id)
+        if facts is not None and facts.agency == recipient:
+            return  # an agency sees its own report whole, whatever a decision for it says
         if allowed and (retain_until is None or retain_until > now):
-            self.grants[report_id][recipient] = retain_until
+            held = Held(retain_until, rules if rules is not None else {})
+            self.grants[report_id][recipient] = held
             if facts is not None:
-                self._grant(recipient, facts, retain_until)
+                self._grant(recipient, facts, held)
             return
         self.grants.get(report_id, {}).pop(recipient, None)
-        if facts is not None and facts.agency != recipient:
+        if facts is not None:
             self._revoke(recipient, report_id)
 
     def add_links(self, links: Iterable[Link]) -> None:
-        held = list(self.scopes.values())
+        """Level-1 links from the link stage, for the hub's scope (the others link on what they may see)."""
+        hub = self.hub
         for link in links:
             if link.b in self.links[link.a]:
                 continue
             self.links[link.a].add(link.b)
             self.links[link.b].add(link.a)
-            for scope in held:
-                scope.link(link)
+            hub.link(link)
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
         """Erasures and retractions: out of every scope."""
@@ -279,7 +386,7 @@ class ScopedCorrelation:
         """Reports whose sharing decision's retention is over leave the recipient's scope (and its release
         scopes, whose ends are never later)."""
         for scope in list(self.scopes.values()):
-            over = {r for r, until in scope.held.items() if until is not None and until <= now}
+            over = {r for r, held in scope.held.items() if held.retain_until is not None and held.retain_until <= now}
             scope.remove(over)
 
     # -- what to write ---------------------------------------------------------------------
@@ -303,6 +410,8 @@ class ScopedCorrelation:
         """After a restore: map each open signal to its entity again, and close those the rebuilt state no
         longer produces (the plan changed, say). Every scope is re-evaluated whole at the next flush."""
         for scope in self.scopes.values():
+            if scope.correlator is None:
+                continue
             current = scope.correlator.evaluate()
             key_of = {s.signal_id: key for key, s in current.items()}
             for signal_id, (_, signal) in scope.book.versions.items():

@@ -173,8 +173,14 @@ class CorrelateSignals:
             except CodecError:
                 return
             if decision["item_kind"] == "report":
+                rules = {f["path"]: f["rule"] for f in decision["fields"] or ()}
                 self.state.decided(
-                    decision["recipient"], decision["item_id"], decision["allowed"], decision["retain_until"], now
+                    decision["recipient"],
+                    decision["item_id"],
+                    decision["allowed"],
+                    decision["retain_until"],
+                    now,
+                    rules,
                 )
         elif record.topic == self.topics.accepted:
             try:
@@ -250,6 +256,7 @@ class CorrelateSignals:
             if old != new:
                 took.setdefault(new, []).append(old)
         correlator = self.state.hub.correlator
+        assert correlator is not None
         outputs = []
         for entity in sorted(touched):
             members = correlator.entity_members.get(entity)
@@ -264,6 +271,8 @@ class CorrelateSignals:
         now = max((r.timestamp for r in records), default=int(datetime.now(UTC).timestamp() * 1000))
         outputs = []
         for name, scope in sorted(self.state.scopes.items()):
+            if scope.correlator is None:
+                continue  # a partner's: it holds reports for its release scopes, nobody is shown it
             for requirement_id, row in scope.correlator.coverage(scope.book).items():
                 if scope.coverage.get(requirement_id) != row:
                     self._pending_coverage[(name, requirement_id)] = row

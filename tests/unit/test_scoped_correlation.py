@@ -17,6 +17,16 @@ from tests.correlation_kit import PLAN, Pipeline
 from tests.factories import PEOPLE, RECORDED_AS, make_report, person_as_recorded
 
 KEY = b"k" * 32
+
+
+class EveryField(dict[str, str]):
+    """A decision that shares every field exactly."""
+
+    def get(self, key: str, default: object = None) -> str:  # type: ignore[override]
+        return "share"
+
+
+SHARED = EveryField()
 SCOPE = "NZ-NIC"  # a recipient with no reports of its own: it sees what decisions give it
 PARTNER = "HSU-TH"
 RELEASE = release_scope(SCOPE, PARTNER)
@@ -47,8 +57,8 @@ class Feed:
             for sighting in sightings:
                 links += self.index.add(sighting)
         self.state.add_links(links)
-        self.state.decided(PARTNER, facts.report_id, visible_to_partner, None, now)
-        self.state.decided(SCOPE, facts.report_id, visible_to_scope, None, now)
+        self.state.decided(PARTNER, facts.report_id, visible_to_partner, None, now, SHARED)
+        self.state.decided(SCOPE, facts.report_id, visible_to_scope, None, now, SHARED)
         self.emitted += self.state.flush()
 
     def shown_to(self, scope: str) -> list[tuple[int, int, dict[str, Any]]]:
@@ -125,7 +135,7 @@ def test_a_report_whose_retention_is_over_leaves_the_recipients_scope_only(pipel
     for fact, until in ((first, None), (second, NOW + timedelta(days=1))):
         state.accept(fact, NOW)
         state.add_links([link for s in sightings_of(fact) for link in index.add(s)])
-        state.decided(SCOPE, fact.report_id, True, until, NOW)
+        state.decided(SCOPE, fact.report_id, True, until, NOW, SHARED)
     emitted = state.flush()
     assert any(e.scope == SCOPE and e.signal.requirement_id == "IR-1" for e in emitted)
     state.expire(NOW + timedelta(days=2))
@@ -182,3 +192,80 @@ def test_a_release_scope_holds_exactly_what_both_sides_may_see(pipeline: Pipelin
     assert set(held) == {r["report_id"] for r in reports[:2]}
     [signal] = [s for _, _, s in feed.shown_to(RELEASE) if s["requirement_id"] == "IR-1" and s["status"] == "open"]
     assert set(signal["report_ids"]) == set(held)
+
+
+def labour_rules(record: dict[str, Any]) -> dict[str, str]:
+    """The rules NZ-LABOUR's decision gives each field of a report, by the shipped agreements."""
+    from policies.engine import decide
+    from policies.loader import load_directory
+    from policies.model import AgreementSet, LoadedAgreement
+
+    agreements = AgreementSet([LoadedAgreement(a, datetime(2000, 1, 1, tzinfo=UTC)) for a in load_directory()])
+    decision = decide(record, "NZ-LABOUR", agreements, record["accepted_at"])
+    assert decision.allowed, decision.explanation
+    return {f.path: f.rule for f in decision.fields}
+
+
+def test_a_field_the_scope_may_not_see_links_nothing_there(pipeline: Pipeline) -> None:
+    """NZ-LABOUR may see a police hotline tip, but not its victim's passport. Probing with a report of its
+    own that names a guessed passport joins nothing in its scope, right guess or wrong: only the hub,
+    which sees every field, links them."""
+    victim = {"role": "SUSPECTED_VICTIM", "nationality": "TH", "identifiers": []}
+
+    def police(passport: str) -> dict[str, Any]:
+        return make_report(
+            source_agency="NZ-POLICE",
+            indicator_type="HOTLINE_TIP",
+            purpose="INVESTIGATION",
+            observed_at="2026-10-05T10:00:00Z",
+            elements=["ACT_RECRUITMENT", "MEANS_DEBT_BONDAGE"],
+            subjects=[{**victim, "identifiers": [{"kind": "PASSPORT", "value": passport, "issuer": "TH"}]}],
+            organisations=[],
+            narrative=None,
+        )
+
+    probe = make_report(
+        source_agency="NZ-LABOUR",
+        indicator_type="LABOUR_INSPECTION",
+        observed_at="2026-10-06T10:00:00Z",
+        elements=["PURPOSE_FORCED_LABOUR"],
+        subjects=[{**victim, "identifiers": [{"kind": "PASSPORT", "value": "AA1234567", "issuer": "TH"}]}],
+        organisations=[],
+        narrative=None,
+    )
+    shown: dict[str, list[Any]] = {}
+    for guess in ("AA1234567", "ZZ7654321"):  # the right passport, and another
+        records = pipeline.accept([police(guess), probe])
+        state = ScopedCorrelation(PLAN, KEY)
+        index = KeyIndex()
+        for record in records:
+            facts = facts_from_accepted(record)
+            state.accept(facts, NOW)
+            state.add_links([link for s in sightings_of(facts) for link in index.add(s)])
+        rules = labour_rules(records[0])
+        assert rules["subjects[0].identifiers[0].value"] == "drop"
+        state.decided("NZ-LABOUR", records[0]["report_id"], True, None, NOW, rules)
+        emitted = state.flush()
+        shown[guess] = [
+            (e.seq, e.signal.requirement_id, len(e.signal.report_ids)) for e in emitted if e.scope == "NZ-LABOUR"
+        ]
+        hub_joined = any(len(e.signal.report_ids) == 2 for e in emitted if e.scope == HUB_SCOPE)
+        assert hub_joined == (guess == "AA1234567")
+    assert shown["AA1234567"] == shown["ZZ7654321"] == []
+
+
+def test_a_later_decision_with_a_shorter_retention_takes_effect_as_a_restore_would_read_it(pipeline: Pipeline) -> None:
+    reports = [
+        report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(0, "both")], 1),
+        report("NZ-LABOUR", ["PURPOSE_FORCED_LABOUR"], [person_as_recorded(0, "both")], 2),
+    ]
+    first, second = accepted_facts(pipeline, reports)
+    state = ScopedCorrelation(PLAN, KEY)
+    for fact in (first, second):
+        state.accept(fact, NOW)
+        state.decided(SCOPE, fact.report_id, True, NOW + timedelta(days=365), NOW, SHARED)
+    assert any(e.scope == SCOPE and e.signal.status == "open" for e in state.flush())
+    state.decided(SCOPE, second.report_id, True, NOW + timedelta(days=1), NOW, SHARED)  # the agreement changed
+    state.expire(NOW + timedelta(days=2))
+    closed = [e.signal.status for e in state.flush() if e.scope == SCOPE]
+    assert closed == ["closed"]
