@@ -35,7 +35,7 @@ def reports() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def submissions(home: Path, reports: list[dict]) -> list[Submission]:
-    kit = EnvelopeKit(home)
+    kit = EnvelopeKit(home, epoch=False)
     now = int(time.time() * 1000)
     return [Submission("s", 0, i, *kit.wire(kit.envelope(r)), now) for i, r in enumerate(reports)]
 

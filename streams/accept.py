@@ -14,6 +14,7 @@ cannot destroy the other's keys.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,8 @@ class Submission:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int
+    # Whether the broker set timestamp_ms as it appended the record (LogAppendTime), or the producer did.
+    broker_time: bool = True
 
 
 def submission_key_prefix(agency: str, report_id: str, signature: bytes) -> str:
@@ -93,6 +96,23 @@ class Verdict:
     accepted: dict[str, Any] | None = None
     rejected: dict[str, Any] | None = None
     retracted: dict[str, Any] | None = None
+    claimed_agency: str | None = None  # a rejection's source_agency as the envelope claimed it, verified or not
+
+
+# Rejected before the signer was verified: the agency the envelope names is only a claim. Such a rejection is
+# attributed to nobody, so anyone who can write the topic cannot fill an agency's feed of rejections (or
+# change what its status endpoint says of a report id); the audit records the claim.
+UNVERIFIED = frozenset(
+    {
+        "key_mismatch",
+        "unknown_agency",
+        "unknown_key",
+        "key_agency_mismatch",
+        "relay_agency_mismatch",
+        "revoked_key",
+        "bad_signature",
+    }
+)
 
 
 @dataclass
@@ -125,6 +145,7 @@ class AcceptStage:
         linkage_keys: Callable[[], dict[int, bytes]] | None = None,
         key_reload_s: float = HUB_KEYS_RELOAD_S,
         envelope_keys: EnvelopeKeys | None = None,
+        static_hub_keys: bool = True,
     ) -> None:
         """`hub_keys`: loads every hub key still in use (current and previous); read again when an
         envelope names one not loaded yet, and every `key_reload_s`, so a rotation or a retirement
@@ -135,7 +156,10 @@ class AcceptStage:
         material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone.
 
         `envelope_keys`: the hub's envelope keys per epoch (tiphub/envelope_keys.py), looked up in the vault
-        for every batch and never kept: once one is destroyed, what was sealed for it no longer opens."""
+        for every batch and never kept: once one is destroyed, what was sealed for it no longer opens.
+        `static_hub_keys`: also open envelopes sealed for the long-lived hub key on disk (an agency that
+        cannot fetch epoch keys); what is sealed for it stays readable until that key is retired."""
+        self.static_hub_keys = static_hub_keys
         self.envelope_keys = envelope_keys
         self._epoch_keys: dict[str, X25519PrivateKey | None] = {}
         self.registry = registry
@@ -201,6 +225,9 @@ class AcceptStage:
                 "sealed for an envelope key the hub has destroyed (its epoch is over): seal it for the current key",
                 "hub_key_id",
             )
+        if hub_key is None and not self.static_hub_keys and not EnvelopeKeys.is_epoch_key(envelope["hub_key_id"]):
+            detail = "this hub opens only envelopes sealed for its envelope key of the epoch (GET /v1/hub/keys)"
+            raise Rejection("wrong_hub_key", detail, "hub_key_id")
         if hub_key is None:
             raise Rejection("wrong_hub_key", f"sealed for {envelope['hub_key_id']}, not this hub", "hub_key_id")
         try:
@@ -249,6 +276,8 @@ class AcceptStage:
             if key_id not in self._epoch_keys:
                 self._epoch_keys[key_id] = self.envelope_keys.private(key_id)
             return self._epoch_keys[key_id]
+        if not self.static_hub_keys:
+            return None
         keys = self._hub_keys.current()
         if key_id not in keys and self._hub_keys.reload(unless_younger_than_s=1.0):
             keys = self._hub_keys.value  # a rotation since the last read
@@ -277,15 +306,18 @@ class AcceptStage:
                 raise Rejection("relay_agency_mismatch", detail, "publisher")
         elif key.agency != agency:
             raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
-        if key.revoked_by(submission.timestamp_ms / 1000):
+        # When the broker received it: its append time (tip.reports.submitted is LogAppendTime), so a backlog
+        # is not stale. A time the producer set could be backdated to slip past a revocation or the age limit:
+        # on a topic left with CreateTime, the hub judges by its own clock now (a backlog may then be refused).
+        received_ms = submission.timestamp_ms if submission.broker_time else int(time.time() * 1000)
+        if key.revoked_by(received_ms / 1000):
             raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
         if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope, schema)):
             raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
-        # Freshness against the broker's record time, not the wall clock: a backlog is not stale.
         signed_ms = int(envelope["signed_at"].timestamp() * 1000)
-        if submission.timestamp_ms - signed_ms > self.max_age_ms:
+        if received_ms - signed_ms > self.max_age_ms:
             raise Rejection("stale_envelope", "signed_at is older than the accepted envelope age", "signed_at")
-        if signed_ms - submission.timestamp_ms > self.max_skew_ms:
+        if signed_ms - received_ms > self.max_skew_ms:
             raise Rejection("future_envelope", "signed_at is in the future", "signed_at")
         return key
 
@@ -331,7 +363,9 @@ class AcceptStage:
                 report_id = envelope.get("report_id", report_id)
             except CodecError:
                 pass
-        return Verdict(report_id, rejected=rejection_record(submission, report_id, agency, rejection, now))
+        attributed = None if rejection.reason in UNVERIFIED else agency
+        record = rejection_record(submission, report_id, attributed, rejection, now)
+        return Verdict(report_id, rejected=record, claimed_agency=agency)
 
     # -- accepting: tokens, derived facts, re-sealing under vault keys -------------------
     @staticmethod

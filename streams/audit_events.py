@@ -41,17 +41,19 @@ def audit_output(codec: WireCodec, topic: str, event: dict[str, Any]) -> Output:
     return Output(topic, event["event_id"].encode(), codec.encode(AUDIT_EVENT, event))
 
 
-def ingest_denial(rejection: dict[str, Any], at: datetime) -> dict[str, Any]:
-    """The audit event of a submission refused because it claimed an identity or a report not its own."""
+def ingest_denial(rejection: dict[str, Any], at: datetime, claimed_agency: str | None = None) -> dict[str, Any]:
+    """The audit event of a submission refused because it claimed an identity or a report not its own. The
+    actor is the agency only where its signature was verified; otherwise `unverified`, with the claim."""
     return audit_event(
         "denial",
-        f"agency:{rejection['source_agency'] or 'unknown'}",
+        f"agency:{rejection['source_agency'] or 'unverified'}",
         "rejected",
         item_id=rejection["report_id"],
         at=at,
         detail={
             "reason": rejection["reason"],
             "field": rejection["field"],
+            "claimed_agency": claimed_agency or rejection["source_agency"],
             "source": f"{rejection['source_topic']}:{rejection['source_partition']}:{rejection['source_offset']}",
         },
     )

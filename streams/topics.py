@@ -14,9 +14,15 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
+    # The broker stamps each record as it appends it: what the hub judges freshness and key revocation by
+    # must not be a time the producer chose (a leaked, revoked key could backdate its records otherwise).
+    broker_time: bool = False
 
     def configs(self) -> dict[str, str]:
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
+        configs = {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
+        if self.broker_time:
+            configs["message.timestamp.type"] = "LogAppendTime"
+        return configs
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class Topics:
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [
-            TopicSpec(self.submitted, p, 7 * DAY_MS),
+            TopicSpec(self.submitted, p, 7 * DAY_MS, broker_time=True),
             TopicSpec(self.verified, p, 7 * DAY_MS),
             TopicSpec(self.accepted, p, FOREVER),
             TopicSpec(self.rejected, p, 30 * DAY_MS),

@@ -85,6 +85,7 @@ def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalP
         envelope_keys=EnvelopeKeys(
             SqlKeyVault(Database(settings.vault_database), keys.vault_keks), settings.envelope_epoch_s
         ),
+        static_hub_keys=settings.static_hub_key,
     )
     return _processor(settings, bootstrap, "verify", topics.submitted, VerifyReports(stage, topics))
 

@@ -34,7 +34,7 @@ class Pipeline:
         self.partitions = partitions
         init_keys(Settings(home=home))
         store = KeyStore(home)
-        self.kit = EnvelopeKit(home)
+        self.kit = EnvelopeKit(home, epoch=False)
         self.stage = AcceptStage(
             registry=KeyRegistry(Database(f"sqlite:///{home}/registry.sqlite3")),
             vault=InMemoryKeyVault(),

@@ -14,15 +14,25 @@ from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import SUBMITTED, signing_bytes
 from tiphub import crypto
+from tiphub.database import Database
+from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import KeyStore, agency_key_id
+from tiphub.settings import Settings
+from tiphub.vault import SqlKeyVault
 
 
 class EnvelopeKit:
-    def __init__(self, home: Any) -> None:
+    def __init__(self, home: Any, epoch: bool = True) -> None:
+        """`epoch`: seal for the hub's envelope key of the current epoch, from the home's vault, as an agency
+        that fetched it does (what a worker opens by default); otherwise for the static hub key on disk."""
         self.store = KeyStore(home)
         self.codec = WireCodec()
-        self.hub_public = self.store.hub_encryption_key().public_key()
-        self.hub_key_id = self.store.hub_key_id()
+        if epoch:
+            vault = SqlKeyVault(Database(Settings(home=home).vault_database), self.store.vault_keks)
+            self.hub_key_id, self.hub_public = EnvelopeKeys(vault, Settings().envelope_epoch_s).current()
+        else:
+            self.hub_public = self.store.hub_encryption_key().public_key()
+            self.hub_key_id = self.store.hub_key_id()
 
     def envelope(
         self,

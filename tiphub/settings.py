@@ -47,6 +47,11 @@ class Settings(BaseSettings):
         "age limit and the skew have passed and every submission of that time is processed.",
     )
     envelope_check_s: float = Field(default=30.0, gt=0, description="How often workers look for keys to destroy.")
+    static_hub_key: bool = Field(
+        default=False,
+        description="Also open envelopes sealed for the long-lived hub key (keys/hub/x25519.pem), for agencies "
+        "that cannot fetch epoch keys. What is sealed for it stays readable until it is rotated and retired.",
+    )
     max_value_bytes: int = 1 << 20
     gateway_url: str = "http://127.0.0.1:8700"
     gateway_rate_per_s: float = Field(default=50.0, description="Requests per second per credential (0: none).")

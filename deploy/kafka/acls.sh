@@ -21,10 +21,12 @@ REPLICATION=${REPLICATION:-3}
 AGENCIES=${AGENCIES:-}
 DAY_MS=86400000
 
-topic() {  # name partitions retention.ms
+topic() {  # name partitions retention.ms [more kafka-topics.sh options]
+  local name="$1" partitions="$2" retention="$3"
+  shift 3
   "$BIN/kafka-topics.sh" --bootstrap-server "$BOOTSTRAP" --command-config "$ADMIN_CONFIG" --create --if-not-exists \
-    --topic "$PREFIX$1" --partitions "$2" --replication-factor "$REPLICATION" \
-    --config "retention.ms=$3" --config cleanup.policy=delete --config min.insync.replicas=2
+    --topic "$PREFIX$name" --partitions "$partitions" --replication-factor "$REPLICATION" \
+    --config "retention.ms=$retention" --config cleanup.policy=delete --config min.insync.replicas=2 "$@"
 }
 
 acl() {
@@ -36,7 +38,8 @@ for t in tip.reports.accepted tip.erasures tip.signals tip.summaries tip.decisio
          tip.retractions tip.sightings tip.entities tip.triage; do
   topic "$t" "$PARTITIONS" -1
 done
-topic tip.reports.submitted "$PARTITIONS" $((7 * DAY_MS))
+# The broker stamps submissions as it appends them: freshness and key revocation are judged by that time.
+topic tip.reports.submitted "$PARTITIONS" $((7 * DAY_MS)) --config message.timestamp.type=LogAppendTime
 topic tip.reports.verified "$PARTITIONS" $((7 * DAY_MS))
 topic tip.reports.rejected "$PARTITIONS" $((30 * DAY_MS))
 topic tip.audit.intake "$PARTITIONS" $((30 * DAY_MS))

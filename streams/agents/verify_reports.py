@@ -23,26 +23,17 @@ from aiokafka import TopicPartition
 
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
-from streams.accept import ACCEPTED, REJECTED, AcceptStage, Submission, Verdict
+from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submission, Verdict
 from streams.audit_events import audit_output, ingest_denial
 from streams.topics import Topics, report_partition
 from streams.transactional import Output
 
 RETRACTED = "tiphub.ReportRetracted"
+LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record the broker stamped
 AGENCY_HEADER = "tiphub-agency"  # who signed it (verified): an agency code, not personal data
 SOURCE_HEADER = "tiphub-source"  # topic:partition:offset of the submission, for rejections downstream
-# Reasons that mean a submission claimed to be, or to speak for, someone it is not.
-IMPERSONATION = frozenset(
-    {
-        "unknown_agency",
-        "unknown_key",
-        "key_agency_mismatch",
-        "relay_agency_mismatch",
-        "revoked_key",
-        "bad_signature",
-        "key_mismatch",
-    }
-)
+# Reasons that mean a submission claimed to be, or to speak for, someone it is not: audited.
+IMPERSONATION = UNVERIFIED
 
 
 def source_header(submission: Submission) -> tuple[str, bytes]:
@@ -68,7 +59,10 @@ class VerifyReports:
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
         now = datetime.now(UTC)
-        submissions = [Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records]
+        submissions = [
+            Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.timestamp_type == LOG_APPEND_TIME)
+            for r in records
+        ]
         retractions = {id(s) for s in submissions if s.value and s.value[1:5] == self._retraction_id}
         reports = [s for s in submissions if id(s) not in retractions]
         verdicts = dict(zip((id(s) for s in reports), self.stage.process(reports, now), strict=True))
@@ -91,7 +85,7 @@ class VerifyReports:
                 )
             ]
             if rejected["reason"] in IMPERSONATION:
-                event = ingest_denial(rejected, now)
+                event = ingest_denial(rejected, now, verdict.claimed_agency)
                 out.append(audit_output(self.codec, self.topics.audit_intake, event))
             return out
         record = verdict.accepted if verdict.accepted is not None else verdict.retracted

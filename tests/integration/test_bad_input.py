@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from producers.publisher import FixedEntropy, seal_report
 from schemas.convert import report_from_json
+from streams.accept import UNVERIFIED
 from tests.envelopes import EnvelopeKit, hours_ago, stranger_hub_key
 from tests.factories import make_report
 from tests.harness import Hub
@@ -68,6 +69,8 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     cases.append(("stale_envelope", kit.wire(env(signed_at=hours_ago(3)))))
     cases.append(("future_envelope", kit.wire(env(signed_at=hours_ago(-2)))))
     cases.append(("key_unwrap_failed", kit.wire(env(hub_public=stranger_hub_key()))))
+    static = EnvelopeKit(hub.home, epoch=False)  # sealed for the long-lived key a worker opens only if told to
+    cases.append(("wrong_hub_key", static.wire(static.envelope(make_report()))))
     tampered = env()
     blob = tampered["subjects"][0]["name"]
     tampered["subjects"][0]["name"] = blob[:-1] + bytes([blob[-1] ^ 0x55])
@@ -128,6 +131,12 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     for rejection in rejected:
         assert rejection["detail"], rejection
         assert rejection["source_topic"] == hub.topics.submitted
+        # What failed before its signer was verified claims an agency it may not be: attributed to nobody,
+        # so no one can fill an agency's feed of rejections by claiming to be it.
+        if rejection["reason"] in UNVERIFIED:
+            assert rejection["source_agency"] is None, rejection
+        elif rejection["reason"] in ("stale_envelope", "field_decrypt_failed", "invalid_date"):
+            assert rejection["source_agency"] == "NZ-CUSTOMS", rejection
     assert hub.worker_log().count("Traceback") == 0
 
 

@@ -25,7 +25,7 @@ from tiphub.vault import InMemoryKeyVault
 @pytest.fixture
 def kit(tmp_path: Path) -> EnvelopeKit:
     init_keys(Settings(home=tmp_path))
-    return EnvelopeKit(tmp_path)
+    return EnvelopeKit(tmp_path, epoch=False)
 
 
 @pytest.fixture

@@ -145,13 +145,13 @@ def test_rotating_the_hub_key_keeps_the_previous_one_until_it_is_retired(tmp_pat
         )
         return verdict.rejected["reason"] if verdict.rejected else None
 
-    before = EnvelopeKit(tmp_path)  # an agency that still seals for the old key
+    before = EnvelopeKit(tmp_path, epoch=False)  # an agency that still seals for the old key
     old_id, new_id = store.rotate_hub_key()
     assert old_id != new_id and store.hub_key_id() == new_id and set(store.hub_decryption_keys()) == {old_id, new_id}
     for path in (store.hub_encryption_path, store.previous_hub_dir / f"{old_id.removeprefix('hub/')}.pem"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     stage._hub_keys._loaded_at -= 2  # a second later, as in a running worker
-    after = EnvelopeKit(tmp_path)
+    after = EnvelopeKit(tmp_path, epoch=False)
     assert (outcome(after), outcome(before)) == (None, None)  # no restart: the stage read the new key itself
 
     assert store.retire_hub_key(old_id) and not store.retire_hub_key(old_id)

@@ -57,7 +57,9 @@ def stage(store: KeyStore, vault: InMemoryKeyVault) -> AcceptStage:
 
 
 def accept_one(stage: AcceptStage, store: KeyStore, report: dict[str, Any]) -> dict[str, Any]:
-    key, value = EnvelopeKit(store.dir.parent).wire(EnvelopeKit(store.dir.parent).envelope(report))
+    key, value = EnvelopeKit(store.dir.parent, epoch=False).wire(
+        EnvelopeKit(store.dir.parent, epoch=False).envelope(report)
+    )
     time.sleep(0.001)  # past the (zero) reload interval
     [verdict] = stage.process([Submission("submitted", 0, 0, key, value, int(time.time() * 1000))])
     assert verdict.accepted is not None, verdict.rejected

@@ -36,7 +36,7 @@ ACCEPTED_V1, ACCEPTED_V2, ACCEPTED_V3 = CODEC.registry.versions("tip.reports.acc
 @pytest.fixture
 def kit(tmp_path: Path) -> EnvelopeKit:
     init_keys(Settings(home=tmp_path))
-    return EnvelopeKit(tmp_path)
+    return EnvelopeKit(tmp_path, epoch=False)
 
 
 @pytest.fixture
