@@ -45,7 +45,7 @@ class Summary:
     scope: str  # the release scope AGENCY>PARTNER
     signal_id: str  # the release scope's signal
     signal_version: int
-    drafter: str  # the token subject: one person is the drafter under any of their roles
+    drafter: str  # the token subject: one person is the drafter under any of their roles, in the drafting agency
     drafter_agency: str
     content: dict[str, Any]
     report_ids: tuple[str, ...]
@@ -182,7 +182,8 @@ def check_withdraw(summary: Summary, caller: Caller) -> None:
     if summary.status == "withdrawn":
         raise ActionRefused("already_withdrawn", "summary is already withdrawn", conflict=True)
     officer = caller.role == "releasing_officer" and caller.agency == summary.drafter_agency
-    if not officer and not same_person(caller.subject, summary.drafter):
+    drafter = caller.agency == summary.drafter_agency and same_person(caller.subject, summary.drafter)
+    if not officer and not drafter:
         raise ActionRefused(
             "not_allowed_to_withdraw", "only a releasing officer of the drafting agency or the drafter can withdraw"
         )

@@ -10,6 +10,7 @@ and audited.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -187,7 +188,7 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         if added_after:
             after = _timestamp(added_after)
             rows = [r for r in rows if r[0] > after]
-        if next_ is not None and not next_.isdigit():
+        if next_ is not None and not re.fullmatch(r"[0-9]{1,9}", next_):
             raise TaxiiBadRequest("next: not a value this server returned")
         if limit is not None and limit < 1:
             raise TaxiiBadRequest("limit: must be a positive integer")

@@ -462,7 +462,9 @@ def test_taxii2_client_pulls_valid_stix_and_sees_a_withdrawal_as_revoked(live: L
 
     objects_path = f"{live.url}/taxii2/api/collections/{collection.id}/objects/"
     thai_token = {"Authorization": f"Bearer {live.token('liaison', partner='HSU-TH')}"}
-    for bad in ({"added_after": "garbage"}, {"added_after": "2026-11-01T00:00:00"}, {"next": "x"}, {"limit": "0"}):
+    bad_params = [{"added_after": "garbage"}, {"added_after": "2026-11-01T00:00:00"}, {"limit": "0"}]
+    bad_params += [{"next": value} for value in ("x", "\u00b2", "9" * 5000)]  # '²' is a digit to str.isdigit
+    for bad in bad_params:
         refused = httpx.get(objects_path, headers=thai_token, params=bad, timeout=30)
         assert refused.status_code == 400 and refused.json()["http_status"] == "400", (bad, refused.text)
 

@@ -68,8 +68,9 @@ def test_only_an_officer_of_the_drafting_agency_approves_and_only_consenting_age
 def test_withdrawal_by_the_drafter_or_an_officer_of_the_drafting_agency_only() -> None:
     check_withdraw(draft(), caller("analyst", "ana", "NZ-NIC"))
     check_withdraw(draft(), caller("releasing_officer", "Rita", "NZ-NIC"))
-    with pytest.raises(ActionRefused):
-        check_withdraw(draft(), caller("releasing_officer", "Lee", "NZ-LABOUR"))
+    for outsider in ("Lee", "Ana ", "ana"):  # another agency's officer, even one named like the drafter
+        with pytest.raises(ActionRefused):
+            check_withdraw(draft(), caller("releasing_officer", outsider, "NZ-LABOUR"))
 
 
 def test_a_summary_concerns_its_agency_its_consenting_officers_and_once_released_its_partner() -> None:
