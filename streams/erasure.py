@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
@@ -51,6 +52,32 @@ def erasure_tokens(
     if name and dob:
         return [subject_token(linker, name, dob) for linker in linkers]
     raise ErasureRequestError("give --identifier KIND:VALUE[:ISSUER], or both --name and --dob")
+
+
+def linked_subject_keys(
+    accepted: list[dict[str, Any]], entities: list[dict[str, Any]], key_ids: list[str]
+) -> list[str]:
+    """Subject keys of the other records the hub's own correlation links to the people of `key_ids` (their
+    entity's members, spelled differently or recorded without the identifier the request named). From the
+    accepted reports and the EntityMerged facts of tip.entities, the latest fact of an occurrence deciding
+    its entity. Pure."""
+    occurrence_of: dict[str, str] = {}
+    key_of: dict[str, str] = {}
+    for report in accepted:
+        for i, subject in enumerate(report["subjects"]):
+            occurrence = f"{report['report_id']}#{i}"
+            occurrence_of[subject["subject_key_id"]] = occurrence
+            key_of[occurrence] = subject["subject_key_id"]
+    latest: dict[str, tuple[Any, frozenset[str]]] = {}  # occurrence -> (at, the members then)
+    for fact in entities:
+        members = frozenset(fact["members"])
+        for occurrence in members:
+            held = latest.get(occurrence)
+            if held is None or fact["at"] >= held[0]:
+                latest[occurrence] = (fact["at"], members)
+    named = {occurrence_of[k] for k in key_ids if k in occurrence_of}
+    linked = {m for occurrence in named for m in latest.get(occurrence, (None, frozenset()))[1]} - named
+    return sorted(key_of[m] for m in linked if m in key_of and key_of[m] not in key_ids)
 
 
 @dataclass(frozen=True)

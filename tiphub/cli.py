@@ -377,6 +377,14 @@ def erase(
         bool,
         typer.Option("--reapply", help="After restoring a vault backup: destroy again every key tip.erasures names."),
     ] = False,
+    follow_links: Annotated[
+        bool,
+        typer.Option(
+            "--follow-links",
+            help="Also erase the records the hub's correlation links to the person (another spelling, no "
+            "identifier): correlation can be wrong, so review the count the command reports first.",
+        ),
+    ] = False,
     reason: Annotated[str, typer.Option("--reason")] = "erasure request",
     requested_by: Annotated[str, typer.Option("--requested-by", envvar="USER")] = "operator",
     broker: BrokerOpt = None,
@@ -387,7 +395,8 @@ def erase(
 
     The hub derives the person's linkage tokens itself, under every live linkage key version; what the
     request names is never printed, logged or written anywhere."""
-    from streams.erasure import ErasureRequestError, erase_subject, erasure_tokens, reapply_erasures
+    from streams.erasure import ErasureRequestError, erase_keys, erasure_tokens, linked_subject_keys, reapply_erasures
+    from streams.feeds import read_decoded
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.linkage import Linker
@@ -423,21 +432,42 @@ def erase(
         )
         out.print(f"erasures re-applied: {named} key(s) named on tip.erasures, {deleted} destroyed now")
         return
+    topics = topics_for(settings)
+
+    def decoded(topic: str) -> list[dict[str, Any]]:
+        return asyncio.run(read_decoded(bootstrap, topic, settings.partitions, settings.kafka_options()))
+
+    # Records erased before are found again by the tokens their erasure facts list, so that a second run
+    # (with --follow-links, after a review) still knows whom the request names.
+    erased = {f["subject_key_id"]: f for f in decoded(topics.erasures) if "subject_key_id" in f}
+    wanted = set(tokens)
+    by_request = sorted(
+        {key_id for token in tokens for key_id in vault.key_ids_for_token(token)}
+        | {key_id for key_id, fact in erased.items() if wanted & set(fact["tokens"])}
+    )
+    if not by_request:
+        console.print("[red]no accepted report names such a person[/red]")
+        raise typer.Exit(1)
+    linked = linked_subject_keys(decoded(topics.accepted), decoded(topics.entities), by_request)
+    left = [k for k in by_request + (linked if follow_links else []) if k not in erased]
     result = asyncio.run(
-        erase_subject(
+        erase_keys(
             bootstrap,
-            topics_for(settings),
+            topics,
             vault,
-            tokens,
+            left,
             reason=reason,
             requested_by=requested_by,
             client_options=settings.kafka_options(),
         )
     )
-    if not result.subject_key_ids:
-        console.print("[red]no accepted report names such a person[/red]")
-        raise typer.Exit(1)
     out.print(f"erased: {len(result.subject_key_ids)} key(s) named, {result.keys_deleted} destroyed")
+    still = [k for k in linked if k not in erased and not follow_links]
+    if still:
+        out.print(
+            f"{len(still)} more record(s) the hub's correlation links to this person were left: review them, "
+            "then run again with --follow-links to erase them too"
+        )
 
 
 retention_app = typer.Typer(no_args_is_help=True, help="Retention of what the hub can read.")

@@ -57,6 +57,7 @@ class Erased:
     signal_id: str  # NZ-NIC's IR-1 signal of the person, triaged with a note
     by_identifier: subprocess.CompletedProcess[str]
     by_name: subprocess.CompletedProcess[str]
+    followed: subprocess.CompletedProcess[str]
     logs: str
 
     @property
@@ -68,7 +69,7 @@ class Erased:
             s["subject_key_id"]
             for r in self.before.values()
             for s, sent in zip(r["subjects"], self.sent(r["report_id"])["subjects"], strict=True)
-            if sent["identifiers"][0]["value"] == person["identifiers"][0]["value"]
+            if sent["identifiers"] and sent["identifiers"][0]["value"] == person["identifiers"][0]["value"]
         ]
 
     def sent(self, report_id: str) -> dict[str, Any]:
@@ -97,6 +98,14 @@ def erased(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Er
             ),
             make_report(source_agency="NGO-SHAKTI", indicator_type="NGO_REFERRAL", subjects=[OTHER]),
             make_report(source_agency="NZ-POLICE", indicator_type="HOTLINE_TIP", subjects=[THIRD]),
+            # The person again, spelled otherwise and without the passport: only the hub's correlation
+            # knows it is them.
+            make_report(
+                source_agency="NGO-SHAKTI",
+                indicator_type="NGO_REFERRAL",
+                subjects=[{**PERSON, "name": "Zyxqorth Canarybyrd", "identifiers": []}],
+                narrative=None,
+            ),
         ]
         hub.publish(reports)
         hub.start_worker()
@@ -132,20 +141,25 @@ def erased(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Er
             assert triaged.status_code == 200 and triaged.json()["triage"][-1]["note"] == NOTE
 
             by_identifier = hub.cli("erase", "--identifier", f"PASSPORT:{PASSPORT}:KH", "--reason", "court order")
+            # After reviewing the record the hub links to them, the operator erases it too.
+            follow = ("--follow-links", "--reason", "court order")
+            followed = hub.cli("erase", "--identifier", f"PASSPORT:{PASSPORT}:KH", *follow)
             by_name = hub.cli("erase", "--name", THIRD["name"], "--dob", THIRD["date_of_birth"], "--reason", "request")
-            assert by_identifier.returncode == 0 and by_name.returncode == 0, by_identifier.stderr + by_name.stderr
+            assert by_identifier.returncode == by_name.returncode == followed.returncode == 0, (
+                by_identifier.stderr + by_name.stderr + followed.stderr
+            )
             hub.wait_for_quiet()
             time.sleep(6)  # the union stage's idle tick applies the erasure facts even when nothing arrives
             hub.wait_for_quiet()
             logs = hub.worker_log() + (hub.home / "gateway.log").read_text(errors="replace")
-            yield Erased(hub, url, reports, before, signal_id, by_identifier, by_name, logs)
+            yield Erased(hub, url, reports, before, signal_id, by_identifier, by_name, followed, logs)
         finally:
             process.terminate()
             process.wait(20)
 
 
 def test_1_the_request_is_never_echoed_and_names_the_person(erased: Erased) -> None:
-    for done in (erased.by_identifier, erased.by_name):
+    for done in (erased.by_identifier, erased.by_name, erased.followed):
         printed = done.stdout + done.stderr
         assert PASSPORT not in printed and THIRD["name"] not in printed and THIRD["date_of_birth"] not in printed
     # 3 records, their 3 reports' own keys and the note's key
@@ -162,9 +176,14 @@ def test_1_the_request_is_never_echoed_and_names_the_person(erased: Erased) -> N
 
 def test_2_every_record_of_the_person_is_erased(erased: Erased) -> None:
     keys = erased.subject_keys(PERSON)
-    assert len(keys) == 3  # customs, labour and immigration each recorded them
+    assert len(keys) == 3  # customs, labour and immigration each recorded them by that passport
     assert all(erased.vault.get(k) is None for k in keys)
     assert all(erased.vault.get(k) is not None for k in erased.subject_keys(OTHER))
+    # The record the hub's correlation links to them is named, and erased on --follow-links.
+    assert "1 more record(s) the hub's correlation links to this person were left" in erased.by_identifier.stdout
+    assert "erased: 2 key(s) named, 2 destroyed" in erased.followed.stdout  # the record and its report's key
+    variant = erased.before[erased.reports[5]["report_id"]]
+    assert erased.vault.get(variant["subjects"][0]["subject_key_id"]) is None
 
 
 def test_3_narratives_and_registrations_of_their_reports_go_too(erased: Erased) -> None:
@@ -218,8 +237,8 @@ def test_6_they_leave_every_scopes_signals(erased: Erased) -> None:
 
 def test_8_facts_and_one_audit_event_record_it(erased: Erased) -> None:
     facts = erased.hub.decoded(erased.hub.topics.erasures)
-    assert len(facts) == 9 and len({f["subject_key_id"] for f in facts}) == 9
+    assert len(facts) == 11 and len({f["subject_key_id"] for f in facts}) == 11
     events = [e for e in erased.hub.decoded(erased.hub.topics.audit_intake) if e["kind"] == "erasure"]
-    assert sorted(json.loads(e["detail"])["reason"] for e in events) == ["court order", "request"]
+    assert sorted(json.loads(e["detail"])["reason"] for e in events) == ["court order", "court order", "request"]
     assert all(e["actor"] and PASSPORT not in json.dumps(e, default=str) for e in events)
     assert Path(erased.hub.home).exists()
