@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import httpx
 import pytest
 
 from producers.publisher import seal_retraction
@@ -158,3 +159,97 @@ def test_an_agency_probing_with_a_victims_passport_learns_nothing_of_reports_it_
     assert any(s["scope"] == "hub" and set(s["report_ids"]) == everything for s in signals)
     labour = [s for s in signals if s["scope"] == "NZ-LABOUR"]
     assert labour == [], labour  # nothing it could be shown: no signal, no count, no id
+
+
+def test_a_revoked_key_cannot_backdate_past_its_revocation_or_the_age_limit(hub: Hub) -> None:
+    """Whoever holds a leaked, revoked NZ-LABOUR key signs after the revocation, backdating signed_at and
+    the record timestamp a producer may set; or makes an envelope signed days ago look fresh the same way.
+    The broker stamps submissions as it appends them (LogAppendTime): both are judged by that time."""
+    import asyncio
+    import time
+    from datetime import UTC, datetime
+
+    from producers.publisher import new_producer
+    from tiphub.database import Database
+    from tiphub.keys import KeyRegistry, agency_key_id
+
+    kit = EnvelopeKit(hub.home)
+    labour = kit.store.agency_key("NZ-LABOUR")
+    revoked_at = time.time()
+    assert KeyRegistry(Database(hub.settings.registry_database)).revoke(
+        agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
+    )
+    before = datetime.fromtimestamp(revoked_at - 600, UTC)
+    days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
+    backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
+    old = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
+    items = [
+        (*kit.wire(kit.envelope(backdated, signed_at=before)), int(before.timestamp() * 1000)),
+        (*kit.wire(kit.envelope(old, signed_at=days_ago)), int(days_ago.timestamp() * 1000)),
+    ]
+
+    async def send() -> None:
+        producer = new_producer(hub.broker)
+        await producer.start()
+        try:
+            for key, value, timestamp_ms in items:
+                await producer.send_and_wait(hub.topics.submitted, key=key, value=value, timestamp_ms=timestamp_ms)
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    hub.start_worker()
+    accepted, rejected = hub.wait_for_outcomes(2)
+    assert accepted == []
+    # Both are refused at the key: it was revoked before the broker received them (the signature and
+    # age are never reached); and a refusal before the signer is verified is attributed to nobody.
+    assert sorted((r["report_id"], r["reason"], r["source_agency"]) for r in rejected) == sorted(
+        [(backdated["report_id"], "revoked_key", None), (old["report_id"], "revoked_key", None)]
+    )
+
+
+def test_an_agency_learns_no_field_its_decision_drops_by_probing_with_guesses(hub: Hub) -> None:
+    """NZ-LABOUR may see an NZ-POLICE hotline tip, but not its victim's passport. It submits reports of its
+    own, each naming a guessed passport: in its scope nothing joins, right guess or wrong (the red team's
+    probe named the passport through the signal the right guess formed)."""
+    from tests.integration.test_gateway import start_gateway
+    from tiphub.runtime import token_authority
+    from tiphub.settings import Settings
+
+    police = make_report(
+        source_agency="NZ-POLICE",
+        indicator_type="HOTLINE_TIP",
+        purpose="INVESTIGATION",
+        elements=["ACT_RECRUITMENT", "MEANS_DEBT_BONDAGE"],
+        subjects=[{"role": "SUSPECTED_VICTIM", "nationality": "TH", "identifiers": VICTIM["identifiers"]}],
+        organisations=[],
+        narrative=None,
+    )
+    guesses = ["AA1234565", "AA1234566", VICTIM["identifiers"][0]["value"], "AA1234568"]
+    probes = [
+        make_report(
+            source_agency="NZ-LABOUR",
+            indicator_type="LABOUR_INSPECTION",
+            elements=["PURPOSE_FORCED_LABOUR"],
+            subjects=[{"role": "SUSPECTED_VICTIM", "identifiers": [{"kind": "PASSPORT", "value": g, "issuer": "TH"}]}],
+            organisations=[],
+            narrative=None,
+        )
+        for g in guesses
+    ]
+    hub.publish([police, *probes])
+    hub.start_worker()
+    hub.wait_for_outcomes(1 + len(probes))
+    hub.wait_for_quiet()
+    signals = hub.decoded(hub.topics.signals)
+    everything = {police["report_id"], probes[2]["report_id"]}
+    assert any(s["scope"] == "hub" and set(s["report_ids"]) == everything for s in signals)  # the hub links them
+    assert [s for s in signals if s["scope"] == "NZ-LABOUR"] == []
+    process, url = start_gateway(hub)
+    try:
+        token = token_authority(Settings(home=hub.home)).issue("analyst", "eve", agency="NZ-LABOUR")
+        page = httpx.get(url + "/v1/signals", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        assert page["signals"] == []
+    finally:
+        process.terminate()
+        process.wait(20)
