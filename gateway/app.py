@@ -89,11 +89,9 @@ def triage_history(views: HubViews, vault: KeyVault, signal_id: str) -> list[dic
 
 
 def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
-    public_metrics = CollectorRegistry()  # for anyone: the gateway's traffic and the stages' lag
-    full_metrics = CollectorRegistry()  # for auditors: what the hub holds and decides, per recipient
-    requests = Counter(
-        "tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=public_metrics
-    )
+    public_metrics = CollectorRegistry()  # for anyone: whether the stages keep up
+    full_metrics = CollectorRegistry()  # for auditors: traffic by route, what the hub holds and decides per recipient
+    requests = Counter("tiphub_gateway_requests", "HTTP requests", ["method", "route", "status"], registry=full_metrics)
     lag = Gauge("tiphub_stage_lag", "Records a stream stage has not committed yet", ["stage"], registry=public_metrics)
     signal_versions = Gauge(
         "tiphub_gateway_signal_versions", "Signal versions the gateway holds, every scope", registry=full_metrics
@@ -159,9 +157,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus(request: Request) -> Response:
-        """Prometheus metrics: requests by route and status, each stage's lag. With an auditor's token, also
-        what the hub holds and decides per recipient (counts that would tell an anonymous caller how much
-        is shared with whom)."""
+        """Prometheus metrics: each stage's lag. With an auditor's token, also requests by route and status and
+        what the hub holds and decides per recipient (counts that would tell an anonymous caller how much is
+        drafted, approved or shared, and with whom)."""
         views: HubViews = request.app.state.views
         for stage, behind in (await views.lag(lambda stage: group_id(settings, stage))).items():
             lag.labels(stage).set(behind)
@@ -274,7 +272,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
                     # Each as the caller's decision shows it: a generalised date is the month, a dropped one absent.
                     **({k: opened.get(k) for k in REPORT_HEADLINE} if isinstance(opened, dict) else {}),
                     "fields_shared": [f["path"] for f in fields if f["rule"] != "drop"],
-                    "field_decisions": fields,
+                    # Only what is shown, with the rule and clause that let it: a withheld field is not listed
+                    # (listing it would say that the report has it).
+                    "field_decisions": [f for f in fields if f["rule"] != "drop"],
                     "view": opened,
                 }
             )

@@ -95,7 +95,7 @@ def partner_view(
             return UNKNOWN
         if not isinstance(to_partner, Visible) or not isinstance(to_agency, Visible):
             return None
-        reports.append(to_partner)
+        reports.append(to_partner.within(to_agency))  # never more than the drafting agency may see either
     content: dict[str, Any] = jsonable_encoder(partner_content(record, reports))
     return content
 

@@ -49,6 +49,16 @@ class Visible:
             return "share"
         return self.rules.get(field_key, "share")  # a field the report does not have restricts nothing
 
+    def within(self, other: Visible) -> Visible:
+        """The report under the weaker of two callers' rules, field by field: what goes to one must not show
+        the other (a summary's drafter reviews all of it) more than its own decision does."""
+        if other.own:
+            return self
+        if self.own:
+            return other
+        keys = set(self.rules) | set(other.rules)
+        return Visible(self.facts, {k: min(self.rule(k), other.rule(k), key=RANK.__getitem__) for k in keys})
+
 
 def field_rules(fields: Iterable[Mapping[str, Any]]) -> dict[str, Rule]:
     """Per agreement field key, the weakest rule a decision gave any of its paths."""

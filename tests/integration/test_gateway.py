@@ -229,6 +229,11 @@ def test_one_signal_lists_its_reports_as_the_caller_may_see_them(live: Live) -> 
     names = {s["name"] for r in opened for s in sent[r["report_id"]]["subjects"] if s.get("name")}
     assert names & shown, "no sealed name was opened"
     assert '"key_id"' not in json.dumps([r["view"] for r in opened])
+    # Each field shown, with the rule and clause that let it; a withheld field is not named (that it is
+    # withheld would say the report has it).
+    for report in opened:
+        assert [f["path"] for f in report["field_decisions"]] == report["fields_shared"]
+        assert all(f["rule"] in ("share", "generalise") and f["basis"] for f in report["field_decisions"])
     deadline = time.monotonic() + 60
     while not [e for e in live.audited() if e["kind"] == "disclosure" and e["item_id"] == signal["signal_id"]]:
         assert time.monotonic() < deadline, "the disclosure was not audited"
@@ -294,12 +299,12 @@ def test_the_registry_api_serves_the_schemas_that_decode_the_topics(live: Live) 
     assert decoded["report_id"] == record.key.decode()
     assert live.get("/schemas/ids/999", token).json()["error_code"] == 40403
     metrics = httpx.get(live.url + "/metrics").text
-    assert 'tiphub_gateway_requests_total{method="GET",route="/subjects",status="200"}' in metrics
     assert 'tiphub_stage_lag{stage="correlate"}' in metrics
-    # How much is shared with whom is for auditors, not for anyone who can reach /metrics.
-    assert "tiphub_decisions" not in metrics and "recipient=" not in metrics
+    # How much is drafted, approved or shared with whom is for auditors, not for anyone who can reach /metrics.
+    assert "tiphub_decisions" not in metrics and "recipient=" not in metrics and "route=" not in metrics
     audited = live.get("/metrics", live.token("auditor", agency="NZ-NIC")).text
     assert 'tiphub_decisions{allowed="true",recipient="NZ-NIC"}' in audited
+    assert 'tiphub_gateway_requests_total{method="GET",route="/subjects",status="200"}' in audited
     assert "tiphub_decisions" not in live.get("/metrics", live.token("analyst", agency="NZ-NIC")).text
 
 
@@ -567,6 +572,42 @@ def test_an_agency_without_a_kafka_client_publishes_over_http_and_follows_its_re
     customs = live.tokens.issue("publisher", "Cam", agency="NZ-CUSTOMS")
     assert live.get(f"/v1/reports/{good['report_id']}/status", customs).status_code == 404  # not theirs
     assert live.get("/v1/reports/rejected", customs).json()["rejected"] == []
+
+
+def test_an_agency_system_seals_for_the_hub_key_it_fetches_from_the_gateway(live: Live) -> None:
+    import asyncio
+
+    from producers.hub_keys import HubKeysFromGateway
+    from producers.publisher import AgencyPublisher
+    from tiphub.keys import KeyStore
+
+    token = live.token("publisher", agency="NZ-DIA")
+    offered = live.get("/v1/hub/keys", token).json()
+    now = datetime.now(UTC).isoformat()
+    [current, following] = offered["keys"]
+    assert current["not_before"] <= now < current["not_after"] == following["not_before"]
+    assert current["key_id"].startswith("hub-epoch/") and live.get("/v1/hub/keys").status_code == 401
+    report = make_report(source_agency="NZ-DIA", indicator_type="LOST_STOLEN_DOCUMENT")
+
+    async def publish() -> Any:
+        async with AgencyPublisher(
+            bootstrap=live.hub.broker,
+            topic=live.hub.topics.submitted,
+            agency="NZ-DIA",
+            agency_key=KeyStore(live.hub.home).agency_key("NZ-DIA"),
+            hub_key=HubKeysFromGateway(live.url, token),
+        ) as publisher:
+            return await publisher.publish(report)
+
+    assert asyncio.run(publish()).published
+    deadline = time.monotonic() + 60
+    while live.get(f"/v1/reports/{report['report_id']}/status", token).status_code == 404 or (
+        live.get(f"/v1/reports/{report['report_id']}/status", token).json()["status"] != "accepted"
+    ):
+        assert time.monotonic() < deadline, live.get(f"/v1/reports/{report['report_id']}/status", token).text
+        time.sleep(0.3)
+    [envelope] = [e for e in live.hub.decoded(live.hub.topics.submitted) if e["report_id"] == report["report_id"]]
+    assert envelope["hub_key_id"] == current["key_id"]
 
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

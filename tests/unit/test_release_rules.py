@@ -4,6 +4,7 @@ is rendered under field rules, and the identity rules of the accept stage."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -147,6 +148,30 @@ def test_a_partner_receives_aggregates_under_its_rules_and_nothing_else() -> Non
         "first_seen",
         "last_seen",
     }
+
+
+def test_a_partner_summary_never_shows_more_than_its_drafting_agency_may_see() -> None:
+    """The partner's agreement shares exact dates and sources; the drafting agency's own decision for r2
+    generalises its date and drops its source. The summary it drafts (and reviews whole) gets the weaker
+    rule of the two for each field, so the drafter learns nothing through its own draft."""
+
+    def rules(date: str, source: str) -> dict[str, Any]:
+        return field_rules([{"field": "observed_at", "rule": date}, {"field": "source_agency", "rule": source}])
+
+    to_partner, to_drafter = rules("share", "share"), rules("generalise", "drop")
+    partner_only = partner_content(RECORD, [Visible(R1, to_partner), Visible(R2, to_partner)])
+    assert partner_only["first_seen"] == "2026-10-03T10:00:00Z"  # what the partner alone may see: exact
+    content = partner_content(
+        RECORD,
+        [
+            Visible(R1, to_partner).within(Visible(R1, own=True)),
+            Visible(R2, to_partner).within(Visible(R2, to_drafter)),
+        ],
+    )
+    assert content["first_seen"] == "2026-10" and content["last_seen"] == "2026-10"  # r2's date: the month
+    assert content["agencies"] == ["NZ-CUSTOMS"]  # r2's source: withheld from the drafter, so from the summary
+    # The partner's own rules still bind where they are the weaker: the drafter's report is not shown whole.
+    assert Visible(R1, to_drafter).within(Visible(R1, own=True)).rules == to_drafter
 
 
 def test_a_report_ids_partition_is_pinned_and_only_its_agency_retracts_it() -> None:
