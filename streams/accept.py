@@ -306,12 +306,15 @@ class AcceptStage:
                 raise Rejection("relay_agency_mismatch", detail, "publisher")
         elif key.agency != agency:
             raise Rejection("key_agency_mismatch", f"key belongs to {key.agency}, not {agency}", "signing_key_id")
-        # When the broker received it: its append time (tip.reports.submitted is LogAppendTime), so a backlog
-        # is not stale. A time the producer set could be backdated to slip past a revocation or the age limit:
-        # on a topic left with CreateTime, the hub judges by its own clock now (a backlog may then be refused).
-        received_ms = submission.timestamp_ms if submission.broker_time else int(time.time() * 1000)
-        if key.revoked_by(received_ms / 1000):
+        # A revoked key is refused from the moment of revocation, whenever the envelope says it was signed or
+        # sent: after a leak, nothing signed with the key can be told from the thief's. (Reports still waiting
+        # in the topic when a key is revoked are refused too; the agency sends them again, signed anew.)
+        if key.revoked_by(time.time()):
             raise Rejection("revoked_key", f"signing key {key.key_id} is revoked", "signing_key_id")
+        # Freshness against when the broker received it: its append time (tip.reports.submitted is
+        # LogAppendTime), so a backlog is not stale. A time the producer set could be backdated: on a topic
+        # not configured LogAppendTime the hub judges by its own clock (a backlog may then be refused).
+        received_ms = submission.timestamp_ms if submission.broker_time else int(time.time() * 1000)
         if not crypto.verify(key.public_key, envelope["signature"], signing_bytes(envelope, schema)):
             raise Rejection("bad_signature", "signature does not verify over the envelope", "signature")
         signed_ms = int(envelope["signed_at"].timestamp() * 1000)

@@ -87,7 +87,8 @@ def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalP
         ),
         static_hub_keys=settings.static_hub_key,
     )
-    return _processor(settings, bootstrap, "verify", topics.submitted, VerifyReports(stage, topics))
+    handler = VerifyReports(stage, topics, bootstrap, settings.kafka_options())
+    return _processor(settings, bootstrap, "verify", topics.submitted, handler)
 
 
 def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:

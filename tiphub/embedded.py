@@ -14,7 +14,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from streams.topics import TopicSpec
@@ -87,7 +87,33 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, 
                     f"topic {spec.name} has {described.get(spec.name)} partitions, the hub needs "
                     f"{spec.partitions}: co-partitioned stages would mis-route keys"
                 )
+        for spec in specs:  # a topic from an earlier release: the broker must stamp submissions itself
+            if spec.broker_time and _configs(admin, spec.name).get(TIMESTAMP_TYPE) != "LogAppendTime":
+                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=spec.configs())])
+                log.warning(
+                    "topic %s set to LogAppendTime: freshness and revocation are judged by broker time", spec.name
+                )
         return [s.name for s in missing]
+    finally:
+        admin.close()
+
+
+TIMESTAMP_TYPE = "message.timestamp.type"
+
+
+def _configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
+    found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+    entries = found.get("topic", {}).get(topic, {}) if isinstance(found, dict) else {}
+    return {name: entry["value"] for name, entry in entries.items()}
+
+
+def broker_stamps(bootstrap: str, topic: str, **options: Any) -> bool:
+    """Whether the broker stamps `topic`'s records as it appends them (LogAppendTime). A record's own
+    timestamp-type bit is not proof: a producer sets it, and a broker may pass it through on a CreateTime
+    topic (noida-db does)."""
+    admin = admin_client(bootstrap, **options)
+    try:
+        return _configs(admin, topic).get(TIMESTAMP_TYPE) == "LogAppendTime"
     finally:
         admin.close()
 

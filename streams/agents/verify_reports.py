@@ -15,6 +15,8 @@ written to the audit, in the same transaction.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -27,9 +29,11 @@ from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submissi
 from streams.audit_events import audit_output, ingest_denial
 from streams.topics import Topics, report_partition
 from streams.transactional import Output
+from tiphub.embedded import broker_stamps
 
 RETRACTED = "tiphub.ReportRetracted"
 LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record the broker stamped
+log = logging.getLogger(__name__)
 AGENCY_HEADER = "tiphub-agency"  # who signed it (verified): an agency code, not personal data
 SOURCE_HEADER = "tiphub-source"  # topic:partition:offset of the submission, for rejections downstream
 # Reasons that mean a submission claimed to be, or to speak for, someone it is not: audited.
@@ -43,24 +47,52 @@ def source_header(submission: Submission) -> tuple[str, bytes]:
 class VerifyReports:
     """BatchHandler for the verify stage: stateless but for the vault and the key registry it uses."""
 
-    def __init__(self, stage: AcceptStage, topics: Topics) -> None:
+    def __init__(
+        self, stage: AcceptStage, topics: Topics, bootstrap: str = "", client_options: dict[str, Any] | None = None
+    ) -> None:
         self.stage = stage
         self.topics = topics
+        self.bootstrap = bootstrap
+        self.options = client_options or {}
+        self.broker_time: bool | None = None  # is tip.reports.submitted LogAppendTime? read at assignment
         self.codec = WireCodec()
         self._accepted_schema = self.codec.registry.latest(ACCEPTED)
         self._rejected_schema = self.codec.registry.latest(REJECTED)
         self._retraction_id = self.codec.registry.latest(RETRACTION).schema_id.to_bytes(4, "big")
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        pass
+        await self._read_timestamp_type()
+
+    async def _read_timestamp_type(self) -> None:
+        """Record times are trusted only if the topic's config says the broker sets them (a record's own
+        timestamp-type bit is the producer's to set): else the hub's clock judges freshness (a backlog may
+        then be refused as stale). Revocation is always judged by the hub's clock."""
+        if not self.bootstrap:
+            self.broker_time = False
+            return
+        self.broker_time = await asyncio.to_thread(broker_stamps, self.bootstrap, self.topics.submitted, **self.options)
+        if not self.broker_time:
+            log.warning("%s is not LogAppendTime: judging submissions by this worker's clock", self.topics.submitted)
 
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         pass
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
+        if self.broker_time is None:
+            await self._read_timestamp_type()
         now = datetime.now(UTC)
+        # Both the topic's config and the record must say the broker stamped it: a record appended while the
+        # topic was CreateTime keeps the time its producer chose after the topic is switched.
         submissions = [
-            Submission(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, r.timestamp_type == LOG_APPEND_TIME)
+            Submission(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key,
+                r.value,
+                r.timestamp,
+                bool(self.broker_time) and r.timestamp_type == LOG_APPEND_TIME,
+            )
             for r in records
         ]
         retractions = {id(s) for s in submissions if s.value and s.value[1:5] == self._retraction_id}

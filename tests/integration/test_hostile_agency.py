@@ -164,7 +164,8 @@ def test_an_agency_probing_with_a_victims_passport_learns_nothing_of_reports_it_
 def test_a_revoked_key_cannot_backdate_past_its_revocation_or_the_age_limit(hub: Hub) -> None:
     """Whoever holds a leaked, revoked NZ-LABOUR key signs after the revocation, backdating signed_at and
     the record timestamp a producer may set; or makes an envelope signed days ago look fresh the same way.
-    The broker stamps submissions as it appends them (LogAppendTime): both are judged by that time."""
+    A revoked key is refused by the hub's clock; the age of an envelope is judged by the time the broker
+    stamped it as it appended it (LogAppendTime), which the sender cannot choose."""
     import asyncio
     import time
     from datetime import UTC, datetime
@@ -201,10 +202,69 @@ def test_a_revoked_key_cannot_backdate_past_its_revocation_or_the_age_limit(hub:
     hub.start_worker()
     accepted, rejected = hub.wait_for_outcomes(2)
     assert accepted == []
-    # Both are refused at the key: it was revoked before the broker received them (the signature and
-    # age are never reached); and a refusal before the signer is verified is attributed to nobody.
+    # Both are refused at the key: it is revoked now (the signature and age are never reached); and a
+    # refusal before the signer is verified is attributed to nobody.
     assert sorted((r["report_id"], r["reason"], r["source_agency"]) for r in rejected) == sorted(
         [(backdated["report_id"], "revoked_key", None), (old["report_id"], "revoked_key", None)]
+    )
+
+
+def test_a_sender_that_claims_the_broker_stamped_its_batch_chooses_no_time(hub: Hub) -> None:
+    """The sender's batch claims the broker stamped it (a producer can set that bit; Apache Kafka refuses
+    such a batch, noida-db passes it) at a time of its choosing, on a hub whose tip.reports.submitted an
+    earlier release created with CreateTime. Starting the hub sets the topic to LogAppendTime; a leaked,
+    revoked NZ-LABOUR key still cannot backdate past its revocation, and an NZ-DIA envelope signed days ago
+    is stale."""
+    import subprocess
+    import sys
+    import time
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from tiphub.database import Database
+    from tiphub.embedded import admin_client, broker_stamps
+    from tiphub.keys import KeyRegistry, agency_key_id
+
+    admin = admin_client(hub.broker)
+    try:
+        configs = {"message.timestamp.type": "CreateTime"}
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, hub.topics.submitted, configs=configs)])
+    finally:
+        admin.close()
+    assert not broker_stamps(hub.broker, hub.topics.submitted)
+    hub.start_worker()
+    deadline = time.monotonic() + 60
+    while not broker_stamps(hub.broker, hub.topics.submitted):
+        assert time.monotonic() < deadline, "the worker left tip.reports.submitted with CreateTime"
+        time.sleep(0.5)
+    kit = EnvelopeKit(hub.home)
+    labour = kit.store.agency_key("NZ-LABOUR")
+    revoked_at = time.time()
+    assert KeyRegistry(Database(hub.settings.registry_database)).revoke(
+        agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
+    )
+    before = datetime.fromtimestamp(revoked_at - 600, UTC)
+    days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
+    backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
+    old = make_report(source_agency="NZ-DIA", indicator_type="LOST_STOLEN_DOCUMENT")
+    items = [
+        (*kit.wire(kit.envelope(backdated, signed_at=before)), before),
+        (*kit.wire(kit.envelope(old, signed_at=days_ago)), days_ago),
+    ]
+    sent = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("spoofed_time.py")), hub.broker, hub.topics.submitted],
+        input=json.dumps([{"key": k.hex(), "value": v.hex(), "ts": int(t.timestamp() * 1000)} for k, v, t in items]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    accepted, rejected = hub.wait_for_outcomes(2)
+    assert accepted == []
+    assert sorted((r["report_id"], r["reason"]) for r in rejected) == sorted(
+        [(backdated["report_id"], "revoked_key"), (old["report_id"], "stale_envelope")]
     )
 
 
@@ -253,3 +313,4 @@ def test_an_agency_learns_no_field_its_decision_drops_by_probing_with_guesses(hu
     finally:
         process.terminate()
         process.wait(20)
+
