@@ -7,6 +7,7 @@ person's data, on every topic and in every backup of the topics, is unreadable.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,15 +56,21 @@ def erasure_tokens(
 
 
 def linked_subject_keys(
-    accepted: list[dict[str, Any]], entities: list[dict[str, Any]], key_ids: list[str]
+    accepted: list[dict[str, Any]],
+    entities: list[dict[str, Any]],
+    key_ids: list[str],
+    retracted: Collection[str] = (),
 ) -> list[str]:
     """Subject keys of the other records the hub's own correlation links to the people of `key_ids` (their
     entity's members, spelled differently or recorded without the identifier the request named). From the
     accepted reports and the EntityMerged facts of tip.entities, the latest fact of an occurrence deciding
-    its entity. Pure."""
+    its entity. A retracted report links nobody: the hub dropped it and every link it made (its own records
+    of the person are named by the request, if they name them). Pure."""
     occurrence_of: dict[str, str] = {}
     key_of: dict[str, str] = {}
     for report in accepted:
+        if report["report_id"] in retracted:
+            continue
         for i, subject in enumerate(report["subjects"]):
             occurrence = f"{report['report_id']}#{i}"
             occurrence_of[subject["subject_key_id"]] = occurrence

@@ -66,6 +66,10 @@ def restrict(report: ReportFacts, rules: Rules | None) -> ReportFacts | None:
     def shared(path: str) -> bool:
         return rules.get(path) == "share"
 
+    def whole(*paths: str) -> bool:
+        """Every field a token is derived from is shared exactly (a field the report lacks has no rule)."""
+        return all(rules.get(p) in (None, "share") for p in paths)
+
     when = rules.get("observed_at")
     if when not in ("share", "generalise"):
         return None
@@ -81,7 +85,11 @@ def restrict(report: ReportFacts, rules: Rules | None) -> ReportFacts | None:
         documents: list[str] = []
         contacts: list[str] = []
         for j, (kind, tokens) in enumerate(occ.identifiers):
-            if shared(f"{base}.identifiers[{j}].value"):
+            # A token is keyed over the kind, the issuer and the value (a phone written nationally is read
+            # with the nationality): linking on it is seeing all of them.
+            ident = f"{base}.identifiers[{j}]"
+            national = (f"{base}.nationality",) if kind == "PHONE" else ()
+            if shared(f"{ident}.value") and whole(f"{ident}.kind", f"{ident}.issuer", *national):
                 (documents if kind in DOCUMENT_KINDS else contacts if kind in CONTACT_KINDS else []).extend(tokens)
         kept |= {*documents, *contacts}
         fuzzy = (not occ.named or shared(f"{base}.name")) and (not occ.dated or shared(f"{base}.date_of_birth"))
@@ -98,7 +106,11 @@ def restrict(report: ReportFacts, rules: Rules | None) -> ReportFacts | None:
                 bridges=occ.bridges if fuzzy else (),
             )
         )
-    registrations = [g for j, g in enumerate(report.registrations) if shared(f"organisations[{j}].registration")]
+    registrations = [
+        group
+        for j, group in enumerate(report.registrations)
+        if shared(f"organisations[{j}].registration") and whole(f"organisations[{j}].country")
+    ]
     organisations = sorted({t for group in registrations for t in group})
     kept |= set(organisations)
     return replace(
@@ -166,6 +178,7 @@ class _Scope:
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    regrouped: set[str] = field(default_factory=set)  # entities whose members a rebuild changed (split or not)
     stale: list[Signal] = field(default_factory=list)
     coverage: dict[str, dict[str, Any]] = field(default_factory=dict)  # as last written
 
@@ -217,6 +230,7 @@ class _Scope:
         if self.correlator is not None:
             self.correlator.retract(gone)
             self.absorbed.update(self.correlator.absorbed)
+            self.regrouped |= self.correlator.regrouped
             self.full = True
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
@@ -228,6 +242,7 @@ class _Scope:
         self.correlator.erased |= erased
         self.correlator.retract(retracted)
         self.absorbed.update(self.correlator.absorbed)
+        self.regrouped |= self.correlator.regrouped
         self.full = True
 
     def flush(self) -> list[tuple[int, Signal]]:
@@ -348,8 +363,8 @@ class ScopedCorrelation:
         """A sharing decision: the report enters the recipient's scope, under the rules the decision gave
         each field (`rules`: path -> share, generalise or drop), or leaves it."""
         facts = self.facts.get(report_id)
-        if facts is not None and facts.agency == recipient:
-            return  # an agency sees its own report whole, whatever a decision for it says
+        if report_id in self.retracted or (facts is not None and facts.agency == recipient):
+            return  # retracted for good; an agency sees its own report whole, whatever a decision for it says
         if allowed and (retain_until is None or retain_until > now):
             held = Held(retain_until, rules if rules is not None else {})
             self.grants[report_id][recipient] = held

@@ -448,7 +448,8 @@ def erase(
     if not by_request:
         console.print("[red]no accepted report names such a person[/red]")
         raise typer.Exit(1)
-    linked = linked_subject_keys(decoded(topics.accepted), decoded(topics.entities), by_request)
+    retracted = {r["report_id"] for r in decoded(topics.retractions)}
+    linked = linked_subject_keys(decoded(topics.accepted), decoded(topics.entities), by_request, retracted)
     left = [k for k in by_request + (linked if follow_links else []) if k not in erased]
     result = asyncio.run(
         erase_keys(

@@ -314,3 +314,70 @@ def test_an_agency_learns_no_field_its_decision_drops_by_probing_with_guesses(hu
         process.terminate()
         process.wait(20)
 
+
+def test_a_retracted_bridge_leaves_no_link_for_an_erasure_to_follow(hub: Hub) -> None:
+    """NZ-LABOUR reports one "person" holding two passports, Sokha's and Dara's, which joins them in the hub's
+    correlation; it retracts the report and the hub splits them again. Erasing Sokha with --follow-links
+    must not take Dara (whom nothing links to her now) with her."""
+    import time
+
+    sokha = {
+        "role": "SUSPECTED_VICTIM",
+        "name": "Sokha Chan",
+        "date_of_birth": "2008-04-02",
+        "sex": "F",
+        "nationality": "KH",
+        "identifiers": [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"}],
+    }
+    dara = {
+        "role": "SUSPECTED_TRAFFICKER",
+        "name": "Dara Kim",
+        "date_of_birth": "1980-05-05",
+        "sex": "M",
+        "nationality": "KH",
+        "identifiers": [{"kind": "PASSPORT", "value": "N07654321", "issuer": "KH"}],
+    }
+    bridge = {
+        "role": "SUSPECTED_VICTIM",
+        "identifiers": [
+            {"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"},
+            {"kind": "PASSPORT", "value": "N07654321", "issuer": "KH"},
+        ],
+    }
+    customs = make_report(source_agency="NZ-CUSTOMS", subjects=[sokha], elements=["ACT_TRANSPORT", "MEANS_DECEPTION"])
+    police = make_report(source_agency="NZ-POLICE", subjects=[dara], elements=["ACT_RECRUITMENT"], tlp="AMBER")
+    labour = make_report(
+        source_agency="NZ-LABOUR",
+        indicator_type="LABOUR_INSPECTION",
+        subjects=[bridge],
+        elements=["PURPOSE_FORCED_LABOUR"],
+    )
+    hub.publish([customs, police, labour])
+    hub.start_worker()
+    hub.wait_for_outcomes(3)
+    hub.wait_for_quiet()
+    joined = [f for f in hub.decoded(hub.topics.entities) if len(f["members"]) >= 3]
+    assert joined, "the bridge report joined nobody: the test proves nothing"
+
+    kit = EnvelopeKit(hub.home)
+    retraction = seal_retraction(
+        labour["report_id"],
+        agency="NZ-LABOUR",
+        reason="ENTERED_IN_ERROR",
+        corrected_by=None,
+        agency_key=kit.store.agency_key("NZ-LABOUR"),
+    )
+    hub.send_raw([(labour["report_id"].encode(), kit.codec.encode(RETRACTION, retraction))])
+    deadline = time.monotonic() + 60
+    while not hub.decoded(hub.topics.retractions):
+        assert time.monotonic() < deadline, "the retraction was not accepted"
+        time.sleep(0.5)
+    hub.wait_for_quiet()
+
+    erased = hub.cli("erase", "--identifier", "PASSPORT:N01234567:KH", "--follow-links", "--reason", "court order")
+    assert erased.returncode == 0, erased.stderr
+    records = {r["report_id"]: r for r in hub.decoded(hub.topics.accepted)}
+    vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)
+    assert vault.get(records[customs["report_id"]]["subjects"][0]["subject_key_id"]) is None  # Sokha: erased
+    assert vault.get(records[police["report_id"]]["subjects"][0]["subject_key_id"]) is not None  # Dara: kept
+    assert vault.get(records[police["report_id"]]["report_key_id"]) is not None  # and the police narrative

@@ -254,6 +254,55 @@ def test_a_field_the_scope_may_not_see_links_nothing_there(pipeline: Pipeline) -
     assert shown["AA1234567"] == shown["ZZ7654321"] == []
 
 
+def test_a_scope_shown_a_passport_number_but_not_its_issuer_cannot_probe_for_the_issuer(pipeline: Pipeline) -> None:
+    """A decision that shares a passport's number but withholds its issuer: the linkage token is keyed over
+    both, so linking on it would answer "which issuer?". NZ-LABOUR probes with the known number under three
+    guessed issuers: nothing joins in its scope for any guess, while the hub links the right one."""
+    victim = {"role": "SUSPECTED_VICTIM", "nationality": "TH"}
+
+    def with_passport(agency: str, issuer: str, **fields: Any) -> dict[str, Any]:
+        passport = {"kind": "PASSPORT", "value": "AA1234567", "issuer": issuer}
+        return make_report(
+            source_agency=agency, subjects=[{**victim, "identifiers": [passport]}], organisations=[], **fields
+        )
+
+    police = with_passport(
+        "NZ-POLICE",
+        "MM",
+        indicator_type="HOTLINE_TIP",
+        purpose="INVESTIGATION",
+        observed_at="2026-10-05T10:00:00Z",
+        elements=["ACT_RECRUITMENT", "MEANS_DEBT_BONDAGE"],
+        narrative=None,
+    )
+    hub_joined, scope_joined = [], []
+    for guess in ("TH", "MM", "KH"):
+        probe = with_passport(
+            "NZ-LABOUR",
+            guess,
+            indicator_type="LABOUR_INSPECTION",
+            observed_at="2026-10-06T10:00:00Z",
+            elements=["PURPOSE_FORCED_LABOUR"],
+            narrative=None,
+        )
+        records = pipeline.accept([police, probe])
+        state = ScopedCorrelation(PLAN, KEY)
+        index = KeyIndex()
+        for record in records:
+            facts = facts_from_accepted(record)
+            state.accept(facts, NOW)
+            state.add_links([link for s in sightings_of(facts) for link in index.add(s)])
+        rules = {**labour_rules(records[0]), "subjects[0].identifiers[0].value": "share"}
+        rules["subjects[0].identifiers[0].issuer"] = "drop"
+        state.decided("NZ-LABOUR", records[0]["report_id"], True, None, NOW, rules)
+        emitted = state.flush()
+        if any(len(e.signal.report_ids) == 2 for e in emitted if e.scope == HUB_SCOPE):
+            hub_joined.append(guess)
+        if any(len(e.signal.report_ids) == 2 for e in emitted if e.scope == "NZ-LABOUR"):
+            scope_joined.append(guess)
+    assert hub_joined == ["MM"] and scope_joined == []
+
+
 def test_a_later_decision_with_a_shorter_retention_takes_effect_as_a_restore_would_read_it(pipeline: Pipeline) -> None:
     reports = [
         report("NZ-CUSTOMS", ["ACT_TRANSPORT", "MEANS_DECEPTION"], [person_as_recorded(0, "both")], 1),
