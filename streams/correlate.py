@@ -322,7 +322,6 @@ class Correlator:
         self.entity_of: dict[str, str] = {}
         self.entity_members: dict[str, set[str]] = {}
         self.absorbed: dict[str, str] = {}  # after add(): vanished entity id -> the entity that took it in
-        self.regrouped: set[str] = set()  # after a rebuild: the entities whose members changed
         # Coverage kept as reports arrive: a batch must not rescan every report the hub has seen.
         self.considered: Counter[str] = Counter()  # requirement -> reports it considers
         self.reporting: dict[str, Counter[str]] = defaultdict(Counter)  # requirement -> agency -> reports
@@ -555,14 +554,6 @@ class Correlator:
             alive = sorted(m for m in members if m in self.entity_of)
             if entity not in self.entity_members and alive:
                 self.absorbed[entity] = self.entity_of[alive[0]]
-        # Every entity whose members are not what they were, a person split off alone included: who is
-        # linked to whom must be said again (tiphub erase --follow-links reads it).
-        self.regrouped = {
-            self.entity_of[m]
-            for entity, members in previous.items()
-            for m in members
-            if m in self.entity_of and self.entity_members[self.entity_of[m]] != members
-        }
 
     # -- requirements ----------------------------------------------------------------------
     def coverage(self, book: SignalBook) -> dict[str, dict[str, Any]]:

@@ -7,7 +7,7 @@ person's data, on every topic and in every backup of the topics, is unreadable.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +17,8 @@ from schemas.codec import WireCodec
 from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
 from streams.accept import report_id_of_key, subject_token
 from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.correlate import Correlator, facts_from_accepted
+from streams.linking import Link
 from streams.topics import Topics
 from tiphub.linkage import Linker
 from tiphub.vault import KeyVault
@@ -57,34 +59,36 @@ def erasure_tokens(
 
 def linked_subject_keys(
     accepted: list[dict[str, Any]],
-    entities: list[dict[str, Any]],
-    key_ids: list[str],
+    links: Iterable[Link],
+    key_ids: Collection[str],
     retracted: Collection[str] = (),
+    erased: Collection[str] = (),
 ) -> list[str]:
-    """Subject keys of the other records the hub's own correlation links to the people of `key_ids` (their
-    entity's members, spelled differently or recorded without the identifier the request named). From the
-    accepted reports and the EntityMerged facts of tip.entities, the latest fact of an occurrence deciding
-    its entity. A retracted report links nobody: the hub dropped it and every link it made (its own records
-    of the person are named by the request, if they name them). Pure."""
-    occurrence_of: dict[str, str] = {}
-    key_of: dict[str, str] = {}
-    for report in accepted:
-        if report["report_id"] in retracted:
-            continue
-        for i, subject in enumerate(report["subjects"]):
-            occurrence = f"{report['report_id']}#{i}"
-            occurrence_of[subject["subject_key_id"]] = occurrence
-            key_of[occurrence] = subject["subject_key_id"]
-    latest: dict[str, tuple[Any, frozenset[str]]] = {}  # occurrence -> (at, the members then)
-    for fact in entities:
-        members = frozenset(fact["members"])
-        for occurrence in members:
-            held = latest.get(occurrence)
-            if held is None or fact["at"] >= held[0]:
-                latest[occurrence] = (fact["at"], members)
-    named = {occurrence_of[k] for k in key_ids if k in occurrence_of}
-    linked = {m for occurrence in named for m in latest.get(occurrence, (None, frozenset()))[1]} - named
-    return sorted(key_of[m] for m in linked if m in key_of and key_of[m] not in key_ids)
+    """Subject keys of the other records the hub's correlation links to the people of `key_ids` (spelled
+    differently, or recorded without the identifier the request named), worked out now from the accepted
+    reports and the link stage's links as the hub's correlation holds them: retractions and other people's
+    erasures applied, the requested people still in (so a run after their erasure finds the same records).
+
+    A retracted report bridges nobody (the hub dropped it and every link it made), but its own record of
+    the person, linked to them directly, is theirs and is included. Pure."""
+    named, gone, withdrawn = set(key_ids), set(erased) - set(key_ids), set(retracted)
+    links = list(links)
+    correlator = Correlator([], external_links=True, erased=gone, retracted=withdrawn)
+    correlator.add_links(links)
+    reports = [facts_from_accepted(record) for record in accepted]
+    for report in reports:
+        correlator.add(report)
+    key_of = {occ.occ_id: occ.subject_key_id for report in reports for occ in report.people}
+    theirs = {occ for occ, key in key_of.items() if key in named}
+    entities = {correlator.entity_of[occ] for occ in theirs if occ in correlator.entity_of}
+    entity = {member for e in entities for member in correlator.entity_members[e]}
+    direct = {
+        other
+        for link in links
+        for one, other in ((link.a, link.b), (link.b, link.a))
+        if one in entity and other.rpartition("#")[0] in withdrawn
+    }
+    return sorted({key_of[occ] for occ in entity | direct if occ in key_of} - named - gone)
 
 
 @dataclass(frozen=True)

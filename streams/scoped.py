@@ -178,7 +178,6 @@ class _Scope:
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
-    regrouped: set[str] = field(default_factory=set)  # entities whose members a rebuild changed (split or not)
     stale: list[Signal] = field(default_factory=list)
     coverage: dict[str, dict[str, Any]] = field(default_factory=dict)  # as last written
 
@@ -230,7 +229,6 @@ class _Scope:
         if self.correlator is not None:
             self.correlator.retract(gone)
             self.absorbed.update(self.correlator.absorbed)
-            self.regrouped |= self.correlator.regrouped
             self.full = True
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
@@ -242,7 +240,6 @@ class _Scope:
         self.correlator.erased |= erased
         self.correlator.retract(retracted)
         self.absorbed.update(self.correlator.absorbed)
-        self.regrouped |= self.correlator.regrouped
         self.full = True
 
     def flush(self) -> list[tuple[int, Signal]]:

@@ -397,6 +397,7 @@ def erase(
     request names is never printed, logged or written anywhere."""
     from streams.erasure import ErasureRequestError, erase_keys, erasure_tokens, linked_subject_keys, reapply_erasures
     from streams.feeds import read_decoded
+    from streams.linking import LINKS, Link
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.linkage import Linker
@@ -448,8 +449,14 @@ def erase(
     if not by_request:
         console.print("[red]no accepted report names such a person[/red]")
         raise typer.Exit(1)
-    retracted = {r["report_id"] for r in decoded(topics.retractions)}
-    linked = linked_subject_keys(decoded(topics.accepted), decoded(topics.entities), by_request, retracted)
+    with console.status("working out whom the hub's correlation links to them"):
+        retracted = {r["report_id"] for r in decoded(topics.retractions)}
+        links = [
+            Link(**link)
+            for batch in asyncio.run(read_decoded(bootstrap, topics.links, 1, settings.kafka_options(), expect=LINKS))
+            for link in batch["links"]
+        ]
+        linked = linked_subject_keys(decoded(topics.accepted), links, by_request, retracted, erased)
     left = [k for k in by_request + (linked if follow_links else []) if k not in erased]
     result = asyncio.run(
         erase_keys(

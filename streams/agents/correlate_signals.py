@@ -235,25 +235,22 @@ class CorrelateSignals:
 
     def _outputs(self, records: Sequence[Any]) -> list[Output]:
         hub = self.state.hub
-        touched, absorbed, regrouped = set(hub.touched), dict(hub.absorbed), set(hub.regrouped)
+        touched, absorbed = set(hub.touched), dict(hub.absorbed)
         emitted = self.state.flush()
         outputs = self._coverage_changes(records)
-        outputs += self._entities(touched | regrouped, absorbed, regrouped, records)
-        hub.touched, hub.regrouped = set(), set()
+        if records:
+            outputs += self._entities(touched, absorbed, records)
+        hub.touched = set()
         return outputs + [self._signal_output(e) for e in emitted]
 
     def _signal_output(self, emitted: Emitted) -> Output:
         record = signal_record(emitted.version, emitted.signal, emitted.scope, emitted.seq)
         return Output(self.topics.signals, emitted.signal.signal_id.encode(), self.codec.encode(SIGNAL, record))
 
-    def _entities(
-        self, touched: set[str], absorbed: dict[str, str], regrouped: set[str], records: Sequence[Any]
-    ) -> list[Output]:
+    def _entities(self, touched: set[str], absorbed: dict[str, str], records: Sequence[Any]) -> list[Output]:
         """EntityMerged facts for the hub's entities of this batch that hold more than one occurrence or took
-        another in (a newcomer alone is not news), and for every entity a rebuild regrouped, a person split
-        off alone included: the latest fact of an occurrence says whom it is linked to now."""
-        newest = max((r.timestamp for r in records), default=int(datetime.now(UTC).timestamp() * 1000))
-        at = datetime.fromtimestamp(newest / 1000, UTC)
+        another in (a newcomer alone is not news)."""
+        at = datetime.fromtimestamp(max((r.timestamp for r in records), default=0) / 1000, UTC)
         took: dict[str, list[str]] = {}
         for old, new in absorbed.items():
             if old != new:
@@ -263,7 +260,7 @@ class CorrelateSignals:
         outputs = []
         for entity in sorted(touched):
             members = correlator.entity_members.get(entity)
-            if members is None or (len(members) < 2 and entity not in took and entity not in regrouped):
+            if members is None or (len(members) < 2 and entity not in took):
                 continue
             fact = {"entity_id": entity, "members": sorted(members), "absorbed": sorted(took.get(entity, [])), "at": at}
             outputs.append(Output(self.topics.entities, entity.encode(), self.codec.encode(ENTITY_MERGED, fact)))
