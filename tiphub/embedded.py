@@ -89,10 +89,7 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, 
                 )
         for spec in specs:  # a topic from an earlier release: the broker must stamp submissions itself
             if spec.broker_time and _configs(admin, spec.name).get(TIMESTAMP_TYPE) != "LogAppendTime":
-                admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=spec.configs())])
-                log.warning(
-                    "topic %s set to LogAppendTime: freshness and revocation are judged by broker time", spec.name
-                )
+                _set_log_append_time(admin, spec)
         return [s.name for s in missing]
     finally:
         admin.close()
@@ -105,6 +102,24 @@ def _configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
     found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
     entries = found.get("topic", {}).get(topic, {}) if isinstance(found, dict) else {}
     return {name: entry["value"] for name, entry in entries.items()}
+
+
+def _set_log_append_time(admin: KafkaAdminClient, spec: TopicSpec) -> None:
+    configs = {TIMESTAMP_TYPE: "LogAppendTime"}
+    try:
+        found = admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name, configs=configs)])
+        outcome = found.get("topic", {}).get(spec.name) if isinstance(found, dict) else found
+    except Exception as exc:
+        outcome = exc
+    if outcome == "OK":
+        log.warning("topic %s set to LogAppendTime: envelope age is judged by broker time", spec.name)
+    else:
+        log.error(
+            "could not set topic %s to LogAppendTime (%s): envelope age is judged by the workers' clock until "
+            "it is set (kafka-configs.sh --alter --add-config message.timestamp.type=LogAppendTime)",
+            spec.name,
+            outcome,
+        )
 
 
 def broker_stamps(bootstrap: str, topic: str, **options: Any) -> bool:
