@@ -72,3 +72,10 @@ def person_as_recorded(person: int, shown: str) -> dict[str, Any]:
         out.update(name=name)
         out["identifiers"].append({"kind": "PHONE", "value": phone})
     return out
+
+
+def bridge_of(*people: int) -> dict[str, Any]:
+    """One "person" recorded with the passports of several of PEOPLE: joins them in the hub's correlation
+    (a wrong report, or a hostile one)."""
+    passports = [{"kind": "PASSPORT", "value": PEOPLE[p][2], "issuer": "KH"} for p in people]
+    return {"role": "SUSPECTED_VICTIM", "identifiers": passports}

@@ -4,22 +4,30 @@ another agency's changes, and every attempt to act for another is rejected and a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import subprocess
+import sys
+import time
 from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
+from kafka.admin import ConfigResource, ConfigResourceType
 
-from producers.publisher import seal_retraction
+from producers.publisher import new_producer, seal_retraction
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import RETRACTION
 from tests.envelopes import EnvelopeKit
-from tests.factories import make_report
+from tests.factories import bridge_of, make_report, person_as_recorded
 from tests.harness import PARTITIONS, Hub
 from tiphub import crypto
 from tiphub.database import Database
-from tiphub.keys import KeyStore
+from tiphub.embedded import admin_client, broker_stamps
+from tiphub.keys import KeyRegistry, KeyStore, agency_key_id
 from tiphub.linkage import Linker
 from tiphub.vault import SqlKeyVault
 
@@ -45,6 +53,16 @@ def audited_denials(hub: Hub) -> list[dict]:
     codec = WireCodec()
     events = [codec.decode(r["event"])[1] for r in hub.decoded(hub.topics.audit) if r["event"]]
     return [e for e in events if e["kind"] == "denial"]
+
+
+def revoke_labour_key(hub: Hub) -> float:
+    """NZ-LABOUR's signing key revoked now (it leaked): returns the revocation time."""
+    revoked_at = time.time()
+    labour = KeyStore(hub.home).agency_key("NZ-LABOUR")
+    assert KeyRegistry(Database(hub.settings.registry_database)).revoke(
+        agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
+    )
+    return revoked_at
 
 
 def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub: Hub) -> None:
@@ -166,20 +184,9 @@ def test_a_revoked_key_cannot_backdate_past_its_revocation_or_the_age_limit(hub:
     the record timestamp a producer may set; or makes an envelope signed days ago look fresh the same way.
     A revoked key is refused by the hub's clock; the age of an envelope is judged by the time the broker
     stamped it as it appended it (LogAppendTime), which the sender cannot choose."""
-    import asyncio
-    import time
-    from datetime import UTC, datetime
-
-    from producers.publisher import new_producer
-    from tiphub.database import Database
-    from tiphub.keys import KeyRegistry, agency_key_id
 
     kit = EnvelopeKit(hub.home)
-    labour = kit.store.agency_key("NZ-LABOUR")
-    revoked_at = time.time()
-    assert KeyRegistry(Database(hub.settings.registry_database)).revoke(
-        agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
-    )
+    revoked_at = revoke_labour_key(hub)
     before = datetime.fromtimestamp(revoked_at - 600, UTC)
     days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
     backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
@@ -215,17 +222,6 @@ def test_a_sender_that_claims_the_broker_stamped_its_batch_chooses_no_time(hub: 
     earlier release created with CreateTime. Starting the hub sets the topic to LogAppendTime; a leaked,
     revoked NZ-LABOUR key still cannot backdate past its revocation, and an NZ-DIA envelope signed days ago
     is stale."""
-    import subprocess
-    import sys
-    import time
-    from datetime import UTC, datetime
-    from pathlib import Path
-
-    from kafka.admin import ConfigResource, ConfigResourceType
-
-    from tiphub.database import Database
-    from tiphub.embedded import admin_client, broker_stamps
-    from tiphub.keys import KeyRegistry, agency_key_id
 
     admin = admin_client(hub.broker)
     try:
@@ -240,11 +236,7 @@ def test_a_sender_that_claims_the_broker_stamped_its_batch_chooses_no_time(hub: 
         assert time.monotonic() < deadline, "the worker left tip.reports.submitted with CreateTime"
         time.sleep(0.5)
     kit = EnvelopeKit(hub.home)
-    labour = kit.store.agency_key("NZ-LABOUR")
-    revoked_at = time.time()
-    assert KeyRegistry(Database(hub.settings.registry_database)).revoke(
-        agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
-    )
+    revoked_at = revoke_labour_key(hub)
     before = datetime.fromtimestamp(revoked_at - 600, UTC)
     days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
     backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
@@ -319,31 +311,8 @@ def test_a_retracted_bridge_leaves_no_link_for_an_erasure_to_follow(hub: Hub) ->
     """NZ-LABOUR reports one "person" holding two passports, Sokha's and Dara's, which joins them in the hub's
     correlation; it retracts the report and the hub splits them again. Erasing Sokha with --follow-links
     must not take Dara (whom nothing links to her now) with her."""
-    import time
 
-    sokha = {
-        "role": "SUSPECTED_VICTIM",
-        "name": "Sokha Chan",
-        "date_of_birth": "2008-04-02",
-        "sex": "F",
-        "nationality": "KH",
-        "identifiers": [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"}],
-    }
-    dara = {
-        "role": "SUSPECTED_TRAFFICKER",
-        "name": "Dara Kim",
-        "date_of_birth": "1980-05-05",
-        "sex": "M",
-        "nationality": "KH",
-        "identifiers": [{"kind": "PASSPORT", "value": "N07654321", "issuer": "KH"}],
-    }
-    bridge = {
-        "role": "SUSPECTED_VICTIM",
-        "identifiers": [
-            {"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"},
-            {"kind": "PASSPORT", "value": "N07654321", "issuer": "KH"},
-        ],
-    }
+    sokha, dara, bridge = person_as_recorded(0, "both"), person_as_recorded(1, "both"), bridge_of(0, 1)
     customs = make_report(source_agency="NZ-CUSTOMS", subjects=[sokha], elements=["ACT_TRANSPORT", "MEANS_DECEPTION"])
     police = make_report(source_agency="NZ-POLICE", subjects=[dara], elements=["ACT_RECRUITMENT"], tlp="AMBER")
     labour = make_report(

@@ -14,28 +14,11 @@ from streams.correlate import facts_from_accepted
 from streams.erasure import linked_subject_keys
 from streams.linking import KeyIndex, Link, sightings_of
 from tests.correlation_kit import Pipeline
-from tests.factories import make_report
+from tests.factories import bridge_of, make_report, person_as_recorded
 
-SOKHA = {
-    "role": "SUSPECTED_VICTIM",
-    "name": "Sokha Chan",
-    "date_of_birth": "2008-04-02",
-    "sex": "F",
-    "nationality": "KH",
-    "identifiers": [{"kind": "PASSPORT", "value": "N01234567", "issuer": "KH"}],
-}
-DARA = {
-    "role": "SUSPECTED_TRAFFICKER",
-    "name": "Dara Kim",
-    "date_of_birth": "1980-05-05",
-    "sex": "M",
-    "nationality": "KH",
-    "identifiers": [{"kind": "PASSPORT", "value": "N07654321", "issuer": "KH"}],
-}
-# One "person" holding both passports: joins Sokha and Dara.
-BRIDGE = {"role": "SUSPECTED_VICTIM", "identifiers": SOKHA["identifiers"] + DARA["identifiers"]}  # type: ignore[operator]
+SOKHA, DARA, BRIDGE = person_as_recorded(0, "both"), person_as_recorded(1, "both"), bridge_of(0, 1)
 # Sokha, misspelt and without her passport: linked to her by name and date of birth only.
-MISSPELT = {k: v for k, v in SOKHA.items() if k != "identifiers"} | {"name": "Sokha Chann"}
+MISSPELT = person_as_recorded(0, "name") | {"name": "Sokha Chann"}
 
 
 @pytest.fixture(scope="module")
