@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from streams.kafka_clients import harden
-from tests.harness import Hub
-from tiphub.embedded import EmbeddedBroker, free_port, wait_ready
+from tests.harness import Hub, broker_kind, local_broker
+from tiphub.embedded import free_port, wait_ready
 
 # Property tests: a fast profile in `make test`, 10^4 cases each in `make bench`.
 settings.register_profile("fast", max_examples=200, deadline=None)
@@ -26,8 +26,8 @@ harden()  # the test process reads topics too: its idle consumers should not spi
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The embedded broker on a free port with its own data dir; or TIPHUB_TEST_BROKER."""
-    target = os.environ.get("TIPHUB_TEST_BROKER")
+    """The session's broker (TIPHUB_TEST_BROKER, see broker_kind): started here unless it is HOST:PORT."""
+    target = broker_kind()
     if target == "testcontainers":
         if shutil.which("docker") is None:
             pytest.skip("TIPHUB_TEST_BROKER=testcontainers needs a Docker engine")
@@ -36,15 +36,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with KafkaContainer() as kafka:
             yield kafka.get_bootstrap_server()
         return
-    if target:
+    if target not in ("kafka", "noida"):
         wait_ready(target)
         yield target
         return
-    embedded = EmbeddedBroker(tmp_path_factory.mktemp("broker")).start()
+    started = local_broker(tmp_path_factory.mktemp("broker")).start()
     try:
-        yield embedded.bootstrap
+        yield started.bootstrap
     finally:
-        embedded.stop()
+        started.stop()
 
 
 @pytest.fixture

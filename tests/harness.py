@@ -26,8 +26,9 @@ from streams.agents.correlate_signals import signal_from_record
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.feeds import read_until
 from streams.scoped import HUB_SCOPE
+from tiphub.apache_kafka import KafkaCluster
 from tiphub.audit import entry_hash
-from tiphub.embedded import ensure_topics
+from tiphub.embedded import EmbeddedBroker, ensure_topics, free_port
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
@@ -384,10 +385,30 @@ __all__ = [
     "Hub",
     "Record",
     "TracebackType",
+    "broker_kind",
     "final_signals",
     "flatten_strings",
     "forge_audit_entry",
+    "local_broker",
     "open_signals",
     "read_topics",
     "versions_are_gapless",
 ]
+
+
+REPO = Path(__file__).resolve().parents[1]
+# Where the launcher keeps the resolved classpath of the pinned Apache Kafka (the jars stay in ~/.m2).
+KAFKA_CACHE = Path(os.environ.get("TIPHUB_KAFKA_CACHE", REPO / "build" / "kafka"))
+
+
+def broker_kind() -> str:
+    """TIPHUB_TEST_BROKER: kafka (default: one Apache Kafka node this session starts), noida (the embedded
+    noida-db), testcontainers, or HOST:PORT of a running broker."""
+    return os.environ.get("TIPHUB_TEST_BROKER") or "kafka"
+
+
+def local_broker(data_dir: Path) -> EmbeddedBroker | KafkaCluster:
+    """A broker of the session's kind (kafka or noida) with its own data dir, not started."""
+    if broker_kind() == "noida":
+        return EmbeddedBroker(data_dir, port=free_port())
+    return KafkaCluster(data_dir, 1, cache=KAFKA_CACHE)

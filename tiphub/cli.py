@@ -18,7 +18,7 @@ from tiphub.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="tiphub: counter-trafficking intelligence hub.")
 keys_app = typer.Typer(no_args_is_help=True, help="Hub and agency keys.")
-broker_app = typer.Typer(no_args_is_help=True, help="The embedded broker.")
+broker_app = typer.Typer(no_args_is_help=True, help="The local broker: noida-db or Apache Kafka.")
 app.add_typer(keys_app, name="keys")
 token_app = typer.Typer(no_args_is_help=True, help="Gateway bearer tokens.")
 app.add_typer(token_app, name="token")
@@ -620,26 +620,56 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
 
 # -- broker ---------------------------------------------------------------------------------
 @broker_app.command("start")
-def broker_start(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
-    """Start the embedded broker in the background (if it is not running) and create the topics.
+def broker_start(
+    home: HomeOpt = None,
+    broker: BrokerOpt = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            envvar="TIPHUB_BROKER_KIND",
+            help="noida (embedded, zero install) or kafka (Apache Kafka from Maven Central).",
+        ),
+    ] = None,
+    brokers: Annotated[int, typer.Option("--brokers", help="Apache Kafka nodes: 1, or 3 for a KRaft cluster.")] = 1,
+) -> None:
+    """Start a local broker in the background (if none is running) and create the hub's topics.
 
-    With --broker: create (or check) the hub's topics on that Kafka instead."""
-    from tiphub.runtime import resolve_broker
+    --kind kafka --brokers 3: three Apache Kafka KRaft nodes on loopback, topics with three replicas and
+    min.insync.replicas=2. With --broker: create (or check) the hub's topics on that Kafka instead."""
+    from tiphub.embedded import BrokerError
+    from tiphub.runtime import find_local_broker, resolve_broker, start_local_broker
 
-    out.print(resolve_broker(settings_from(broker, home)))
+    settings = settings_from(broker, home)
+    try:
+        if not broker:
+            running = find_local_broker(settings)
+            wanted = kind or settings.broker_kind
+            if running is not None and (wanted != running.KIND or len(running.pids) != brokers):
+                console.print(
+                    f"[red]a {running.KIND} broker with {len(running.pids)} node(s) already runs under "
+                    f"{settings.home}: `tiphub broker stop` first[/red]"
+                )
+                raise typer.Exit(1)
+            if running is None:
+                start_local_broker(settings, wanted, brokers, progress=console.print)
+        out.print(resolve_broker(settings))
+    except BrokerError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
 
 
 @broker_app.command("stop")
 def broker_stop(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
-    """Stop the embedded broker (it saves its data). An external broker is not tiphub's to stop."""
-    from tiphub.embedded import EmbeddedBroker
-    from tiphub.runtime import broker_dir
+    """Stop the local broker, of either kind (noida-db saves its data; Apache Kafka shuts down in order).
+    An external broker is not tiphub's to stop."""
+    from tiphub.runtime import find_local_broker
 
     if broker:
         console.print(f"[red]{broker} is an external broker: tiphub does not manage it[/red]")
         raise typer.Exit(1)
 
-    running = EmbeddedBroker.find_running(broker_dir(settings_from(home=home)))
+    running = find_local_broker(settings_from(home=home))
     if running is None:
         out.print("not running")
         return

@@ -67,20 +67,25 @@ def wait_ready(bootstrap: str, timeout: float = 30.0, **options: Any) -> None:
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 
+def min_insync_replicas(replication: int) -> int:
+    """Acknowledged writes survive one broker's loss: two in-sync copies from three replicas up."""
+    return 2 if replication >= 3 else 1
+
+
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, **options: Any) -> list[str]:
-    """Create missing topics; refuse to run on existing ones with another partition count."""
+    """Create missing topics (with `replication` copies, min.insync.replicas=2 from three copies up); refuse
+    to run on existing ones with another partition count."""
     admin = admin_client(bootstrap, **options)
+    insync = {"min.insync.replicas": str(min_insync_replicas(replication))} if replication > 1 else {}
     try:
         existing = set(admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs()) for s in missing]
+                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs() | insync) for s in missing]
                 )
-        described = {
-            d.get("name", d.get("topic")): len(d["partitions"]) for d in admin.describe_topics([s.name for s in specs])
-        }
+        described = _partition_counts(admin, specs, wait_s=30.0 if missing else 0.0)
         for spec in specs:
             if described.get(spec.name) != spec.partitions:
                 raise BrokerError(
@@ -96,6 +101,20 @@ def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, 
 
 
 TIMESTAMP_TYPE = "message.timestamp.type"
+
+
+def _partition_counts(admin: KafkaAdminClient, specs: list[TopicSpec], wait_s: float) -> dict[str, int]:
+    """Each topic's partitions that have a leader. Apache Kafka answers CreateTopics before every broker's
+    metadata shows the new topics: wait up to `wait_s` for them to appear in full."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        counts = {
+            d.get("name", d.get("topic")): sum(1 for p in d["partitions"] if p["leader_id"] >= 0)
+            for d in admin.describe_topics([s.name for s in specs])
+        }
+        if all(counts.get(s.name) == s.partitions for s in specs) or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.2)
 
 
 def _configs(admin: KafkaAdminClient, topic: str) -> dict[str, str]:
@@ -136,6 +155,9 @@ def broker_stamps(bootstrap: str, topic: str, **options: Any) -> bool:
 class EmbeddedBroker:
     """One noida-db process with its own data directory. State file: DATA_DIR/broker.json."""
 
+    KIND = "noida"
+    replication = 1
+
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
@@ -149,6 +171,10 @@ class EmbeddedBroker:
     @property
     def state_file(self) -> Path:
         return self.data_dir / "broker.json"
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.pid] if self.pid is not None else []
 
     @classmethod
     def find_running(cls, data_dir: Path) -> EmbeddedBroker | None:

@@ -23,8 +23,17 @@ from rich.table import Table
 from producers.simulate import Simulator
 from streams.feeds import group_lag
 from streams.scoped import HUB_SCOPE
-from tiphub.embedded import EmbeddedBroker, ensure_topics
-from tiphub.runtime import broker_dir, init_keys, new_producer, publishers_for, token_authority, topics_for
+from tiphub.embedded import ensure_topics
+from tiphub.runtime import (
+    LocalBroker,
+    find_local_broker,
+    init_keys,
+    new_producer,
+    publishers_for,
+    start_local_broker,
+    token_authority,
+    topics_for,
+)
 from tiphub.settings import Settings
 
 
@@ -80,25 +89,21 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
 def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, port: int, console: Console) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     init_keys(settings)
-    owned: EmbeddedBroker | None = None
+    owned: LocalBroker | None = None
     children: list[subprocess.Popen[bytes]] = []
     state = settings.home / "hub.json"
     try:
+        replication = settings.replication_factor
         if settings.broker:
             bootstrap = settings.broker
         else:
-            running = EmbeddedBroker.find_running(broker_dir(settings))
+            running = find_local_broker(settings)
             if running is None:
-                console.print("starting the embedded broker ...")
-                owned = running = EmbeddedBroker(broker_dir(settings))
-                owned.start()
+                console.print(f"starting the local broker ({settings.broker_kind}) ...")
+                owned = running = start_local_broker(settings, progress=console.print)
             bootstrap = running.bootstrap
-        ensure_topics(
-            bootstrap,
-            topics_for(settings).specs(),
-            settings.replication_factor,
-            **settings.kafka_options(),
-        )
+            replication = max(replication, running.replication)
+        ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
         env = {
             **os.environ,
             "TIPHUB_HOME": str(settings.home.resolve()),
@@ -111,7 +116,7 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
         state.write_text(
             json.dumps(
                 {
-                    "pids": [c.pid for c in children] + ([owned.pid] if owned else []),
+                    "pids": [c.pid for c in children] + (owned.pids if owned else []),
                     "broker": bootstrap,
                     "gateway": f"http://127.0.0.1:{port}",
                 }

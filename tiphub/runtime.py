@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,8 +10,9 @@ from aiokafka import AIOKafkaProducer
 
 from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
+from tiphub.apache_kafka import KafkaCluster
 from tiphub.database import Database
-from tiphub.embedded import EmbeddedBroker, ensure_topics, wait_ready
+from tiphub.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
 from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings
@@ -22,25 +24,49 @@ def broker_dir(settings: Settings) -> Path:
     return settings.home / "broker"
 
 
+def kafka_dir(settings: Settings) -> Path:
+    return settings.home / "kafka"
+
+
+LocalBroker = EmbeddedBroker | KafkaCluster
+
+
+def find_local_broker(settings: Settings) -> LocalBroker | None:
+    """The broker `tiphub broker start` (or `tiphub up`) left running under TIPHUB_HOME, of either kind."""
+    return KafkaCluster.find_running(kafka_dir(settings)) or EmbeddedBroker.find_running(broker_dir(settings))
+
+
+def start_local_broker(
+    settings: Settings, kind: str | None = None, brokers: int = 1, progress: Callable[[str], None] = print
+) -> LocalBroker:
+    """Start a local broker of `kind` (default TIPHUB_BROKER_KIND) under TIPHUB_HOME."""
+    kind = kind or settings.broker_kind
+    if kind == "kafka":
+        return KafkaCluster(kafka_dir(settings), brokers, cache=settings.home).start(progress=progress)
+    if kind != "noida":
+        raise BrokerError(f"broker kind {kind!r} is not one of noida, kafka")
+    if brokers != 1:
+        raise BrokerError("noida-db runs one broker: --brokers 3 needs --kind kafka")
+    return EmbeddedBroker(broker_dir(settings)).start()
+
+
 def resolve_broker(settings: Settings, *, start: bool = True) -> str:
-    """--broker if given; else the embedded broker under TIPHUB_HOME, started if not running."""
+    """--broker if given; else the local broker under TIPHUB_HOME, started if not running. Creates (or
+    checks) the hub's topics, replicated on every node of a local cluster."""
+    replication = settings.replication_factor
     if settings.broker:
         bootstrap = settings.broker
         # A broker restarting or not up yet is waited for, not a reason to exit at start.
         wait_ready(bootstrap, settings.broker_wait_s, **settings.kafka_options())
     else:
-        running = EmbeddedBroker.find_running(broker_dir(settings))
+        running = find_local_broker(settings)
         if running is None:
             if not start:
-                raise RuntimeError("the embedded broker is not running (start it with `tiphub broker start`)")
-            running = EmbeddedBroker(broker_dir(settings)).start()
+                raise RuntimeError("no local broker is running (start one with `tiphub broker start`)")
+            running = start_local_broker(settings)
         bootstrap = running.bootstrap
-    ensure_topics(
-        bootstrap,
-        topics_for(settings).specs(),
-        settings.replication_factor,
-        **settings.kafka_options(),
-    )
+        replication = max(replication, running.replication)
+    ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
     return bootstrap
 
 

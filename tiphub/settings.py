@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -13,6 +14,11 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".tiphub"), description="Keys, key vault and broker data.")
     broker: str | None = Field(default=None, description="host:port of Kafka; unset: embedded broker.")
+    broker_kind: Literal["noida", "kafka"] = Field(
+        default="noida",
+        description="The local broker a command starts when none runs and no --broker is given: noida (the "
+        "zero-install embedded broker) or kafka (Apache Kafka from Maven Central; needs Java 17+ and Maven).",
+    )
     broker_wait_s: float = Field(default=120.0, description="How long a starting command waits for --broker.")
     topic_prefix: str = Field(default="", description="Prefix for every topic name (tests, tenants).")
     partitions: int = Field(default=6, ge=1, le=1024)

@@ -20,16 +20,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from streams.feeds import UnsettledTopic, settled_end_offsets
-from tests.harness import Hub, versions_are_gapless
-from tiphub.embedded import EmbeddedBroker, free_port
+from tests.harness import Hub, local_broker, versions_are_gapless
+from tiphub.apache_kafka import KafkaCluster
+from tiphub.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    """A broker of this test's own: the session's broker is shared and must stay up."""
-    broker = EmbeddedBroker(tmp_path / "broker", port=free_port()).start()
+def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker | KafkaCluster]:
+    """A broker of this test's own, of the session's kind: the session's broker is shared and must stay up."""
+    broker = local_broker(tmp_path / "broker").start()
     try:
         yield broker
     finally:
@@ -83,7 +84,7 @@ def wait_until_done_or_orphaned(hub: Hub, total: int, timeout: float = 120.0) ->
 
 
 def test_the_broker_stops_and_starts_again_mid_stream_and_nothing_is_lost_or_doubled(
-    own_broker: EmbeddedBroker, tmp_path: Path
+    own_broker: EmbeddedBroker | KafkaCluster, tmp_path: Path
 ) -> None:
     reports = simulate(60, seed=31).reports
     half = len(reports) // 2
