@@ -23,7 +23,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,7 @@ class Node:
     controller_port: int
     directory: Path
     pid: int | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def address(self) -> str:
@@ -140,6 +141,8 @@ class Node:
         return self.directory / "server.log"
 
     def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
         if self.pid is None:
             return False
         try:
@@ -316,7 +319,7 @@ class KafkaCluster:
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the nodes in order
         )
         console.close()
-        node.pid = proc.pid
+        node.process, node.pid = proc, proc.pid
 
     def wait_ready(self, timeout: float = 120.0, **options: Any) -> None:
         """Until metadata answers and every live node is registered as a broker."""
