@@ -40,6 +40,7 @@ from policies.engine import ERASED
 from policies.loader import foreign_partners
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
+from streams.broker_quirks import resolve_quirks
 from streams.views import open_view
 from streams.worker import group_id
 from tiphub import __version__, crypto
@@ -102,7 +103,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        broker = bootstrap or resolve_broker(settings)
+        broker = bootstrap or resolve_broker(settings)  # resolve_broker installs the broker kind's quirks
+        if bootstrap:
+            resolve_quirks(broker, settings.broker_kind, **settings.kafka_options())
         topics = topics_for(settings)
         app.state.settings = settings
         app.state.bootstrap = broker

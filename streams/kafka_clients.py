@@ -1,6 +1,7 @@
-"""Kafka client behaviour the hub relies on whatever the broker: empty fetches are paced, an empty
-group assignment is an assignment of nothing, and an aborted transaction that has visibly ended
-skips nothing after its end (`harden()` installs all three).
+"""aiokafka patches for noida-db's defects: empty fetches are paced, an empty group assignment is an
+assignment of nothing, and an aborted transaction that has visibly ended skips nothing after its end.
+The only module that patches aiokafka; `BrokerQuirks.install` (streams/broker_quirks.py) installs
+them for noida-db and for no other broker kind.
 
 A consumer with nothing to read sends a fetch and expects the broker to hold it for up to
 `fetch_max_wait_ms` until data arrives (Apache Kafka does). noida-db answers an empty fetch at
@@ -146,10 +147,3 @@ def ignore_ended_aborts() -> None:
     aiokafka_fetcher.MemoryRecords = _RecordsWithBytes  # type: ignore[misc,assignment]
     aiokafka_fetcher.PartitionRecords.__init__ = init  # type: ignore[method-assign]
     aiokafka_fetcher.PartitionRecords._tiphub_ended_aborts = True  # type: ignore[attr-defined]
-
-
-def harden() -> None:
-    """Install this module's client fixes in this process, before any consumer starts."""
-    pace_empty_fetches()
-    accept_empty_assignments()
-    ignore_ended_aborts()

@@ -2,8 +2,9 @@
 
 Each batch: read (read_committed) -> handle -> produce outputs and the input offsets in one
 Kafka transaction. A crash before commit aborts it; the batch is read again and its outputs
-are written once. Measured on noida-db (BROKER-NOTES): 0 lost, 0 duplicated, where faust's
-exactly_once duplicated. Static group membership lets a restarted worker take its old place.
+are written once. Measured on noida-db (BROKER-NOTES) and Apache Kafka: 0 lost, 0 duplicated, where
+faust's exactly_once duplicated. Static group membership lets a restarted worker take its old place.
+What a broker kind needs beyond that (noida-db's workarounds) comes from its `BrokerQuirks`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
+
+from streams.broker_quirks import BrokerQuirks
 
 log = logging.getLogger(__name__)
 # The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
@@ -122,10 +125,10 @@ class TransactionalProcessor:
         poll_ms: int = 50,
         max_consecutive_failures: int = 20,
         also_from: list[str] | None = None,
-        rejoin_fresh: bool = True,
+        quirks: BrokerQuirks,
     ) -> None:
         """`also_from`: further input topics read in the same transactions (e.g. facts like erasures).
-        `rejoin_fresh`: leave the group as the previous incarnation first (see `leave_previous_incarnation`)."""
+        `quirks`: what the broker's kind needs beyond plain Kafka (streams/broker_quirks.py)."""
         self.group_id = group_id
         self.input_topic = input_topic
         self.also_from = also_from or []
@@ -142,7 +145,7 @@ class TransactionalProcessor:
         self._sweep_due = False
         options = client_options or {}
         member = f"{group_id}.{instance_id}"
-        self.bootstrap, self.member, self.rejoin_fresh, self.options = bootstrap, member, rejoin_fresh, options
+        self.bootstrap, self.member, self.quirks, self.options = bootstrap, member, quirks, options
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -169,7 +172,7 @@ class TransactionalProcessor:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
-        if self.rejoin_fresh:
+        if self.quirks.leave_before_join:
             await leave_previous_incarnation(self.bootstrap, self.group_id, self.member, self.options)
         await self.producer.start()
         await self.consumer.start()
@@ -267,8 +270,8 @@ class TransactionalProcessor:
         marker then committed the forgotten records too (measured: 145 decisions written twice).
         This abort marker ends the forgotten transaction first, so its records stay invisible. On
         Apache Kafka the failed transaction is already aborted, and this costs one small aborted
-        transaction per failed batch."""
-        if not self._written:
+        transaction per failed batch, so it runs on noida-db only (`BrokerQuirks.sweep_after_abort`)."""
+        if not self._written or not self.quirks.sweep_after_abort:
             return
         await self.producer.begin_transaction()
         try:
@@ -283,7 +286,7 @@ class TransactionalProcessor:
     async def _transact(self, batch: dict[TopicPartition, list[Any]]) -> None:
         records = [record for tp in sorted(batch) for record in batch[tp]]
         async with self.producer.transaction():
-            connected = live_connections(self.producer)
+            connected = live_connections(self.producer) if self.quirks.redo_on_reconnect else set()
             outputs = await self.handler.handle(records)
             await self._send(outputs)
             # The consumer's position, not last offset + 1: it has stepped over the commit markers
@@ -291,11 +294,11 @@ class TransactionalProcessor:
             offsets = {tp: max(await self.consumer.position(tp), msgs[-1].offset + 1) for tp, msgs in batch.items()}
             await self._check_membership()
             await self.producer.send_offsets_to_transaction(offsets, self.group_id)
-            if not connected <= live_connections(self.producer):
+            if self.quirks.redo_on_reconnect and not connected <= live_connections(self.producer):
                 # A connection of this transaction dropped and the client carried on over a new one:
                 # the broker may have restarted under it. noida-db then committed some of its
                 # partitions and aborted the others while accepting the commit of the rest
-                # (docs/reliability.md); Apache Kafka would not, but redoing the batch is cheap.
+                # (docs/reliability.md); Apache Kafka does not (`BrokerQuirks.redo_on_reconnect`).
                 raise ConnectionLostInTransaction("a broker connection dropped during the transaction")
         self.handler.committed()
         self._committed.update(offsets)

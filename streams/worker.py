@@ -22,9 +22,9 @@ from streams.agents.decide_sharing import DecideSharing
 from streams.agents.link_people import LinkPeople
 from streams.agents.verify_reports import VerifyReports
 from streams.agreements import AgreementHistory, publish_new_agreements
+from streams.broker_quirks import detect_kind, quirks_for, resolve_quirks
 from streams.correlate import load_plan
 from streams.feeds import TopicFeed, committed_offsets, end_offsets
-from streams.kafka_clients import harden
 from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
@@ -59,7 +59,7 @@ def _processor(
         handler=handler,
         client_options=settings.kafka_options(),
         also_from=also_from,
-        rejoin_fresh=settings.rejoin_fresh,
+        quirks=quirks_for(settings.broker_kind or detect_kind(bootstrap, **settings.kafka_options())),
     )
 
 
@@ -201,7 +201,8 @@ async def _heartbeat(path: Path, stages: list[asyncio.Task[None]], stop: asyncio
 
 
 async def run_worker(settings: Settings, bootstrap: str) -> None:
-    harden()
+    quirks = resolve_quirks(bootstrap, settings.broker_kind, **settings.kafka_options())
+    settings = settings.model_copy(update={"broker_kind": quirks.kind})  # every stage: the same kind, asked once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

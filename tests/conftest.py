@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from streams.kafka_clients import harden
+from streams.broker_quirks import quirks_for, resolve_quirks
 from tests.harness import Hub, broker_kind, local_broker
 from tiphub.embedded import free_port, wait_ready
 
@@ -21,7 +21,6 @@ from tiphub.embedded import free_port, wait_ready
 settings.register_profile("fast", max_examples=200, deadline=None)
 settings.register_profile("bench", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
-harden()  # the test process reads topics too: its idle consumers should not spin
 
 
 @pytest.fixture(scope="session")
@@ -34,12 +33,15 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         from testcontainers.kafka import KafkaContainer
 
         with KafkaContainer() as kafka:
+            quirks_for("kafka").install()
             yield kafka.get_bootstrap_server()
         return
     if target not in ("kafka", "noida"):
         wait_ready(target)
+        resolve_quirks(target)  # the test process reads topics too: as the hub's processes would
         yield target
         return
+    quirks_for(target).install()
     started = local_broker(tmp_path_factory.mktemp("broker")).start()
     try:
         yield started.bootstrap

@@ -101,6 +101,7 @@ class Hub:
             "TIPHUB_BROKER": self.broker,
             "TIPHUB_TOPIC_PREFIX": self.prefix,
             "TIPHUB_PARTITIONS": str(PARTITIONS),
+            **({"TIPHUB_BROKER_KIND": broker_kind()} if broker_kind() in ("kafka", "noida") else {}),
             **extra,
         }
 

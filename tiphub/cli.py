@@ -29,14 +29,6 @@ console = Console(stderr=True)
 out = Console()
 
 
-@app.callback()
-def _every_command() -> None:
-    """Before any command: the Kafka client fixes of streams/kafka_clients.py (`harden`)."""
-    from streams.kafka_clients import harden
-
-    harden()
-
-
 # CONTRACT section 6: every command takes --broker; those that need no broker accept and ignore it.
 BrokerOpt = Annotated[
     str | None,
@@ -644,7 +636,7 @@ def broker_start(
     try:
         if not broker:
             running = find_local_broker(settings)
-            wanted = kind or settings.broker_kind
+            wanted = kind or settings.broker_kind or "noida"
             if running is not None and (wanted != running.KIND or len(running.pids) != brokers):
                 console.print(
                     f"[red]a {running.KIND} broker with {len(running.pids)} node(s) already runs under "

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from producers.publisher import AgencyPublisher, new_producer
+from streams.broker_quirks import resolve_quirks
 from streams.topics import Topics
 from tiphub.apache_kafka import KafkaCluster
 from tiphub.database import Database
@@ -40,7 +41,7 @@ def start_local_broker(
     settings: Settings, kind: str | None = None, brokers: int = 1, progress: Callable[[str], None] = print
 ) -> LocalBroker:
     """Start a local broker of `kind` (default TIPHUB_BROKER_KIND) under TIPHUB_HOME."""
-    kind = kind or settings.broker_kind
+    kind = kind or settings.broker_kind or "noida"
     if kind == "kafka":
         return KafkaCluster(kafka_dir(settings), brokers, cache=settings.home).start(progress=progress)
     if kind != "noida":
@@ -53,7 +54,8 @@ def start_local_broker(
 def resolve_broker(settings: Settings, *, start: bool = True) -> str:
     """--broker if given; else the local broker under TIPHUB_HOME, started if not running. Creates (or
     checks) the hub's topics, replicated on every node of a local cluster."""
-    replication = settings.replication_factor
+    replication, kind = settings.replication_factor, settings.broker_kind
+    kind_found: str | None = kind
     if settings.broker:
         bootstrap = settings.broker
         # A broker restarting or not up yet is waited for, not a reason to exit at start.
@@ -64,9 +66,10 @@ def resolve_broker(settings: Settings, *, start: bool = True) -> str:
             if not start:
                 raise RuntimeError("no local broker is running (start one with `tiphub broker start`)")
             running = start_local_broker(settings)
-        bootstrap = running.bootstrap
+        bootstrap, kind_found = running.bootstrap, kind or running.KIND
         replication = max(replication, running.replication)
     ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
+    resolve_quirks(bootstrap, kind_found, **settings.kafka_options())
     return bootstrap
 
 

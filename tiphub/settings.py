@@ -14,10 +14,11 @@ class Settings(BaseSettings):
 
     home: Path = Field(default=Path(".tiphub"), description="Keys, key vault and broker data.")
     broker: str | None = Field(default=None, description="host:port of Kafka; unset: embedded broker.")
-    broker_kind: Literal["noida", "kafka"] = Field(
-        default="noida",
-        description="The local broker a command starts when none runs and no --broker is given: noida (the "
-        "zero-install embedded broker) or kafka (Apache Kafka from Maven Central; needs Java 17+ and Maven).",
+    broker_kind: Literal["noida", "kafka"] | None = Field(
+        default=None,
+        description="The broker's kind: kafka (Apache Kafka) or noida (noida-db). Decides the client's "
+        "workarounds (streams/broker_quirks.py); unset, the broker is asked. Also the local broker a command "
+        "starts when none runs and no --broker is given (unset: noida, the zero-install one).",
     )
     broker_wait_s: float = Field(default=120.0, description="How long a starting command waits for --broker.")
     topic_prefix: str = Field(default="", description="Prefix for every topic name (tests, tenants).")
@@ -29,12 +30,6 @@ class Settings(BaseSettings):
     audit_anchor_url: str | None = Field(default=None, description="Where signed audit chain heads are kept.")
     agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
-    rejoin_fresh: bool = Field(
-        default=True,
-        description="On start, remove this worker's previous incarnation from each consumer group so the group "
-        "rebalances. noida-db hands a rejoining static member another member's partitions (docs/architecture.md); "
-        "on Apache Kafka set TIPHUB_REJOIN_FRESH=false to keep KIP-345's rebalance-free restarts.",
-    )
     health_file: Path | None = Field(
         default=None,
         description="A worker touches this file every few seconds while all its stages run (liveness probes).",

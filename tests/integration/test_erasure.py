@@ -13,6 +13,7 @@ import pytest
 
 from policies.engine import ERASED
 from streams.agents.decide_sharing import DecideSharing
+from streams.broker_quirks import detect_kind, quirks_for
 from streams.topics import Topics
 from streams.transactional import TransactionalProcessor
 from streams.views import rebuild_report_view
@@ -61,6 +62,7 @@ async def replay_decisions(hub: Hub, accepted: int) -> None:
         instance_id="r",
         input_topic=topics.accepted,
         handler=DecideSharing(topics, hub.broker),
+        quirks=quirks_for(detect_kind(hub.broker)),
     )
     task = asyncio.create_task(processor.run(stop))
     while processor.stats.records < accepted:

@@ -62,7 +62,7 @@ def test_compose_is_valid_and_runs_three_kraft_brokers_that_deny_by_default() ->
     assert len(workers) >= 2 and len(set(instance_ids)) == len(instance_ids) and "0" in instance_ids
     for name in [*workers, "gateway"]:
         env = services[name]["environment"]
-        assert env["TIPHUB_REJOIN_FRESH"] == "false"
+        assert env["TIPHUB_BROKER_KIND"] == "kafka"
         assert env["TIPHUB_VAULT_URL"].startswith("postgresql://")
         assert services[name]["image"] == f"tiphub:{VERSION}"
         assert "healthcheck" in services[name]

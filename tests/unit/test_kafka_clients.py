@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import struct
+from collections.abc import Iterator
 
+import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.consumer import fetcher as aiokafka_fetcher
 from aiokafka.coordinator.protocol import ConsumerProtocol, ConsumerProtocolMemberAssignment
@@ -13,13 +16,60 @@ from aiokafka.producer.transaction_manager import TransactionState
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy as BatchBuilder
 from aiokafka.structs import TopicPartition
 
-from streams.kafka_clients import ended_before, harden
+from streams import kafka_clients
+from streams.broker_quirks import APACHE_KAFKA, NOIDA, kind_from_api_versions, quirks_for
+from streams.kafka_clients import ended_before
 from streams.transactional import producer_broken
 
+PATCHED = [
+    (aiokafka_fetcher.Fetcher, "_proc_fetch_request"),
+    (ConsumerProtocolMemberAssignment, "decode"),
+    (aiokafka_fetcher, "MemoryRecords"),
+    (aiokafka_fetcher.PartitionRecords, "__init__"),
+]
 
-def test_an_empty_group_assignment_reads_as_no_partitions_and_real_ones_still_decode() -> None:
-    harden()
-    harden()  # idempotent
+
+@pytest.fixture
+def unpatched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """aiokafka as it comes, and as it was again after the test: patches are process-wide, and later
+    tests in this process read a real Apache Kafka with the plain client."""
+    for owner, name in PATCHED:
+        monkeypatch.setattr(owner, name, inspect.getattr_static(owner, name))  # undone to what it was
+    monkeypatch.setattr(kafka_clients, "_installed", [])
+    for owner, flag in [
+        (ConsumerProtocolMemberAssignment, "_tiphub_empty_ok"),
+        (aiokafka_fetcher.PartitionRecords, "_tiphub_ended_aborts"),
+    ]:
+        monkeypatch.setattr(owner, flag, False, raising=False)
+    yield
+
+
+def current() -> list[object]:
+    return [inspect.getattr_static(owner, name) for owner, name in PATCHED]
+
+
+def test_each_workaround_is_on_for_noida_db_only(unpatched: None) -> None:
+    workarounds = [name for name in vars(APACHE_KAFKA) if name != "kind"]
+    assert [name for name in workarounds if getattr(APACHE_KAFKA, name)] == []
+    assert [name for name in workarounds if not getattr(NOIDA, name)] == []
+    assert quirks_for("kafka") is APACHE_KAFKA and quirks_for("noida") is NOIDA
+    plain = current()
+    quirks_for("kafka").install()
+    assert current() == plain, "Apache Kafka runs the plain aiokafka"
+    quirks_for("noida").install()
+    assert all(now is not before for now, before in zip(current(), plain, strict=True))
+    with pytest.raises(ValueError, match="redpanda"):
+        quirks_for("redpanda")
+
+
+def test_a_broker_that_serves_describe_quorum_is_apache_kafka() -> None:
+    assert kind_from_api_versions({0: (0, 13), 55: (0, 2)}) == "kafka"
+    assert kind_from_api_versions({0: (0, 9), 60: (0, 0)}) == "noida"  # noida-db's list has no 55
+
+
+def test_an_empty_group_assignment_reads_as_no_partitions_and_real_ones_still_decode(unpatched: None) -> None:
+    NOIDA.install()
+    NOIDA.install()  # idempotent
     assert ConsumerProtocol.ASSIGNMENT.decode(b"").partitions() == []
     real = ConsumerProtocolMemberAssignment(0, [ConsumerProtocolMemberAssignment.Assignment("t", [0, 2])], b"")
     assert [tp.partition for tp in ConsumerProtocol.ASSIGNMENT.decode(real.encode()).partitions()] == [0, 2]
@@ -58,9 +108,14 @@ def marker(offset: int, abort: bool) -> bytes:
     return batch.bytes()
 
 
+@pytest.fixture(autouse=True)
+def _each_test_restores_aiokafka(unpatched: None) -> None:
+    """Every test here may install the noida-db patches; none leaves them behind."""
+
+
 def delivered(answer: bytes, aborted: list[tuple[int, int]], fetch_offset: int) -> list[int]:
     """The offsets a read-committed consumer is given from one fetch answer."""
-    harden()
+    NOIDA.install()
     records = aiokafka_fetcher.MemoryRecords(answer)
     tp, read_committed = TopicPartition("t", 0), 1
     fetched = aiokafka_fetcher.PartitionRecords(tp, records, aborted, fetch_offset, None, None, True, read_committed)
