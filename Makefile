@@ -41,7 +41,9 @@ bench: $(STAMP)
 	$(VENV)/bin/tiphub bench --workers 2 --out build/bench-2-workers.json
 
 faust-check: $(STAMP)
-	$(PY) -m benchmarks.faust_exactly_once
+	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida
+	@scripts/ensure-java
+	$(PY) -m benchmarks.faust_exactly_once --broker-kind kafka
 
 clean:
 	rm -rf $(VENV) .tiphub .pytest_cache build *.egg-info

@@ -1,7 +1,8 @@
 """Does faust-streaming's exactly_once hold under SIGKILL on this broker? (issue 2's first check)
 
-Run: .venv/bin/python -m benchmarks.faust_exactly_once  [--messages N]
-Starts its own embedded broker, sends N keyed messages through a faust pass-through agent with
+Run: .venv/bin/python -m benchmarks.faust_exactly_once  [--messages N] [--broker-kind noida|kafka]
+Starts its own broker of that kind (noida-db, or one Apache Kafka node: `make faust-check` runs both),
+sends N keyed messages through a faust pass-through agent with
 processing_guarantee="exactly_once", SIGKILLs the worker twice mid-stream, restarts it, and counts
 duplicates and missing messages on the output topic read with read_committed. Prints one JSON object.
 The tiphub stages use a transactional aiokafka loop instead; tests/integration kill them the same way.
@@ -79,11 +80,15 @@ async def _produce(broker: str, count: int) -> None:
         await producer.stop()
 
 
-def main(messages: int = 5000) -> dict[str, object]:
+def main(messages: int = 5000, kind: str = "noida") -> dict[str, object]:
+    from tiphub.apache_kafka import KAFKA_VERSION, KafkaCluster
     from tiphub.embedded import EmbeddedBroker, admin_client
 
     work = Path(tempfile.mkdtemp(prefix="faust-eos-"))
-    broker = EmbeddedBroker(work / "broker").start()
+    cache = Path(__file__).resolve().parents[1] / "build" / "kafka"
+    broker = (
+        KafkaCluster(work / "kafka", 1, cache=cache) if kind == "kafka" else EmbeddedBroker(work / "broker")
+    ).start()
     try:
         admin = admin_client(broker.bootstrap)
         admin.create_topics([NewTopic("eos.in", 3, 1), NewTopic("eos.out", 3, 1)])
@@ -116,6 +121,7 @@ def main(messages: int = 5000) -> dict[str, object]:
             worker.kill()
         counts = Counter(keys)
         return {
+            "broker": f"Apache Kafka {KAFKA_VERSION}, one node" if kind == "kafka" else "noida-db",
             "messages": messages,
             "sigkills": kills,
             "output_records": len(keys),
@@ -128,4 +134,10 @@ def main(messages: int = 5000) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[1] == "--messages" else 5000)))
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--broker-kind", choices=["noida", "kafka"], default="noida")
+    args = parser.parse_args()
+    print(json.dumps(main(args.messages, args.broker_kind)))

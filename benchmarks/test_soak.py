@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from producers.simulate import simulate
-from tests.harness import Hub
-from tests.integration.test_faults import assert_everything_once, wait_until_done_or_orphaned
+from tests.harness import Hub, assert_everything_once
+from tests.integration.test_faults import wait_until_done_or_orphaned
 from tiphub.embedded import EmbeddedBroker, free_port
 
 ROUNDS = int(os.environ.get("TIPHUB_SOAK_ROUNDS", "16"))

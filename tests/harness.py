@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,15 +55,18 @@ class Hub:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, broker: str, tmp: Path, name: str, keys_from: Path | None = None) -> Hub:
-        """A hub with fresh keys, or with a copy of another hub's keys (the same hub, replayed)."""
+    def create(cls, broker: str, tmp: Path, name: str, keys_from: Path | None = None, replication: int = 1) -> Hub:
+        """A hub with fresh keys, or with a copy of another hub's keys (the same hub, replayed). Its topics
+        have `replication` copies (min.insync.replicas=2 from three)."""
         prefix = "t" + re.sub(r"[^a-z0-9]+", "-", name.lower())[:40] + "-" + uuid.uuid4().hex[:6] + "."
-        settings = Settings(home=tmp / "home", broker=broker, topic_prefix=prefix, partitions=PARTITIONS)
+        settings = Settings(
+            home=tmp / "home", broker=broker, topic_prefix=prefix, partitions=PARTITIONS, replication_factor=replication
+        )
         if keys_from is not None:
             shutil.copytree(keys_from / "keys", settings.home / "keys")
         init_keys(settings)
         hub = cls(broker, settings.home, prefix, settings)
-        ensure_topics(broker, hub.topics.specs())
+        ensure_topics(broker, hub.topics.specs(), replication)
         return hub
 
     def __enter__(self) -> Hub:
@@ -386,6 +390,7 @@ __all__ = [
     "Hub",
     "Record",
     "TracebackType",
+    "assert_everything_once",
     "broker_kind",
     "final_signals",
     "flatten_strings",
@@ -395,6 +400,32 @@ __all__ = [
     "read_topics",
     "versions_are_gapless",
 ]
+
+
+def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
+    """Every report accepted once; every (report, recipient) decided once and audited once; signal
+    versions gapless; the audit chain verifies; every lag 0. Returns the counts it checked."""
+    accepted = Counter(r.key.decode() for r in hub.read(hub.topics.accepted))
+    assert accepted == Counter({r["report_id"]: 1 for r in reports})
+    assert hub.decoded(hub.topics.rejected) == []
+    decisions = Counter((d["item_id"], d["recipient"]) for d in hub.decoded(hub.topics.decisions))
+    assert len(decisions) == 5 * len(reports)  # nothing missing
+    assert set(decisions.values()) == {1}, [k for k, n in decisions.items() if n > 1][:5]  # nothing twice
+    entries = [e for e in hub.decoded(hub.topics.audit) if e["event"] is not None]
+    audited = Counter()
+    for entry in entries:
+        event = WireCodec().decode(entry["event"])[1]
+        audited[(event["item_id"], event["recipient"])] += 1
+    assert audited == decisions, "every decision audited exactly once"
+    counts = {"decisions": len(decisions), "audit_entries": len(entries)}
+    versions_are_gapless(hub)
+    verify = subprocess.run(
+        [sys.executable, "-m", "tiphub", "audit", "verify"], env=hub.env(), capture_output=True, text=True, timeout=60
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    for stage in hub.topics.stage_inputs():
+        assert hub.lag(stage) == 0, stage
+    return counts
 
 
 REPO = Path(__file__).resolve().parents[1]

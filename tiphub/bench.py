@@ -39,12 +39,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
+from streams.broker_quirks import resolve_quirks
 from streams.feeds import stage_lags
 from streams.scoped import HUB_SCOPE
 from streams.topics import TopicSpec
+from tiphub.apache_kafka import KAFKA_VERSION
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.hub import spawn_tiphub, stop_process
-from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
+from tiphub.runtime import LocalBroker, init_keys, new_producer, publishers_for, start_local_broker, topics_for
 from tiphub.settings import Settings
 
 SIGNAL = "tiphub.Signal"
@@ -161,6 +163,7 @@ def _spawn_worker(settings: Settings, bootstrap: str, instance: int, logs: Path)
         "TIPHUB_BROKER": bootstrap,
         "TIPHUB_TOPIC_PREFIX": settings.topic_prefix,
         "TIPHUB_PARTITIONS": str(settings.partitions),
+        **({"TIPHUB_BROKER_KIND": settings.broker_kind} if settings.broker_kind else {}),
     }
     return spawn_tiphub(["worker", "--instance-id", str(instance)], env, logs / f"bench-worker-{instance}.log")
 
@@ -357,19 +360,38 @@ def bench_home(home: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run_bench(config: BenchConfig, broker: str | None, home: Path | None, console: Console) -> dict[str, Any]:
+def broker_name(settings: Settings, bootstrap: str, owned: LocalBroker | None) -> str:
+    """Which broker a run measured: printed with its results, so numbers are never read for another."""
+    if isinstance(owned, EmbeddedBroker):
+        return "noida-db (embedded, one process)"
+    if owned is not None:
+        return f"Apache Kafka {KAFKA_VERSION} (local, {len(owned.pids)} node(s))"
+    kind = "Apache Kafka" if settings.broker_kind == "kafka" else "noida-db"
+    return f"{kind} at {bootstrap}"
+
+
+def run_bench(
+    config: BenchConfig, broker: str | None, home: Path | None, console: Console, kind: str | None = None
+) -> dict[str, Any]:
+    """With `broker`: on that Kafka (its kind `kind`, or asked). Without: on a local broker of `kind`
+    (noida-db by default, or one Apache Kafka node) started and stopped here."""
+    if kind not in (None, "noida", "kafka"):
+        raise BenchError(f"--broker-kind {kind!r}: one of noida, kafka")
     with bench_home(home) as path:
         settings = Settings(
             home=path.resolve(),
             broker=broker,
+            broker_kind=kind,  # type: ignore[arg-type]  # checked above
             topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
             partitions=config.partitions,
         )
         init_keys(settings)
-        owned = None if broker else EmbeddedBroker(settings.home / "broker").start()
+        owned = None if broker else start_local_broker(settings, kind, progress=console.print)
         bootstrap = broker or owned.bootstrap  # type: ignore[union-attr]
         try:
             ensure_topics(bootstrap, topics_for(settings).specs(), 1, **settings.kafka_options())
+            quirks = resolve_quirks(bootstrap, kind or (owned.KIND if owned else None), **settings.kafka_options())
+            settings = settings.model_copy(update={"broker_kind": quirks.kind})
             return asyncio.run(_run(settings, bootstrap, config, owned, console))
         finally:
             if owned is not None:
@@ -377,7 +399,7 @@ def run_bench(config: BenchConfig, broker: str | None, home: Path | None, consol
 
 
 async def _run(
-    settings: Settings, bootstrap: str, config: BenchConfig, owned: EmbeddedBroker | None, console: Console
+    settings: Settings, bootstrap: str, config: BenchConfig, owned: LocalBroker | None, console: Console
 ) -> dict[str, Any]:
     topics = topics_for(settings)
     steady_count = int(config.rate * config.seconds)
@@ -396,8 +418,8 @@ async def _run(
         )
         workers = [_spawn_worker(settings, bootstrap, i, logs) for i in range(config.workers)]
         pids = {f"worker-{i}": w.pid for i, w in enumerate(workers)} | {"bench": os.getpid()}
-        if owned is not None and owned.pid is not None:
-            pids["broker"] = owned.pid
+        if owned is not None and owned.pids:
+            pids["broker"] = owned.pids[0]
         meter = ProcessMeter(pids)
         watcher = asyncio.create_task(observe(settings, bootstrap, observed, stop))
         producer = new_producer(bootstrap, settings.kafka_options())
@@ -469,7 +491,7 @@ async def _run(
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "broker": "embedded noida-db" if owned is not None else bootstrap,
+            "broker": broker_name(settings, bootstrap, owned),
         },
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "published": len(burst) + len(steady),

@@ -921,8 +921,17 @@ def bench(
     home: Annotated[
         Path | None, typer.Option("--home", help="Keys and broker data (default: a temporary directory).")
     ] = None,
+    broker_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-kind",
+            envvar="TIPHUB_BROKER_KIND",
+            help="Without --broker: start noida (default) or kafka (one Apache Kafka node). With it: its kind.",
+        ),
+    ] = None,
 ) -> None:
-    """Throughput and latency of the whole pipeline, with two ceilings measured in the same run; prints JSON."""
+    """Throughput and latency of the whole pipeline, with two ceilings measured in the same run; prints JSON.
+    The result names the broker it ran on."""
     from tiphub.bench import BenchConfig, BenchError, dumps, run_bench
 
     config = BenchConfig(
@@ -936,7 +945,7 @@ def bench(
         ctdc=ctdc,
     )
     try:
-        result = run_bench(config, broker, home, console)
+        result = run_bench(config, broker, home, console, broker_kind)
     except BenchError as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
         raise typer.Exit(1) from None

@@ -6,10 +6,7 @@ verifies and every lag is 0."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,9 +15,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from producers.simulate import simulate
-from schemas.codec import WireCodec
 from streams.feeds import UnsettledTopic, settled_end_offsets
-from tests.harness import Hub, local_broker, versions_are_gapless
+from tests.harness import Hub, assert_everything_once, local_broker
 from tiphub.apache_kafka import KafkaCluster
 from tiphub.embedded import EmbeddedBroker
 
@@ -35,32 +31,6 @@ def own_broker(tmp_path: Path) -> Iterator[EmbeddedBroker | KafkaCluster]:
         yield broker
     finally:
         broker.stop()
-
-
-def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
-    """Every report accepted once; every (report, recipient) decided once and audited once; signal
-    versions gapless; the audit chain verifies; every lag 0. Returns the counts it checked."""
-    accepted = Counter(r.key.decode() for r in hub.read(hub.topics.accepted))
-    assert accepted == Counter({r["report_id"]: 1 for r in reports})
-    assert hub.decoded(hub.topics.rejected) == []
-    decisions = Counter((d["item_id"], d["recipient"]) for d in hub.decoded(hub.topics.decisions))
-    assert len(decisions) == 5 * len(reports)  # nothing missing
-    assert set(decisions.values()) == {1}, [k for k, n in decisions.items() if n > 1][:5]  # nothing twice
-    entries = [e for e in hub.decoded(hub.topics.audit) if e["event"] is not None]
-    audited = Counter()
-    for entry in entries:
-        event = WireCodec().decode(entry["event"])[1]
-        audited[(event["item_id"], event["recipient"])] += 1
-    assert audited == decisions, "every decision audited exactly once"
-    counts = {"decisions": len(decisions), "audit_entries": len(entries)}
-    versions_are_gapless(hub)
-    verify = subprocess.run(
-        [sys.executable, "-m", "tiphub", "audit", "verify"], env=hub.env(), capture_output=True, text=True, timeout=60
-    )
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    for stage in hub.topics.stage_inputs():
-        assert hub.lag(stage) == 0, stage
-    return counts
 
 
 ORPHANED_TRANSACTION = (
