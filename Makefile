@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tiphub up $(ARGS)
 
+# The whole suite on Apache Kafka (one node; TIPHUB_TEST_BROKER picks another), then the smoke subset
+# marked `noida` on noida-db, the zero-install broker of `make run`.
 test: $(STAMP)
 	@scripts/ensure-chromium
 	@scripts/ensure-postgres
+	@scripts/ensure-java
 	$(PY) -m pytest -q $(ARGS)
+	TIPHUB_TEST_BROKER=noida $(PY) -m pytest -q -m noida tests/integration $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(ARGS)

@@ -36,6 +36,7 @@ def test_2000_simulated_reports_are_each_accepted_exactly_once(hub: Hub) -> None
     assert all(r.partition == report_partition(r.key.decode(), hub.topics.partitions) for r in accepted)
 
 
+@pytest.mark.noida
 def test_a_worker_killed_mid_stream_and_restarted_accepts_every_report_exactly_once(
     hub: Hub,
 ) -> None:

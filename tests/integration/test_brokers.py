@@ -17,6 +17,7 @@ from tiphub.embedded import admin_client
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.noida
 def test_the_session_broker_is_recognised_as_its_kind(broker: str) -> None:
     if broker_kind() not in ("kafka", "noida"):
         pytest.skip(f"TIPHUB_TEST_BROKER={broker_kind()}: a broker of unknown kind")

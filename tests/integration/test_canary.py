@@ -107,6 +107,7 @@ def all_topics(broker: str, prefix: str) -> list[str]:
         admin.close()
 
 
+@pytest.mark.noida
 def test_no_canary_value_appears_in_any_record_of_any_topic(hub: Hub) -> None:
     reports = canary_reports()
     # The SDK refuses the future date of birth, so the third goes in as an agency bypassing it.
@@ -132,6 +133,7 @@ def test_no_canary_value_appears_in_any_record_of_any_topic(hub: Hub) -> None:
     assert [n for n in NEEDLES if n in log] == []
 
 
+@pytest.mark.noida
 def test_the_canary_scan_finds_a_value_left_in_plaintext(hub: Hub) -> None:
     """The control: if a field were ever written in clear, the scan above would see it."""
     hub.send_raw([(b"control", f'{{"name": "{CANARY_NAME}"}}'.encode())], topic=hub.topics.rejected)

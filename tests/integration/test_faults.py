@@ -53,6 +53,7 @@ def wait_until_done_or_orphaned(hub: Hub, total: int, timeout: float = 120.0) ->
         raise
 
 
+@pytest.mark.noida
 def test_the_broker_stops_and_starts_again_mid_stream_and_nothing_is_lost_or_doubled(
     own_broker: EmbeddedBroker | KafkaCluster, tmp_path: Path
 ) -> None:
@@ -76,6 +77,7 @@ def test_the_broker_stops_and_starts_again_mid_stream_and_nothing_is_lost_or_dou
         assert_everything_once(hub, reports)
 
 
+@pytest.mark.noida
 def test_a_worker_killed_mid_stream_leaves_every_output_exactly_once(broker: str, tmp_path: Path) -> None:
     reports = simulate(60, seed=37).reports
     half = len(reports) // 2
