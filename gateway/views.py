@@ -125,8 +125,9 @@ class HubViews:
             topics.retractions,
         )
         for topic in tailed:
-            partitions = self._consumer.partitions_for_topic(topic) or set(range(self.topics.partitions))
-            tps += [TopicPartition(topic, p) for p in sorted(partitions)]
+            # the contract's count, not a guess: Apache Kafka never answers for a partition that does not
+            # exist (tip.coverage has one), and a seek to it waits forever
+            tps += [TopicPartition(topic, p) for p in range(topics.partitions_of(topic))]
         self._consumer.assign(tps)
         await self._consumer.seek_to_beginning(*tps)
         self._ends = await self._consumer.end_offsets(tps)

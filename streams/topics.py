@@ -124,6 +124,10 @@ class Topics:
             "correlate": [(self.accepted, every), (self.decisions, every), (self.links, [0])],
         }
 
+    def partitions_of(self, topic: str) -> int:
+        """How many partitions the hub gives `topic` (ensure_topics holds every topic to it)."""
+        return next(spec.partitions for spec in self.specs() if spec.name == topic)
+
     def specs(self) -> list[TopicSpec]:
         p = self.partitions
         return [
