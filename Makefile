@@ -36,13 +36,19 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Benchmarks and the soak on Apache Kafka (TIPHUB_TEST_BROKER's default), the soak again on noida-db, and
+# `tiphub bench` on each broker with one and two workers.
 bench: $(STAMP)
+	@scripts/ensure-java
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
 	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py tests/unit/test_convert.py
 	TIPHUB_FUZZ_EXAMPLES=200 TIPHUB_STATEFUL_EXAMPLES=400 $(PY) -m pytest -q --timeout 1800 tests/integration/test_gateway.py -k "no_operation_answers_5xx or keep_the_release_promises"
 	TIPHUB_NONINTERFERENCE_EXAMPLES=12 $(PY) -m pytest -q tests/integration/test_noninterference.py
-	$(VENV)/bin/tiphub bench --out build/bench-1-worker.json
-	$(VENV)/bin/tiphub bench --workers 2 --out build/bench-2-workers.json
+	TIPHUB_TEST_BROKER=noida $(PY) -m pytest -q -s benchmarks/test_soak.py $(ARGS)
+	$(VENV)/bin/tiphub bench --broker-kind kafka --out build/bench-kafka-1-worker.json
+	$(VENV)/bin/tiphub bench --broker-kind kafka --workers 2 --out build/bench-kafka-2-workers.json
+	$(VENV)/bin/tiphub bench --broker-kind noida --out build/bench-1-worker.json
+	$(VENV)/bin/tiphub bench --broker-kind noida --workers 2 --out build/bench-2-workers.json
 
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida

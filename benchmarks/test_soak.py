@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from producers.simulate import simulate
-from tests.harness import Hub, assert_everything_once
+from tests.harness import Hub, assert_everything_once, broker_kind, local_broker
 from tests.integration.test_faults import wait_until_done_or_orphaned
-from tiphub.embedded import EmbeddedBroker, free_port
 
 ROUNDS = int(os.environ.get("TIPHUB_SOAK_ROUNDS", "16"))
 KILLS = ("kill worker 0", "kill worker 1", "kill both workers")
@@ -32,7 +31,7 @@ ALL_FAULTS = (*KILLS, "restart the broker")
 )
 def test_soak_rounds_of_faults_lose_and_double_nothing(name: str, faults: tuple[str, ...], tmp_path: Path) -> None:
     rng = random.Random(41)
-    broker = EmbeddedBroker(tmp_path / "broker", port=free_port()).start()
+    broker = local_broker(tmp_path / "broker").start()  # of TIPHUB_TEST_BROKER's kind: Apache Kafka by default
     started = time.monotonic()
     tried: Counter[str] = Counter()
     try:
@@ -59,6 +58,7 @@ def test_soak_rounds_of_faults_lose_and_double_nothing(name: str, faults: tuple[
             wait_until_done_or_orphaned(hub, len(reports), timeout=300)
             accepted = Counter(r.key.decode() for r in hub.read(hub.topics.accepted))
             result = {
+                "broker": broker_kind(),
                 "rounds": ROUNDS,
                 "reports": len(reports),
                 "faults": dict(tried),
@@ -69,7 +69,7 @@ def test_soak_rounds_of_faults_lose_and_double_nothing(name: str, faults: tuple[
             try:
                 result |= assert_everything_once(hub, reports)
             finally:
-                out = Path("build") / f"soak-{name}.json"
+                out = Path("build") / f"soak-{name}-{broker_kind()}.json"
                 out.parent.mkdir(exist_ok=True)
                 out.write_text(json.dumps(result, indent=2) + "\n")
                 print("\nsoak:", json.dumps(result))

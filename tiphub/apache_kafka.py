@@ -28,7 +28,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-from tiphub.embedded import BrokerError, admin_client, free_port, wait_ready
+from tiphub.embedded import BrokerError, admin_client, free_ports, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +227,9 @@ class KafkaCluster:
         self._jars = classpath(self.cache, progress)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.nodes:
-            self.nodes = [
-                Node(i + 1, free_port(), free_port(), self.data_dir / f"node-{i + 1}") for i in range(self.brokers)
-            ]
+            ports = iter(free_ports(2 * self.brokers))
+            ids = range(1, self.brokers + 1)
+            self.nodes = [Node(i, next(ports), next(ports), self.data_dir / f"node-{i}") for i in ids]
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         cid = cluster_id()
         for node in self.nodes:
