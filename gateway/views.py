@@ -20,13 +20,13 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from gateway.summaries import SummaryBook
 from policies.engine import decide
 from policies.model import AgreementSet, Rule
 from policies.visibility import ReportFacts, Visible, field_rules, render_signal
 from schemas.codec import CodecError, WireCodec
-from streams.feeds import committed_offsets
 from streams.scoped import HUB_SCOPE
 from streams.topics import Topics
 from tiphub.tokens import Caller
@@ -322,10 +322,18 @@ class HubViews:
     async def lag(self, group_of: Callable[[str], str]) -> dict[str, int]:
         """Records each stage has not committed yet (the same measure the tests wait on)."""
         assert self._consumer is not None
-        out = {}
-        for stage, topics in self.topics.stage_inputs().items():
-            tps = [TopicPartition(topic, p) for topic, partitions in topics for p in partitions]
-            ends = await self._consumer.end_offsets(tps)
-            committed = await committed_offsets(self.bootstrap, group_of(stage), tps, self.options)
-            out[stage] = sum(max(0, ends[tp] - committed[tp]) for tp in tps)
-        return out
+        inputs = {
+            stage: [TopicPartition(topic, p) for topic, partitions in topics for p in partitions]
+            for stage, topics in self.topics.stage_inputs().items()
+        }
+        ends = await self._consumer.end_offsets(sorted({tp for tps in inputs.values() for tp in tps}))
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
+        await admin.start()  # one client for every group: on Apache Kafka each start costs a round of metadata
+        try:
+            out = {}
+            for stage, tps in inputs.items():
+                committed = await admin.list_consumer_group_offsets(group_of(stage))
+                out[stage] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+            return out
+        finally:
+            await admin.close()

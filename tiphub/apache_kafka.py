@@ -394,11 +394,7 @@ class KafkaCluster:
 
     def active_controller(self, **options: Any) -> Node:
         """The KRaft quorum's leader, which is the active controller (DescribeQuorum, KIP-595)."""
-        admin = admin_client(",".join(n.address for n in self.nodes if n.alive()), **options)
-        try:
-            quorum = admin.describe_metadata_quorum()
-        finally:
-            admin.close()
+        quorum = self._ask(lambda admin: admin.describe_metadata_quorum(), **options)
         for topic in quorum["topics"]:
             for part in topic["partitions"]:
                 if part["leader_id"] >= 0:
@@ -406,12 +402,23 @@ class KafkaCluster:
         raise BrokerError("the KRaft quorum has no leader")
 
     def leader_of(self, topic: str, partition: int = 0, **options: Any) -> Node:
-        admin = admin_client(",".join(n.address for n in self.nodes if n.alive()), **options)
-        try:
-            for described in admin.describe_topics([topic]):
-                for part in described["partitions"]:
-                    if part["partition_index"] == partition and part["leader_id"] >= 0:
-                        return self.node(int(part["leader_id"]))
-        finally:
-            admin.close()
+        for described in self._ask(lambda admin: admin.describe_topics([topic]), **options):
+            for part in described["partitions"]:
+                if part["partition_index"] == partition and part["leader_id"] >= 0:
+                    return self.node(int(part["leader_id"]))
         raise BrokerError(f"no leader for {topic}-{partition}")
+
+    def _ask(self, question: Callable[[Any], Any], attempts: int = 20, **options: Any) -> Any:
+        """An admin request to the live nodes. Right after a node died the client may still pick it (the
+        metadata names it until its session times out): ask again."""
+        for attempt in range(attempts):
+            admin = admin_client(",".join(n.address for n in self.nodes if n.alive()), **options)
+            try:
+                return question(admin)
+            except Exception as exc:
+                if attempt + 1 == attempts:
+                    raise BrokerError(f"the cluster did not answer: {exc}") from exc
+                time.sleep(0.5)
+            finally:
+                admin.close()
+        raise AssertionError("unreachable")

@@ -32,6 +32,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
         started.stop(timeout=30)
 
 
+@pytest.fixture(autouse=True)
+def every_node_up(cluster: KafkaCluster) -> None:
+    """Each test starts on a whole cluster, whatever the one before left."""
+    for node in cluster.nodes:
+        if not node.alive():
+            cluster.start_node(node)
+
+
 def mid_stream(hub: Hub, reports: list[dict], seed_accepted: int = 15) -> None:
     """Publish the first half and wait until the worker is visibly in the middle of it."""
     hub.publish(reports[: len(reports) // 2])
