@@ -90,7 +90,7 @@ def classpath(cache: Path, progress: Callable[[str], None] = log.info) -> list[P
     cache.mkdir(parents=True, exist_ok=True)
     progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central (once; kept in ~/.m2 and {listing})")
     with as_file(files("tiphub").joinpath("kafka-pom.xml")) as pom:
-        partial = listing.with_suffix(".partial")
+        partial = listing.with_suffix(f".{os.getpid()}.partial")  # two processes may fetch at once
         done = subprocess.run(
             [
                 "mvn",
