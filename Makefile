@@ -15,14 +15,16 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/tiphub up $(ARGS)
 
-# The whole suite on Apache Kafka (one node; TIPHUB_TEST_BROKER picks another), then the smoke subset
-# marked `noida` on noida-db, the zero-install broker of `make run`.
+# The whole suite on Apache Kafka (one node per test process; TIPHUB_TEST_BROKER picks another), then the
+# smoke subset marked `noida` on noida-db, the zero-install broker of `make run`. Two test processes (a
+# file's tests stay in one): the suite mostly waits on brokers and processes, not on the two cores.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 test: $(STAMP)
 	@scripts/ensure-chromium
 	@scripts/ensure-postgres
 	@scripts/ensure-java
-	$(PY) -m pytest -q $(ARGS)
-	TIPHUB_TEST_BROKER=noida $(PY) -m pytest -q -m noida tests/integration $(ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
+	TIPHUB_TEST_BROKER=noida $(PY) -m pytest -q $(PYTEST_PARALLEL) -m noida tests/integration $(ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(ARGS)

@@ -10,16 +10,24 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 
 from streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BrokerError(RuntimeError):
@@ -58,18 +66,51 @@ def admin_client(bootstrap: str, **options: Any) -> KafkaAdminClient:
     return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **options)
 
 
+def reachable(bootstrap: str) -> str:
+    """The addresses of `bootstrap` that accept a connection now (probed with sockets we close ourselves:
+    a kafka-python client whose constructor fails on "connection refused" leaves its socket for the GC)."""
+    live = []
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        with contextlib.suppress(OSError), socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+            live.append(address.strip())
+    return ",".join(live)
+
+
+RETRIED = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, NoBrokersAvailable)
+
+
+def with_admin(bootstrap: str, question: Callable[[KafkaAdminClient], T], wait_s: float = 30.0, **options: Any) -> T:
+    """Ask an admin client of the reachable brokers. A cluster with a node down is still answered: the
+    client can pick the dead node (its metadata names it until its session times out), so a connection
+    error is asked again, of the nodes that answer, for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin: KafkaAdminClient | None = None
+        try:
+            admin = admin_client(reachable(bootstrap) or bootstrap, **options)
+            return question(admin)
+        except RETRIED:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+        finally:
+            if admin is not None:
+                admin.close()
+
+
 def wait_ready(bootstrap: str, timeout: float = 30.0, **options: Any) -> None:
-    """Block until the broker answers a metadata request."""
+    """Block until a broker of `bootstrap` answers a metadata request."""
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    host, _, port = bootstrap.split(",")[0].rpartition(":")
     while time.monotonic() < deadline:
+        live = reachable(bootstrap)
+        if not live:
+            last = ConnectionRefusedError(f"no broker of {bootstrap} accepts a connection")
+            time.sleep(0.1)
+            continue
         try:
-            # Probe the port with a socket we close ourselves: a kafka-python client whose
-            # constructor fails on "connection refused" leaves its socket for the GC.
-            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
-                pass
-            admin = admin_client(bootstrap, **options)
+            admin = admin_client(live, **options)
             try:
                 admin.list_topics()
                 return
@@ -89,44 +130,44 @@ def min_insync_replicas(replication: int) -> int:
 def ensure_topics(bootstrap: str, specs: list[TopicSpec], replication: int = 1, **options: Any) -> list[str]:
     """Create missing topics (with `replication` copies, min.insync.replicas=2 from three copies up); refuse
     to run on existing ones with another partition count."""
-    admin = admin_client(bootstrap, **options)
+    return with_admin(bootstrap, lambda admin: _ensure_topics(admin, specs, replication), **options)
+
+
+def _ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec], replication: int) -> list[str]:
     insync = {"min.insync.replicas": str(min_insync_replicas(replication))} if replication > 1 else {}
-    try:
-        existing = set(admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs() | insync) for s in missing]
-                )
-        described = _partition_counts(admin, specs, wait_s=30.0 if missing else 0.0)
-        for spec in specs:
-            if described.get(spec.name) != spec.partitions:
-                raise BrokerError(
-                    f"topic {spec.name} has {described.get(spec.name)} partitions, the hub needs "
-                    f"{spec.partitions}: co-partitioned stages would mis-route keys"
-                )
-        for spec in specs:  # a topic from an earlier release: the broker must stamp submissions itself
-            if spec.broker_time and _configs(admin, spec.name).get(TIMESTAMP_TYPE) != "LogAppendTime":
-                _set_log_append_time(admin, spec)
-        return [s.name for s in missing]
-    finally:
-        admin.close()
+    existing = set(admin.list_topics())
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics(
+                [NewTopic(s.name, s.partitions, replication, topic_configs=s.configs() | insync) for s in missing]
+            )
+    described = _partition_counts(admin, specs, wait_for_leaders_s=30.0 if missing else 0.0)
+    for spec in specs:
+        if described.get(spec.name) != spec.partitions:
+            raise BrokerError(
+                f"topic {spec.name} has {described.get(spec.name)} partitions, the hub needs "
+                f"{spec.partitions}: co-partitioned stages would mis-route keys"
+            )
+    for spec in specs:  # a topic from an earlier release: the broker must stamp submissions itself
+        if spec.broker_time and _configs(admin, spec.name).get(TIMESTAMP_TYPE) != "LogAppendTime":
+            _set_log_append_time(admin, spec)
+    return [s.name for s in missing]
 
 
 TIMESTAMP_TYPE = "message.timestamp.type"
 
 
-def _partition_counts(admin: KafkaAdminClient, specs: list[TopicSpec], wait_s: float) -> dict[str, int]:
-    """Each topic's partitions that have a leader. Apache Kafka answers CreateTopics before every broker's
-    metadata shows the new topics: wait up to `wait_s` for them to appear in full."""
-    deadline = time.monotonic() + wait_s
+def _partition_counts(admin: KafkaAdminClient, specs: list[TopicSpec], wait_for_leaders_s: float) -> dict[str, int]:
+    """Each topic's partition count. Apache Kafka answers CreateTopics before its metadata shows the new
+    topics and their leaders: after creating them, wait up to `wait_for_leaders_s` until every partition
+    has a leader (a partition of an existing topic may be between leaders while a node is down: counted)."""
+    deadline = time.monotonic() + wait_for_leaders_s
     while True:
-        counts = {
-            d.get("name", d.get("topic")): sum(1 for p in d["partitions"] if p["leader_id"] >= 0)
-            for d in admin.describe_topics([s.name for s in specs])
-        }
-        if all(counts.get(s.name) == s.partitions for s in specs) or time.monotonic() > deadline:
+        described = admin.describe_topics([s.name for s in specs])
+        counts = {d.get("name", d.get("topic")): len(d["partitions"]) for d in described}
+        led = all(p["leader_id"] >= 0 for d in described for p in d["partitions"])
+        if (led and all(counts.get(s.name) == s.partitions for s in specs)) or time.monotonic() > deadline:
             return counts
         time.sleep(0.2)
 
@@ -159,11 +200,7 @@ def broker_stamps(bootstrap: str, topic: str, **options: Any) -> bool:
     """Whether the broker stamps `topic`'s records as it appends them (LogAppendTime). A record's own
     timestamp-type bit is not proof: a producer sets it, and a broker may pass it through on a CreateTime
     topic (noida-db does)."""
-    admin = admin_client(bootstrap, **options)
-    try:
-        return _configs(admin, topic).get(TIMESTAMP_TYPE) == "LogAppendTime"
-    finally:
-        admin.close()
+    return with_admin(bootstrap, lambda admin: _configs(admin, topic).get(TIMESTAMP_TYPE) == "LogAppendTime", **options)
 
 
 class EmbeddedBroker:

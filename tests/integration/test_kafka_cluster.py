@@ -18,6 +18,7 @@ from tiphub.apache_kafka import KafkaCluster, Node
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.timeout(420),  # a node down slows every client until its session times out
     pytest.mark.skipif(broker_kind() != "kafka", reason="the cluster is Apache Kafka's: TIPHUB_TEST_BROKER=kafka"),
 ]
 CASES = 40
