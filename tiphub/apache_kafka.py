@@ -114,6 +114,26 @@ def classpath(cache: Path, progress: Callable[[str], None] = log.info) -> list[P
     return classpath(cache, progress)
 
 
+def replication_settings(brokers: int) -> dict[str, str]:
+    """The broker settings that decide durability and fail-over: the same in the tests' clusters and in
+    deploy/ (tests/unit/test_deploy.py holds compose to the three-node values)."""
+    replicas, insync = str(brokers), str(2 if brokers >= 3 else 1)
+    return {
+        "default.replication.factor": replicas,
+        "min.insync.replicas": insync,
+        "offsets.topic.replication.factor": replicas,
+        "offsets.topic.num.partitions": "12",  # fewer than 50: faster start and fail-over on a small machine
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": insync,
+        "transaction.state.log.num.partitions": "12",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": insync,
+        "unclean.leader.election.enable": "false",
+        "auto.create.topics.enable": "false",  # the hub creates its topics with their settings
+        "group.initial.rebalance.delay.ms": "0",
+    }
+
+
 def cluster_id() -> str:
     """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -262,7 +282,6 @@ class KafkaCluster:
 
     def _configure(self, node: Node, voters: str) -> None:
         node.directory.mkdir(parents=True, exist_ok=True)
-        replicas = self.brokers
         settings = {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
@@ -274,19 +293,7 @@ class KafkaCluster:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "log.dirs": node.directory / "data",
             "num.partitions": 1,
-            "default.replication.factor": replicas,
-            "min.insync.replicas": self.min_insync,
-            "offsets.topic.replication.factor": replicas,
-            "offsets.topic.num.partitions": 12,  # fewer than 50: faster start and fail-over on a small machine
-            "transaction.state.log.replication.factor": replicas,
-            "transaction.state.log.min.isr": self.min_insync,
-            "transaction.state.log.num.partitions": 12,
-            "share.coordinator.state.topic.replication.factor": replicas,
-            "share.coordinator.state.topic.min.isr": self.min_insync,
-            "unclean.leader.election.enable": "false",
-            "auto.create.topics.enable": "false",  # the hub creates its topics with their settings
-            "group.initial.rebalance.delay.ms": 0,
-            "log.flush.interval.messages": 9223372036854775807,  # Kafka's default: durability by replication
+            **replication_settings(self.brokers),
         }
         node.properties.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
         (node.directory / "log4j2.properties").write_text(LOG4J2.format(log=node.log_file))

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import (
+    BrokerNotAvailableError,
     KafkaConnectionError,
     KafkaTimeoutError,
-    NoBrokersAvailable,
     NodeNotReadyError,
     TopicAlreadyExistsError,
 )
@@ -77,7 +77,7 @@ def reachable(bootstrap: str) -> str:
     return ",".join(live)
 
 
-RETRIED = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, NoBrokersAvailable)
+RETRIED = (KafkaConnectionError, NodeNotReadyError, KafkaTimeoutError, BrokerNotAvailableError)
 
 
 def with_admin(bootstrap: str, question: Callable[[KafkaAdminClient], T], wait_s: float = 30.0, **options: Any) -> T:

@@ -20,6 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tiphub.apache_kafka import KAFKA_VERSION, replication_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -53,6 +55,10 @@ def test_compose_is_valid_and_runs_three_kraft_brokers_that_deny_by_default() ->
         env = broker["environment"]
         assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
         assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].count("@kafka-") == 3
+        # the durability and fail-over settings the three-node cluster tests run with
+        tested = {"KAFKA_" + key.upper().replace(".", "_"): value for key, value in replication_settings(3).items()}
+        assert {key: env.get(key) for key in tested} == tested
+        assert broker["image"] == f"apache/kafka:{KAFKA_VERSION}"
         assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
         assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
     assert "./kafka/acls.sh:/opt/tiphub/acls.sh:ro" in services["kafka-init"]["volumes"]
