@@ -113,15 +113,22 @@ class Topics:
         return self._name("tip.triage")
 
     def stage_inputs(self) -> dict[str, list[tuple[str, list[int]]]]:
-        """Each stream stage's input partitions: what its consumer group's lag is measured on."""
+        """Each stream stage's input partitions, the facts it reads in its transactions included (the worker's
+        `also_from`): what its consumer group's lag is measured on, so a quiet hub has applied them too."""
         every = list(range(self.partitions))
         return {
             "verify": [(self.submitted, every)],
             "accept": [(self.verified, every)],
-            "decide": [(self.accepted, every)],
+            "decide": [(self.accepted, every), (self.retractions, every)],
             "audit": [(self.audit_intake, every)],
             "link": [(self.sightings, every)],
-            "correlate": [(self.accepted, every), (self.decisions, every), (self.links, [0])],
+            "correlate": [
+                (self.accepted, every),
+                (self.decisions, every),
+                (self.links, [0]),
+                (self.erasures, every),
+                (self.retractions, every),
+            ],
         }
 
     def partitions_of(self, topic: str) -> int:
