@@ -28,7 +28,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-from tiphub.embedded import BrokerError, admin_client, free_ports, wait_ready
+from tiphub.embedded import BrokerError, admin_client, free_ports, process_alive, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +161,7 @@ class Node:
         return self.directory / "server.log"
 
     def alive(self) -> bool:
-        if self.process is not None:
-            return self.process.poll() is None
-        if self.pid is None:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except OSError:
-            return False
-        # a killed child we have not reaped yet is a zombie: it answers kill(0) but is gone
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(self.pid, os.WNOHANG)[0] == self.pid:
-                return False
-        return True
+        return process_alive(self.process, self.pid)
 
 
 class KafkaCluster:

@@ -54,6 +54,23 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def process_alive(process: subprocess.Popen[bytes] | None, pid: int | None) -> bool:
+    """Whether a broker process runs: ours (a Popen, reaped when it ends) or one a previous command started."""
+    if process is not None:
+        return process.poll() is None
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a killed child not reaped yet is a zombie: it answers kill(0) but is gone
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    return True
+
+
 def _binary() -> str:
     path = files("noida_db").joinpath("noida-db")
     if not path.is_file():
@@ -273,15 +290,7 @@ class EmbeddedBroker:
         return self
 
     def _alive(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        if self.pid is None:
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except OSError:
-            return False
-        return True
+        return process_alive(self._process, self.pid)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop cleanly (SIGINT, as Ctrl-C; it saves its data), SIGKILL if it does not go."""

@@ -24,6 +24,12 @@ def test_the_session_broker_is_recognised_as_its_kind(broker: str) -> None:
     assert detect_kind(broker) == broker_kind()
 
 
+def tiphub(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tiphub", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @pytest.mark.skipif(broker_kind() != "kafka", reason="starts Apache Kafka: the kafka suite's")
 def test_tiphub_broker_start_and_stop_a_local_apache_kafka_with_the_hubs_topics(tmp_path: Path) -> None:
     home = tmp_path / "home"
@@ -33,9 +39,7 @@ def test_tiphub_broker_start_and_stop_a_local_apache_kafka_with_the_hubs_topics(
     listing = next(KAFKA_CACHE.glob("kafka-*.classpath"), None)
     if listing is not None:
         (home / listing.name).write_text(listing.read_text())
-    started = subprocess.run(
-        [sys.executable, "-m", "tiphub", "broker", "start"], env=env, capture_output=True, text=True, timeout=240
-    )
+    started = tiphub(env, "broker", "start", timeout=240)
     assert started.returncode == 0, started.stderr
     bootstrap = started.stdout.strip()
     try:
@@ -48,18 +52,10 @@ def test_tiphub_broker_start_and_stop_a_local_apache_kafka_with_the_hubs_topics(
         finally:
             admin.close()
         assert {"tip.reports.submitted", "tip.reports.accepted", "tip.audit"} <= topics
-        again = subprocess.run(
-            [sys.executable, "-m", "tiphub", "broker", "start", "--kind", "noida"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = tiphub(env, "broker", "start", "--kind", "noida")
         assert again.returncode == 1 and "already runs" in again.stderr
     finally:
-        stopped = subprocess.run(
-            [sys.executable, "-m", "tiphub", "broker", "stop"], env=env, capture_output=True, text=True, timeout=120
-        )
+        stopped = tiphub(env, "broker", "stop")
     assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped", stopped.stderr
     assert KafkaCluster.find_running(home / "kafka") is None
     assert not (home / "kafka" / "cluster.json").exists()
@@ -67,13 +63,7 @@ def test_tiphub_broker_start_and_stop_a_local_apache_kafka_with_the_hubs_topics(
 
 def test_without_java_the_launcher_names_the_command_that_installs_it(tmp_path: Path) -> None:
     env = {"TIPHUB_HOME": str(tmp_path), "PATH": str(tmp_path / "empty")}
-    done = subprocess.run(
-        [sys.executable, "-m", "tiphub", "broker", "start", "--kind", "kafka"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = tiphub(env, "broker", "start", "--kind", "kafka")
     said = " ".join(done.stderr.split())  # the console wraps long lines
     assert done.returncode == 1
     assert "Java 17" in said and "apt-get install -y openjdk-17-jre-headless" in said
