@@ -16,11 +16,15 @@ run`) each workaround below is on, for a defect measured there (docs/reliability
 
 The kind comes from configuration (TIPHUB_BROKER_KIND) or, where unset, from the broker itself
 (`detect_kind`): a broker that serves DescribeQuorum (KRaft's API, every Apache Kafka from 3.3 on) is
-Apache Kafka; any other broker gets every workaround, which is safe (each is also correct, only
-slower, on Apache Kafka).
+Apache Kafka. Any other broker (noida-db, but also ZooKeeper-mode Kafka, Redpanda, some proxies) gets
+every workaround: each is also correct on Apache Kafka, only slower (a worker-kill test runs them there:
+`test_noida_workarounds_keep_exactly_once_on_apache_kafka`); configure TIPHUB_BROKER_KIND=kafka for those.
+A local broker the hub started is known by its kind, whatever is configured.
 
 What is not a broker quirk and stays on every broker: the membership check before each commit
-(aiokafka sends TxnOffsetCommit v0, without the generation KIP-447 fences on), waiting for open
+(aiokafka sends TxnOffsetCommit v0, without the generation KIP-447 fences on; the check narrows the
+window, it does not close it: a worker paused longer than its session between the check and the commit
+can still commit a batch its partitions' new owner also commits), waiting for open
 transactions below the end before a restore (Apache Kafka also leaves a previous owner's transaction
 open until its timeout), and replacing a producer whose state the broker lost.
 """
@@ -97,9 +101,20 @@ def detect_kind(bootstrap: str, **options: Any) -> str:
 
 
 def resolve_quirks(bootstrap: str, configured: str | None = None, **options: Any) -> BrokerQuirks:
-    """The quirks for the broker at `bootstrap`: of the configured kind, else of the detected one;
-    installed in this process."""
-    kind = configured or detect_kind(bootstrap, **options)
+    """The quirks for the broker at `bootstrap`, installed in this process: of the configured kind, else of
+    the detected one. The broker is asked either way: a configured kind it contradicts is logged, since
+    running noida-db without its workarounds loses exactly-once (a ZooKeeper-mode Apache Kafka, which
+    serves no DescribeQuorum, is the case where configuring kafka is right)."""
+    detected = detect_kind(bootstrap, **options)
+    kind = configured or detected
+    if configured and configured != detected:
+        log.warning(
+            "broker %s: TIPHUB_BROKER_KIND=%s, but it answers like %s; running with %s's quirks",
+            bootstrap,
+            configured,
+            detected,
+            configured,
+        )
     quirks = quirks_for(kind)
     quirks.install()
     log.info("broker %s: %s%s", bootstrap, kind, "" if configured else " (detected)")

@@ -253,8 +253,10 @@ class TransactionalProcessor:
         refuse a batch from a worker the group has moved on from. A worker learns that it lost its
         partitions only at its next heartbeat, or not at all while its connection is down (a broker
         restart). Meanwhile the new owner processes the same records: measured, 510 decisions written
-        by two workers after a broker restart. One heartbeat here closes that window to the
-        milliseconds between its answer and the commit, for one round trip per batch."""
+        by two workers after a broker restart. One heartbeat here narrows that window to the time
+        between its answer and the commit, for one round trip per batch; a worker paused for longer than
+        its session timeout in between (a stall of the machine) can still commit a stale batch. Closing
+        it needs TxnOffsetCommit v3 (KIP-447), which aiokafka 0.14 does not send."""
         coordinator = self.consumer._coordinator
         if coordinator is None or coordinator.coordinator_id is None:
             raise StaleMembership("no group coordinator known; not committing this batch")

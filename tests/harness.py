@@ -443,4 +443,4 @@ def local_broker(data_dir: Path) -> EmbeddedBroker | KafkaCluster:
     """A broker of the session's kind (kafka or noida) with its own data dir, not started."""
     if broker_kind() == "noida":
         return EmbeddedBroker(data_dir, port=free_port())
-    return KafkaCluster(data_dir, 1, cache=KAFKA_CACHE)
+    return KafkaCluster(data_dir, 1, cache=KAFKA_CACHE, die_with_parent=True)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
+import hashlib
 import json
 import logging
 import os
@@ -78,40 +80,55 @@ def require_java() -> str:
 
 
 def classpath(cache: Path, progress: Callable[[str], None] = log.info) -> list[Path]:
-    """The jars of the pinned release, fetched by Maven on first use and listed in a file under `cache`.
-    A listed jar that went missing (a cleaned ~/.m2) is fetched again."""
-    listing = cache / f"kafka-{KAFKA_VERSION}.classpath"
-    if listing.exists():
-        jars = [Path(p) for p in listing.read_text().strip().split(os.pathsep) if p]
-        if jars and all(jar.is_file() for jar in jars):
-            return jars
+    """The jars of the pinned release, fetched by Maven on first use and listed in a file under `cache`
+    (named by the release and the pom's hash, so an edited pom is resolved again). A listed jar that went
+    missing (a cleaned ~/.m2) is fetched again."""
+    pom_text = files("tiphub").joinpath("kafka-pom.xml").read_bytes()
+    listing = cache / f"kafka-{KAFKA_VERSION}-{hashlib.sha256(pom_text).hexdigest()[:12]}.classpath"
+    jars = _listed(listing)
+    if jars:
+        return jars
     if shutil.which("mvn") is None:
         raise BrokerError(f"fetching Apache Kafka {KAFKA_VERSION} needs Maven and there is no `mvn`: {INSTALL_MAVEN}")
     cache.mkdir(parents=True, exist_ok=True)
     progress(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central (once; kept in ~/.m2 and {listing})")
+    partial = listing.with_suffix(f".{os.getpid()}.partial")  # two processes may fetch at once
     with as_file(files("tiphub").joinpath("kafka-pom.xml")) as pom:
-        partial = listing.with_suffix(f".{os.getpid()}.partial")  # two processes may fetch at once
-        done = subprocess.run(
-            [
-                "mvn",
-                "-B",
-                "-q",
-                "-f",
-                str(pom),
-                "dependency:build-classpath",
-                "-Dmdep.includeScope=runtime",
-                f"-Dmdep.outputFile={partial}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=1800,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                [
+                    "mvn",
+                    "-B",
+                    "-q",
+                    "-f",
+                    str(pom),
+                    "dependency:build-classpath",
+                    "-Dmdep.includeScope=runtime",
+                    f"-Dmdep.outputFile={partial}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BrokerError(f"mvn did not fetch Apache Kafka {KAFKA_VERSION} within 30 minutes") from exc
     if done.returncode != 0 or not partial.exists():
         tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
         raise BrokerError(f"mvn could not fetch Apache Kafka {KAFKA_VERSION}: " + " | ".join(tail))
     partial.replace(listing)
-    return classpath(cache, progress)
+    jars = _listed(listing)
+    if not jars:
+        raise BrokerError(f"mvn listed jars of Apache Kafka {KAFKA_VERSION} that are not there: {listing}")
+    return jars
+
+
+def _listed(listing: Path) -> list[Path]:
+    """The jars a classpath file lists, if every one of them is there; else nothing."""
+    if not listing.exists():
+        return []
+    jars = [Path(p) for p in listing.read_text().strip().split(os.pathsep) if p]
+    return jars if jars and all(jar.is_file() for jar in jars) else []
 
 
 def replication_settings(brokers: int) -> dict[str, str]:
@@ -132,6 +149,22 @@ def replication_settings(brokers: int) -> dict[str, str]:
         "auto.create.topics.enable": "false",  # the hub creates its topics with their settings
         "group.initial.rebalance.delay.ms": "0",
     }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the parent dies (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+
+
+def _under_replicated(admin: Any) -> list[str]:
+    described = admin.describe_topics(admin.list_topics())
+    return [
+        f"{d['name']}[{p['partition_index']}]"
+        for d in described
+        for p in d["partitions"]
+        if set(p["isr_nodes"]) != set(p["replica_nodes"])
+    ]
 
 
 def cluster_id() -> str:
@@ -161,7 +194,7 @@ class Node:
         return self.directory / "server.log"
 
     def alive(self) -> bool:
-        return process_alive(self.process, self.pid)
+        return process_alive(self.process, self.pid, marker=str(self.properties))
 
 
 class KafkaCluster:
@@ -169,7 +202,12 @@ class KafkaCluster:
 
     KIND = "kafka"
 
-    def __init__(self, data_dir: Path, brokers: int = 1, cache: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, brokers: int = 1, cache: Path | None = None, *, die_with_parent: bool = False
+    ) -> None:
+        """`die_with_parent`: the nodes are killed when the starting process dies (tests: a killed test run
+        leaves no JVM behind). `tiphub broker start` leaves them running for later commands."""
+        self.die_with_parent = die_with_parent
         if brokers not in (1, 3):
             raise BrokerError(f"--brokers must be 1 or 3, not {brokers}: a KRaft quorum here is one or three nodes")
         self.data_dir = data_dir.resolve()
@@ -239,7 +277,7 @@ class KafkaCluster:
             ids = range(1, self.brokers + 1)
             self.nodes = [Node(i, next(ports), next(ports), self.data_dir / f"node-{i}") for i in ids]
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
-        cid = cluster_id()
+        cid = self._layout()
         for node in self.nodes:
             self._configure(node, voters)
         progress(f"formatting KRaft storage for {self.brokers} node(s)")
@@ -253,20 +291,43 @@ class KafkaCluster:
             for node in self.nodes
             if not (node.directory / "data" / "meta.properties").exists()
         ]
+        failed = []
         for proc in formatting:
-            output, _ = proc.communicate(timeout=300)
+            try:
+                output, _ = proc.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                output, _ = proc.communicate()
             if proc.returncode != 0:
-                raise BrokerError(f"formatting KRaft storage failed: {output.decode(errors='replace')[-400:]}")
+                failed.append(output.decode(errors="replace")[-400:])
+        if failed:
+            raise BrokerError(f"formatting KRaft storage failed: {failed[0]}")
         progress(f"starting Apache Kafka {KAFKA_VERSION}: {self.brokers} node(s) on 127.0.0.1")
-        for node in self.nodes:
-            self._launch(java, node)
-        self._save()
         try:
+            for node in self.nodes:
+                self._launch(java, node)
+            self._save()
             self.wait_ready(timeout)
-        except BrokerError:
+        except BaseException:  # a failure, Ctrl-C: no node is left running behind the caller
             self.stop(timeout=10)
             raise
         return self
+
+    def _layout(self) -> str:
+        """The cluster id of this data directory, fixed at its first start with its node count. A directory
+        formatted for another number of nodes cannot be reused: its nodes would not agree on the cluster."""
+        layout = self.data_dir / "layout.json"
+        if layout.exists():
+            known = json.loads(layout.read_text())
+            if known["brokers"] != self.brokers:
+                raise BrokerError(
+                    f"{self.data_dir} holds a {known['brokers']}-node Apache Kafka; start it with --brokers "
+                    f"{known['brokers']}, or remove the directory for a new {self.brokers}-node one"
+                )
+            return str(known["cluster_id"])
+        cid = cluster_id()
+        layout.write_text(json.dumps({"brokers": self.brokers, "cluster_id": cid}))
+        return cid
 
     def _configure(self, node: Node, voters: str) -> None:
         node.directory.mkdir(parents=True, exist_ok=True)
@@ -312,6 +373,7 @@ class KafkaCluster:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the nodes in order
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         console.close()
         node.process, node.pid = proc, proc.pid
@@ -380,6 +442,19 @@ class KafkaCluster:
         self._launch(require_java(), node)
         self._save()
         self.wait_ready(timeout)
+        self.wait_in_sync(timeout)
+
+    def wait_in_sync(self, timeout: float = 120.0, **options: Any) -> None:
+        """Until every partition of every topic has all its replicas in sync again (a rolling restart
+        takes the next node down only then, or a partition could be left with one copy)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            behind = self._ask(_under_replicated, **options)
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise BrokerError(f"partitions still under-replicated after {timeout:.0f}s: {behind[:5]}")
+            time.sleep(0.3)
 
     def start_node(self, node: Node, timeout: float = 120.0) -> None:
         """Start a node that was killed."""

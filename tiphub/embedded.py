@@ -54,8 +54,10 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def process_alive(process: subprocess.Popen[bytes] | None, pid: int | None) -> bool:
-    """Whether a broker process runs: ours (a Popen, reaped when it ends) or one a previous command started."""
+def process_alive(process: subprocess.Popen[bytes] | None, pid: int | None, marker: str | None = None) -> bool:
+    """Whether a broker process runs: ours (a Popen, reaped when it ends) or one a previous command started,
+    recognised by `marker` in its command line. A pid from a state file may belong to another process by
+    now (a reboot, a container): without its marker it is not ours, and never signalled."""
     if process is not None:
         return process.poll() is None
     if pid is None:
@@ -68,6 +70,12 @@ def process_alive(process: subprocess.Popen[bytes] | None, pid: int | None) -> b
     with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
+    if marker is not None:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return False
+        return marker in command
     return True
 
 
@@ -251,13 +259,9 @@ class EmbeddedBroker:
         if not state.exists():
             return None
         info = json.loads(state.read_text())
-        try:
-            os.kill(info["pid"], 0)
-        except OSError:
-            return None
         broker = cls(data_dir, info["port"])
         broker.pid = info["pid"]
-        return broker
+        return broker if broker._alive() else None
 
     def start(self, timeout: float = 60.0) -> EmbeddedBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -290,7 +294,7 @@ class EmbeddedBroker:
         return self
 
     def _alive(self) -> bool:
-        return process_alive(self._process, self.pid)
+        return process_alive(self._process, self.pid, marker=str(self.data_dir / "noida"))
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop cleanly (SIGINT, as Ctrl-C; it saves its data), SIGKILL if it does not go."""

@@ -103,7 +103,7 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
             if running is None:
                 console.print(f"starting the local broker ({settings.broker_kind or 'noida'}) ...")
                 owned = running = start_local_broker(settings, progress=console.print)
-            bootstrap, kind_found = running.bootstrap, kind or running.KIND
+            bootstrap, kind_found = running.bootstrap, running.KIND  # what runs, whatever is configured
             replication = max(replication, running.replication)
         ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
         kind_found = resolve_quirks(bootstrap, kind_found, **settings.kafka_options()).kind

@@ -66,7 +66,7 @@ def resolve_broker(settings: Settings, *, start: bool = True) -> str:
             if not start:
                 raise RuntimeError("no local broker is running (start one with `tiphub broker start`)")
             running = start_local_broker(settings)
-        bootstrap, kind_found = running.bootstrap, kind or running.KIND
+        bootstrap, kind_found = running.bootstrap, running.KIND  # what runs, whatever is configured
         replication = max(replication, running.replication)
     ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
     resolve_quirks(bootstrap, kind_found, **settings.kafka_options())

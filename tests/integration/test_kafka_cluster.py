@@ -28,7 +28,7 @@ CASES = 40
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    started = KafkaCluster(tmp_path_factory.mktemp("cluster"), 3, cache=KAFKA_CACHE).start()
+    started = KafkaCluster(tmp_path_factory.mktemp("cluster"), 3, cache=KAFKA_CACHE, die_with_parent=True).start()
     try:
         yield started
     finally:
@@ -76,8 +76,8 @@ def test_the_leader_of_the_partitions_a_worker_writes_is_killed_and_so_is_the_wo
         hub.start_worker()
         mid_stream(hub, reports)
         leader = cluster.leader_of(hub.topics.accepted, 0)
-        cluster.kill(leader)  # SIGKILL: no controlled shutdown, its unreplicated tail is gone
-        hub.kill_worker()  # and the worker, its transaction open on the dead leader
+        cluster.kill(leader)  # SIGKILL: no controlled shutdown
+        hub.kill_worker()  # and the worker, mid-stream: a transaction of it may be open on the dead leader
         hub.start_worker()
         deadline = time.monotonic() + 60  # the controller fences a broker after its session times out
         while cluster.leader_of(hub.topics.accepted, 0) == leader:
@@ -112,7 +112,7 @@ def test_every_node_restarts_in_turn_under_load_and_the_worker_is_killed_during_
         hub.start_worker()
         hub.publish(chunks[0])
         for i, node in enumerate(cluster.nodes):
-            cluster.restart(node)  # SIGTERM (controlled shutdown), start, wait until it is registered again
+            cluster.restart(node)  # SIGTERM (controlled shutdown), start, wait until every replica is in sync
             if i == 1:
                 hub.kill_worker()
                 hub.start_worker()
