@@ -83,6 +83,7 @@ def classpath(cache: Path, progress: Callable[[str], None] = log.info) -> list[P
     """The jars of the pinned release, fetched by Maven on first use and listed in a file under `cache`
     (named by the release and the pom's hash, so an edited pom is resolved again). A listed jar that went
     missing (a cleaned ~/.m2) is fetched again."""
+    cache = cache.resolve()  # Maven resolves a relative output file against the pom's directory
     pom_text = files("tiphub").joinpath("kafka-pom.xml").read_bytes()
     listing = cache / f"kafka-{KAFKA_VERSION}-{hashlib.sha256(pom_text).hexdigest()[:12]}.classpath"
     jars = _listed(listing)
