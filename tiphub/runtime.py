@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,8 @@ from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agen
 from tiphub.settings import Settings
 from tiphub.tokens import TokenAuthority
 from tiphub.vault import SqlKeyVault
+
+log = logging.getLogger(__name__)
 
 
 def broker_dir(settings: Settings) -> Path:
@@ -38,12 +41,12 @@ def find_local_broker(settings: Settings) -> LocalBroker | None:
 
 
 def start_local_broker(
-    settings: Settings, kind: str | None = None, brokers: int = 1, progress: Callable[[str], None] = print
+    settings: Settings, kind: str | None = None, brokers: int = 1, progress: Callable[[str], None] | None = None
 ) -> LocalBroker:
     """Start a local broker of `kind` (default TIPHUB_BROKER_KIND) under TIPHUB_HOME."""
     kind = kind or settings.broker_kind or "noida"
     if kind == "kafka":
-        return KafkaCluster(kafka_dir(settings), brokers, cache=settings.home).start(progress=progress)
+        return KafkaCluster(kafka_dir(settings), brokers, cache=settings.home).start(progress=progress or log.info)
     if kind != "noida":
         raise BrokerError(f"broker kind {kind!r} is not one of noida, kafka")
     if brokers != 1:
