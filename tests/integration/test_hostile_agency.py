@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,6 +65,21 @@ def revoke_labour_key(hub: Hub) -> float:
         agency_key_id("NZ-LABOUR", labour.public_key()), at=revoked_at
     )
     return revoked_at
+
+
+def backdated_after_revocation(
+    hub: Hub, backdated: dict[str, Any], old: dict[str, Any]
+) -> list[tuple[bytes, bytes, datetime]]:
+    """NZ-LABOUR's key is revoked now. `backdated` is signed after that, claiming ten minutes before the
+    revocation; `old` claims it was signed three days ago. Each as (key, value, claimed time)."""
+    kit = EnvelopeKit(hub.home)
+    revoked_at = revoke_labour_key(hub)
+    before = datetime.fromtimestamp(revoked_at - 600, UTC)
+    days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
+    return [
+        (*kit.wire(kit.envelope(backdated, signed_at=before)), before),
+        (*kit.wire(kit.envelope(old, signed_at=days_ago)), days_ago),
+    ]
 
 
 def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub: Hub) -> None:
@@ -186,22 +202,16 @@ def test_a_revoked_key_cannot_backdate_past_its_revocation_or_the_age_limit(hub:
     A revoked key is refused by the hub's clock; the age of an envelope is judged by the time the broker
     stamped it as it appended it (LogAppendTime), which the sender cannot choose."""
 
-    kit = EnvelopeKit(hub.home)
-    revoked_at = revoke_labour_key(hub)
-    before = datetime.fromtimestamp(revoked_at - 600, UTC)
-    days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
     backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
     old = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
-    items = [
-        (*kit.wire(kit.envelope(backdated, signed_at=before)), int(before.timestamp() * 1000)),
-        (*kit.wire(kit.envelope(old, signed_at=days_ago)), int(days_ago.timestamp() * 1000)),
-    ]
+    items = backdated_after_revocation(hub, backdated, old)
 
     async def send() -> None:
         producer = new_producer(hub.broker)
         await producer.start()
         try:
-            for key, value, timestamp_ms in items:
+            for key, value, at in items:
+                timestamp_ms = int(at.timestamp() * 1000)
                 await producer.send_and_wait(hub.topics.submitted, key=key, value=value, timestamp_ms=timestamp_ms)
         finally:
             await producer.stop()
@@ -240,16 +250,9 @@ def test_a_sender_that_claims_the_broker_stamped_its_batch_chooses_no_time(hub: 
     while not broker_stamps(hub.broker, hub.topics.submitted):
         assert time.monotonic() < deadline, "the worker left tip.reports.submitted with CreateTime"
         time.sleep(0.5)
-    kit = EnvelopeKit(hub.home)
-    revoked_at = revoke_labour_key(hub)
-    before = datetime.fromtimestamp(revoked_at - 600, UTC)
-    days_ago = datetime.fromtimestamp(revoked_at - 3 * 86400, UTC)
     backdated = make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION")
     old = make_report(source_agency="NZ-DIA", indicator_type="LOST_STOLEN_DOCUMENT")
-    items = [
-        (*kit.wire(kit.envelope(backdated, signed_at=before)), before),
-        (*kit.wire(kit.envelope(old, signed_at=days_ago)), days_ago),
-    ]
+    items = backdated_after_revocation(hub, backdated, old)
     sent = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("spoofed_time.py")), hub.broker, hub.topics.submitted],
         input=json.dumps([{"key": k.hex(), "value": v.hex(), "ts": int(t.timestamp() * 1000)} for k, v, t in items]),

@@ -206,6 +206,19 @@ def labour_rules(record: dict[str, Any]) -> dict[str, str]:
     return {f.path: f.rule for f in decision.fields}
 
 
+def shown_to_labour(records: list[dict[str, Any]], rules: dict[str, str]) -> list[Any]:
+    """Correlate the accepted records (their links included), with NZ-LABOUR allowed the first under
+    `rules`; what every scope is shown."""
+    state = ScopedCorrelation(PLAN, KEY)
+    index = KeyIndex()
+    for record in records:
+        facts = facts_from_accepted(record)
+        state.accept(facts, NOW)
+        state.add_links([link for s in sightings_of(facts) for link in index.add(s)])
+    state.decided("NZ-LABOUR", records[0]["report_id"], True, None, NOW, rules)
+    return state.flush()
+
+
 def test_a_field_the_scope_may_not_see_links_nothing_there(pipeline: Pipeline) -> None:
     """NZ-LABOUR may see a police hotline tip, but not its victim's passport. Probing with a report of its
     own that names a guessed passport joins nothing in its scope, right guess or wrong: only the hub,
@@ -236,16 +249,9 @@ def test_a_field_the_scope_may_not_see_links_nothing_there(pipeline: Pipeline) -
     shown: dict[str, list[Any]] = {}
     for guess in ("AA1234567", "ZZ7654321"):  # the right passport, and another
         records = pipeline.accept([police(guess), probe])
-        state = ScopedCorrelation(PLAN, KEY)
-        index = KeyIndex()
-        for record in records:
-            facts = facts_from_accepted(record)
-            state.accept(facts, NOW)
-            state.add_links([link for s in sightings_of(facts) for link in index.add(s)])
         rules = labour_rules(records[0])
         assert rules["subjects[0].identifiers[0].value"] == "drop"
-        state.decided("NZ-LABOUR", records[0]["report_id"], True, None, NOW, rules)
-        emitted = state.flush()
+        emitted = shown_to_labour(records, rules)
         shown[guess] = [
             (e.seq, e.signal.requirement_id, len(e.signal.report_ids)) for e in emitted if e.scope == "NZ-LABOUR"
         ]
@@ -286,16 +292,9 @@ def test_a_scope_shown_a_passport_number_but_not_its_issuer_cannot_probe_for_the
             narrative=None,
         )
         records = pipeline.accept([police, probe])
-        state = ScopedCorrelation(PLAN, KEY)
-        index = KeyIndex()
-        for record in records:
-            facts = facts_from_accepted(record)
-            state.accept(facts, NOW)
-            state.add_links([link for s in sightings_of(facts) for link in index.add(s)])
         rules = {**labour_rules(records[0]), "subjects[0].identifiers[0].value": "share"}
         rules["subjects[0].identifiers[0].issuer"] = "drop"
-        state.decided("NZ-LABOUR", records[0]["report_id"], True, None, NOW, rules)
-        emitted = state.flush()
+        emitted = shown_to_labour(records, rules)
         if any(len(e.signal.report_ids) == 2 for e in emitted if e.scope == HUB_SCOPE):
             hub_joined.append(guess)
         if any(len(e.signal.report_ids) == 2 for e in emitted if e.scope == "NZ-LABOUR"):
