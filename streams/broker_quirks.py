@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DESCRIBE_QUORUM = 55  # KRaft (KIP-595): Apache Kafka 3.3 and later serve it; noida-db does not
 KINDS = ("kafka", "noida")
+_resolved: dict[tuple[str, str | None], BrokerQuirks] = {}
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,11 @@ def resolve_quirks(bootstrap: str, configured: str | None = None, **options: Any
     """The quirks for the broker at `bootstrap`, installed in this process: of the configured kind, else of
     the detected one. The broker is asked either way: a configured kind it contradicts is logged, since
     running noida-db without its workarounds loses exactly-once (a ZooKeeper-mode Apache Kafka, which
-    serves no DescribeQuorum, is the case where configuring kafka is right)."""
+    serves no DescribeQuorum, is the case where configuring kafka is right). Asked once per process and
+    broker (a worker resolves its broker, then runs its stages on it)."""
+    known = _resolved.get((bootstrap, configured))
+    if known is not None:
+        return known
     detected = detect_kind(bootstrap, **options)
     kind = configured or detected
     if configured and configured != detected:
@@ -118,4 +123,5 @@ def resolve_quirks(bootstrap: str, configured: str | None = None, **options: Any
     quirks = quirks_for(kind)
     quirks.install()
     log.info("broker %s: %s%s", bootstrap, kind, "" if configured else " (detected)")
+    _resolved[(bootstrap, configured)] = quirks
     return quirks

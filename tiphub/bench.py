@@ -39,14 +39,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
-from streams.broker_quirks import resolve_quirks
 from streams.feeds import stage_lags
 from streams.scoped import HUB_SCOPE
 from streams.topics import TopicSpec
 from tiphub.apache_kafka import KAFKA_VERSION
 from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.hub import spawn_tiphub, stop_process
-from tiphub.runtime import LocalBroker, init_keys, new_producer, publishers_for, start_local_broker, topics_for
+from tiphub.runtime import LocalBroker, connect_broker, init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
 SIGNAL = "tiphub.Signal"
@@ -386,12 +385,10 @@ def run_bench(
             partitions=config.partitions,
         )
         init_keys(settings)
-        owned = None if broker else start_local_broker(settings, kind, progress=console.print)
-        bootstrap = broker or owned.bootstrap  # type: ignore[union-attr]
+        connection = connect_broker(settings, progress=console.print)  # a fresh home: a local broker is started
+        owned, bootstrap = connection.started, connection.bootstrap
         try:
-            ensure_topics(bootstrap, topics_for(settings).specs(), 1, **settings.kafka_options())
-            quirks = resolve_quirks(bootstrap, kind or (owned.KIND if owned else None), **settings.kafka_options())
-            settings = settings.model_copy(update={"broker_kind": quirks.kind})
+            settings = settings.model_copy(update={"broker_kind": connection.quirks.kind})
             return asyncio.run(_run(settings, bootstrap, config, owned, console))
         finally:
             if owned is not None:

@@ -21,17 +21,15 @@ from rich.live import Live
 from rich.table import Table
 
 from producers.simulate import Simulator
-from streams.broker_quirks import resolve_quirks
 from streams.feeds import group_lag
 from streams.scoped import HUB_SCOPE
-from tiphub.embedded import ensure_topics
 from tiphub.runtime import (
     LocalBroker,
+    connect_broker,
     find_local_broker,
     init_keys,
     new_producer,
     publishers_for,
-    start_local_broker,
     token_authority,
     topics_for,
 )
@@ -94,24 +92,15 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
     children: list[subprocess.Popen[bytes]] = []
     state = settings.home / "hub.json"
     try:
-        replication, kind = settings.replication_factor, settings.broker_kind
-        kind_found: str | None = kind
-        if settings.broker:
-            bootstrap = settings.broker
-        else:
-            running = find_local_broker(settings)
-            if running is None:
-                console.print(f"starting the local broker ({settings.broker_kind or 'noida'}) ...")
-                owned = running = start_local_broker(settings, progress=console.print)
-            bootstrap, kind_found = running.bootstrap, running.KIND  # what runs, whatever is configured
-            replication = max(replication, running.replication)
-        ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
-        kind_found = resolve_quirks(bootstrap, kind_found, **settings.kafka_options()).kind
+        if not settings.broker and find_local_broker(settings) is None:
+            console.print(f"starting the local broker ({settings.broker_kind or 'noida'}) ...")
+        connection = connect_broker(settings, progress=console.print)
+        bootstrap, owned = connection.bootstrap, connection.started
         env = {
             **os.environ,
             "TIPHUB_HOME": str(settings.home.resolve()),
             "TIPHUB_BROKER": bootstrap,
-            "TIPHUB_BROKER_KIND": kind_found,
+            "TIPHUB_BROKER_KIND": connection.quirks.kind,
         }
         logs = settings.home / "logs"
         logs.mkdir(exist_ok=True)

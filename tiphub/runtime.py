@@ -10,7 +10,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from producers.publisher import AgencyPublisher, new_producer
-from streams.broker_quirks import resolve_quirks
+from streams.broker_quirks import BrokerQuirks, resolve_quirks
 from streams.topics import Topics
 from tiphub.apache_kafka import KafkaCluster
 from tiphub.database import Database
@@ -54,11 +54,22 @@ def start_local_broker(
     return EmbeddedBroker(broker_dir(settings)).start()
 
 
-def resolve_broker(settings: Settings, *, start: bool = True) -> str:
+@dataclass(frozen=True)
+class BrokerConnection:
+    bootstrap: str
+    quirks: BrokerQuirks
+    started: LocalBroker | None  # the local broker this call started, for its caller to stop
+
+
+def connect_broker(
+    settings: Settings, *, start: bool = True, progress: Callable[[str], None] | None = None
+) -> BrokerConnection:
     """--broker if given; else the local broker under TIPHUB_HOME, started if not running. Creates (or
-    checks) the hub's topics, replicated on every node of a local cluster."""
-    replication, kind = settings.replication_factor, settings.broker_kind
-    kind_found: str | None = kind
+    checks) the hub's topics, replicated on every node of a local cluster, and installs the quirks of the
+    broker's kind (a local broker's own kind, whatever is configured)."""
+    replication = settings.replication_factor
+    kind_seen: str | None = settings.broker_kind
+    started: LocalBroker | None = None
     if settings.broker:
         bootstrap = settings.broker
         # A broker restarting or not up yet is waited for, not a reason to exit at start.
@@ -68,12 +79,22 @@ def resolve_broker(settings: Settings, *, start: bool = True) -> str:
         if running is None:
             if not start:
                 raise RuntimeError("no local broker is running (start one with `tiphub broker start`)")
-            running = start_local_broker(settings)
-        bootstrap, kind_found = running.bootstrap, running.KIND  # what runs, whatever is configured
+            started = running = start_local_broker(settings, progress=progress)
+        bootstrap, kind_seen = running.bootstrap, running.KIND
         replication = max(replication, running.replication)
-    ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
-    resolve_quirks(bootstrap, kind_found, **settings.kafka_options())
-    return bootstrap
+    try:
+        ensure_topics(bootstrap, topics_for(settings).specs(), replication, **settings.kafka_options())
+        quirks = resolve_quirks(bootstrap, kind_seen, **settings.kafka_options())
+    except BaseException:
+        if started is not None:  # nothing this call started outlives its failure
+            started.stop()
+        raise
+    return BrokerConnection(bootstrap, quirks, started)
+
+
+def resolve_broker(settings: Settings, *, start: bool = True) -> str:
+    """The bootstrap of `connect_broker`."""
+    return connect_broker(settings, start=start).bootstrap
 
 
 def topics_for(settings: Settings) -> Topics:
