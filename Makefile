@@ -24,7 +24,7 @@ test: $(STAMP)
 	@scripts/ensure-postgres
 	@scripts/ensure-java
 	@# the pinned Apache Kafka's jars, fetched once before two test processes would both ask Maven
-	$(PY) -c 'from pathlib import Path; from tiphub.apache_kafka import classpath; classpath(Path("build/kafka"), print)'
+	$(PY) -c 'from pathlib import Path; from adapters.kafka.apache_kafka import classpath; classpath(Path("build/kafka"), print)'
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
 	TIPHUB_TEST_BROKER=noida $(PY) -m pytest -q $(PYTEST_PARALLEL) -m noida tests/integration $(ARGS)
 

@@ -25,7 +25,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from streams.feeds import read_until
+from adapters.kafka.feeds import read_until
 
 app = faust.App(
     "faust-eos-check",
@@ -81,8 +81,8 @@ async def _produce(broker: str, count: int) -> None:
 
 
 def main(messages: int = 5000, kind: str = "noida") -> dict[str, object]:
-    from tiphub.apache_kafka import KAFKA_VERSION, KafkaCluster
-    from tiphub.embedded import EmbeddedBroker, admin_client
+    from adapters.kafka.apache_kafka import KAFKA_VERSION, KafkaCluster
+    from adapters.kafka.embedded import EmbeddedBroker, admin_client
 
     work = Path(tempfile.mkdtemp(prefix="faust-eos-"))
     cache = Path(__file__).resolve().parents[1] / "build" / "kafka"

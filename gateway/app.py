@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
+from adapters.kafka.broker_quirks import resolve_quirks
 from gateway.auditing import build_audit_router
 from gateway.cursors import CursorError, CursorSealer
 from gateway.limits import EdgeLimits
@@ -40,7 +41,6 @@ from policies.engine import ERASED
 from policies.loader import foreign_partners
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
-from streams.broker_quirks import resolve_quirks
 from streams.views import open_view
 from streams.worker import group_id
 from tiphub import __version__, crypto

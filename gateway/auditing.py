@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from adapters.kafka.feeds import read_partitions
 from gateway.cursors import CursorError
 from gateway.security import invalid, require
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import decode_audit_records, verify_records
-from streams.feeds import read_partitions
 from tiphub.audit import AnchorStore, chained_entries
 from tiphub.database import Database
 from tiphub.tokens import Caller

@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.kafka.transactional import Output
 from schemas.codec import WireCodec
-from streams.transactional import Output
 
 AUDIT_EVENT = "tiphub.AuditEvent"
 

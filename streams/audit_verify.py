@@ -6,8 +6,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from adapters.kafka.feeds import RawRecord
 from schemas.codec import CodecError, WireCodec
-from streams.feeds import RawRecord
 from tiphub.audit import Anchor, VerifyReport, verify_partition
 
 AUDIT_RECORD = "tiphub.AuditRecord"

@@ -205,7 +205,7 @@ async def reapply_erasures(
     them back. `tip.erasures` keeps every fact forever, so walking it undoes that. Idempotent.
     Returns (keys named by facts, keys destroyed now).
     """
-    from streams.feeds import read_decoded
+    from adapters.kafka.feeds import read_decoded
 
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
     key_ids = sorted({fact["subject_key_id"] for fact in facts if "subject_key_id" in fact})

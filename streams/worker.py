@@ -12,6 +12,9 @@ from pathlib import Path
 import yaml
 from aiokafka import TopicPartition
 
+from adapters.kafka.broker_quirks import detect_kind, quirks_for, resolve_quirks
+from adapters.kafka.feeds import TopicFeed, committed_offsets, end_offsets
+from adapters.kafka.transactional import BatchHandler, TransactionalProcessor
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
@@ -22,10 +25,7 @@ from streams.agents.decide_sharing import DecideSharing
 from streams.agents.link_people import LinkPeople
 from streams.agents.verify_reports import VerifyReports
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.broker_quirks import detect_kind, quirks_for, resolve_quirks
 from streams.correlate import load_plan
-from streams.feeds import TopicFeed, committed_offsets, end_offsets
-from streams.transactional import BatchHandler, TransactionalProcessor
 from tiphub.audit import AnchorStore
 from tiphub.database import Database
 from tiphub.envelope_keys import EnvelopeKeys

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
-from streams.broker_quirks import quirks_for, resolve_quirks
+from adapters.kafka.broker_quirks import quirks_for, resolve_quirks
+from adapters.kafka.embedded import free_port, wait_ready
 from tests.harness import Hub, broker_kind, local_broker
-from tiphub.embedded import free_port, wait_ready
 
 # Property tests: a fast profile in `make test`, 10^4 cases each in `make bench`.
 settings.register_profile("fast", max_examples=200, deadline=None)

@@ -36,14 +36,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from adapters.kafka.apache_kafka import KAFKA_VERSION
+from adapters.kafka.embedded import EmbeddedBroker, ensure_topics
+from adapters.kafka.feeds import stage_lags
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
-from streams.feeds import stage_lags
 from streams.scoped import HUB_SCOPE
 from streams.topics import TopicSpec
-from tiphub.apache_kafka import KAFKA_VERSION
-from tiphub.embedded import EmbeddedBroker, ensure_topics
 from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import LocalBroker, connect_broker, init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings

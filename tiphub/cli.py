@@ -256,7 +256,7 @@ def keys_retire_linkage(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Delete an earlier linkage key version, after checking which reports would lose direct linkage."""
-    from streams.feeds import read_decoded
+    from adapters.kafka.feeds import read_decoded
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.linkage import stranded_by_retiring
@@ -387,8 +387,8 @@ def erase(
 
     The hub derives the person's linkage tokens itself, under every live linkage key version; what the
     request names is never printed, logged or written anywhere."""
+    from adapters.kafka.feeds import read_decoded
     from streams.erasure import ErasureRequestError, erase_keys, erasure_tokens, linked_subject_keys, reapply_erasures
-    from streams.feeds import read_decoded
     from streams.linking import LINKS, Link
     from tiphub.database import Database
     from tiphub.keys import KeyStore
@@ -486,10 +486,10 @@ def retention_sweep(
 
     import yaml
 
+    from adapters.kafka.feeds import read_decoded
     from policies.loader import AGREEMENTS_DIR
     from schemas.convert import parse_timestamp
     from streams.erasure import erase_keys, expired_key_ids
-    from streams.feeds import read_decoded
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
@@ -532,9 +532,9 @@ def evaluate(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Score the signals on tip.signals against a simulation's truth: precision, recall, F1 per requirement."""
+    from adapters.kafka.feeds import read_decoded
     from streams.agents.correlate_signals import signal_from_record
     from streams.correlate import evaluate_against_truth
-    from streams.feeds import read_decoded
     from streams.scoped import HUB_SCOPE
     from tiphub.runtime import resolve_broker, topics_for
 
@@ -574,8 +574,8 @@ def evaluate(
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link,
     and list records the chaining stage did not write (foreign) and entries no checkpoint covers."""
+    from adapters.kafka.feeds import read_partitions
     from streams.audit_verify import verify_records
-    from streams.feeds import read_partitions
     from tiphub.audit import AnchorStore
     from tiphub.database import Database
     from tiphub.keys import KeyStore
@@ -629,7 +629,7 @@ def broker_start(
 
     --kind kafka --brokers 3: three Apache Kafka KRaft nodes on loopback, topics with three replicas and
     min.insync.replicas=2. With --broker: create (or check) the hub's topics on that Kafka instead."""
-    from tiphub.embedded import BrokerError
+    from adapters.kafka.embedded import BrokerError
     from tiphub.runtime import find_local_broker, resolve_broker, start_local_broker
 
     settings = settings_from(broker, home)

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from adapters.kafka.feeds import group_lag
 from producers.simulate import Simulator
-from streams.feeds import group_lag
 from streams.scoped import HUB_SCOPE
 from tiphub.runtime import (
     LocalBroker,

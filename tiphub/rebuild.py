@@ -26,13 +26,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from adapters.kafka.embedded import ensure_topics
+from adapters.kafka.feeds import group_lag, read_decoded, read_until
+from adapters.kafka.transactional import TransactionalProcessor
 from producers.publisher import new_producer
 from streams.agents.correlate_signals import signal_from_record
-from streams.feeds import group_lag, read_decoded, read_until
 from streams.topics import Topics
-from streams.transactional import TransactionalProcessor
 from streams.worker import build_correlate_processor, build_decide_processor, build_link_processor
-from tiphub.embedded import ensure_topics
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from adapters.kafka.apache_kafka import KafkaCluster
+from adapters.kafka.broker_quirks import BrokerQuirks, resolve_quirks
+from adapters.kafka.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
 from producers.publisher import AgencyPublisher, new_producer
-from streams.broker_quirks import BrokerQuirks, resolve_quirks
 from streams.topics import Topics
-from tiphub.apache_kafka import KafkaCluster
 from tiphub.database import Database
-from tiphub.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
 from tiphub.envelope_keys import EnvelopeKeys
 from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
 from tiphub.settings import Settings

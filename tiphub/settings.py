@@ -17,7 +17,7 @@ class Settings(BaseSettings):
     broker_kind: Literal["noida", "kafka"] | None = Field(
         default=None,
         description="The broker's kind: kafka (Apache Kafka) or noida (noida-db). Decides the client's "
-        "workarounds (streams/broker_quirks.py); unset, the broker is asked. Also the local broker a command "
+        "workarounds (adapters/kafka/broker_quirks.py); unset, the broker is asked. Also the local broker a command "
         "starts when none runs and no --broker is given (unset: noida, the zero-install one).",
     )
     broker_wait_s: float = Field(default=120.0, description="How long a starting command waits for --broker.")

@@ -27,15 +27,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka.feeds import read_until, settled_end_offsets
+from adapters.kafka.transactional import Output
 from schemas.codec import CodecError, WireCodec
 from streams.accept import ACCEPTED, REJECTED, Rejection, rejection_record
 from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADER
 from streams.audit_events import audit_output, ingest_denial
 from streams.correlate import facts_from_accepted
-from streams.feeds import read_until, settled_end_offsets
 from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
 from streams.topics import Topics, report_partition
-from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 DUPLICATE = ("duplicate_report_id", "a report with this report_id was already accepted from your agency")

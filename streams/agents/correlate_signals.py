@@ -27,13 +27,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
+from adapters.kafka.transactional import Output
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Requirement, Signal, facts_from_accepted
-from streams.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
 from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from streams.topics import Topics
-from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 SIGNAL = "tiphub.Signal"

@@ -15,13 +15,13 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from adapters.kafka.feeds import TopicFeed
+from adapters.kafka.transactional import Output
 from policies.engine import Decision, decide
 from schemas.codec import CodecError, WireCodec
 from streams.agreements import AgreementHistory
 from streams.audit_events import audit_event, audit_output
-from streams.feeds import TopicFeed
 from streams.topics import Topics
-from streams.transactional import Output
 
 DECISION = "tiphub.SharingDecision"
 

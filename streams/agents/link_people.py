@@ -16,11 +16,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until
+from adapters.kafka.transactional import Output
 from schemas.codec import CodecError, WireCodec
-from streams.feeds import TopicFeed, committed_offsets, read_until
 from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.topics import Topics
-from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 

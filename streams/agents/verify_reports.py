@@ -23,13 +23,13 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from adapters.kafka.embedded import broker_stamps
+from adapters.kafka.transactional import Output
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submission, Verdict
 from streams.audit_events import audit_output, ingest_denial
 from streams.topics import Topics, report_partition
-from streams.transactional import Output
-from tiphub.embedded import broker_stamps
 
 RETRACTED = "tiphub.ReportRetracted"
 LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record the broker stamped

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tiphub.embedded import free_port
+from adapters.kafka.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 

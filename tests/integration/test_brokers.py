@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker_quirks import detect_kind
+from adapters.kafka.apache_kafka import KafkaCluster
+from adapters.kafka.broker_quirks import detect_kind
+from adapters.kafka.embedded import admin_client
 from tests.harness import KAFKA_CACHE, broker_kind
-from tiphub.apache_kafka import KafkaCluster
-from tiphub.embedded import admin_client
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ import re
 
 import pytest
 
+from adapters.kafka.embedded import admin_client
 from schemas.codec import CodecError, WireCodec
 from tests.factories import make_report
 from tests.harness import Hub, Record, flatten_strings, read_topics
-from tiphub.embedded import admin_client
 
 pytestmark = pytest.mark.integration
 

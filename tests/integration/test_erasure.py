@@ -11,11 +11,11 @@ import time
 
 import pytest
 
+from adapters.kafka.broker_quirks import detect_kind, quirks_for
+from adapters.kafka.transactional import TransactionalProcessor
 from policies.engine import ERASED
 from streams.agents.decide_sharing import DecideSharing
-from streams.broker_quirks import detect_kind, quirks_for
 from streams.topics import Topics
-from streams.transactional import TransactionalProcessor
 from streams.views import rebuild_report_view
 from tests.factories import make_report
 from tests.harness import Hub, read_topics

@@ -14,11 +14,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from adapters.kafka.apache_kafka import KafkaCluster
+from adapters.kafka.embedded import EmbeddedBroker
+from adapters.kafka.feeds import UnsettledTopic, settled_end_offsets
 from producers.simulate import simulate
-from streams.feeds import UnsettledTopic, settled_end_offsets
 from tests.harness import Hub, assert_everything_once, broker_kind, local_broker
-from tiphub.apache_kafka import KafkaCluster
-from tiphub.embedded import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

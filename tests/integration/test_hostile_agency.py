@@ -18,17 +18,17 @@ import httpx
 import pytest
 from kafka.admin import ConfigResource, ConfigResourceType
 
+from adapters.kafka.broker_quirks import detect_kind
+from adapters.kafka.embedded import admin_client, broker_stamps
 from producers.publisher import new_producer, seal_retraction
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import RETRACTION
-from streams.broker_quirks import detect_kind
 from tests.envelopes import EnvelopeKit
 from tests.factories import bridge_of, make_report, person_as_recorded
 from tests.harness import PARTITIONS, Hub
 from tiphub import crypto
 from tiphub.database import Database
-from tiphub.embedded import admin_client, broker_stamps
 from tiphub.keys import KeyRegistry, KeyStore, agency_key_id
 from tiphub.linkage import Linker
 from tiphub.vault import SqlKeyVault

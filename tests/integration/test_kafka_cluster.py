@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from adapters.kafka.apache_kafka import KafkaCluster, Node
 from producers.simulate import simulate
 from tests.harness import KAFKA_CACHE, Hub, assert_everything_once, broker_kind
-from tiphub.apache_kafka import KafkaCluster, Node
 
 pytestmark = [
     pytest.mark.integration,

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
+from adapters.kafka.embedded import admin_client
 from producers.simulate import simulate
 from tests.factories import make_report
 from tests.harness import Hub
 from tests.integration.test_erasure import OTHER, PERSON
-from tiphub.embedded import admin_client
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tiphub.apache_kafka import KAFKA_VERSION, replication_settings
+from adapters.kafka.apache_kafka import KAFKA_VERSION, replication_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -1,4 +1,4 @@
-"""Client fixes (streams/kafka_clients.py, streams/transactional.py): what aiokafka does once they are installed."""
+"""Client fixes (adapters/kafka/kafka_clients.py, adapters/kafka/transactional.py): what aiokafka does, installed."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from aiokafka.producer.transaction_manager import TransactionState
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy as BatchBuilder
 from aiokafka.structs import TopicPartition
 
-from streams import kafka_clients
-from streams.broker_quirks import APACHE_KAFKA, NOIDA, kind_from_api_versions, quirks_for
-from streams.kafka_clients import ended_before
-from streams.transactional import producer_broken
+from adapters.kafka import kafka_clients
+from adapters.kafka.broker_quirks import APACHE_KAFKA, NOIDA, kind_from_api_versions, quirks_for
+from adapters.kafka.kafka_clients import ended_before
+from adapters.kafka.transactional import producer_broken
 
 PATCHED = [
     (aiokafka_fetcher.Fetcher, "_proc_fetch_request"),
@@ -141,7 +141,7 @@ def test_a_fetch_that_starts_inside_an_aborted_transaction_still_skips_the_rest_
 
 
 def test_a_producer_whose_sender_died_or_whose_transactions_failed_fatally_is_replaced() -> None:
-    """The processor replaces such a producer instead of failing every later batch (streams/transactional.py)."""
+    """The processor replaces such a producer instead of failing every later batch (adapters/kafka/transactional.py)."""
 
     async def check() -> list[bool]:
         producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", transactional_id="t")

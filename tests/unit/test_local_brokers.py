@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tiphub.apache_kafka import KAFKA_VERSION, KafkaCluster
-from tiphub.embedded import BrokerError, EmbeddedBroker, process_alive
+from adapters.kafka.apache_kafka import KAFKA_VERSION, KafkaCluster
+from adapters.kafka.embedded import BrokerError, EmbeddedBroker, process_alive
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from importlib.resources import as_file, files
 from pathlib import Path
 from typing import Any
 
-from tiphub.embedded import BrokerError, admin_client, free_ports, process_alive, wait_ready
+from adapters.kafka.embedded import BrokerError, admin_client, free_ports, process_alive, wait_ready
 
 log = logging.getLogger(__name__)
 

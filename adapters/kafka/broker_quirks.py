@@ -55,7 +55,7 @@ class BrokerQuirks:
     def install(self) -> None:
         """Install this kind's client patches in this process (idempotent; none for Apache Kafka).
         Before any consumer of this process fetches."""
-        from streams import kafka_clients
+        from adapters.kafka import kafka_clients
 
         if self.pace_empty_fetches:
             kafka_clients.pace_empty_fetches()

@@ -1,6 +1,6 @@
 """aiokafka patches for noida-db's defects: empty fetches are paced, an empty group assignment is an
 assignment of nothing, and an aborted transaction that has visibly ended skips nothing after its end.
-The only module that patches aiokafka; `BrokerQuirks.install` (streams/broker_quirks.py) installs
+The only module that patches aiokafka; `BrokerQuirks.install` (adapters/kafka/broker_quirks.py) installs
 them for noida-db and for no other broker kind.
 
 A consumer with nothing to read sends a fetch and expects the broker to hold it for up to

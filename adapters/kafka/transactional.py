@@ -32,7 +32,7 @@ from aiokafka.errors import (
 )
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
-from streams.broker_quirks import BrokerQuirks
+from adapters.kafka.broker_quirks import BrokerQuirks
 
 log = logging.getLogger(__name__)
 # The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
@@ -131,7 +131,7 @@ class TransactionalProcessor:
         quirks: BrokerQuirks,
     ) -> None:
         """`also_from`: further input topics read in the same transactions (e.g. facts like erasures).
-        `quirks`: what the broker's kind needs beyond plain Kafka (streams/broker_quirks.py)."""
+        `quirks`: what the broker's kind needs beyond plain Kafka (adapters/kafka/broker_quirks.py)."""
         self.group_id = group_id
         self.input_topic = input_topic
         self.also_from = also_from or []
