@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import WireCodec
 
 AUDIT_EVENT = "tiphub.AuditEvent"

@@ -6,7 +6,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from adapters.kafka.feeds import RawRecord
+from domain.log import RawRecord
 from schemas.codec import CodecError, WireCodec
 from tiphub.audit import Anchor, VerifyReport, verify_partition
 

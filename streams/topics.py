@@ -5,24 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from domain.log import TopicSpec
+
 DAY_MS = 24 * 3600 * 1000
 FOREVER = -1
-
-
-@dataclass(frozen=True)
-class TopicSpec:
-    name: str
-    partitions: int
-    retention_ms: int
-    # The broker stamps each record as it appends it: what the hub judges freshness and key revocation by
-    # must not be a time the producer chose (a leaked, revoked key could backdate its records otherwise).
-    broker_time: bool = False
-
-    def configs(self) -> dict[str, str]:
-        configs = {"retention.ms": str(self.retention_ms), "cleanup.policy": "delete"}
-        if self.broker_time:
-            configs["message.timestamp.type"] = "LogAppendTime"
-        return configs
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from aiokafka import TopicPartition
 
 from adapters.kafka.broker_quirks import detect_kind, quirks_for, resolve_quirks
 from adapters.kafka.feeds import TopicFeed, committed_offsets, end_offsets
-from adapters.kafka.transactional import BatchHandler, TransactionalProcessor
+from adapters.kafka.transactional import TransactionalProcessor
+from domain.log import BatchHandler
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage

@@ -39,11 +39,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from adapters.kafka.apache_kafka import KAFKA_VERSION
 from adapters.kafka.embedded import EmbeddedBroker, ensure_topics
 from adapters.kafka.feeds import stage_lags
+from domain.log import TopicSpec
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
 from streams.scoped import HUB_SCOPE
-from streams.topics import TopicSpec
 from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import LocalBroker, connect_broker, init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -227,7 +227,9 @@ class LagProbe:
 
     async def lags(self) -> dict[str, int]:
         prefix = self.settings.topic_prefix
-        return await stage_lags(self.admin, self.consumer, topics_for(self.settings), lambda s: f"{prefix}tiphub.{s}")
+        return await stage_lags(
+            self.admin, self.consumer, topics_for(self.settings).stage_inputs(), lambda s: f"{prefix}tiphub.{s}"
+        )
 
     async def quiet(self) -> bool:
         return not any((await self.lags()).values())

@@ -24,7 +24,7 @@ from kafka.errors import (
     TopicAlreadyExistsError,
 )
 
-from streams.topics import TopicSpec
+from domain.log import TopicSpec
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from domain.log import RawRecord, UnsettledTopic
 from schemas.codec import CodecError, WireCodec
-from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,6 @@ async def read_until(
 
 
 SETTLE_TIMEOUT_S = 30.0
-
-
-class UnsettledTopic(RuntimeError):
-    """A transaction stayed open below the end of a topic a stage restores from: restore later."""
 
 
 async def settled_end_offsets(
@@ -119,12 +115,15 @@ async def group_lag(admin: Any, consumer: AIOKafkaConsumer, group_id: str, parti
 
 
 async def stage_lags(
-    admin: Any, consumer: AIOKafkaConsumer, topics: Topics, group_of: Callable[[str], str]
+    admin: Any,
+    consumer: AIOKafkaConsumer,
+    stage_inputs: Mapping[str, list[tuple[str, list[int]]]],
+    group_of: Callable[[str], str],
 ) -> dict[str, int]:
-    """Each stream stage's lag on its input partitions (Topics.stage_inputs)."""
+    """Each stream stage's lag on its input partitions (streams.stages.stage_inputs)."""
     return {
         stage: await group_lag(admin, consumer, group_of(stage), [TopicPartition(t, p) for t, ps in inputs for p in ps])
-        for stage, inputs in topics.stage_inputs().items()
+        for stage, inputs in stage_inputs.items()
     }
 
 
@@ -202,9 +201,6 @@ async def _partitions_of(consumer: AIOKafkaConsumer, topic: str, limit_s: float 
             raise RuntimeError(f"topic {topic} has no partitions in the broker's metadata after {limit_s:.0f}s")
         log.warning("topic %s has no partitions in the metadata yet; asking again", topic)
         await asyncio.sleep(0.2)
-
-
-RawRecord = tuple[int, bytes | None]
 
 
 async def read_partitions(

@@ -4,7 +4,8 @@ Each batch: read (read_committed) -> handle -> produce outputs and the input off
 Kafka transaction. A crash before commit aborts it; the batch is read again and its outputs
 are written once. Measured on noida-db (BROKER-NOTES) and Apache Kafka: 0 lost, 0 duplicated, where
 faust's exactly_once duplicated. Static group membership lets a restarted worker take its old place.
-What a broker kind needs beyond that (noida-db's workarounds) comes from its `BrokerQuirks`.
+What a broker kind needs beyond that (noida-db's workarounds) comes from its `BrokerQuirks`. The handler
+and its outputs are the event-log ports of domain/log.py; adapters/kafka/log.py builds processors.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -33,6 +33,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
 from adapters.kafka.broker_quirks import BrokerQuirks
+from domain.log import BatchHandler, Output
 
 log = logging.getLogger(__name__)
 # The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
@@ -49,38 +50,6 @@ PRODUCER_STATE_LOST = (
 # sooner after the last batch (a local check when nothing moved; one commit when something did).
 IDLE_COMMIT_S = 0.25
 REWIND_ATTEMPTS = 12  # about 40 s of a broker being away before the worker stops and waits for a restart
-
-
-@dataclass(frozen=True)
-class Output:
-    topic: str
-    key: bytes | None
-    value: bytes
-    partition: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
-
-
-class BatchHandler(Protocol):
-    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
-        """Rebuild partition state before the first batch of those partitions."""
-
-    def on_revoked(self, partitions: set[TopicPartition]) -> None:
-        """Drop state of partitions this worker no longer owns."""
-
-    async def handle(self, records: Sequence[Any]) -> list[Output]:
-        """Outputs for a batch. Must not commit state: see committed()/aborted().
-
-        A handler may also define `async def tick(self) -> list[Output]`: called when the stage is idle,
-        for what it must write because time passed; committed or aborted like a batch."""
-
-    def committed(self) -> None:
-        """The batch's transaction committed: promote its pending state."""
-
-    def aborted(self) -> None:
-        """The batch's transaction aborted: forget its pending state."""
-
-    async def close(self) -> None:
-        """Release what the handler opened (feeds, consumers)."""
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

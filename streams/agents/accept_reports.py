@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka.feeds import read_until, settled_end_offsets
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import CodecError, WireCodec
 from streams.accept import ACCEPTED, REJECTED, Rejection, rejection_record
 from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADER

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.kafka.feeds import settled_end_offsets
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import CodecError, WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.audit_verify import AUDIT_RECORD, decode_audit_records

@@ -28,7 +28,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Requirement, Signal, facts_from_accepted
 from streams.linking import ENTITY_MERGED, LINKS, Link

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from adapters.kafka.feeds import TopicFeed
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from policies.engine import Decision, decide
 from schemas.codec import CodecError, WireCodec
 from streams.agreements import AgreementHistory

@@ -17,7 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import CodecError, WireCodec
 from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.topics import Topics

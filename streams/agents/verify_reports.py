@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from adapters.kafka.embedded import broker_stamps
-from adapters.kafka.transactional import Output
+from domain.log import Output
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submission, Verdict

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from adapters.kafka.feeds import RawRecord, read_partitions
+from adapters.kafka.feeds import read_partitions
+from domain.log import RawRecord
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT

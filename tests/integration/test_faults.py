@@ -16,7 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.embedded import EmbeddedBroker
-from adapters.kafka.feeds import UnsettledTopic, settled_end_offsets
+from adapters.kafka.feeds import settled_end_offsets
+from domain.log import UnsettledTopic
 from producers.simulate import simulate
 from tests.harness import Hub, assert_everything_once, broker_kind, local_broker
 

@@ -1,0 +1,137 @@
+"""The event-log ports (domain/log.py) on Kafka: restores, fact feeds, topic configs and transactional stages,
+all from one connection (bootstrap, client options, broker kind) built once by the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaPartition
+
+from adapters.kafka.broker_quirks import BrokerQuirks, detect_kind, quirks_for
+from adapters.kafka.embedded import broker_stamps
+from adapters.kafka.feeds import (
+    SETTLE_TIMEOUT_S,
+    TopicFeed,
+    committed_offsets,
+    end_offsets,
+    read_until,
+    settled_end_offsets,
+)
+from adapters.kafka.transactional import TransactionalProcessor
+from domain.log import BatchHandler, LogRecord, TopicPartition
+
+
+def _kafka(partitions: Sequence[TopicPartition]) -> list[KafkaPartition]:
+    return [KafkaPartition(tp.topic, tp.partition) for tp in partitions]
+
+
+def _ours(offsets: Mapping[KafkaPartition, int]) -> dict[TopicPartition, int]:
+    return {TopicPartition(tp.topic, tp.partition): offset for tp, offset in offsets.items()}
+
+
+class KafkaReader:
+    """A LogReader over one read-committed consumer outside any group."""
+
+    def __init__(self, log: KafkaLog, consumer: AIOKafkaConsumer) -> None:
+        self.log = log
+        self.consumer = consumer
+
+    async def settled_ends(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = await settled_end_offsets(
+            self.log.bootstrap, self.consumer, _kafka(partitions), self.log.options, self.log.settle_timeout_s
+        )
+        return _ours(ends)
+
+    async def read(
+        self, stop_at: Mapping[TopicPartition, int], start_at: Mapping[TopicPartition, int] | None = None
+    ) -> list[LogRecord]:
+        if not stop_at:
+            return []
+        start_at = start_at or {}
+        ours = list(stop_at)
+        tps = _kafka(ours)
+        self.consumer.assign(tps)
+        from_beginning = [tp for tp, partition in zip(tps, ours, strict=True) if partition not in start_at]
+        if from_beginning:
+            await self.consumer.seek_to_beginning(*from_beginning)
+        for tp, partition in zip(tps, ours, strict=True):
+            if partition in start_at:
+                self.consumer.seek(tp, start_at[partition])
+        stop = {tp: stop_at[partition] for tp, partition in zip(tps, ours, strict=True)}
+        records: list[LogRecord] = await read_until(self.consumer, tps, stop)
+        return records
+
+
+class KafkaLog:
+    """domain.log.EventLog on a Kafka broker. `kind`: the broker's kind if known (else asked of the broker
+    when a processor is built), for its quirks (adapters/kafka/broker_quirks.py)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        client_options: dict[str, Any] | None = None,
+        kind: str | None = None,
+        *,
+        settle_timeout_s: float = SETTLE_TIMEOUT_S,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.options = client_options or {}
+        self.kind = kind
+        self.settle_timeout_s = settle_timeout_s
+
+    # -- Restore ------------------------------------------------------------------------------
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[KafkaReader]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+        )
+        await consumer.start()
+        try:
+            yield KafkaReader(self, consumer)
+        finally:
+            await consumer.stop()
+
+    async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        return _ours(await committed_offsets(self.bootstrap, group_id, _kafka(partitions), self.options))
+
+    # -- FactFeeds ----------------------------------------------------------------------------
+    def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> TopicFeed:
+        return TopicFeed(self.bootstrap, list(topics), on_record, self.options)
+
+    # -- TopicConfigs -------------------------------------------------------------------------
+    async def broker_stamps(self, topic: str) -> bool:
+        return await asyncio.to_thread(broker_stamps, self.bootstrap, topic, **self.options)
+
+    # -- Transactions -------------------------------------------------------------------------
+    def quirks(self) -> BrokerQuirks:
+        return quirks_for(self.kind or detect_kind(self.bootstrap, **self.options))
+
+    def processor(
+        self,
+        *,
+        group_id: str,
+        instance_id: str,
+        input_topic: str,
+        handler: BatchHandler,
+        also_from: Sequence[str] = (),
+    ) -> TransactionalProcessor:
+        return TransactionalProcessor(
+            bootstrap=self.bootstrap,
+            group_id=group_id,
+            instance_id=instance_id,
+            input_topic=input_topic,
+            handler=handler,
+            client_options=self.options,
+            also_from=list(also_from),
+            quirks=self.quirks(),
+        )
+
+    # -- for the worker's own bookkeeping ---------------------------------------------------------
+    async def stable_ends(self, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+        """The current end of these partitions as a read-committed reader sees it (no waiting for open
+        transactions, unlike a LogReader's settled_ends)."""
+        return _ours(await end_offsets(self.bootstrap, _kafka(partitions), self.options))
