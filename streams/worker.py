@@ -12,8 +12,9 @@ from pathlib import Path
 import yaml
 from aiokafka import TopicPartition
 
-from adapters.kafka.broker_quirks import detect_kind, quirks_for, resolve_quirks
+from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.feeds import TopicFeed, committed_offsets, end_offsets
+from adapters.kafka.log import KafkaLog
 from adapters.kafka.transactional import TransactionalProcessor
 from domain.log import BatchHandler
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
@@ -41,9 +42,13 @@ HEARTBEAT_S = 5.0
 PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
+def kafka_log(settings: Settings, bootstrap: str) -> KafkaLog:
+    return KafkaLog(bootstrap, settings.kafka_options(), settings.broker_kind)
+
+
 def _processor(
     settings: Settings,
-    bootstrap: str,
+    log: KafkaLog,
     stage: str,
     input_topic: str,
     handler: BatchHandler,
@@ -52,15 +57,12 @@ def _processor(
     instance_id: str | None = None,
 ) -> TransactionalProcessor:
     """A stage's transactional processor; its consumer group is `<topic prefix>tiphub.<stage>`."""
-    return TransactionalProcessor(
-        bootstrap=bootstrap,
+    return log.processor(
         group_id=group_id(settings, stage),
         instance_id=instance_id or settings.instance_id,
         input_topic=input_topic,
         handler=handler,
-        client_options=settings.kafka_options(),
-        also_from=also_from,
-        quirks=quirks_for(settings.broker_kind or detect_kind(bootstrap, **settings.kafka_options())),
+        also_from=also_from or [],
     )
 
 
@@ -88,54 +90,57 @@ def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalP
         ),
         static_hub_keys=settings.static_hub_key,
     )
-    handler = VerifyReports(stage, topics, bootstrap, settings.kafka_options())
-    return _processor(settings, bootstrap, "verify", topics.submitted, handler)
+    log = kafka_log(settings, bootstrap)
+    handler = VerifyReports(stage, topics, log)
+    return _processor(settings, log, "verify", topics.submitted, handler)
 
 
 def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
-    handler = AcceptReports(topics, bootstrap, settings.kafka_options())
-    return _processor(settings, bootstrap, "accept", topics.verified, handler)
+    log = kafka_log(settings, bootstrap)
+    handler = AcceptReports(topics, log)
+    return _processor(settings, log, "accept", topics.verified, handler)
 
 
 def build_decide_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
-    handler = DecideSharing(topics, bootstrap, settings.kafka_options())
-    return _processor(settings, bootstrap, "decide", topics.accepted, handler, also_from=[topics.retractions])
+    log = kafka_log(settings, bootstrap)
+    handler = DecideSharing(topics, log)
+    return _processor(settings, log, "decide", topics.accepted, handler, also_from=[topics.retractions])
 
 
 def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
     keys = KeyStore(settings.home)
+    log = kafka_log(settings, bootstrap)
     handler = ChainAudit(
         topics,
-        bootstrap,
+        log,
         keys.hub_signing_key(),
         keys.hub_signing_key_id(),
         keys.audit_mac_key(),
         AnchorStore(Database(settings.audit_anchor_database)),
-        settings.kafka_options(),
     )
-    return _processor(settings, bootstrap, "audit", topics.audit_intake, handler)
+    return _processor(settings, log, "audit", topics.audit_intake, handler)
 
 
 def build_correlate_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
     plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
+    log = kafka_log(settings, bootstrap)
     handler = CorrelateSignals(
         topics,
-        bootstrap,
+        log,
         group_id(settings, "correlate"),
         plan,
         KeyStore(settings.home).pseudonym_key(),
-        settings.kafka_options(),
         frozenset(foreign_partners(settings.agreements_dir)),
     )
     # One union instance holds the global entity state; decisions (who may see what), links and facts
     # are input too.
     return _processor(
         settings,
-        bootstrap,
+        log,
         "correlate",
         topics.accepted,
         handler,
@@ -146,8 +151,9 @@ def build_correlate_processor(settings: Settings, bootstrap: str) -> Transaction
 
 def build_link_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
     topics = topics_for(settings)
-    handler = LinkPeople(topics, bootstrap, group_id(settings, "link"), settings.kafka_options())
-    return _processor(settings, bootstrap, "link", topics.sightings, handler)
+    log = kafka_log(settings, bootstrap)
+    handler = LinkPeople(topics, log, group_id(settings, "link"))
+    return _processor(settings, log, "link", topics.sightings, handler)
 
 
 async def load_agreements(settings: Settings, bootstrap: str) -> int:

@@ -25,10 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from adapters.kafka.feeds import read_until, settled_end_offsets
-from domain.log import Output
+from domain.log import Output, Restore, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.accept import ACCEPTED, REJECTED, Rejection, rejection_record
 from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADER
@@ -72,12 +69,12 @@ def check_retraction_owner(retraction: dict[str, Any], owner: str | None) -> Rej
 
 
 class AcceptReports:
-    """BatchHandler for the accept stage: one instance owns each report_id's partition."""
+    """BatchHandler for the accept stage: one instance owns each report_id's partition. `log`: where the
+    partitions of tip.reports.accepted it is assigned are read back from."""
 
-    def __init__(self, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, topics: Topics, log: Restore) -> None:
         self.topics = topics
-        self.bootstrap = bootstrap
-        self.client_options = client_options or {}
+        self.log = log
         self.codec = WireCodec()
         self._accepted_schema = self.codec.registry.latest(ACCEPTED)
         self._rejected_schema = self.codec.registry.latest(REJECTED)
@@ -119,25 +116,13 @@ class AcceptReports:
             )
 
     async def _restore(self, partitions: set[int]) -> dict[int, dict[str, str]]:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            **self.client_options,
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.topics.accepted, p) for p in partitions]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            ids: dict[int, dict[str, str]] = {p: {} for p in partitions}
-            ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.client_options)
-            for record in await read_until(consumer, tps, ends):
+        tps = [TopicPartition(self.topics.accepted, p) for p in partitions]
+        ids: dict[int, dict[str, str]] = {p: {} for p in partitions}
+        async with self.log.reading() as reader:
+            for record in await reader.read(await reader.settled_ends(tps)):
                 if record.key:
                     ids[record.partition][record.key.decode()] = _header(record.headers, AGENCY_HEADER)
-            return ids
-        finally:
-            await consumer.stop()
+        return ids
 
     def _owner(self, partition: int, report_id: str) -> str | None:
         return self._pending.get(partition, {}).get(report_id) or self.accepted_ids[partition].get(report_id)

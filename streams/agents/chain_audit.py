@@ -16,11 +16,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.kafka.feeds import settled_end_offsets
-from domain.log import Output
+from domain.log import LogReader, Output, Restore, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.audit_verify import AUDIT_RECORD, decode_audit_records
@@ -41,19 +39,20 @@ log = logging.getLogger(__name__)
 
 
 class ChainAudit:
+    """BatchHandler of the chaining stage: `log` gives back the tail of each tip.audit partition it is
+    assigned, to rebuild the chain's head from."""
+
     def __init__(
         self,
         topics: Topics,
-        bootstrap: str,
+        log: Restore,
         signing_key: Ed25519PrivateKey,
         signing_key_id: str,
         mac_key: bytes,
         anchors: AnchorStore,
-        client_options: dict[str, Any] | None = None,
     ) -> None:
         self.topics = topics
-        self.bootstrap = bootstrap
-        self.options = client_options or {}
+        self.log = log
         self.codec = WireCodec()
         self.signing_key = signing_key
         self.hub_public = signing_key.public_key()
@@ -86,35 +85,20 @@ class ChainAudit:
                 log.info("audit chain heads restored for partitions %s", sorted(missing))
 
     async def _read_heads(self, partitions: list[int]) -> dict[int, RestoredHead]:
-        """The head of each tip.audit partition, reading back from its end; one consumer for all."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
-        )
-        await consumer.start()
-        try:
-            tps = [TopicPartition(self.topics.audit, p) for p in partitions]
-            consumer.assign(tps)
+        """The head of each tip.audit partition, reading back from its end; one reader for all."""
+        tps = [TopicPartition(self.topics.audit, p) for p in partitions]
+        async with self.log.reading() as reader:
             anchors = self.anchors.all(self.topics.audit)  # before the ends: an anchor never runs ahead of them
-            ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.options)
-            return {
-                tp.partition: await self._read_head(consumer, tp, ends[tp], anchors.get(tp.partition)) for tp in tps
-            }
-        finally:
-            await consumer.stop()
+            ends = await reader.settled_ends(tps)
+            return {tp.partition: await self._read_head(reader, tp, ends[tp], anchors.get(tp.partition)) for tp in tps}
 
-    async def _read_head(
-        self, consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, anchor: Anchor | None
-    ) -> RestoredHead:
+    async def _read_head(self, reader: LogReader, tp: TopicPartition, end: int, anchor: Anchor | None) -> RestoredHead:
         """Read back from the end in growing steps until the records read hold a head the anchor agrees with."""
         step = 256
         start = end
         while True:
             start = max(0, start - step)
-            consumer.seek(tp, start)
-            raw = []
-            while await consumer.position(tp) < end:
-                batch = await consumer.getmany(tp, timeout_ms=300)
-                raw += [(record.offset, record.value) for record in batch.get(tp, [])]
+            raw = [(record.offset, record.value) for record in await reader.read({tp: end}, start_at={tp: start})]
             records = decode_audit_records(self.codec, raw)
             head = restore_head(
                 self.topics.audit,

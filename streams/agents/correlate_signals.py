@@ -25,10 +25,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until, settled_end_offsets
-from domain.log import Output
+from domain.log import EventLog, FactFeed, LogReader, Output, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.correlate import Requirement, Signal, facts_from_accepted
 from streams.linking import ENTITY_MERGED, LINKS, Link
@@ -63,23 +60,24 @@ def signal_from_record(record: dict[str, Any]) -> tuple[int, Signal]:
 
 
 class CorrelateSignals:
+    """BatchHandler of the union stage, in consumer group `group_id`: `log` feeds it erasures and retractions,
+    and gives back its inputs up to that group's commits and the signal versions already written."""
+
     def __init__(
         self,
         topics: Topics,
-        bootstrap: str,
+        log: EventLog,
         group_id: str,
         plan: list[Requirement],
         pseudonym_key: bytes,
-        client_options: dict[str, Any] | None = None,
         partners: frozenset[str] = frozenset(),
     ) -> None:
         self.topics = topics
-        self.bootstrap = bootstrap
+        self.log = log
         self.group_id = group_id
         self.plan = plan
         self.pseudonym_key = pseudonym_key
         self.partners = partners
-        self.options = client_options or {}
         self.codec = WireCodec()
         self.state = ScopedCorrelation(plan, pseudonym_key, partners)
         self._pending_erasures: set[str] = set()
@@ -90,8 +88,8 @@ class CorrelateSignals:
         self._pending_coverage: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_expiry = 0.0
 
-    def _new_feed(self) -> TopicFeed:
-        return TopicFeed(self.bootstrap, [self.topics.erasures, self.topics.retractions], self._fact, self.options)
+    def _new_feed(self) -> FactFeed:
+        return self.log.feed([self.topics.erasures, self.topics.retractions], self._fact)
 
     def _fact(self, fact: dict[str, Any]) -> None:
         if "subject_key_id" in fact and fact["subject_key_id"] not in self.state.erased:
@@ -116,19 +114,9 @@ class CorrelateSignals:
             self._facts = self._new_feed()
             await self._facts.start()
             self._apply_facts()
-            consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap,
-                group_id=None,
-                enable_auto_commit=False,
-                isolation_level="read_committed",
-                **self.options,
-            )
-            await consumer.start()
-            try:
-                replayed = await self._replay_inputs(consumer)
-                versions = await self._load_signals(consumer)
-            finally:
-                await consumer.stop()
+            async with self.log.reading() as reader:
+                replayed = await self._replay_inputs(reader)
+                versions = await self._load_signals(reader)
             self._ready = True
             log.info(
                 "correlator restored: %d records replayed, %d signal versions loaded, %d scopes",
@@ -141,22 +129,15 @@ class CorrelateSignals:
         self.state.forget(self._pending_erasures, self._pending_retractions)
         self._pending_erasures, self._pending_retractions = set(), set()
 
-    async def _read(
-        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], stop_at: dict[TopicPartition, int]
-    ) -> list[Any]:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        return await read_until(consumer, tps, stop_at)
-
-    async def _replay_inputs(self, consumer: AIOKafkaConsumer) -> int:
+    async def _replay_inputs(self, reader: LogReader) -> int:
         """Accepted reports, then decisions, then links, up to what this stage committed: the state
         they leave does not depend on the order they are applied in."""
         every = range(self.topics.partitions)
         tps = [TopicPartition(self.topics.accepted, p) for p in every]
         tps += [TopicPartition(self.topics.decisions, p) for p in every]
         tps.append(TopicPartition(self.topics.links, 0))
-        stop_at = await committed_offsets(self.bootstrap, self.group_id, tps, self.options)
-        records = await self._read(consumer, tps, stop_at)
+        stop_at = await self.log.committed(self.group_id, tps)
+        records = await reader.read(stop_at)
         order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.links: 2}
         now = datetime.now(UTC)
         for record in sorted(records, key=lambda r: order[r.topic]):  # stable: log order within each topic
@@ -196,10 +177,9 @@ class CorrelateSignals:
             return []
         return [Link(**link) for link in batch["links"]]
 
-    async def _load_signals(self, consumer: AIOKafkaConsumer) -> int:
+    async def _load_signals(self, reader: LogReader) -> int:
         tps = [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
-        ends = await settled_end_offsets(self.bootstrap, consumer, tps, self.options)
-        records = await self._read(consumer, tps, ends)
+        records = await reader.read(await reader.settled_ends(tps))
         for record in records:
             value = self.codec.decode(record.value)[1]
             version, signal = signal_from_record(value)

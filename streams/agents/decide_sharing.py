@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
-
-from adapters.kafka.feeds import TopicFeed
-from domain.log import Output
+from domain.log import FactFeeds, Output, TopicPartition
 from policies.engine import Decision, decide
 from schemas.codec import CodecError, WireCodec
 from streams.agreements import AgreementHistory
@@ -51,17 +48,18 @@ def decision_record(decision: Decision, decided_at: datetime) -> dict[str, Any]:
 
 
 class DecideSharing:
-    """BatchHandler: stateless but for the agreements and erasures it folds from their topics."""
+    """BatchHandler: stateless but for the agreements, erasures and retractions it folds from their topics
+    (`feeds`)."""
 
-    def __init__(self, topics: Topics, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, topics: Topics, feeds: FactFeeds) -> None:
         self.topics = topics
         self.codec = WireCodec()
         self.history = AgreementHistory()
         self.erased: set[str] = set()
         self._feeds = [
-            TopicFeed(bootstrap, [topics.agreements], self.history.apply, client_options),
-            TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options),
-            TopicFeed(bootstrap, [topics.retractions], self._retraction, client_options),
+            feeds.feed([topics.agreements], self.history.apply),
+            feeds.feed([topics.erasures], self._erasure),
+            feeds.feed([topics.retractions], self._retraction),
         ]
         self.retracted: dict[str, dict[str, Any]] = {}
         self._started = False

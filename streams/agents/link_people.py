@@ -14,10 +14,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from adapters.kafka.feeds import TopicFeed, committed_offsets, read_until
-from domain.log import Output
+from domain.log import EventLog, Output, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.topics import Topics
@@ -26,17 +23,17 @@ log = logging.getLogger(__name__)
 
 
 class LinkPeople:
-    """BatchHandler for the link stage."""
+    """BatchHandler for the link stage, in consumer group `group_id`: `log` feeds it erasures and gives back
+    the sightings that group has committed."""
 
-    def __init__(self, topics: Topics, bootstrap: str, group_id: str, client_options: dict[str, Any] | None = None):
+    def __init__(self, topics: Topics, log: EventLog, group_id: str) -> None:
         self.topics = topics
-        self.bootstrap = bootstrap
+        self.log = log
         self.group_id = group_id
-        self.options = client_options or {}
         self.codec = WireCodec()
         self.indexes: dict[int, KeyIndex] = {}
         self.erased: set[str] = set()
-        self._erasures = TopicFeed(bootstrap, [topics.erasures], self._erasure, client_options)
+        self._erasures = log.feed([topics.erasures], self._erasure)
         self._feed_started = False
         self._lock = asyncio.Lock()
         self._revocations: dict[int, int] = {}
@@ -71,21 +68,13 @@ class LinkPeople:
 
     async def _restore(self, partitions: set[int]) -> dict[int, KeyIndex]:
         tps = [TopicPartition(self.topics.sightings, p) for p in partitions]
-        stop_at = await committed_offsets(self.bootstrap, self.group_id, tps, self.options)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
-        )
-        await consumer.start()
-        try:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            indexes = {p: KeyIndex(erased=set(self.erased)) for p in partitions}
-            for record in await read_until(consumer, tps, stop_at):
+        stop_at = await self.log.committed(self.group_id, tps)
+        indexes = {p: KeyIndex(erased=set(self.erased)) for p in partitions}
+        async with self.log.reading() as reader:
+            for record in await reader.read(stop_at):
                 for sighting in self._sightings(record):
                     indexes[record.partition].add(sighting)
-            return indexes
-        finally:
-            await consumer.stop()
+        return indexes
 
     def _sightings(self, record: Any) -> list[Sighting]:
         try:

@@ -15,16 +15,12 @@ written to the audit, in the same transaction.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import TopicPartition
-
-from adapters.kafka.embedded import broker_stamps
-from domain.log import Output
+from domain.log import LOG_APPEND_TIME, Output, TopicConfigs, TopicPartition
 from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submission, Verdict
@@ -32,7 +28,6 @@ from streams.audit_events import audit_output, ingest_denial
 from streams.topics import Topics, report_partition
 
 RETRACTED = "tiphub.ReportRetracted"
-LOG_APPEND_TIME = 1  # Kafka's timestamp type of a record the broker stamped
 log = logging.getLogger(__name__)
 AGENCY_HEADER = "tiphub-agency"  # who signed it (verified): an agency code, not personal data
 SOURCE_HEADER = "tiphub-source"  # topic:partition:offset of the submission, for rejections downstream
@@ -45,15 +40,13 @@ def source_header(submission: Submission) -> tuple[str, bytes]:
 
 
 class VerifyReports:
-    """BatchHandler for the verify stage: stateless but for the vault and the key registry it uses."""
+    """BatchHandler for the verify stage: stateless but for the vault and the key registry it uses.
+    `configs`: where it asks whether the broker stamps tip.reports.submitted (None: it does not)."""
 
-    def __init__(
-        self, stage: AcceptStage, topics: Topics, bootstrap: str = "", client_options: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, stage: AcceptStage, topics: Topics, configs: TopicConfigs | None = None) -> None:
         self.stage = stage
         self.topics = topics
-        self.bootstrap = bootstrap
-        self.options = client_options or {}
+        self.configs = configs
         self.broker_time: bool | None = None  # is tip.reports.submitted LogAppendTime? read at assignment
         self.codec = WireCodec()
         self._accepted_schema = self.codec.registry.latest(ACCEPTED)
@@ -67,10 +60,10 @@ class VerifyReports:
         """Record times are trusted only if the topic's config says the broker sets them (a record's own
         timestamp-type bit is the producer's to set): else the hub's clock judges freshness (a backlog may
         then be refused as stale). Revocation is always judged by the hub's clock."""
-        if not self.bootstrap:
+        if self.configs is None:
             self.broker_time = False
             return
-        self.broker_time = await asyncio.to_thread(broker_stamps, self.bootstrap, self.topics.submitted, **self.options)
+        self.broker_time = await self.configs.broker_stamps(self.topics.submitted)
         if not self.broker_time:
             log.warning("%s is not LogAppendTime: judging submissions by this worker's clock", self.topics.submitted)
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from adapters.kafka.broker_quirks import detect_kind, quirks_for
-from adapters.kafka.transactional import TransactionalProcessor
+from adapters.kafka.broker_quirks import detect_kind
+from adapters.kafka.log import KafkaLog
 from policies.engine import ERASED
 from streams.agents.decide_sharing import DecideSharing
 from streams.topics import Topics
@@ -56,13 +56,12 @@ async def replay_decisions(hub: Hub, accepted: int) -> None:
     """A decisions stage started from scratch under a new group, as a rebuild would run it."""
     topics = Topics(hub.prefix, 3)
     stop = asyncio.Event()
-    processor = TransactionalProcessor(
-        bootstrap=hub.broker,
+    log = KafkaLog(hub.broker, kind=detect_kind(hub.broker))
+    processor = log.processor(
         group_id=f"{hub.prefix}rebuild",
         instance_id="r",
         input_topic=topics.accepted,
-        handler=DecideSharing(topics, hub.broker),
-        quirks=quirks_for(detect_kind(hub.broker)),
+        handler=DecideSharing(topics, log),
     )
     task = asyncio.create_task(processor.run(stop))
     while processor.stats.records < accepted:

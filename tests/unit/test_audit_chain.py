@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from adapters.memory.log import MemoryLog
 from schemas.codec import WireCodec
 from streams.agents.chain_audit import ChainAudit
 from streams.audit_events import AUDIT_EVENT, audit_event
@@ -123,7 +124,7 @@ def entry(seq: int, prev: bytes, event: bytes, **fields: Any) -> dict[str, Any]:
 def audit(tmp_path: Path) -> Partition:
     signing_key, mac_key = Ed25519PrivateKey.generate(), secrets.token_bytes(32)
     anchors = AnchorStore(Database(f"sqlite:///{tmp_path}/anchors.sqlite3"))
-    stage = ChainAudit(TOPICS, "unused:9092", signing_key, "hub-signing/test", mac_key, anchors)
+    stage = ChainAudit(TOPICS, MemoryLog(TOPICS.specs()), signing_key, "hub-signing/test", mac_key, anchors)
     stage.heads = {0: (-1, GENESIS)}  # an empty partition, restored: handle() needs no broker
     return Partition(stage, anchors, signing_key, mac_key)
 
