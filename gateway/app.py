@@ -41,8 +41,8 @@ from policies.engine import ERASED
 from policies.loader import foreign_partners
 from schemas.codec import WireCodec
 from schemas.registry import load_registry
+from streams.stages import group_id
 from streams.views import open_view
-from streams.worker import group_id
 from tiphub import __version__, crypto
 from tiphub.database import Database
 from tiphub.envelope_keys import EnvelopeKeys

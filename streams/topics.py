@@ -99,23 +99,11 @@ class Topics:
         return self._name("tip.triage")
 
     def stage_inputs(self) -> dict[str, list[tuple[str, list[int]]]]:
-        """Each stream stage's input partitions, the facts it reads in its transactions included (the worker's
-        `also_from`): what its consumer group's lag is measured on, so a quiet hub has applied them too."""
-        every = list(range(self.partitions))
-        return {
-            "verify": [(self.submitted, every)],
-            "accept": [(self.verified, every)],
-            "decide": [(self.accepted, every), (self.retractions, every)],
-            "audit": [(self.audit_intake, every)],
-            "link": [(self.sightings, every)],
-            "correlate": [
-                (self.accepted, every),
-                (self.decisions, every),
-                (self.links, [0]),
-                (self.erasures, every),
-                (self.retractions, every),
-            ],
-        }
+        """Each stream stage's input partitions, the facts it reads in its transactions included: what its
+        consumer group's lag is measured on, so a quiet hub has applied them too (streams/stages.py)."""
+        from streams.stages import stage_inputs  # the stages import the topics: resolved when asked
+
+        return stage_inputs(self)
 
     def partitions_of(self, topic: str) -> int:
         """How many partitions the hub gives `topic` (ensure_topics holds every topic to it)."""

@@ -1,4 +1,5 @@
-"""`tiphub worker`: assemble the stream stages from settings and run them until told to stop."""
+"""`tiphub worker`: the stream stages of streams/stages.py, built from settings over one Kafka connection, run
+until told to stop."""
 
 from __future__ import annotations
 
@@ -6,168 +7,70 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
-from aiokafka import TopicPartition
-
 from adapters.kafka.broker_quirks import resolve_quirks
-from adapters.kafka.feeds import TopicFeed, committed_offsets, end_offsets
 from adapters.kafka.log import KafkaLog
 from adapters.kafka.transactional import TransactionalProcessor
-from domain.log import BatchHandler
-from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
-from schemas.codec import WireCodec
-from streams.accept import AcceptStage
-from streams.agents.accept_reports import AcceptReports
-from streams.agents.chain_audit import ChainAudit
-from streams.agents.correlate_signals import CorrelateSignals
-from streams.agents.decide_sharing import DecideSharing
-from streams.agents.link_people import LinkPeople
-from streams.agents.verify_reports import VerifyReports
+from domain.log import TopicPartition
+from policies.loader import AGREEMENTS_DIR, load_directory
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.correlate import load_plan
-from tiphub.audit import AnchorStore
+from streams.stages import STAGES, Stage, StageContext, group_id, stage_named
 from tiphub.database import Database
 from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
 from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
-PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
-def kafka_log(settings: Settings, bootstrap: str) -> KafkaLog:
-    return KafkaLog(bootstrap, settings.kafka_options(), settings.broker_kind)
-
-
-def _processor(
-    settings: Settings,
-    log: KafkaLog,
-    stage: str,
-    input_topic: str,
-    handler: BatchHandler,
-    *,
-    also_from: list[str] | None = None,
-    instance_id: str | None = None,
-) -> TransactionalProcessor:
-    """A stage's transactional processor; its consumer group is `<topic prefix>tiphub.<stage>`."""
-    return log.processor(
-        group_id=group_id(settings, stage),
-        instance_id=instance_id or settings.instance_id,
-        input_topic=input_topic,
-        handler=handler,
-        also_from=also_from or [],
+def build_processor(settings: Settings, kafka: KafkaLog, stage: Stage) -> TransactionalProcessor:
+    """A stage's transactional processor, in consumer group `<topic prefix>tiphub.<stage>`."""
+    topics = topics_for(settings)
+    group = group_id(settings, stage.name)
+    return kafka.processor(
+        group_id=group,
+        instance_id="single" if stage.single else settings.instance_id,
+        input_topic=stage.input_topic(topics),
+        also_from=stage.also_from(topics),
+        handler=stage.build(StageContext(settings, topics, kafka, group)),
     )
 
 
-def group_id(settings: Settings, stage: str) -> str:
-    return f"{settings.topic_prefix}tiphub.{stage}"
+def processor_builder(name: str) -> Callable[[Settings, str], TransactionalProcessor]:
+    """Builds stage `name`'s processor from settings and a bootstrap, for a command that runs it on its own."""
+
+    def build(settings: Settings, bootstrap: str) -> TransactionalProcessor:
+        return build_processor(
+            settings, KafkaLog(bootstrap, settings.kafka_options(), settings.broker_kind), stage_named(name)
+        )
+
+    return build
 
 
-def build_verify_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    keys = KeyStore(settings.home)
-    topics = topics_for(settings)
-    stage = AcceptStage(
-        registry=KeyRegistry(Database(settings.registry_database)),
-        vault=SqlKeyVault(Database(settings.vault_database), keys.vault_keks),
-        hub_key=keys.hub_encryption_key(),
-        hub_key_id=keys.hub_key_id(),
-        hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them
-        linker=Linker.latest(keys.linkage_keys()),
-        linkage_keys=keys.linkage_keys,  # rotation: earlier live versions bridge old and new reports
-        key_reload_s=settings.key_reload_s,
-        max_envelope_age_s=settings.max_envelope_age_s,
-        max_future_skew_s=settings.max_future_skew_s,
-        codec=WireCodec(max_bytes=settings.max_value_bytes),
-        envelope_keys=EnvelopeKeys(
-            SqlKeyVault(Database(settings.vault_database), keys.vault_keks), settings.envelope_epoch_s
-        ),
-        static_hub_keys=settings.static_hub_key,
-    )
-    log = kafka_log(settings, bootstrap)
-    handler = VerifyReports(stage, topics, log)
-    return _processor(settings, log, "verify", topics.submitted, handler)
+# What `tiphub rebuild` runs (tiphub/rebuild.py).
+build_decide_processor = processor_builder("decide")
+build_link_processor = processor_builder("link")
+build_correlate_processor = processor_builder("correlate")
 
 
-def build_accept_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = topics_for(settings)
-    log = kafka_log(settings, bootstrap)
-    handler = AcceptReports(topics, log)
-    return _processor(settings, log, "accept", topics.verified, handler)
-
-
-def build_decide_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = topics_for(settings)
-    log = kafka_log(settings, bootstrap)
-    handler = DecideSharing(topics, log)
-    return _processor(settings, log, "decide", topics.accepted, handler, also_from=[topics.retractions])
-
-
-def build_audit_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = topics_for(settings)
-    keys = KeyStore(settings.home)
-    log = kafka_log(settings, bootstrap)
-    handler = ChainAudit(
-        topics,
-        log,
-        keys.hub_signing_key(),
-        keys.hub_signing_key_id(),
-        keys.audit_mac_key(),
-        AnchorStore(Database(settings.audit_anchor_database)),
-    )
-    return _processor(settings, log, "audit", topics.audit_intake, handler)
-
-
-def build_correlate_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = topics_for(settings)
-    plan = load_plan(yaml.safe_load(PLAN_FILE.read_text()))
-    log = kafka_log(settings, bootstrap)
-    handler = CorrelateSignals(
-        topics,
-        log,
-        group_id(settings, "correlate"),
-        plan,
-        KeyStore(settings.home).pseudonym_key(),
-        frozenset(foreign_partners(settings.agreements_dir)),
-    )
-    # One union instance holds the global entity state; decisions (who may see what), links and facts
-    # are input too.
-    return _processor(
-        settings,
-        log,
-        "correlate",
-        topics.accepted,
-        handler,
-        also_from=[topics.decisions, topics.links, topics.erasures, topics.retractions],
-        instance_id="single",
-    )
-
-
-def build_link_processor(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-    topics = topics_for(settings)
-    log = kafka_log(settings, bootstrap)
-    handler = LinkPeople(topics, log, group_id(settings, "link"))
-    return _processor(settings, log, "link", topics.sightings, handler)
-
-
-async def load_agreements(settings: Settings, bootstrap: str) -> int:
+async def load_agreements(settings: Settings, kafka: KafkaLog) -> int:
     """Publish the agreements on disk that are not on tip.agreements yet (their load events)."""
     topics = topics_for(settings)
     history = AgreementHistory()
-    feed = TopicFeed(bootstrap, [topics.agreements], history.apply, settings.kafka_options())
+    feed = kafka.feed([topics.agreements], history.apply)
     await feed.start()
     await feed.stop()
     found = load_directory(settings.agreements_dir or AGREEMENTS_DIR)
-    return await publish_new_agreements(bootstrap, topics.agreements, found, history.hashes, settings.kafka_options())
+    return await publish_new_agreements(kafka.bootstrap, topics.agreements, found, history.hashes, kafka.options)
 
 
-async def destroy_spent_envelope_keys(settings: Settings, bootstrap: str, stop: asyncio.Event) -> None:
+async def destroy_spent_envelope_keys(settings: Settings, kafka: KafkaLog, stop: asyncio.Event) -> None:
     """Destroy each hub envelope key once nothing sealed for it can still be accepted and everything sealed
     for it has been read: its epoch over, the envelope age limit and the clock skew passed, and the verify
     stage's group committed past every record that was on tip.reports.submitted at that moment (measured
@@ -184,10 +87,8 @@ async def destroy_spent_envelope_keys(settings: Settings, bootstrap: str, stop: 
         try:
             due = keys.expired(datetime.now(UTC), keep_s)
             if due:
-                ends = await end_offsets(bootstrap, tps, settings.kafka_options())
-                committed = await committed_offsets(
-                    bootstrap, group_id(settings, "verify"), tps, settings.kafka_options()
-                )
+                ends = await kafka.stable_ends(tps)
+                committed = await kafka.committed(group_id(settings, "verify"), tps)
                 for epoch in due:
                     marks = measured.setdefault(epoch, ends)
                     if all(committed[tp] >= marks[tp] for tp in tps) and keys.destroy(epoch):
@@ -214,20 +115,17 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    published = await load_agreements(settings, bootstrap)
+    kafka = KafkaLog(bootstrap, settings.kafka_options(), quirks.kind)  # every stage's reads and writes
+    published = await load_agreements(settings, kafka)
     log.info("%d new agreement version(s) loaded", published)
     processors = [
-        build_verify_processor(settings, bootstrap),
-        build_accept_processor(settings, bootstrap),
-        build_decide_processor(settings, bootstrap),
-        build_audit_processor(settings, bootstrap),
-        build_link_processor(settings, bootstrap),
+        build_processor(settings, kafka, stage)
+        for stage in STAGES
+        if not stage.single or settings.instance_id == "0"  # a single-instance stage runs on worker 0
     ]
-    if settings.instance_id == "0":
-        processors.append(build_correlate_processor(settings, bootstrap))
     log.info("worker %s running %d stage(s) on %s", settings.instance_id, len(processors), bootstrap)
     tasks = [asyncio.create_task(p.run(stop)) for p in processors]
-    tasks.append(asyncio.create_task(destroy_spent_envelope_keys(settings, bootstrap, stop)))
+    tasks.append(asyncio.create_task(destroy_spent_envelope_keys(settings, kafka, stop)))
     if settings.health_file is not None:
         tasks.append(asyncio.create_task(_heartbeat(settings.health_file, tasks[:], stop)))
     done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

@@ -29,6 +29,7 @@ from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.scoped import HUB_SCOPE
+from streams.stages import STAGES, group_id, stage_named
 from tiphub.audit import entry_hash
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -207,7 +208,7 @@ class Hub:
     def wait_for_quiet(self, timeout: float = 120.0) -> None:
         """Wait until every stage has committed everything before it (transaction markers aside)."""
         deadline = time.monotonic() + timeout
-        while any(self.lag(stage) > 0 for stage in self.topics.stage_inputs()):
+        while any(self.lag(stage.name) > 0 for stage in STAGES):
             assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
                 self.worker_log(i)[-3000:] for i in self.workers
             )
@@ -239,8 +240,8 @@ class Hub:
             await admin.start()
             await consumer.start()
             try:
-                committed = await admin.list_consumer_group_offsets(f"{self.prefix}tiphub.{stage}")
-                inputs = self.topics.stage_inputs()[stage]
+                committed = await admin.list_consumer_group_offsets(group_id(self.settings, stage))
+                inputs = stage_named(stage).inputs(self.topics)
                 tps = [TopicPartition(topic, p) for topic, partitions in inputs for p in partitions]
                 ends = await consumer.end_offsets(tps)
                 return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
@@ -423,8 +424,8 @@ def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
         [sys.executable, "-m", "tiphub", "audit", "verify"], env=hub.env(), capture_output=True, text=True, timeout=60
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    for stage in hub.topics.stage_inputs():
-        assert hub.lag(stage) == 0, stage
+    for stage in STAGES:
+        assert hub.lag(stage.name) == 0, stage.name
     return counts
 
 

@@ -44,6 +44,7 @@ from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
 from streams.scoped import HUB_SCOPE
+from streams.stages import group_id, stage_inputs
 from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import LocalBroker, connect_broker, init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
@@ -226,10 +227,8 @@ class LagProbe:
         await self.admin.close()
 
     async def lags(self) -> dict[str, int]:
-        prefix = self.settings.topic_prefix
-        return await stage_lags(
-            self.admin, self.consumer, topics_for(self.settings).stage_inputs(), lambda s: f"{prefix}tiphub.{s}"
-        )
+        inputs = stage_inputs(topics_for(self.settings))
+        return await stage_lags(self.admin, self.consumer, inputs, lambda stage: group_id(self.settings, stage))
 
     async def quiet(self) -> bool:
         return not any((await self.lags()).values())
