@@ -4,12 +4,15 @@ all from one connection (bootstrap, client options, broker kind) built once by t
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaPartition
+from aiokafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, NotCoordinatorForGroupError
 
 from adapters.kafka.broker_quirks import BrokerQuirks, detect_kind, quirks_for
 from adapters.kafka.embedded import broker_stamps
@@ -23,6 +26,10 @@ from adapters.kafka.feeds import (
 )
 from adapters.kafka.transactional import TransactionalProcessor
 from domain.log import BatchHandler, LogRecord, TopicPartition
+
+log = logging.getLogger(__name__)
+COORDINATOR_MOVING = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
+COORDINATOR_ATTEMPTS = 20  # about 10 s
 
 
 def _kafka(partitions: Sequence[TopicPartition]) -> list[KafkaPartition]:
@@ -96,7 +103,17 @@ class KafkaLog:
             await consumer.stop()
 
     async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-        return _ours(await committed_offsets(self.bootstrap, group_id, _kafka(partitions), self.options))
+        for attempt in itertools.count(1):
+            try:
+                return _ours(await committed_offsets(self.bootstrap, group_id, _kafka(partitions), self.options))
+            except COORDINATOR_MOVING as exc:
+                # A fresh Apache Kafka creates its offsets topic on the first group lookup, and a coordinator
+                # moves with its partition's leader: the group's commits are there, only not answered yet.
+                if attempt >= COORDINATOR_ATTEMPTS:
+                    raise
+                log.info("group %s: %s; asking again", group_id, type(exc).__name__)
+                await asyncio.sleep(0.5)
+        raise AssertionError("unreachable")
 
     # -- FactFeeds ----------------------------------------------------------------------------
     def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> TopicFeed:
