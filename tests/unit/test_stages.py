@@ -18,20 +18,24 @@ def test_every_topic_a_stage_names_is_one_of_the_hubs() -> None:
 
 def test_the_lag_of_each_stage_counts_its_input_and_the_facts_it_reads_in_its_transactions() -> None:
     every = list(range(6))
-    assert stage_inputs(TOPICS) == TOPICS.stage_inputs() == {
-        "verify": [("t.tip.reports.submitted", every)],
-        "accept": [("t.tip.reports.verified", every)],
-        "decide": [("t.tip.reports.accepted", every), ("t.tip.retractions", every)],
-        "audit": [("t.tip.audit.intake", every)],
-        "link": [("t.tip.sightings", every)],
-        "correlate": [
-            ("t.tip.reports.accepted", every),
-            ("t.tip.decisions", every),
-            ("t.tip.links", [0]),
-            ("t.tip.erasures", every),
-            ("t.tip.retractions", every),
-        ],
-    }
+    assert (
+        stage_inputs(TOPICS)
+        == TOPICS.stage_inputs()
+        == {
+            "verify": [("t.tip.reports.submitted", every)],
+            "accept": [("t.tip.reports.verified", every)],
+            "decide": [("t.tip.reports.accepted", every), ("t.tip.retractions", every)],
+            "audit": [("t.tip.audit.intake", every)],
+            "link": [("t.tip.sightings", every)],
+            "correlate": [
+                ("t.tip.reports.accepted", every),
+                ("t.tip.decisions", every),
+                ("t.tip.links", [0]),
+                ("t.tip.erasures", every),
+                ("t.tip.retractions", every),
+            ],
+        }
+    )
 
 
 def test_each_stage_has_a_consumer_group_of_its_own_under_the_hubs_prefix() -> None:
