@@ -10,7 +10,6 @@ log (adapters/memory/log.py) fills them for unit tests; one contract suite holds
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -170,6 +169,12 @@ class TopicConfigs(Protocol):
         timestamp-type bit is not proof: a producer sets it."""
 
 
+class Stop(Protocol):
+    """Tells a runner to finish (an asyncio.Event)."""
+
+    def is_set(self) -> bool: ...
+
+
 class StageRunner(Protocol):
     """Runs one handler until `stop` is set: each batch's outputs and its input positions commit together."""
 
@@ -177,7 +182,7 @@ class StageRunner(Protocol):
     input_topic: str
     also_from: list[str]
 
-    async def run(self, stop: asyncio.Event) -> None: ...
+    async def run(self, stop: Stop) -> None: ...
 
 
 class Transactions(Protocol):

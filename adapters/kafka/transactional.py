@@ -33,7 +33,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
 from adapters.kafka.broker_quirks import BrokerQuirks
-from domain.log import BatchHandler, Output
+from domain.log import BatchHandler, Output, Stop
 
 log = logging.getLogger(__name__)
 # The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
@@ -143,7 +143,7 @@ class TransactionalProcessor:
             **self.options,
         )
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: Stop) -> None:
         if self.quirks.leave_before_join:
             await leave_previous_incarnation(self.bootstrap, self.group_id, self.member, self.options)
         await self.producer.start()

@@ -28,6 +28,7 @@ from domain.log import (
     LogRecord,
     Output,
     Record,
+    Stop,
     TopicPartition,
     TopicSpec,
     UnsettledTopic,
@@ -425,7 +426,7 @@ class MemoryProcessor:
             if processed == 0 and self._failures == 0:
                 return total
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: Stop) -> None:
         try:
             while not stop.is_set():
                 if await self.step() == 0:
