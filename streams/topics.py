@@ -6,6 +6,7 @@ import hashlib
 from dataclasses import dataclass
 
 from domain.log import TopicSpec
+from streams.stages import stage_inputs
 
 DAY_MS = 24 * 3600 * 1000
 FOREVER = -1
@@ -101,8 +102,6 @@ class Topics:
     def stage_inputs(self) -> dict[str, list[tuple[str, list[int]]]]:
         """Each stream stage's input partitions, the facts it reads in its transactions included: what its
         consumer group's lag is measured on, so a quiet hub has applied them too (streams/stages.py)."""
-        from streams.stages import stage_inputs  # the stages import the topics: resolved when asked
-
         return stage_inputs(self)
 
     def partitions_of(self, topic: str) -> int:

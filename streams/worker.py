@@ -11,34 +11,89 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.log import KafkaLog
 from adapters.kafka.transactional import TransactionalProcessor
 from domain.log import TopicPartition
-from policies.loader import AGREEMENTS_DIR, load_directory
+from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
+from schemas.codec import WireCodec
+from streams.accept import AcceptStage
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.stages import STAGES, Stage, StageContext, group_id, stage_named
+from streams.correlate import Requirement, load_plan
+from streams.stage_context import AuditKeys, Provisions, StageContext, build_handler
+from streams.stages import STAGES, Stage, group_id, stage_named
+from tiphub.audit import AnchorStore
 from tiphub.database import Database
 from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyStore
+from tiphub.keys import KeyRegistry, KeyStore
+from tiphub.linkage import Linker
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
 from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
+PLAN_FILE = AGREEMENTS_DIR.parent / "collection_plan.yaml"
 
 
-def build_processor(settings: Settings, kafka: KafkaLog, stage: Stage) -> TransactionalProcessor:
+class SettingsProvisions:
+    """streams.stage_context.Provisions from settings: what the stages need beyond the event log."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyStore(settings.home)
+
+    def verification(self) -> AcceptStage:
+        settings, keys = self.settings, self.keys
+        return AcceptStage(
+            registry=KeyRegistry(Database(settings.registry_database)),
+            vault=SqlKeyVault(Database(settings.vault_database), keys.vault_keks),
+            hub_key=keys.hub_encryption_key(),
+            hub_key_id=keys.hub_key_id(),
+            hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them
+            linker=Linker.latest(keys.linkage_keys()),
+            linkage_keys=keys.linkage_keys,  # rotation: earlier live versions bridge old and new reports
+            key_reload_s=settings.key_reload_s,
+            max_envelope_age_s=settings.max_envelope_age_s,
+            max_future_skew_s=settings.max_future_skew_s,
+            codec=WireCodec(max_bytes=settings.max_value_bytes),
+            envelope_keys=EnvelopeKeys(
+                SqlKeyVault(Database(settings.vault_database), keys.vault_keks), settings.envelope_epoch_s
+            ),
+            static_hub_keys=settings.static_hub_key,
+        )
+
+    def audit_keys(self) -> AuditKeys:
+        return AuditKeys(self.keys.hub_signing_key(), self.keys.hub_signing_key_id(), self.keys.audit_mac_key())
+
+    def anchors(self) -> AnchorStore:
+        return AnchorStore(Database(self.settings.audit_anchor_database))
+
+    def collection_plan(self) -> list[Requirement]:
+        return load_plan(yaml.safe_load(PLAN_FILE.read_text()))
+
+    def pseudonym_key(self) -> bytes:
+        return self.keys.pseudonym_key()
+
+    def partners(self) -> frozenset[str]:
+        return frozenset(foreign_partners(self.settings.agreements_dir))
+
+
+def build_processor(
+    settings: Settings, kafka: KafkaLog, stage: Stage, provisions: Provisions | None = None
+) -> TransactionalProcessor:
     """A stage's transactional processor, in consumer group `<topic prefix>tiphub.<stage>`."""
     topics = topics_for(settings)
     group = group_id(settings, stage.name)
+    context = StageContext(topics, kafka, group, provisions or SettingsProvisions(settings))
     return kafka.processor(
         group_id=group,
         instance_id="single" if stage.single else settings.instance_id,
         input_topic=stage.input_topic(topics),
         also_from=stage.also_from(topics),
-        handler=stage.build(StageContext(settings, topics, kafka, group)),
+        handler=build_handler(stage, context),
     )
 
 
@@ -46,9 +101,8 @@ def processor_builder(name: str) -> Callable[[Settings, str], TransactionalProce
     """Builds stage `name`'s processor from settings and a bootstrap, for a command that runs it on its own."""
 
     def build(settings: Settings, bootstrap: str) -> TransactionalProcessor:
-        return build_processor(
-            settings, KafkaLog(bootstrap, settings.kafka_options(), settings.broker_kind), stage_named(name)
-        )
+        kafka = KafkaLog(bootstrap, settings.kafka_options(), settings.broker_kind)
+        return build_processor(settings, kafka, stage_named(name))
 
     return build
 
@@ -118,8 +172,9 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
     kafka = KafkaLog(bootstrap, settings.kafka_options(), quirks.kind)  # every stage's reads and writes
     published = await load_agreements(settings, kafka)
     log.info("%d new agreement version(s) loaded", published)
+    provisions = SettingsProvisions(settings)
     processors = [
-        build_processor(settings, kafka, stage)
+        build_processor(settings, kafka, stage, provisions)
         for stage in STAGES
         if not stage.single or settings.instance_id == "0"  # a single-instance stage runs on worker 0
     ]

@@ -32,6 +32,7 @@ from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADE
 from streams.audit_events import audit_output, ingest_denial
 from streams.correlate import facts_from_accepted
 from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
+from streams.stage_context import StageContext
 from streams.topics import Topics, report_partition
 
 log = logging.getLogger(__name__)
@@ -205,3 +206,7 @@ class AcceptReports:
 
     async def close(self) -> None:
         pass
+
+
+def build(context: StageContext) -> AcceptReports:
+    return AcceptReports(context.topics, context.log)

@@ -22,11 +22,11 @@ from domain.log import LogReader, Output, Restore, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.audit_verify import AUDIT_RECORD, decode_audit_records
+from streams.stage_context import Anchors, StageContext
 from streams.topics import Topics
 from tiphub import crypto
 from tiphub.audit import (
     Anchor,
-    AnchorStore,
     RestoredHead,
     checkpoint_statement,
     entry_hash,
@@ -49,7 +49,7 @@ class ChainAudit:
         signing_key: Ed25519PrivateKey,
         signing_key_id: str,
         mac_key: bytes,
-        anchors: AnchorStore,
+        anchors: Anchors,
     ) -> None:
         self.topics = topics
         self.log = log
@@ -209,3 +209,10 @@ class ChainAudit:
 
     async def close(self) -> None:
         pass
+
+
+def build(context: StageContext) -> ChainAudit:
+    keys = context.provisions.audit_keys()
+    return ChainAudit(
+        context.topics, context.log, keys.signing_key, keys.signing_key_id, keys.mac_key, context.provisions.anchors()
+    )

@@ -30,6 +30,7 @@ from schemas.codec import CodecError, WireCodec
 from streams.correlate import Requirement, Signal, facts_from_accepted
 from streams.linking import ENTITY_MERGED, LINKS, Link
 from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
+from streams.stage_context import StageContext
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -278,3 +279,15 @@ class CorrelateSignals:
 
     async def close(self) -> None:
         await self._facts.stop()
+
+
+def build(context: StageContext) -> CorrelateSignals:
+    provisions = context.provisions
+    return CorrelateSignals(
+        context.topics,
+        context.log,
+        context.group_id,
+        provisions.collection_plan(),
+        provisions.pseudonym_key(),
+        provisions.partners(),
+    )

@@ -18,6 +18,7 @@ from policies.engine import Decision, decide
 from schemas.codec import CodecError, WireCodec
 from streams.agreements import AgreementHistory
 from streams.audit_events import audit_event, audit_output
+from streams.stage_context import StageContext
 from streams.topics import Topics
 
 DECISION = "tiphub.SharingDecision"
@@ -175,3 +176,7 @@ class DecideSharing:
     async def close(self) -> None:
         for feed in self._feeds:
             await feed.stop()
+
+
+def build(context: StageContext) -> DecideSharing:
+    return DecideSharing(context.topics, context.log)

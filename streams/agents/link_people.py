@@ -17,6 +17,7 @@ from typing import Any
 from domain.log import EventLog, Output, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
+from streams.stage_context import StageContext
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -110,3 +111,7 @@ class LinkPeople:
 
     async def close(self) -> None:
         await self._erasures.stop()
+
+
+def build(context: StageContext) -> LinkPeople:
+    return LinkPeople(context.topics, context.log, context.group_id)

@@ -25,6 +25,7 @@ from schemas.codec import WireCodec
 from schemas.envelope import RETRACTION
 from streams.accept import ACCEPTED, REJECTED, UNVERIFIED, AcceptStage, Submission, Verdict
 from streams.audit_events import audit_output, ingest_denial
+from streams.stage_context import StageContext
 from streams.topics import Topics, report_partition
 
 RETRACTED = "tiphub.ReportRetracted"
@@ -138,3 +139,7 @@ class VerifyReports:
 
     async def close(self) -> None:
         pass
+
+
+def build(context: StageContext) -> VerifyReports:
+    return VerifyReports(context.provisions.verification(), context.topics, context.log)

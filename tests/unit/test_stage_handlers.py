@@ -22,8 +22,10 @@ from streams.agreements import LOADED, loaded_event
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.audit_verify import verify_records
 from streams.erasure import ERASED_FACT
-from streams.stages import STAGES, StageContext, group_id
+from streams.stage_context import StageContext, build_handler
+from streams.stages import STAGES, group_id
 from streams.topics import report_partition
+from streams.worker import SettingsProvisions
 from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
 from tiphub.audit import AnchorStore, entry_hash
@@ -83,7 +85,8 @@ class MemoryHub:
         for stage in STAGES:
             if stage.name in (names or [s.name for s in STAGES]):
                 group = group_id(self.settings, stage.name)
-                handler = stage.build(StageContext(self.settings, self.topics, self.log, group))
+                context = StageContext(self.topics, self.log, group, SettingsProvisions(self.settings))
+                handler = build_handler(stage, context)
                 self.runners[stage.name] = self.log.processor(
                     group_id=group,
                     instance_id="0",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib import import_module
+
 from streams.stages import STAGES, group_id, stage_inputs, stage_named
 from streams.topics import Topics
 from tiphub.settings import Settings
@@ -43,6 +45,11 @@ def test_each_stage_has_a_consumer_group_of_its_own_under_the_hubs_prefix() -> N
     groups = [group_id(settings, stage.name) for stage in STAGES]
     assert len(set(groups)) == len(STAGES)
     assert group_id(settings, "accept") == "t.tiphub.accept"
+
+
+def test_each_entry_names_the_module_that_builds_its_handler() -> None:
+    for stage in STAGES:
+        assert callable(import_module(stage.handler).build), stage.name
 
 
 def test_only_the_union_runs_as_one_instance_hub_wide() -> None:

@@ -1,0 +1,69 @@
+"""What a stage's handler is built from: the hub's topics, the event log it reads and writes through, its
+consumer group, and what the composition root provides from settings (keys, stores, the Collection Plan)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from domain.log import BatchHandler, EventLog
+from streams.accept import AcceptStage
+from streams.correlate import Requirement
+from streams.stages import Stage
+from streams.topics import Topics
+from tiphub.audit import Anchor
+
+
+@dataclass(frozen=True)
+class AuditKeys:
+    """The chaining stage's keys: the hub's signing key for checkpoints, and the MAC key of every entry."""
+
+    signing_key: Ed25519PrivateKey
+    signing_key_id: str
+    mac_key: bytes
+
+
+class Anchors(Protocol):
+    """Where the signed head of each tip.audit partition is kept outside Kafka (SQL: tiphub.audit.AnchorStore)."""
+
+    def all(self, topic: str) -> dict[int, Anchor]: ...
+
+    def advance(self, anchor: Anchor) -> None: ...
+
+
+class Provisions(Protocol):
+    """What the stages need beyond the event log, built by the composition root from settings. Asked only by
+    the stages that need it: a command that runs one stage builds nothing for the others."""
+
+    def verification(self) -> AcceptStage:
+        """The verify stage's checks: the agency key registry, the vault, the hub's keys, the limits."""
+
+    def audit_keys(self) -> AuditKeys: ...
+
+    def anchors(self) -> Anchors: ...
+
+    def collection_plan(self) -> list[Requirement]: ...
+
+    def pseudonym_key(self) -> bytes:
+        """The key of the pseudonyms the union shows each caller for an entity."""
+
+    def partners(self) -> frozenset[str]:
+        """The foreign partners agreements name: each gets a scope of its own in the union."""
+
+
+@dataclass(frozen=True)
+class StageContext:
+    topics: Topics
+    log: EventLog  # the Kafka adapter in a worker, the in-memory log in unit tests
+    group_id: str
+    provisions: Provisions
+
+
+def build_handler(stage: Stage, context: StageContext) -> BatchHandler:
+    """The handler of `stage`: what its module's `build(context)` makes."""
+    build: Callable[[StageContext], BatchHandler] = import_module(stage.handler).build
+    return build(context)
