@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from domain.linkage import age_facts
 from policies.engine import Decision
 from policies.model import AgreementSet
-from tiphub.linkage import age_facts
 
 SEALED = b"<sealed>"
 

@@ -12,12 +12,12 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from domain import crypto
+from domain.signing import agency_key_id
 from schemas.codec import WireCodec
 from schemas.convert import FieldError, ReportValidationError, report_from_json
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.registry import RegisteredSchema, load_registry
-from tiphub import crypto
-from tiphub.keys import agency_key_id
 
 MAX_LINE_BYTES = 256 * 1024
 

@@ -22,17 +22,18 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from adapters.sql.registry import KeyRegistry
+from domain import crypto
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker, age_facts
+from domain.ports import KeyRequest, KeyVault
+from domain.reloading import Reloaded
+from domain.signing import RELAY_AGENCY, RegisteredKey
 from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.normalise import fold_name, normalise_identifier
 from schemas.registry import RegisteredSchema
-from tiphub import crypto
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
-from tiphub.linkage import Linker, age_facts
-from tiphub.reloading import Reloaded
-from tiphub.vault import KeyRequest, KeyVault
 
 ACCEPTED = "tiphub.AcceptedReport"
 HUB_KEYS_RELOAD_S = 30.0
@@ -155,7 +156,7 @@ class AcceptStage:
         The latest derives the report's tokens; each earlier one still live derives the same
         material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone.
 
-        `envelope_keys`: the hub's envelope keys per epoch (tiphub/envelope_keys.py), looked up in the vault
+        `envelope_keys`: the hub's envelope keys per epoch (domain/envelope_keys.py), looked up in the vault
         for every batch and never kept: once one is destroyed, what was sealed for it no longer opens.
         `static_hub_keys`: also open envelopes sealed for the long-lived hub key on disk (an agency that
         cannot fetch epoch keys); what is sealed for it stays readable until that key is retired."""

@@ -12,16 +12,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.correlate import Correlator
+from domain.facts import facts_from_accepted
+from domain.linkage import Linker
+from domain.linking import Link
+from domain.ports import KeyVault
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
 from streams.accept import report_id_of_key, subject_token
 from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.correlate import Correlator, facts_from_accepted
-from streams.linking import Link
 from streams.topics import Topics
-from tiphub.linkage import Linker
-from tiphub.vault import KeyVault
 
 ERASED_FACT = "tiphub.SubjectErased"
 

@@ -12,6 +12,13 @@ from pathlib import Path
 import yaml
 from aiokafka import TopicPartition
 
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from adapters.sql.vault import SqlKeyVault
+from domain.correlate import load_plan
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
@@ -23,17 +30,11 @@ from streams.agents.link_people import LinkPeople
 from streams.agents.verify_reports import VerifyReports
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.broker_quirks import detect_kind, quirks_for, resolve_quirks
-from streams.correlate import load_plan
 from streams.feeds import TopicFeed, committed_offsets, end_offsets
 from streams.transactional import BatchHandler, TransactionalProcessor
-from tiphub.audit import AnchorStore
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
-from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0

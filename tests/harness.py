@@ -22,13 +22,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from domain.audit_chain import entry_hash
+from domain.scoped import HUB_SCOPE
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.feeds import read_until
-from streams.scoped import HUB_SCOPE
 from tiphub.apache_kafka import KafkaCluster
-from tiphub.audit import entry_hash
 from tiphub.embedded import EmbeddedBroker, ensure_topics, free_port
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings

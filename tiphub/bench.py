@@ -36,11 +36,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
 from streams.feeds import stage_lags
-from streams.scoped import HUB_SCOPE
 from streams.topics import TopicSpec
 from tiphub.apache_kafka import KAFKA_VERSION
 from tiphub.embedded import EmbeddedBroker, ensure_topics

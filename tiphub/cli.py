@@ -110,8 +110,8 @@ def token_revoke(
     broker: BrokerOpt = None,
 ) -> None:
     """Revoke a token: the gateway refuses it from the next request on."""
+    from adapters.sql.tokens import token_id_of
     from tiphub.runtime import token_authority
-    from tiphub.tokens import token_id_of
 
     token_id = token_id_of(token_or_id) if token_or_id.count(".") == 2 else token_or_id
     revoked = token_authority(settings_from(home=home)).revoke(token_id, reason)
@@ -121,8 +121,8 @@ def token_revoke(
 @keys_app.command("list")
 def keys_list(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Agency keys in the registry, with their revocation state."""
-    from tiphub.database import Database
-    from tiphub.keys import KeyRegistry
+    from adapters.sql.database import Database
+    from adapters.sql.registry import KeyRegistry
 
     registry = KeyRegistry(Database(settings_from(home=home).registry_database))
     table = Table("key id", "agency", "state")
@@ -134,8 +134,8 @@ def keys_list(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Revoke an agency key: submissions signed with it are rejected from now on."""
-    from tiphub.database import Database
-    from tiphub.keys import KeyRegistry
+    from adapters.sql.database import Database
+    from adapters.sql.registry import KeyRegistry
 
     if not KeyRegistry(Database(settings_from(home=home).registry_database)).revoke(key_id):
         console.print(f"[red]no active key {key_id}[/red]")
@@ -154,8 +154,8 @@ def keys_register(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from tiphub.database import Database
-    from tiphub.keys import KeyRegistry
+    from adapters.sql.database import Database
+    from adapters.sql.registry import KeyRegistry
 
     key = serialization.load_pem_public_key(public_key.read_bytes())
     if not isinstance(key, Ed25519PublicKey):
@@ -200,9 +200,9 @@ def keys_rotate_vault_kek(home: HomeOpt = None, broker: BrokerOpt = None) -> Non
 @keys_app.command("rewrap-vault")
 def keys_rewrap_vault(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Wrap every data key in the vault with the current KEK (idempotent, while the hub runs)."""
-    from tiphub.database import Database
+    from adapters.sql.database import Database
+    from adapters.sql.vault import SqlKeyVault
     from tiphub.keys import KeyStore
-    from tiphub.vault import SqlKeyVault
 
     settings = settings_from(home=home)
     vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
@@ -214,9 +214,9 @@ def keys_rewrap_vault(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
 @keys_app.command("retire-vault-kek")
 def keys_retire_vault_kek(kek_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Delete a previous vault KEK once no data key needs it. Vault backups wrapped with it become unreadable."""
-    from tiphub.database import Database
+    from adapters.sql.database import Database
+    from adapters.sql.vault import SqlKeyVault
     from tiphub.keys import KeyStore
-    from tiphub.vault import SqlKeyVault
 
     settings = settings_from(home=home)
     store = KeyStore(settings.home)
@@ -256,12 +256,12 @@ def keys_retire_linkage(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Delete an earlier linkage key version, after checking which reports would lose direct linkage."""
+    from adapters.sql.database import Database
+    from adapters.sql.vault import SqlKeyVault
+    from domain.linkage import stranded_by_retiring
     from streams.feeds import read_decoded
-    from tiphub.database import Database
     from tiphub.keys import KeyStore
-    from tiphub.linkage import stranded_by_retiring
     from tiphub.runtime import resolve_broker, topics_for
-    from tiphub.vault import SqlKeyVault
 
     settings = settings_from(broker, home, topic_prefix)
     store = KeyStore(settings.home)
@@ -387,14 +387,14 @@ def erase(
 
     The hub derives the person's linkage tokens itself, under every live linkage key version; what the
     request names is never printed, logged or written anywhere."""
+    from adapters.sql.database import Database
+    from adapters.sql.vault import SqlKeyVault
+    from domain.linkage import Linker
+    from domain.linking import LINKS, Link
     from streams.erasure import ErasureRequestError, erase_keys, erasure_tokens, linked_subject_keys, reapply_erasures
     from streams.feeds import read_decoded
-    from streams.linking import LINKS, Link
-    from tiphub.database import Database
     from tiphub.keys import KeyStore
-    from tiphub.linkage import Linker
     from tiphub.runtime import resolve_broker, topics_for
-    from tiphub.vault import SqlKeyVault
 
     by_person = identifier is not None or name is not None or dob is not None
     if sum((by_person, subject_token is not None, reapply)) != 1:
@@ -486,14 +486,14 @@ def retention_sweep(
 
     import yaml
 
+    from adapters.sql.database import Database
+    from adapters.sql.vault import SqlKeyVault
     from policies.loader import AGREEMENTS_DIR
     from schemas.convert import parse_timestamp
     from streams.erasure import erase_keys, expired_key_ids
     from streams.feeds import read_decoded
-    from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
-    from tiphub.vault import SqlKeyVault
 
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
@@ -532,10 +532,10 @@ def evaluate(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Score the signals on tip.signals against a simulation's truth: precision, recall, F1 per requirement."""
+    from domain.correlate import evaluate_against_truth
+    from domain.scoped import HUB_SCOPE
     from streams.agents.correlate_signals import signal_from_record
-    from streams.correlate import evaluate_against_truth
     from streams.feeds import read_decoded
-    from streams.scoped import HUB_SCOPE
     from tiphub.runtime import resolve_broker, topics_for
 
     settings = settings_from(broker, home, topic_prefix)
@@ -574,10 +574,10 @@ def evaluate(
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link,
     and list records the chaining stage did not write (foreign) and entries no checkpoint covers."""
+    from adapters.sql.anchors import AnchorStore
+    from adapters.sql.database import Database
     from streams.audit_verify import verify_records
     from streams.feeds import read_partitions
-    from tiphub.audit import AnchorStore
-    from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
 

@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
 from streams.feeds import group_lag
-from streams.scoped import HUB_SCOPE
 from tiphub.runtime import (
     LocalBroker,
     connect_broker,

@@ -9,17 +9,19 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from adapters.sql.tokens import TokenAuthority
+from adapters.sql.vault import SqlKeyVault
+from domain.envelope_keys import EnvelopeKeys
+from domain.signing import RELAY_AGENCY, agency_key_id
 from producers.publisher import AgencyPublisher, new_producer
 from streams.broker_quirks import BrokerQuirks, resolve_quirks
 from streams.topics import Topics
 from tiphub.apache_kafka import KafkaCluster
-from tiphub.database import Database
 from tiphub.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
+from tiphub.keys import DEMO_AGENCIES, KeyStore
 from tiphub.settings import Settings
-from tiphub.tokens import TokenAuthority
-from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from schemas.codec import CodecError, WireCodec
-from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.audit_verify import AUDIT_RECORD, decode_audit_records
-from streams.feeds import settled_end_offsets
-from streams.topics import Topics
-from streams.transactional import Output
-from tiphub import crypto
-from tiphub.audit import (
+from adapters.sql.anchors import AnchorStore
+from domain import crypto
+from domain.audit_chain import (
     Anchor,
-    AnchorStore,
     RestoredHead,
     checkpoint_statement,
     entry_hash,
@@ -36,6 +30,12 @@ from tiphub.audit import (
     foreign_records_detail,
     restore_head,
 )
+from schemas.codec import CodecError, WireCodec
+from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.audit_verify import AUDIT_RECORD, decode_audit_records
+from streams.feeds import settled_end_offsets
+from streams.topics import Topics
+from streams.transactional import Output
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from domain.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from schemas.codec import CodecError, WireCodec
 from streams.feeds import TopicFeed, committed_offsets, read_until
-from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.topics import Topics
 from streams.transactional import Output
 

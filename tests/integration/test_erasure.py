@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from adapters.sql.database import Database
+from adapters.sql.vault import SqlKeyVault
 from policies.engine import ERASED
 from streams.agents.decide_sharing import DecideSharing
 from streams.broker_quirks import detect_kind, quirks_for
@@ -20,9 +22,7 @@ from streams.views import rebuild_report_view
 from tests.factories import make_report
 from tests.harness import Hub, read_topics
 from tests.integration.test_canary import CANARY_NAME, all_topics, leaks
-from tiphub.database import Database
 from tiphub.keys import KeyStore
-from tiphub.vault import SqlKeyVault
 
 pytestmark = pytest.mark.integration
 
@@ -226,8 +226,8 @@ def test_a_restored_vault_backup_does_not_bring_an_erased_person_back(hub: Hub) 
 
 def opens_with_any_hub_key(envelope: dict, hub: Hub) -> bool:
     """Whether any key the hub holds now, on disk or in its vault, unwraps this envelope's data key."""
-    from tiphub import crypto
-    from tiphub.envelope_keys import EnvelopeKeys
+    from domain import crypto
+    from domain.envelope_keys import EnvelopeKeys
 
     keys = list(KeyStore(hub.home).hub_decryption_keys().values())
     vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)

@@ -8,18 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain import crypto
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage, Submission
 from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
-from tiphub import crypto
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import InMemoryKeyVault
 
 
 @pytest.fixture
@@ -169,9 +170,9 @@ def test_rejections_name_the_field_and_carry_no_value(stage: AcceptStage, kit: E
 def test_the_relay_key_is_trusted_only_for_the_agency_of_the_publisher_it_names(
     stage: AcceptStage, kit: EnvelopeKit, tmp_path: Path
 ) -> None:
+    from domain.signing import RELAY_AGENCY, agency_key_id
     from producers.publisher import seal_report
     from schemas.convert import report_from_json
-    from tiphub.keys import RELAY_AGENCY, agency_key_id
 
     relay = KeyStore(tmp_path).relay_signing_key()
 
