@@ -22,12 +22,11 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from adapters.sql.registry import KeyRegistry
 from domain import crypto
 from domain.accepted import accepted_projection, registration_token, report_key_id, subject_key_id
 from domain.envelope_keys import EnvelopeKeys
 from domain.linkage import Linker
-from domain.ports import KeyRequest, KeyVault
+from domain.ports import KeyRequest, KeyVault, SigningKeys
 from domain.reloading import Reloaded
 from domain.signing import RELAY_AGENCY, RegisteredKey
 from schemas.codec import CodecError, WireCodec
@@ -135,7 +134,7 @@ class AcceptStage:
     def __init__(
         self,
         *,
-        registry: KeyRegistry,
+        registry: SigningKeys,
         vault: KeyVault,
         hub_key: X25519PrivateKey,
         hub_key_id: str,
