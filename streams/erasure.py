@@ -167,30 +167,6 @@ async def erase_keys(
     return ErasureResult(key_ids, deleted)
 
 
-def retention_days(indicator_type: str, policy: dict[str, object]) -> int:
-    by_type = policy.get("indicator_types") or {}
-    assert isinstance(by_type, dict)
-    return int(by_type.get(indicator_type, policy["default_days"]))  # type: ignore[arg-type]
-
-
-def expired_key_ids(
-    accepted: list[dict[str, object]], policy: dict[str, object], now: datetime, already_erased: set[str]
-) -> list[str]:
-    """Every key of every report past its retention that is not erased yet (pure)."""
-    from datetime import timedelta
-
-    found: list[str] = []
-    for report in accepted:
-        observed = report["observed_at"]
-        assert isinstance(observed, datetime)
-        if observed + timedelta(days=retention_days(str(report["indicator_type"]), policy)) < now:
-            subjects = report["subjects"]
-            assert isinstance(subjects, list)
-            keys = [s["subject_key_id"] for s in subjects] + [str(report["report_key_id"])]
-            found += [k for k in keys if k not in already_erased]
-    return found
-
-
 async def reapply_erasures(
     bootstrap: str,
     topics: Topics,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -23,39 +23,19 @@ def retention_sweep(
     """Crypto-shred the keys of every report past its retention period (policies/retention.yaml)."""
     from datetime import UTC, datetime
 
-    import yaml
-
-    from policies.loader import AGREEMENTS_DIR
     from schemas.convert import parse_timestamp
-    from streams.erasure import erase_keys, expired_key_ids
-    from streams.feeds import read_decoded
+    from streams.retention import RetentionPolicy, sweep_retention
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
     from tiphub.vault import SqlKeyVault
 
     settings = settings_from(broker, home, topic_prefix)
+    as_of = parse_timestamp(now) if now else datetime.now(UTC)
     bootstrap = resolve_broker(settings)
-    topics = topics_for(settings)
-    policy = yaml.safe_load((AGREEMENTS_DIR.parent / "retention.yaml").read_text())
-
-    def decoded(topic: str) -> list[dict[str, Any]]:
-        return asyncio.run(read_decoded(bootstrap, topic, settings.partitions, settings.kafka_options()))
-
-    erased = {fact["subject_key_id"] for fact in decoded(topics.erasures)}
-    expired = expired_key_ids(
-        decoded(topics.accepted), policy, parse_timestamp(now) if now else datetime.now(UTC), erased
-    )
     vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
+    policy = RetentionPolicy.load()
     result = asyncio.run(
-        erase_keys(
-            bootstrap,
-            topics,
-            vault,
-            expired,
-            reason="retention period ended",
-            requested_by="retention-sweep",
-            client_options=settings.kafka_options(),
-        )
+        sweep_retention(bootstrap, topics_for(settings), vault, policy, as_of, client_options=settings.kafka_options())
     )
     out.print(f"retention sweep: {len(result.subject_key_ids)} key(s) past retention, {result.keys_deleted} destroyed")
