@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -45,9 +45,7 @@ def erase(
 
     The hub derives the person's linkage tokens itself, under every live linkage key version; what the
     request names is never printed, logged or written anywhere."""
-    from streams.erasure import ErasureRequestError, erase_keys, erasure_tokens, linked_subject_keys, reapply_erasures
-    from streams.feeds import read_decoded
-    from streams.linking import LINKS, Link
+    from streams.erasure import ErasureRequestError, NoSuchPerson, erase_person, erasure_tokens, reapply_erasures
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.linkage import Linker
@@ -83,46 +81,26 @@ def erase(
         )
         out.print(f"erasures re-applied: {named} key(s) named on tip.erasures, {deleted} destroyed now")
         return
-    topics = topics_for(settings)
-
-    def decoded(topic: str) -> list[dict[str, Any]]:
-        return asyncio.run(read_decoded(bootstrap, topic, settings.partitions, settings.kafka_options()))
-
-    # Records erased before are found again by the tokens their erasure facts list, so that a second run
-    # (with --follow-links, after a review) still knows whom the request names.
-    erased = {f["subject_key_id"]: f for f in decoded(topics.erasures) if "subject_key_id" in f}
-    wanted = set(tokens)
-    by_request = sorted(
-        {key_id for token in tokens for key_id in vault.key_ids_for_token(token)}
-        | {key_id for key_id, fact in erased.items() if wanted & set(fact["tokens"])}
-    )
-    if not by_request:
-        console.print("[red]no accepted report names such a person[/red]")
-        raise typer.Exit(1)
-    with console.status("working out whom the hub's correlation links to them"):
-        retracted = {r["report_id"] for r in decoded(topics.retractions)}
-        links = [
-            Link(**link)
-            for batch in asyncio.run(read_decoded(bootstrap, topics.links, 1, settings.kafka_options(), expect=LINKS))
-            for link in batch["links"]
-        ]
-        linked = linked_subject_keys(decoded(topics.accepted), links, by_request, retracted, erased)
-    left = [k for k in by_request + (linked if follow_links else []) if k not in erased]
-    result = asyncio.run(
-        erase_keys(
-            bootstrap,
-            topics,
-            vault,
-            left,
-            reason=reason,
-            requested_by=requested_by,
-            client_options=settings.kafka_options(),
+    try:
+        done = asyncio.run(
+            erase_person(
+                bootstrap,
+                topics_for(settings),
+                vault,
+                tokens,
+                follow_links=follow_links,
+                reason=reason,
+                requested_by=requested_by,
+                client_options=settings.kafka_options(),
+                working=console.status,
+            )
         )
-    )
-    out.print(f"erased: {len(result.subject_key_ids)} key(s) named, {result.keys_deleted} destroyed")
-    still = [k for k in linked if k not in erased and not follow_links]
-    if still:
+    except NoSuchPerson:
+        console.print("[red]no accepted report names such a person[/red]")
+        raise typer.Exit(1) from None
+    out.print(f"erased: {len(done.erased.subject_key_ids)} key(s) named, {done.erased.keys_deleted} destroyed")
+    if done.linked_left:
         out.print(
-            f"{len(still)} more record(s) the hub's correlation links to this person were left: review them, "
-            "then run again with --follow-links to erase them too"
+            f"{len(done.linked_left)} more record(s) the hub's correlation links to this person were left: review "
+            "them, then run again with --follow-links to erase them too"
         )
