@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -23,29 +23,13 @@ def evaluate(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Score the signals on tip.signals against a simulation's truth: precision, recall, F1 per requirement."""
-    from streams.agents.correlate_signals import signal_from_record
-    from streams.correlate import evaluate_against_truth
-    from streams.feeds import read_decoded
-    from streams.scoped import HUB_SCOPE
+    from streams.evaluation import evaluate_signals
     from tiphub.runtime import resolve_broker, topics_for
 
+    requirements = json.loads(truth.read_text())["requirements"]
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
-    records = asyncio.run(
-        read_decoded(
-            bootstrap,
-            topics_for(settings).signals,
-            settings.partitions,
-            settings.kafka_options(),
-            expect="tiphub.Signal",
-        )
-    )
-    latest: dict[str, tuple[int, Any]] = {}
-    hub_scope = [r for r in records if r.get("scope", HUB_SCOPE) == HUB_SCOPE]  # every report; the others are subsets
-    for version, signal in map(signal_from_record, hub_scope):
-        if version > latest.get(signal.signal_id, (0, None))[0]:
-            latest[signal.signal_id] = (version, signal)
-    scores = evaluate_against_truth([s for _, s in latest.values()], json.loads(truth.read_text())["requirements"])
+    scores = asyncio.run(evaluate_signals(bootstrap, topics_for(settings), requirements, settings.kafka_options()))
     table = Table("requirement", "signals", "true sets", "matched", "precision", "recall", "F1")
     for requirement, row in scores.items():
         table.add_row(
