@@ -17,8 +17,7 @@ app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit.")
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link,
     and list records the chaining stage did not write (foreign) and entries no checkpoint covers."""
-    from streams.audit_verify import verify_records
-    from streams.feeds import read_partitions
+    from streams.audit_trail import verify_audit_trail
     from tiphub.audit import AnchorStore
     from tiphub.database import Database
     from tiphub.keys import KeyStore
@@ -26,11 +25,17 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
 
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
-    topics = topics_for(settings)
     keys = KeyStore(settings.home)
-    anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)  # before the topic
-    raw = asyncio.run(read_partitions(bootstrap, topics.audit, settings.partitions, settings.kafka_options()))
-    report = verify_records(topics.audit, raw, anchors, keys.hub_signing_key().public_key(), keys.audit_mac_key())
+    report = asyncio.run(
+        verify_audit_trail(
+            bootstrap,
+            topics_for(settings),
+            AnchorStore(Database(settings.audit_anchor_database)),
+            keys.hub_signing_key().public_key(),
+            keys.audit_mac_key(),
+            settings.kafka_options(),
+        )
+    )
     table = Table("partition", "entries", "checkpoints", "last seq", "anchor seq", "foreign", "unanchored", "result")
     for p in report.partitions:
         table.add_row(
