@@ -112,47 +112,50 @@ def keys_rotate_vault_kek(home: HomeOpt = None, broker: BrokerOpt = None) -> Non
 @app.command("rewrap-vault")
 def keys_rewrap_vault(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Wrap every data key in the vault with the current KEK (idempotent, while the hub runs)."""
+    from streams.key_rotation import rewrap_vault
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.vault import SqlKeyVault
 
     settings = settings_from(home=home)
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
-    rewrapped, total = vault.rewrap()
-    left = vault.wrapped_with_previous()
-    out.print(f"re-wrapped {rewrapped} of {total} data key(s); {left} still wrapped with a previous KEK")
+    done = rewrap_vault(SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks))
+    out.print(f"re-wrapped {done.rewrapped} of {done.total} data key(s); {done.left} still wrapped with a previous KEK")
 
 
 @app.command("retire-vault-kek")
 def keys_retire_vault_kek(kek_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Delete a previous vault KEK once no data key needs it. Vault backups wrapped with it become unreadable."""
+    from streams.key_rotation import KeyStillNeeded, NoSuchKey, retire_vault_kek
     from tiphub.database import Database
     from tiphub.keys import KeyStore
     from tiphub.vault import SqlKeyVault
 
     settings = settings_from(home=home)
     store = KeyStore(settings.home)
-    left = SqlKeyVault(Database(settings.vault_database), store.vault_keks).wrapped_with_previous()
-    if left:
-        console.print(f"[red]{left} data key(s) are still wrapped with a previous KEK: run rewrap-vault first[/red]")
-        raise typer.Exit(1)
-    if not store.retire_vault_kek(kek_id):
+    try:
+        retire_vault_kek(store, SqlKeyVault(Database(settings.vault_database), store.vault_keks), kek_id)
+    except KeyStillNeeded as exc:
+        console.print(
+            f"[red]{exc.count} data key(s) are still wrapped with a previous KEK: run rewrap-vault first[/red]"
+        )
+        raise typer.Exit(1) from None
+    except NoSuchKey:
         console.print(f"[red]no previous vault KEK {kek_id}[/red]")
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     out.print(f"retired {kek_id}")
 
 
 @app.command("rotate-linkage")
 def keys_rotate_linkage(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """A new linkage key version. Until the earlier ones are retired, new reports carry both (bridged)."""
+    from streams.key_rotation import rotate_linkage_key
     from tiphub.keys import KeyStore
 
     settings = settings_from(home=home)
-    store = KeyStore(settings.home)
-    version = store.rotate_linkage_key()
-    earlier = ", ".join(f"v{v}" for v in sorted(store.linkage_keys()) if v != version)
+    rotated = rotate_linkage_key(KeyStore(settings.home))
+    earlier = ", ".join(f"v{v}" for v in rotated.earlier)
     out.print(
-        f"linkage key v{version} is current from the next batch (within {settings.key_reload_s:.0f} s); "
+        f"linkage key v{rotated.version} is current from the next batch (within {settings.key_reload_s:.0f} s); "
         f"{earlier} still bridge old and new reports until retired (retire-linkage)"
     )
 
@@ -168,41 +171,45 @@ def keys_retire_linkage(
     topic_prefix: PrefixOpt = None,
 ) -> None:
     """Delete an earlier linkage key version, after checking which reports would lose direct linkage."""
-    from streams.feeds import read_decoded
+    from collections.abc import Collection
+
+    from streams.key_rotation import (
+        KeyIsCurrent,
+        KeyStillNeeded,
+        NoSuchKey,
+        reports_stranded_by_retiring,
+        retire_linkage_key,
+    )
     from tiphub.database import Database
     from tiphub.keys import KeyStore
-    from tiphub.linkage import stranded_by_retiring
     from tiphub.runtime import resolve_broker, topics_for
     from tiphub.vault import SqlKeyVault
 
     settings = settings_from(broker, home, topic_prefix)
     store = KeyStore(settings.home)
-    live = store.linkage_keys()
-    if version not in live:
-        console.print(f"[red]no live linkage key v{version}[/red]")
-        raise typer.Exit(1)
-    if version == max(live):
-        console.print(f"[red]linkage key v{version} is the current one: rotate-linkage first[/red]")
-        raise typer.Exit(1)
-    if not force:
-        topics = topics_for(settings)
-        accepted = asyncio.run(
-            read_decoded(
-                resolve_broker(settings),
-                topics.accepted,
-                settings.partitions,
-                settings.kafka_options(),
-                expect="tiphub.AcceptedReport",
-            )
-        )
+
+    def stranded(retiring: int, live: Collection[int]) -> list[str]:
+        # Asked only once the version may be retired, and not with --force: the broker and vault open then.
+        bootstrap = resolve_broker(settings)
         vault = SqlKeyVault(Database(settings.vault_database), store.vault_keks)
-        stranded = stranded_by_retiring(accepted, version, live, lambda key_id: vault.get(key_id) is not None)
-        if stranded:
-            console.print(
-                f"[red]{len(stranded)} readable report(s) carry linkage key v{version} only: after retiring it, "
-                "new reports link with them only through a report bridged during the overlap. Keep the "
-                "overlap until retention expires them, or give --force (e.g. the key is compromised).[/red]"
-            )
-            raise typer.Exit(1)
-    store.retire_linkage_key(version)
+        topics = topics_for(settings)
+        return asyncio.run(
+            reports_stranded_by_retiring(bootstrap, topics, vault, retiring, live, settings.kafka_options())
+        )
+
+    try:
+        retire_linkage_key(store, version, None if force else stranded)
+    except NoSuchKey:
+        console.print(f"[red]no live linkage key v{version}[/red]")
+        raise typer.Exit(1) from None
+    except KeyIsCurrent:
+        console.print(f"[red]linkage key v{version} is the current one: rotate-linkage first[/red]")
+        raise typer.Exit(1) from None
+    except KeyStillNeeded as exc:
+        console.print(
+            f"[red]{exc.count} readable report(s) carry linkage key v{version} only: after retiring it, "
+            "new reports link with them only through a report bridged during the overlap. Keep the "
+            "overlap until retention expires them, or give --force (e.g. the key is compromised).[/red]"
+        )
+        raise typer.Exit(1) from None
     out.print(f"retired linkage key v{version}; workers stop deriving it within {settings.key_reload_s:.0f} s")
