@@ -44,11 +44,9 @@ def policy_explain(
     """Print what a recipient would receive of a report, field by field, and why."""
     from datetime import UTC, datetime
 
-    from policies.engine import decide
-    from policies.explain import explain, item_from_report
     from policies.loader import AGREEMENTS_DIR, AgreementError, load_directory
-    from policies.model import AgreementSet, LoadedAgreement
     from schemas.convert import ReportValidationError, parse_timestamp, report_from_json
+    from streams.policy_explain import explain_sharing
 
     try:
         record = report_from_json(json.loads(file.read_text()))
@@ -57,8 +55,4 @@ def policy_explain(
     except (ReportValidationError, AgreementError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    # Explaining applies the agreements as they stand now, as if loaded before the event time.
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    agreement_set = AgreementSet([LoadedAgreement(a, epoch) for a in loaded])
-    decision = decide(item_from_report(record, moment), to, agreement_set, moment)
-    out.print(explain(decision, agreement_set), highlight=False, soft_wrap=True)
+    out.print(explain_sharing(record, to, moment, loaded), highlight=False, soft_wrap=True)
