@@ -6,7 +6,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -64,9 +64,8 @@ def publish(
     """Validate, encrypt, sign and publish reports; prints published and rejected counts.
 
     With --retract REPORT_ID --agency CODE: a signed retraction of one of the agency's reports."""
-    from producers.publisher import parse_jsonl_line
-    from schemas.convert import ReportValidationError
-    from tiphub.runtime import new_producer, publishers_for, resolve_broker
+    from producers.publisher import publish_lines
+    from tiphub.runtime import publishers_for, resolve_broker
 
     settings = settings_from(broker, home, topic_prefix)
     if retract is not None:
@@ -77,108 +76,54 @@ def publish(
         raise typer.Exit(2)
     lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
     bootstrap = resolve_broker(settings)
-
-    async def run() -> tuple[int, list[tuple[int, str, str]]]:
-        producer = new_producer(bootstrap, settings.kafka_options())
-        await producer.start()
-        rejected: list[tuple[int, str, str]] = []
-        published = 0
-        try:
-            agencies: list[str] = [agency] if agency else sorted(_agencies_in(lines))
-            publishers = publishers_for(settings, bootstrap, producer, agencies)
-            pending = []
-            with Progress(
-                TextColumn("publishing"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
-                task = progress.add_task("publish", total=len(lines))
-                for number, line in enumerate(lines, start=1):
-                    progress.advance(task)
-                    if not line.strip():
-                        continue
-                    try:
-                        report = parse_jsonl_line(line)
-                        claimed = report.get("source_agency") if isinstance(report, dict) else None
-                        publisher = publishers[agency] if agency else publishers.get(str(claimed))
-                        if publisher is None:
-                            raise ReportValidationError([_no_key_error()])
-                        report_id, value = publisher.prepare(report)
-                    except ReportValidationError as exc:
-                        rejected.append((number, exc.reason, str(exc)))
-                        continue
-                    pending.append(await producer.send(publisher.topic, key=report_id.encode(), value=value))
-                await asyncio.gather(*pending)
-                published = len(pending)
-        finally:
-            await producer.stop()
-        return published, rejected
-
-    published, rejected = asyncio.run(run())
-    for number, reason, message in rejected:
-        console.print(f"[red]line {number}[/red] {reason}: {message}")
-    out.print(f"published {published}, rejected {len(rejected)}")
-    if rejected and not published:
+    with Progress(
+        TextColumn("publishing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("publish", total=len(lines))
+        done = asyncio.run(
+            publish_lines(
+                lines,
+                bootstrap=bootstrap,
+                publishers_for=lambda producer, agencies: publishers_for(settings, bootstrap, producer, agencies),
+                agency=agency,
+                client_options=settings.kafka_options(),
+                on_line=lambda: progress.advance(task),
+            )
+        )
+    for line in done.rejected:
+        console.print(f"[red]line {line.number}[/red] {line.reason}: {line.message}")
+    out.print(f"published {done.published}, rejected {len(done.rejected)}")
+    if done.rejected and not done.published:
         raise typer.Exit(1)
 
 
 def _retract(settings: Settings, report_id: str, agency: str | None, reason: str, corrected_by: str | None) -> None:
-    from producers.publisher import new_producer, seal_retraction
-    from schemas.codec import WireCodec
+    from producers.publisher import RETRACTION_REASONS, retract_report
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
 
     if agency is None:
         console.print("[red]--retract needs --agency: only the reporting agency can retract its report[/red]")
         raise typer.Exit(2)
-    if reason not in ("WITHDRAWN", "CORRECTED", "ENTERED_IN_ERROR"):
-        console.print(f"[red]--reason {reason!r} is not one of WITHDRAWN, CORRECTED, ENTERED_IN_ERROR[/red]")
+    if reason not in RETRACTION_REASONS:
+        console.print(f"[red]--reason {reason!r} is not one of {', '.join(RETRACTION_REASONS)}[/red]")
         raise typer.Exit(2)
     bootstrap = resolve_broker(settings)
-    retraction = seal_retraction(
-        report_id,
-        agency=agency,
-        reason=reason,
-        corrected_by=corrected_by,
-        agency_key=KeyStore(settings.home).agency_key(agency),
+    asyncio.run(
+        retract_report(
+            report_id,
+            agency=agency,
+            reason=reason,
+            corrected_by=corrected_by,
+            agency_key=KeyStore(settings.home).agency_key(agency),
+            bootstrap=bootstrap,
+            topic=topics_for(settings).submitted,
+            client_options=settings.kafka_options(),
+        )
     )
-
-    async def send() -> None:
-        producer = new_producer(bootstrap, settings.kafka_options())
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                topics_for(settings).submitted,
-                key=report_id.encode(),
-                value=WireCodec().encode("tiphub.ReportRetraction", retraction),
-            )
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
     out.print(f"retraction of {report_id} published by {agency}")
-
-
-def _agencies_in(lines: list[str]) -> set[str]:
-    found = set()
-    for line in lines:
-        try:
-            value = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            continue
-        if isinstance(value, dict) and isinstance(value.get("source_agency"), str):
-            found.add(value["source_agency"])
-    return found
-
-
-def _no_key_error() -> Any:
-    from schemas.convert import FieldError
-
-    return FieldError(
-        "source_agency",
-        "unknown_agency",
-        "no signing key for this agency under TIPHUB_HOME (use --agency)",
-    )
