@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from domain.audit_chain import Anchor
 from domain.signing import RegisteredKey
 
 
@@ -44,3 +45,11 @@ class SigningKeys(Protocol):
     def get(self, key_id: str) -> RegisteredKey | None: ...
 
     def all(self) -> list[RegisteredKey]: ...
+
+
+class AuditAnchors(Protocol):
+    """The latest signed head of every audit partition, kept outside Kafka (adapters/sql/anchors.py)."""
+
+    def advance(self, anchor: Anchor) -> None: ...
+
+    def all(self, topic: str) -> dict[int, Anchor]: ...
