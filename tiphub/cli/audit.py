@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import out
+from tiphub.container import Container
 
 app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit.")
 
@@ -17,8 +18,6 @@ app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit.")
 def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: PrefixOpt = None) -> None:
     """Walk every audit chain, check it against the latest signed anchor, name the first broken link,
     and list records the chaining stage did not write (foreign) and entries no checkpoint covers."""
-    from adapters.sql.anchors import AnchorStore
-    from adapters.sql.database import Database
     from streams.audit_trail import verify_audit_trail
     from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
@@ -30,7 +29,7 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
         verify_audit_trail(
             bootstrap,
             topics_for(settings),
-            AnchorStore(Database(settings.audit_anchor_database)),
+            Container(settings).anchors,
             keys.hub_signing_key().public_key(),
             keys.audit_mac_key(),
             settings.kafka_options(),

@@ -9,6 +9,7 @@ import typer
 
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import console, out
+from tiphub.container import Container
 
 
 def erase(
@@ -45,8 +46,6 @@ def erase(
 
     The hub derives the person's linkage tokens itself, under every live linkage key version; what the
     request names is never printed, logged or written anywhere."""
-    from adapters.sql.database import Database
-    from adapters.sql.vault import SqlKeyVault
     from domain.linkage import Linker
     from streams.erasure import ErasureRequestError, NoSuchPerson, erase_person, erasure_tokens, reapply_erasures
     from tiphub.keys import KeyStore
@@ -68,7 +67,7 @@ def erase(
     else:
         tokens = [subject_token] if subject_token else []
     bootstrap = resolve_broker(settings)
-    vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
+    vault = Container(settings).vault
     if reapply:
         named, deleted = asyncio.run(
             reapply_erasures(

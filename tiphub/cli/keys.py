@@ -11,6 +11,7 @@ from rich.table import Table
 
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import console, out
+from tiphub.container import Container
 
 app = typer.Typer(no_args_is_help=True, help="Hub and agency keys.")
 
@@ -33,10 +34,8 @@ def keys_init(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
 @app.command("list")
 def keys_list(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Agency keys in the registry, with their revocation state."""
-    from adapters.sql.database import Database
-    from adapters.sql.registry import KeyRegistry
 
-    registry = KeyRegistry(Database(settings_from(home=home).registry_database))
+    registry = Container(settings_from(home=home)).registry
     table = Table("key id", "agency", "state")
     for key in sorted(registry.all(), key=lambda k: k.key_id):
         table.add_row(key.key_id, key.agency, "revoked" if key.revoked_at else "active")
@@ -46,10 +45,8 @@ def keys_list(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
 @app.command("revoke")
 def keys_revoke(key_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Revoke an agency key: submissions signed with it are rejected from now on."""
-    from adapters.sql.database import Database
-    from adapters.sql.registry import KeyRegistry
 
-    if not KeyRegistry(Database(settings_from(home=home).registry_database)).revoke(key_id):
+    if not Container(settings_from(home=home)).registry.revoke(key_id):
         console.print(f"[red]no active key {key_id}[/red]")
         raise typer.Exit(1)
     out.print(f"revoked {key_id}")
@@ -66,14 +63,11 @@ def keys_register(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from adapters.sql.database import Database
-    from adapters.sql.registry import KeyRegistry
-
     key = serialization.load_pem_public_key(public_key.read_bytes())
     if not isinstance(key, Ed25519PublicKey):
         console.print("[red]not an Ed25519 public key[/red]")
         raise typer.Exit(1)
-    key_id = KeyRegistry(Database(settings_from(home=home).registry_database)).register(agency, key)
+    key_id = Container(settings_from(home=home)).registry.register(agency, key)
     out.print(f"registered {key_id}")
 
 
@@ -112,28 +106,23 @@ def keys_rotate_vault_kek(home: HomeOpt = None, broker: BrokerOpt = None) -> Non
 @app.command("rewrap-vault")
 def keys_rewrap_vault(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Wrap every data key in the vault with the current KEK (idempotent, while the hub runs)."""
-    from adapters.sql.database import Database
-    from adapters.sql.vault import SqlKeyVault
     from tiphub.key_rotation import rewrap_vault
-    from tiphub.keys import KeyStore
 
     settings = settings_from(home=home)
-    done = rewrap_vault(SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks))
+    done = rewrap_vault(Container(settings).vault)
     out.print(f"re-wrapped {done.rewrapped} of {done.total} data key(s); {done.left} still wrapped with a previous KEK")
 
 
 @app.command("retire-vault-kek")
 def keys_retire_vault_kek(kek_id: str, home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     """Delete a previous vault KEK once no data key needs it. Vault backups wrapped with it become unreadable."""
-    from adapters.sql.database import Database
-    from adapters.sql.vault import SqlKeyVault
     from tiphub.key_rotation import KeyStillNeeded, NoSuchKey, retire_vault_kek
     from tiphub.keys import KeyStore
 
     settings = settings_from(home=home)
     store = KeyStore(settings.home)
     try:
-        retire_vault_kek(store, SqlKeyVault(Database(settings.vault_database), store.vault_keks), kek_id)
+        retire_vault_kek(store, Container(settings).vault, kek_id)
     except KeyStillNeeded as exc:
         console.print(
             f"[red]{exc.count} data key(s) are still wrapped with a previous KEK: run rewrap-vault first[/red]"
@@ -173,8 +162,6 @@ def keys_retire_linkage(
     """Delete an earlier linkage key version, after checking which reports would lose direct linkage."""
     from collections.abc import Collection
 
-    from adapters.sql.database import Database
-    from adapters.sql.vault import SqlKeyVault
     from tiphub.key_rotation import (
         KeyIsCurrent,
         KeyStillNeeded,
@@ -191,7 +178,7 @@ def keys_retire_linkage(
     def stranded(retiring: int, live: Collection[int]) -> list[str]:
         # Asked only once the version may be retired, and not with --force: the broker and vault open then.
         bootstrap = resolve_broker(settings)
-        vault = SqlKeyVault(Database(settings.vault_database), store.vault_keks)
+        vault = Container(settings).vault
         topics = topics_for(settings)
         return asyncio.run(
             reports_stranded_by_retiring(bootstrap, topics, vault, retiring, live, settings.kafka_options())

@@ -9,6 +9,7 @@ import typer
 
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import out
+from tiphub.container import Container
 
 app = typer.Typer(no_args_is_help=True, help="Retention of what the hub can read.")
 
@@ -23,17 +24,14 @@ def retention_sweep(
     """Crypto-shred the keys of every report past its retention period (policies/retention.yaml)."""
     from datetime import UTC, datetime
 
-    from adapters.sql.database import Database
-    from adapters.sql.vault import SqlKeyVault
     from schemas.convert import parse_timestamp
     from streams.retention import RetentionPolicy, sweep_retention
-    from tiphub.keys import KeyStore
     from tiphub.runtime import resolve_broker, topics_for
 
     settings = settings_from(broker, home, topic_prefix)
     as_of = parse_timestamp(now) if now else datetime.now(UTC)
     bootstrap = resolve_broker(settings)
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
+    vault = Container(settings).vault
     policy = RetentionPolicy.load()
     result = asyncio.run(
         sweep_retention(bootstrap, topics_for(settings), vault, policy, as_of, client_options=settings.kafka_options())

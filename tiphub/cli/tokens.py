@@ -8,6 +8,7 @@ import typer
 
 from tiphub.cli.options import BrokerOpt, HomeOpt, settings_from
 from tiphub.cli.terminal import console, out
+from tiphub.container import Container
 
 app = typer.Typer(no_args_is_help=True, help="Gateway bearer tokens.")
 
@@ -23,10 +24,9 @@ def token_issue(
     broker: BrokerOpt = None,
 ) -> None:
     """Print a signed bearer token for the gateway (stdout: the token only)."""
-    from tiphub.runtime import token_authority
 
     try:
-        token = token_authority(settings_from(home=home)).issue(
+        token = Container(settings_from(home=home)).tokens.issue(
             role, subject, agency=agency, partner=partner, ttl_s=ttl
         )
     except ValueError as exc:
@@ -44,8 +44,7 @@ def token_revoke(
 ) -> None:
     """Revoke a token: the gateway refuses it from the next request on."""
     from adapters.sql.tokens import token_id_of
-    from tiphub.runtime import token_authority
 
     token_id = token_id_of(token_or_id) if token_or_id.count(".") == 2 else token_or_id
-    revoked = token_authority(settings_from(home=home)).revoke(token_id, reason)
+    revoked = Container(settings_from(home=home)).tokens.revoke(token_id, reason)
     out.print(f"token {token_id} {'revoked' if revoked else 'was already revoked'}")
