@@ -32,6 +32,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit $(ARGS)
 
 lint: $(STAMP)
+	$(PY) scripts/check_layers.py
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

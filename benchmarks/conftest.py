@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from adapters.sql.vault import SqlKeyVault
+from domain.linkage import Linker
 from policies.loader import load_directory
 from policies.model import AgreementSet, LoadedAgreement
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage, Submission
 from tests.envelopes import EnvelopeKit
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import SqlKeyVault
 
 
 @pytest.fixture(scope="session")

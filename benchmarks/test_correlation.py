@@ -8,9 +8,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from domain.correlate import Correlator, evaluate_against_truth
+from domain.facts import PersonOccurrence, ReportFacts
+from domain.linking import KeyIndex, sightings_of
 from producers.simulate import simulate
-from streams.correlate import Correlator, PersonOccurrence, ReportFacts, evaluate_against_truth
-from streams.linking import KeyIndex, sightings_of
 from tests.correlation_kit import PLAN, Pipeline
 
 

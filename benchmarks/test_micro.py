@@ -6,13 +6,13 @@ import itertools
 import random
 from datetime import UTC, datetime
 
+from domain import crypto
+from domain.correlate import Correlator
 from policies.engine import Decision, decide
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import signing_bytes
 from streams.accept import AcceptStage, Submission
-from streams.correlate import Correlator
-from tiphub import crypto
 
 
 def test_json_to_avro_conversion(benchmark, reports) -> None:  # type: ignore[no-untyped-def]

@@ -28,6 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from adapters.kafka.broker_quirks import resolve_quirks
+from adapters.sql.database import Database
+from adapters.sql.vault import SqlKeyVault
+from domain import crypto
+from domain.callers import Caller, TokenError
+from domain.envelope_keys import EnvelopeKeys
+from domain.ports import KeyRequest, KeyVault
 from gateway.auditing import build_audit_router
 from gateway.cursors import CursorError, CursorSealer
 from gateway.limits import EdgeLimits
@@ -43,13 +49,9 @@ from schemas.codec import WireCodec
 from schemas.registry import load_registry
 from streams.stages import group_id
 from streams.views import open_view
-from tiphub import __version__, crypto
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
+from tiphub import __version__
 from tiphub.runtime import resolve_broker, token_authority, topics_for
 from tiphub.settings import Settings
-from tiphub.tokens import Caller, TokenError
-from tiphub.vault import KeyRequest, KeyVault, SqlKeyVault
 
 ANALYST = require("analyst")
 STATIC = Path(__file__).with_name("static")

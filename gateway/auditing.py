@@ -8,13 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from adapters.kafka.feeds import read_partitions
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from domain.audit_chain import chained_entries
+from domain.callers import Caller
 from gateway.cursors import CursorError
 from gateway.security import invalid, require
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import decode_audit_records, verify_records
-from tiphub.audit import AnchorStore, chained_entries
-from tiphub.database import Database
-from tiphub.tokens import Caller
 
 AUDITOR = require("auditor")
 

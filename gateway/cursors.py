@@ -13,7 +13,7 @@ import base64
 import binascii
 import struct
 
-from tiphub import crypto
+from domain import crypto
 
 _WIDTH = 8  # bytes per position
 

@@ -20,7 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tiphub.tokens import TokenError
+from domain.callers import TokenError
 
 UNLIMITED_PATHS = frozenset({"/healthz"})  # liveness probes must always get through
 MAX_BUCKETS = 100_000

@@ -1,7 +1,7 @@
 """The release workflow over HTTP (gateway/summaries.py holds the rules) and the partners' pull.
 
 A summary for partner P drafted by an analyst of agency A is one signal of the release scope A>P:
-correlated only from reports both A and P may see (streams/scoped.py), and its content is what P's
+correlated only from reports both A and P may see (domain/scoped.py), and its content is what P's
 decided views of those reports allow (policies/visibility.py). So the drafter sees everything that
 goes out, and neither the drafter nor the partner is shown anything shaped by a report hidden from
 either. Before a summary is approved or released, its content is computed again and the partner's
@@ -21,6 +21,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.callers import Caller
+from domain.linking import partition_of
+from domain.scoped import release_scope
 from gateway.cursors import CursorError
 from gateway.links import pending_links, responding, summary_links
 from gateway.security import AuditSink, forbid, invalid, require
@@ -30,9 +33,6 @@ from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from policies.model import Agreement, OriginatorAgreement
 from policies.visibility import Visible, partner_content
 from schemas.codec import WireCodec
-from streams.linking import partition_of
-from streams.scoped import release_scope
-from tiphub.tokens import Caller
 
 SUMMARY_EVENT = "tiphub.SummaryEvent"
 PARTNER_FEED = "partner-summaries"

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
 
+from domain.callers import Caller
+from domain.crypto import public_bytes
 from gateway.cursors import CursorError
 from gateway.links import report_links, responding
 from gateway.security import GatewayKeys, forbid, invalid, require
@@ -20,8 +22,6 @@ from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import ReportValidationError, report_from_json
 from schemas.envelope import SUBMITTED
-from tiphub.crypto import public_bytes
-from tiphub.tokens import Caller
 
 PUBLISHER = require("publisher")
 

@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from adapters.sql.tokens import TokenAuthority
+from domain.callers import Caller, TokenError
+from domain.signing import RELAY_AGENCY, agency_key_id
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
-from tiphub.keys import RELAY_AGENCY, KeyStore, agency_key_id
-from tiphub.tokens import Caller, TokenAuthority, TokenError
+from tiphub.keys import KeyStore
 
 log = logging.getLogger(__name__)
 

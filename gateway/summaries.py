@@ -2,7 +2,7 @@
 
 Life of a summary:
 - an analyst drafts it for one partner; it is one signal of the release scope of the analyst's
-  agency and that partner (streams/scoped.py: correlated only from reports both may see), and its
+  agency and that partner (domain/scoped.py: correlated only from reports both may see), and its
   content is what the partner's decided views of those reports allow (policies/visibility.py),
   computed, never typed;
 - each contributing agency whose originator agreement does not pre-authorise release to that
@@ -25,7 +25,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-from tiphub.tokens import Caller
+from domain.callers import Caller
 
 
 class ActionRefused(Exception):

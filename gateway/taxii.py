@@ -19,10 +19,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from domain.callers import Caller
 from gateway.security import forbid, require
 from gateway.summaries import Summary
 from gateway.views import HubViews
-from tiphub.tokens import Caller
 
 TAXII = "application/taxii+json;version=2.1"
 STIX = "application/stix+json;version=2.1"

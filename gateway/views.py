@@ -3,7 +3,7 @@ the non-sensitive facts of accepted reports, coverage, triage, summaries and rej
 is rebuilt from Kafka at start.
 
 A caller is served only from their own scope (their agency or partner): its signals were correlated
-from the reports the caller may see (streams/scoped.py), in the order of the scope's feed (`seq`,
+from the reports the caller may see (domain/scoped.py), in the order of the scope's feed (`seq`,
 gapless), and each is shown through the caller's decisions as they stand now
 (policies/visibility.py): a report retracted, or past the retention of the caller's agreement, is
 left out of every version, and every field follows the caller's field rules.
@@ -22,14 +22,14 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from domain.callers import Caller
+from domain.scoped import HUB_SCOPE
 from gateway.summaries import SummaryBook
 from policies.engine import decide
 from policies.model import AgreementSet, Rule
 from policies.visibility import ReportFacts, Visible, field_rules, render_signal
 from schemas.codec import CodecError, WireCodec
-from streams.scoped import HUB_SCOPE
 from streams.topics import Topics
-from tiphub.tokens import Caller
 
 log = logging.getLogger(__name__)
 UNKNOWN = object()  # not known yet: its accepted record or the caller's decision is still on its way

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from domain.accepted import accepted_projection
 from policies.engine import Decision
 from policies.model import AgreementSet
-from tiphub.linkage import age_facts
 
 SEALED = b"<sealed>"
 
@@ -15,54 +15,17 @@ SEALED = b"<sealed>"
 def item_from_report(record: dict[str, Any], accepted_at: datetime) -> dict[str, Any]:
     """An AcceptedReport-shaped item from a validated plaintext report, for explaining and testing.
 
-    Sensitive values become an opaque marker (the engine never needs them), derived facts are
-    computed as the accept stage computes them.
-    """
-    report_id = record["report_id"]
-    subjects = []
-    for i, subject in enumerate(record.get("subjects") or []):
-        minor, band = age_facts(subject.get("date_of_birth"), record["observed_at"])
-        subjects.append(
-            {
-                "role": subject["role"],
-                "subject_key_id": f"{report_id}/s{i}",
-                "name": SEALED if subject.get("name") else None,
-                "date_of_birth": SEALED if subject.get("date_of_birth") else None,
-                "sex": subject.get("sex"),
-                "nationality": subject.get("nationality"),
-                "minor_at_observation": minor,
-                "age_band": band,
-                "identifiers": [
-                    {"kind": x["kind"], "issuer": x.get("issuer"), "value": SEALED, "linkage_token": ""}
-                    for x in subject.get("identifiers") or []
-                ],
-            }
-        )
-    return {
-        **{
-            k: record.get(k)
-            for k in (
-                "report_id",
-                "source_agency",
-                "observed_at",
-                "indicator_type",
-                "tlp",
-                "purpose",
-                "legal_basis",
-                "source_reliability",
-                "info_credibility",
-                "elements",
-                "locations",
-            )
-        },
-        "subjects": subjects,
-        "organisations": [
-            {**o, "registration": SEALED if o.get("registration") else None} for o in record.get("organisations") or []
-        ],
-        "narrative": SEALED if record.get("narrative") else None,
-        "report_key_id": f"{report_id}/r",
-        "accepted_at": accepted_at,
-    }
+    Built by the accept stage's own projection (domain/accepted.py): sensitive values become an opaque
+    marker (the engine never needs them), derived facts are computed as the stage computes them."""
+    report = {**record, "subjects": record.get("subjects") or [], "organisations": record.get("organisations") or []}
+    return accepted_projection(
+        report,
+        key_prefix=report["report_id"],
+        seal=lambda _key_id, _path, _value: SEALED,
+        tokens=[[(x["kind"], "") for x in s.get("identifiers") or []] for s in report["subjects"]],
+        linker=None,
+        accepted_at=accepted_at,
+    )
 
 
 RULE_WORDS = {"share": "SHARED", "generalise": "GENERALISED", "drop": "WITHHELD"}

@@ -2,7 +2,7 @@
 decided it for that caller, and every derived field (agencies, dates, elements, minor, score) under
 the weakest rule any of those reports' decisions applied to the fields it derives from.
 
-The signal itself comes from the caller's own scope (streams/scoped.py): correlated from what the
+The signal itself comes from the caller's own scope (domain/scoped.py): correlated from what the
 caller may see. This module adds what time and field rules take away after correlation: a report
 retracted or past its retention since the version was written is left out, and a field the
 caller's agreement generalises or drops is generalised or left out of every aggregate too (a

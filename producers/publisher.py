@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,14 +13,15 @@ from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from domain import crypto
+from domain.signing import agency_key_id
 from schemas.codec import WireCodec
 from schemas.convert import FieldError, ReportValidationError, report_from_json
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.registry import RegisteredSchema, load_registry
-from tiphub import crypto
-from tiphub.keys import agency_key_id
 
 MAX_LINE_BYTES = 256 * 1024
+RETRACTION_REASONS = ("WITHDRAWN", "CORRECTED", "ENTERED_IN_ERROR")
 
 
 @dataclass(frozen=True)
@@ -255,3 +257,123 @@ def parse_jsonl_line(line: str) -> Any:
         ) from None
     except RecursionError:
         raise ReportValidationError([FieldError("", "malformed_json", "JSON nested too deeply")]) from None
+
+
+def agencies_in(lines: Iterable[str]) -> set[str]:
+    """The source agencies the reports of a JSON Lines file claim (lines that are no JSON object are skipped)."""
+    found = set()
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(value, dict) and isinstance(value.get("source_agency"), str):
+            found.add(value["source_agency"])
+    return found
+
+
+NO_SIGNING_KEY = FieldError(
+    "source_agency",
+    "unknown_agency",
+    "no signing key for this agency under TIPHUB_HOME (use --agency)",
+)
+
+
+@dataclass(frozen=True)
+class RejectedLine:
+    number: int  # from 1
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SealedLine:
+    topic: str
+    report_id: str
+    value: bytes  # the signed envelope, on the wire
+
+
+def seal_lines(
+    lines: Iterable[str], publishers: Mapping[str, AgencyPublisher], agency: str | None = None
+) -> Iterator[SealedLine | RejectedLine | None]:
+    """One outcome per line of a JSON Lines file, in order: the report sealed by `agency`'s publisher (or,
+    without `agency`, by the publisher of the agency it claims), the line's rejection with its reason
+    (malformed, invalid, another agency's, an agency without a key), or None for a blank line. Needs no
+    broker."""
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            yield None
+            continue
+        try:
+            report = parse_jsonl_line(line)
+            claimed = report.get("source_agency") if isinstance(report, dict) else None
+            publisher = publishers[agency] if agency else publishers.get(str(claimed))
+            if publisher is None:
+                raise ReportValidationError([NO_SIGNING_KEY])
+            report_id, value = publisher.prepare(report)
+        except ReportValidationError as exc:
+            yield RejectedLine(number, exc.reason, str(exc))
+            continue
+        yield SealedLine(publisher.topic, report_id, value)
+
+
+@dataclass(frozen=True)
+class PublishedLines:
+    published: int
+    rejected: list[RejectedLine]
+
+
+async def publish_lines(
+    lines: Sequence[str],
+    *,
+    bootstrap: str,
+    publishers_for: Callable[[AIOKafkaProducer, list[str]], Mapping[str, AgencyPublisher]],
+    agency: str | None = None,
+    client_options: dict[str, Any] | None = None,
+    on_line: Callable[[], None] = lambda: None,
+) -> PublishedLines:
+    """Validate, seal and publish the reports of a JSON Lines file (seal_lines), pipelined on one idempotent
+    producer; returns once the broker has acknowledged every one sent. Nothing is sent for a rejected line.
+
+    `publishers_for(producer, agencies)` gives the publisher of each agency the reports go out as (`agency`,
+    or those the lines claim) on the shared producer. `on_line()` is called as each line is done."""
+    producer = new_producer(bootstrap, client_options)
+    await producer.start()
+    try:
+        publishers = publishers_for(producer, [agency] if agency else sorted(agencies_in(lines)))
+        rejected: list[RejectedLine] = []
+        pending = []
+        for outcome in seal_lines(lines, publishers, agency):
+            on_line()
+            if isinstance(outcome, RejectedLine):
+                rejected.append(outcome)
+            elif outcome is not None:
+                pending.append(await producer.send(outcome.topic, key=outcome.report_id.encode(), value=outcome.value))
+        await asyncio.gather(*pending)
+        return PublishedLines(len(pending), rejected)
+    finally:
+        await producer.stop()
+
+
+async def retract_report(
+    report_id: str,
+    *,
+    agency: str,
+    reason: str,
+    corrected_by: str | None,
+    agency_key: Ed25519PrivateKey,
+    bootstrap: str,
+    topic: str,
+    client_options: dict[str, Any] | None = None,
+) -> None:
+    """Seal the agency's signed retraction of one of its reports (`reason`: one of RETRACTION_REASONS) and
+    publish it on `topic`, the submissions topic, beside the report's submission."""
+    retraction = seal_retraction(
+        report_id, agency=agency, reason=reason, corrected_by=corrected_by, agency_key=agency_key
+    )
+    producer = new_producer(bootstrap, client_options)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, key=report_id.encode(), value=WireCodec().encode(RETRACTION, retraction))
+    finally:
+        await producer.stop()

@@ -22,17 +22,18 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from domain import crypto
+from domain.accepted import accepted_projection, registration_token, report_key_id, subject_key_id
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker
+from domain.ports import KeyRequest, KeyVault, SigningKeys
+from domain.reloading import Reloaded
+from domain.signing import RELAY_AGENCY, RegisteredKey
 from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.normalise import fold_name, normalise_identifier
 from schemas.registry import RegisteredSchema
-from tiphub import crypto
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import RELAY_AGENCY, KeyRegistry, RegisteredKey
-from tiphub.linkage import Linker, age_facts
-from tiphub.reloading import Reloaded
-from tiphub.vault import KeyRequest, KeyVault
 
 ACCEPTED = "tiphub.AcceptedReport"
 HUB_KEYS_RELOAD_S = 30.0
@@ -133,7 +134,7 @@ class AcceptStage:
     def __init__(
         self,
         *,
-        registry: KeyRegistry,
+        registry: SigningKeys,
         vault: KeyVault,
         hub_key: X25519PrivateKey,
         hub_key_id: str,
@@ -155,7 +156,7 @@ class AcceptStage:
         The latest derives the report's tokens; each earlier one still live derives the same
         material again as a bridge (docs/operations.md, rotation). Without it, `linker` alone.
 
-        `envelope_keys`: the hub's envelope keys per epoch (tiphub/envelope_keys.py), looked up in the vault
+        `envelope_keys`: the hub's envelope keys per epoch (domain/envelope_keys.py), looked up in the vault
         for every batch and never kept: once one is destroyed, what was sealed for it no longer opens.
         `static_hub_keys`: also open envelopes sealed for the long-lived hub key on disk (an agency that
         cannot fetch epoch keys); what is sealed for it stays readable until that key is retired."""
@@ -399,15 +400,15 @@ class AcceptStage:
         prefix = self._key_prefix(opened)
         # The report's own key (narrative, registrations: free text that may name anyone in it) goes with
         # the key of any of its subjects: erasing one person shreds them.
-        subject_keys = tuple(f"{prefix}/s{i}" for i in range(len(opened.report["subjects"])))
-        requests = [KeyRequest(f"{prefix}/r", report_id, (), subject_keys)]
+        subject_keys = tuple(subject_key_id(prefix, i) for i in range(len(opened.report["subjects"])))
+        requests = [KeyRequest(report_key_id(prefix), report_id, (), subject_keys)]
         per_version = [self._subject_tokens(opened, linker) for linker in self.linkers]
         for i, subject in enumerate(opened.report["subjects"]):
             index = [token for tokens in per_version for _, token in tokens[i]]
             name, dob = subject.get("name"), subject.get("date_of_birth")
             if name and dob:
                 index += [self.subject_token(name, dob, linker) for linker in self.linkers]
-            requests.append(KeyRequest(f"{prefix}/s{i}", report_id, tuple(index)))
+            requests.append(KeyRequest(subject_key_id(prefix, i), report_id, tuple(index)))
         return requests
 
     @staticmethod
@@ -416,16 +417,6 @@ class AcceptStage:
 
     def subject_token(self, name: str, dob: str, linker: Linker | None = None) -> str:
         return subject_token(linker or self.linker, name, dob)
-
-    @staticmethod
-    def _registration_token(linker: Linker, org: dict[str, Any]) -> str | None:
-        registration = org.get("registration")
-        if registration is None:
-            return None
-        return linker.token(
-            "ORG_REGISTRATION",
-            f"{org.get('country') or '??'}:{''.join(c for c in registration.upper() if c.isalnum())}",
-        )
 
     def _bridge(self, opened: _Opened, linker: Linker) -> dict[str, Any]:
         """The report's link material derived with an earlier, still live linkage key version."""
@@ -440,95 +431,29 @@ class AcceptStage:
                 }
                 for subject, tokens in zip(report["subjects"], self._subject_tokens(opened, linker), strict=True)
             ],
-            "registration_tokens": [self._registration_token(linker, org) for org in report["organisations"]],
+            "registration_tokens": [registration_token(linker, org) for org in report["organisations"]],
         }
 
     def _accept(self, opened: _Opened, keys: dict[str, bytes], now: datetime) -> Verdict:
         report = opened.report
         report_id = report["report_id"]
-        prefix = self._key_prefix(opened)
-        report_key = keys[f"{prefix}/r"]
-        subjects = []
-        for i, (subject, tokens) in enumerate(
-            zip(report["subjects"], self._subject_tokens(opened, self.linker), strict=True)
-        ):
-            key_id = f"{prefix}/s{i}"
-            subject_key = keys[key_id]
 
-            def sealed(path: str, value: str | None, key: bytes = subject_key) -> bytes | None:
-                return None if value is None else crypto.seal_field(key, report_id, path, value)
+        def seal(key_id: str, path: str, value: str) -> bytes:
+            return crypto.seal_field(keys[key_id], report_id, path, value)
 
-            minor, band = age_facts(subject.get("date_of_birth"), report["observed_at"])
-            base = f"subjects[{i}]"
-            subjects.append(
-                {
-                    "role": subject["role"],
-                    "subject_key_id": key_id,
-                    "name": sealed(f"{base}.name", subject.get("name")),
-                    "date_of_birth": sealed(f"{base}.date_of_birth", subject.get("date_of_birth")),
-                    "sex": subject.get("sex"),
-                    "nationality": subject.get("nationality"),
-                    "minor_at_observation": minor,
-                    "age_band": band,
-                    "name_dob_encoding": self.linker.name_dob_encoding(
-                        subject.get("name"), subject.get("date_of_birth")
-                    ),
-                    "blocking_keys": self.linker.blocking_keys(subject.get("name"), subject.get("date_of_birth")),
-                    "identifiers": [
-                        {
-                            "kind": ident["kind"],
-                            "linkage_token": token,
-                            "value": sealed(f"{base}.identifiers[{j}].value", ident["value"]),
-                            "issuer": ident.get("issuer"),
-                        }
-                        for j, (ident, (_, token)) in enumerate(zip(subject["identifiers"], tokens, strict=True))
-                    ],
-                }
-            )
-        organisations = []
-        for i, org in enumerate(report["organisations"]):
-            registration = org.get("registration")
-            organisations.append(
-                {
-                    "role": org["role"],
-                    "name": org.get("name"),
-                    "registration": None
-                    if registration is None
-                    else crypto.seal_field(report_key, report_id, f"organisations[{i}].registration", registration),
-                    "registration_token": self._registration_token(self.linker, org),
-                    "country": org.get("country"),
-                }
-            )
-        narrative = report.get("narrative")
         accepted = {
-            **{
-                k: report[k]
-                for k in (
-                    "report_id",
-                    "source_agency",
-                    "observed_at",
-                    "indicator_type",
-                    "tlp",
-                    "purpose",
-                    "legal_basis",
-                    "source_reliability",
-                    "info_credibility",
-                    "elements",
-                    "locations",
-                    "estimated_victims",
-                )
-            },
-            "subjects": subjects,
-            "organisations": organisations,
-            "narrative": None
-            if narrative is None
-            else crypto.seal_field(report_key, report_id, "narrative", narrative),
-            "report_key_id": f"{prefix}/r",
+            **accepted_projection(
+                report,
+                key_prefix=self._key_prefix(opened),
+                seal=seal,
+                tokens=self._subject_tokens(opened, self.linker),
+                linker=self.linker,
+                accepted_at=now,
+            ),
             "linkage_key_version": self.linker.version,
             "linkage_bridges": [self._bridge(opened, linker) for linker in self.earlier_linkers],
             "signing_key_id": opened.signing_key_id,
             "publisher": opened.publisher,
-            "accepted_at": now,
         }
         return Verdict(report_id, accepted=accepted)
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from domain.audit_chain import Anchor, VerifyReport, verify_partition
 from domain.log import RawRecord
 from schemas.codec import CodecError, WireCodec
-from tiphub.audit import Anchor, VerifyReport, verify_partition
 
 AUDIT_RECORD = "tiphub.AuditRecord"
 

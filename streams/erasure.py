@@ -7,21 +7,24 @@ person's data, on every topic and in every backup of the topics, is unreadable.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.kafka.feeds import read_decoded
+from domain.correlate import Correlator
+from domain.facts import facts_from_accepted
+from domain.linkage import Linker
+from domain.linking import LINKS, Link
+from domain.ports import KeyVault
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
 from streams.accept import report_id_of_key, subject_token
 from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.correlate import Correlator, facts_from_accepted
-from streams.linking import Link
 from streams.topics import Topics
-from tiphub.linkage import Linker
-from tiphub.vault import KeyVault
 
 ERASED_FACT = "tiphub.SubjectErased"
 
@@ -167,28 +170,72 @@ async def erase_keys(
     return ErasureResult(key_ids, deleted)
 
 
-def retention_days(indicator_type: str, policy: dict[str, object]) -> int:
-    by_type = policy.get("indicator_types") or {}
-    assert isinstance(by_type, dict)
-    return int(by_type.get(indicator_type, policy["default_days"]))  # type: ignore[arg-type]
+class NoSuchPerson(LookupError):
+    """No accepted report names the person an erasure request names (and no erasure fact does)."""
 
 
-def expired_key_ids(
-    accepted: list[dict[str, object]], policy: dict[str, object], now: datetime, already_erased: set[str]
-) -> list[str]:
-    """Every key of every report past its retention that is not erased yet (pure)."""
-    from datetime import timedelta
+def keys_named(tokens: Collection[str], vault: KeyVault, erased: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Subject keys of the person the request names: in the vault under any of `tokens`, or erased before
+    under one of them (`erased`: erasure facts by subject key), so that a second run (with --follow-links,
+    after a review) still knows whom the request names."""
+    wanted = set(tokens)
+    return sorted(
+        {key_id for token in tokens for key_id in vault.key_ids_for_token(token)}
+        | {key_id for key_id, fact in erased.items() if wanted & set(fact["tokens"])}
+    )
 
-    found: list[str] = []
-    for report in accepted:
-        observed = report["observed_at"]
-        assert isinstance(observed, datetime)
-        if observed + timedelta(days=retention_days(str(report["indicator_type"]), policy)) < now:
-            subjects = report["subjects"]
-            assert isinstance(subjects, list)
-            keys = [s["subject_key_id"] for s in subjects] + [str(report["report_key_id"])]
-            found += [k for k in keys if k not in already_erased]
-    return found
+
+def keys_to_erase(
+    named: list[str], linked: list[str], erased: Collection[str], *, follow_links: bool
+) -> tuple[list[str], list[str]]:
+    """(keys to erase now, linked keys left for review): the person's own keys, and the ones correlation
+    links to them only when asked to follow links; a key erased before is neither erased again nor left."""
+    reached = named + (linked if follow_links else [])
+    left = [] if follow_links else [k for k in linked if k not in erased]
+    return [k for k in reached if k not in erased], left
+
+
+@dataclass(frozen=True)
+class PersonErased:
+    erased: ErasureResult
+    linked_left: list[str]  # records correlation links to the person, not erased: for a review, then --follow-links
+
+
+async def erase_person(
+    bootstrap: str,
+    topics: Topics,
+    vault: KeyVault,
+    tokens: list[str],
+    *,
+    follow_links: bool,
+    reason: str,
+    requested_by: str,
+    client_options: dict[str, object] | None = None,
+    working: Callable[[str], AbstractContextManager[object]] = lambda _: nullcontext(),
+) -> PersonErased:
+    """Erase the person `tokens` name (their linkage tokens, any key version), and with `follow_links` the
+    records the hub's correlation links to them (another spelling, no identifier). Raises NoSuchPerson.
+
+    `working(what)` is entered around the long part (reading the accepted reports and the links)."""
+    options = dict(client_options or {})
+    facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
+    erased = {fact["subject_key_id"]: fact for fact in facts if "subject_key_id" in fact}
+    named = keys_named(tokens, vault, erased)
+    if not named:
+        raise NoSuchPerson
+    with working("working out whom the hub's correlation links to them"):
+        retracted = {
+            r["report_id"] for r in await read_decoded(bootstrap, topics.retractions, topics.partitions, options)
+        }
+        batches = await read_decoded(bootstrap, topics.links, topics.partitions_of(topics.links), options, expect=LINKS)
+        links = [Link(**link) for batch in batches for link in batch["links"]]
+        accepted = await read_decoded(bootstrap, topics.accepted, topics.partitions, options)
+        linked = linked_subject_keys(accepted, links, named, retracted, erased)
+    to_erase, left = keys_to_erase(named, linked, erased, follow_links=follow_links)
+    result = await erase_keys(
+        bootstrap, topics, vault, to_erase, reason=reason, requested_by=requested_by, client_options=options
+    )
+    return PersonErased(result, left)
 
 
 async def reapply_erasures(
@@ -205,8 +252,6 @@ async def reapply_erasures(
     them back. `tip.erasures` keeps every fact forever, so walking it undoes that. Idempotent.
     Returns (keys named by facts, keys destroyed now).
     """
-    from adapters.kafka.feeds import read_decoded
-
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
     key_ids = sorted({fact["subject_key_id"] for fact in facts if "subject_key_id" in fact})
     deleted = vault.delete(key_ids)

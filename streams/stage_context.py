@@ -10,12 +10,12 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from domain.correlate import Requirement
 from domain.log import BatchHandler, EventLog
+from domain.ports import AuditAnchors
 from streams.accept import AcceptStage
-from streams.correlate import Requirement
 from streams.stages import Stage
 from streams.topics import Topics
-from tiphub.audit import Anchor
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,6 @@ class AuditKeys:
     mac_key: bytes
 
 
-class Anchors(Protocol):
-    """Where the signed head of each tip.audit partition is kept outside Kafka (SQL: tiphub.audit.AnchorStore)."""
-
-    def all(self, topic: str) -> dict[int, Anchor]: ...
-
-    def advance(self, anchor: Anchor) -> None: ...
-
-
 class Provisions(Protocol):
     """What the stages need beyond the event log, built by the composition root from settings. Asked only by
     the stages that need it: a command that runs one stage builds nothing for the others."""
@@ -44,7 +36,7 @@ class Provisions(Protocol):
 
     def audit_keys(self) -> AuditKeys: ...
 
-    def anchors(self) -> Anchors: ...
+    def anchors(self) -> AuditAnchors: ...
 
     def collection_plan(self) -> list[Requirement]: ...
 

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from domain import crypto
+from domain.ports import KeyVault
 from policies.engine import ERASED
 from schemas.codec import CodecError, WireCodec
-from tiphub import crypto
-from tiphub.vault import KeyVault
 
 _STEP = re.compile(r"([a-z_]+)(?:\[(\d+)\])?")
 

@@ -16,22 +16,23 @@ import yaml
 from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.log import KafkaLog
 from adapters.kafka.transactional import TransactionalProcessor
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from adapters.sql.vault import SqlKeyVault
+from domain.correlate import Requirement, load_plan
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker
 from domain.log import TopicPartition
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.correlate import Requirement, load_plan
 from streams.stage_context import AuditKeys, Provisions, StageContext, build_handler
 from streams.stages import STAGES, Stage, group_id, stage_named
-from tiphub.audit import AnchorStore
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
-from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0

@@ -9,17 +9,19 @@ from typing import Any
 
 import yaml
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain.correlate import Correlator, load_plan
+from domain.facts import facts_from_accepted
+from domain.linkage import Linker
+from domain.linking import KeyIndex, Link, by_partition, sightings_of
 from policies.loader import AGREEMENTS_DIR
 from streams.accept import AcceptStage, Submission
-from streams.correlate import Correlator, facts_from_accepted, load_plan
-from streams.linking import KeyIndex, Link, by_partition, sightings_of
 from tests.envelopes import EnvelopeKit
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import InMemoryKeyVault
 
 PLAN = load_plan(yaml.safe_load((AGREEMENTS_DIR.parent / "collection_plan.yaml").read_text()))
 

@@ -9,16 +9,17 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from adapters.sql.database import Database
+from adapters.sql.vault import SqlKeyVault
+from domain import crypto
+from domain.envelope_keys import EnvelopeKeys
+from domain.signing import agency_key_id
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import SUBMITTED, signing_bytes
-from tiphub import crypto
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyStore, agency_key_id
+from tiphub.keys import KeyStore
 from tiphub.settings import Settings
-from tiphub.vault import SqlKeyVault
 
 
 class EnvelopeKit:

@@ -25,12 +25,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.embedded import EmbeddedBroker, ensure_topics, free_port
 from adapters.kafka.feeds import read_until
+from domain.audit_chain import entry_hash
+from domain.scoped import HUB_SCOPE
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
 from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.scoped import HUB_SCOPE
 from streams.stages import STAGES, group_id, stage_named
-from tiphub.audit import entry_hash
 from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 

@@ -40,10 +40,10 @@ from adapters.kafka.apache_kafka import KAFKA_VERSION
 from adapters.kafka.embedded import EmbeddedBroker, ensure_topics
 from adapters.kafka.feeds import stage_lags
 from domain.log import TopicSpec
+from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
 from schemas.envelope import SUBMITTED
-from streams.scoped import HUB_SCOPE
 from streams.stages import group_id, stage_inputs
 from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import LocalBroker, connect_broker, init_keys, new_producer, publishers_for, topics_for

@@ -21,8 +21,8 @@ from rich.live import Live
 from rich.table import Table
 
 from adapters.kafka.feeds import group_lag
+from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
-from streams.scoped import HUB_SCOPE
 from tiphub.runtime import (
     LocalBroker,
     connect_broker,

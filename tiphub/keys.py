@@ -5,16 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tiphub.crypto import key_fingerprint, public_bytes
-from tiphub.database import Database
+from domain.crypto import key_fingerprint, public_bytes
 
 DEMO_AGENCIES = ("NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI")
 
@@ -42,13 +39,6 @@ def load_ed25519(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
     return key
-
-
-def agency_key_id(agency: str, public: Ed25519PublicKey) -> str:
-    return f"{agency}/{key_fingerprint(public_bytes(public))}"
-
-
-RELAY_AGENCY = "HUB-GATEWAY"  # registry owner of the gateway's relay key: trusted only for the publisher's agency
 
 
 class KeyStore:
@@ -259,61 +249,3 @@ class KeyStore:
 
     def agencies(self) -> list[str]:
         return sorted(p.stem for p in self.dir.glob("agencies/*.pem"))
-
-
-@dataclass(frozen=True)
-class RegisteredKey:
-    key_id: str
-    agency: str
-    public_key: Ed25519PublicKey
-    created_at: float
-    revoked_at: float | None
-
-    def revoked_by(self, at: float) -> bool:
-        return self.revoked_at is not None and at >= self.revoked_at
-
-
-class KeyRegistry:
-    """Agency signing keys the hub trusts, with revocation. Readers cache for `ttl` seconds."""
-
-    def __init__(self, db: Database, ttl: float = 2.0) -> None:
-        self.db = db
-        self.ttl = ttl
-        self._cache: dict[str, RegisteredKey] = {}
-        self._loaded_at = float("-inf")
-        db.execute(
-            f"""CREATE TABLE IF NOT EXISTS agency_keys (
-                key_id TEXT PRIMARY KEY, agency TEXT NOT NULL, public_key {db.blob()} NOT NULL,
-                created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)"""
-        )
-
-    def register(self, agency: str, public: Ed25519PublicKey) -> str:
-        key_id = agency_key_id(agency, public)
-        self.db.execute(
-            "INSERT INTO agency_keys (key_id, agency, public_key, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (key_id) DO NOTHING",
-            (key_id, agency, public_bytes(public), time.time()),
-        )
-        self._loaded_at = float("-inf")
-        return key_id
-
-    def revoke(self, key_id: str, at: float | None = None) -> bool:
-        changed = self.db.execute(
-            "UPDATE agency_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-            (time.time() if at is None else at, key_id),
-        )
-        self._loaded_at = float("-inf")
-        return changed > 0
-
-    def all(self) -> list[RegisteredKey]:
-        rows = self.db.query("SELECT key_id, agency, public_key, created_at, revoked_at FROM agency_keys")
-        return [RegisteredKey(r[0], r[1], Ed25519PublicKey.from_public_bytes(bytes(r[2])), r[3], r[4]) for r in rows]
-
-    def get(self, key_id: str) -> RegisteredKey | None:
-        now = time.monotonic()
-        stale = now - self._loaded_at > self.ttl
-        # An unknown id reloads at most every 0.2 s, so a flood of bogus ids cannot hammer the store.
-        if stale or (key_id not in self._cache and now - self._loaded_at > 0.2):
-            self._cache = {key.key_id: key for key in self.all()}
-            self._loaded_at = now
-        return self._cache.get(key_id)

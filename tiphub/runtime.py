@@ -12,14 +12,14 @@ from aiokafka import AIOKafkaProducer
 from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.broker_quirks import BrokerQuirks, resolve_quirks
 from adapters.kafka.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
+from adapters.sql.tokens import TokenAuthority
+from domain.envelope_keys import EnvelopeKeys
+from domain.signing import RELAY_AGENCY, agency_key_id
 from producers.publisher import AgencyPublisher, new_producer
 from streams.topics import Topics
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import DEMO_AGENCIES, RELAY_AGENCY, KeyRegistry, KeyStore, agency_key_id
+from tiphub.container import Container
+from tiphub.keys import DEMO_AGENCIES, KeyStore
 from tiphub.settings import Settings
-from tiphub.tokens import TokenAuthority
-from tiphub.vault import SqlKeyVault
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
     """Create missing keys and register the demo agencies' public keys. Idempotent."""
     store = KeyStore(settings.home)
     created = store.init(agencies)
-    registry = KeyRegistry(Database(settings.registry_database))
+    registry = Container(settings).registry
     registered = [registry.register(agency, store.agency_key(agency).public_key()) for agency in store.agencies()]
     registered.append(registry.register(RELAY_AGENCY, store.relay_signing_key().public_key()))
     return KeySetup(created, registered)
@@ -119,8 +119,7 @@ def init_keys(settings: Settings, agencies: tuple[str, ...] = DEMO_AGENCIES) -> 
 
 def envelope_keys_for(settings: Settings) -> EnvelopeKeys:
     """The hub's envelope keys per epoch, in the vault (what its own publishers seal for)."""
-    vault = SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks)
-    return EnvelopeKeys(vault, settings.envelope_epoch_s)
+    return Container(settings).envelope_keys
 
 
 def publishers_for(
@@ -158,8 +157,4 @@ __all__ = [
 
 def token_authority(settings: Settings) -> TokenAuthority:
     """The gateway's token issuer and verifier (creates the token key on first use)."""
-    store = KeyStore(settings.home)
-    if not store.token_signing_path.exists():
-        store.init(agencies=())
-    key = store.token_signing_key()
-    return TokenAuthority(key, key.public_key(), Database(settings.tokens_database))
+    return Container(settings).tokens

@@ -1,1 +1,1 @@
-"""In-memory twins of the adapters' ports, for unit tests: each held to its adapter's contract by a shared suite."""
+"""In-memory twins of the ports, for unit tests of pure logic; each passes its port's contract suite."""

@@ -13,7 +13,7 @@ another. A retraction is accepted only from the agency that owns the report it n
 (`retraction_wrong_agency`, audited, otherwise).
 
 In the same transaction it writes the accepted reports' person occurrences to tip.sightings,
-repartitioned by linkage key for the link stage (streams/linking.py).
+repartitioned by linkage key for the link stage (domain/linking.py).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.facts import facts_from_accepted
+from domain.linking import SIGHTINGS, Sighting, by_partition, sightings_of
 from domain.log import Output, Restore, TopicPartition
 from schemas.codec import CodecError, WireCodec
 from streams.accept import ACCEPTED, REJECTED, Rejection, rejection_record
 from streams.agents.verify_reports import AGENCY_HEADER, RETRACTED, SOURCE_HEADER
 from streams.audit_events import audit_output, ingest_denial
-from streams.correlate import facts_from_accepted
-from streams.linking import SIGHTINGS, Sighting, by_partition, sightings_of
 from streams.stage_context import StageContext
 from streams.topics import Topics, report_partition
 

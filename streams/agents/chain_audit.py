@@ -18,14 +18,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from domain.log import LogReader, Output, Restore, TopicPartition
-from schemas.codec import CodecError, WireCodec
-from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.audit_verify import AUDIT_RECORD, decode_audit_records
-from streams.stage_context import Anchors, StageContext
-from streams.topics import Topics
-from tiphub import crypto
-from tiphub.audit import (
+from domain import crypto
+from domain.audit_chain import (
     Anchor,
     RestoredHead,
     checkpoint_statement,
@@ -34,6 +28,13 @@ from tiphub.audit import (
     foreign_records_detail,
     restore_head,
 )
+from domain.log import LogReader, Output, Restore, TopicPartition
+from domain.ports import AuditAnchors
+from schemas.codec import CodecError, WireCodec
+from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.audit_verify import AUDIT_RECORD, decode_audit_records
+from streams.stage_context import StageContext
+from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class ChainAudit:
         signing_key: Ed25519PrivateKey,
         signing_key_id: str,
         mac_key: bytes,
-        anchors: Anchors,
+        anchors: AuditAnchors,
     ) -> None:
         self.topics = topics
         self.log = log

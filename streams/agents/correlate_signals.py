@@ -5,7 +5,7 @@ Exactly once, one instance. The costly comparisons of people happen partitioned 
 in link_people; this stage joins their links into entities (union-find, then contact links
 guarded against over-linking) and evaluates the Collection Plan, once per scope: each agency and
 partner over the reports it may see (its own, and those the sharing decisions give it), and the
-hub over all of them (streams/scoped.py says why filtering one global correlation is not enough).
+hub over all of them (domain/scoped.py says why filtering one global correlation is not enough).
 It emits an EntityMerged fact when a hub entity gains a member or absorbs another.
 
 Entities span every partition, so one instance holds the union: the worker with instance id 0
@@ -25,11 +25,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.correlate import Requirement, Signal
+from domain.facts import facts_from_accepted
+from domain.linking import ENTITY_MERGED, LINKS, Link
 from domain.log import EventLog, FactFeed, LogReader, Output, TopicPartition
+from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from schemas.codec import CodecError, WireCodec
-from streams.correlate import Requirement, Signal, facts_from_accepted
-from streams.linking import ENTITY_MERGED, LINKS, Link
-from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from streams.stage_context import StageContext
 from streams.topics import Topics
 

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from domain.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from domain.log import EventLog, Output, TopicPartition
 from schemas.codec import CodecError, WireCodec
-from streams.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from streams.stage_context import StageContext
 from streams.topics import Topics
 

@@ -13,14 +13,15 @@ import time
 import pytest
 
 from adapters.kafka.feeds import read_partitions
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from domain.audit_chain import Anchor, VerifyReport
 from domain.log import RawRecord
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT
 from streams.audit_verify import verify_records
 from tests.harness import PARTITIONS, Hub, forge_audit_entry
-from tiphub.audit import Anchor, AnchorStore, VerifyReport
-from tiphub.database import Database
 from tiphub.keys import KeyStore
 
 pytestmark = pytest.mark.integration

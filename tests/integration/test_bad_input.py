@@ -13,15 +13,16 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain import crypto
+from domain.signing import agency_key_id
 from producers.publisher import FixedEntropy, seal_report
 from schemas.convert import report_from_json
 from streams.accept import UNVERIFIED
 from tests.envelopes import EnvelopeKit, hours_ago, stranger_hub_key
 from tests.factories import make_report
 from tests.harness import Hub
-from tiphub import crypto
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, agency_key_id
 
 pytestmark = pytest.mark.integration
 

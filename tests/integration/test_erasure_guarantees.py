@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from adapters.sql.database import Database
+from adapters.sql.vault import SqlKeyVault
 from gateway.app import note_key_id
 from policies.engine import ERASED
 from streams.views import rebuild_report_view
@@ -22,11 +24,9 @@ from tests.factories import make_report
 from tests.harness import Hub, final_signals
 from tests.integration.test_erasure import OTHER
 from tests.integration.test_gateway import start_gateway
-from tiphub.database import Database
 from tiphub.keys import KeyStore
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
-from tiphub.vault import SqlKeyVault
 
 pytestmark = pytest.mark.integration
 

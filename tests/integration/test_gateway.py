@@ -28,13 +28,13 @@ from stix2validator import ValidationOptions, validate_instance
 from taxii2client.v21 import Server, as_pages
 
 from adapters.kafka.embedded import free_port
+from adapters.sql.tokens import TokenAuthority
 from producers.simulate import simulate
 from schemas.codec import WireCodec
 from tests.factories import make_report
 from tests.harness import Hub, flatten_strings, forge_audit_entry
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
-from tiphub.tokens import TokenAuthority
 
 pytestmark = pytest.mark.integration
 

@@ -20,6 +20,12 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from adapters.kafka.broker_quirks import detect_kind
 from adapters.kafka.embedded import admin_client, broker_stamps
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from adapters.sql.vault import SqlKeyVault
+from domain import crypto
+from domain.linkage import Linker
+from domain.signing import agency_key_id
 from producers.publisher import new_producer, seal_retraction
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
@@ -27,11 +33,7 @@ from schemas.envelope import RETRACTION
 from tests.envelopes import EnvelopeKit
 from tests.factories import bridge_of, make_report, person_as_recorded
 from tests.harness import PARTITIONS, Hub
-from tiphub import crypto
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, KeyStore, agency_key_id
-from tiphub.linkage import Linker
-from tiphub.vault import SqlKeyVault
+from tiphub.keys import KeyStore
 
 pytestmark = pytest.mark.integration
 

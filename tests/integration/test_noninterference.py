@@ -19,7 +19,7 @@ both hubs, byte for byte after `normalised`:
   they first appear;
 - signals are compared as the caller finds them once both hubs are quiet: its open signals, each as
   `GET /v1/signals/{id}` shows it. Which intermediate versions existed depends on arrival order and
-  batching (streams/correlate.py); tests/unit/test_scoped_correlation.py holds the version history
+  batching (domain/correlate.py); tests/unit/test_scoped_correlation.py holds the version history
   itself to the same property where the batching is controlled.
 
 Exceptions, by the roles' nature (docs/gateway.md): auditors see every decision and disclosure; a
@@ -48,6 +48,8 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
+from adapters.sql.tokens import TokenAuthority
+from domain.linkage import age_facts
 from policies.engine import decide
 from policies.loader import load_directory
 from policies.model import AgreementSet, LoadedAgreement
@@ -55,10 +57,8 @@ from schemas.convert import report_from_json
 from tests.factories import PEOPLE, RECORDED_AS, make_report, person_as_recorded
 from tests.harness import Hub
 from tests.integration.test_gateway import start_gateway
-from tiphub.linkage import age_facts
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
-from tiphub.tokens import TokenAuthority
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from domain.signing import agency_key_id
 from tests.envelopes import EnvelopeKit
 from tests.factories import BASE_REPORT, make_report
 from tests.harness import Hub
 from tests.integration.test_gateway import start_gateway
-from tiphub.keys import agency_key_id
 from tiphub.runtime import token_authority
 from tiphub.settings import Settings
 

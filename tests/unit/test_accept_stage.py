@@ -8,18 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain import crypto
+from domain.accepted import PLAIN_FIELDS
+from domain.envelope_keys import EnvelopeKeys
+from domain.linkage import Linker
+from policies.explain import SEALED, item_from_report
 from schemas.codec import WireCodec
+from schemas.convert import report_from_json
 from streams.accept import AcceptStage, Submission
 from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
-from tiphub import crypto
-from tiphub.database import Database
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import InMemoryKeyVault
 
 
 @pytest.fixture
@@ -169,9 +173,9 @@ def test_rejections_name_the_field_and_carry_no_value(stage: AcceptStage, kit: E
 def test_the_relay_key_is_trusted_only_for_the_agency_of_the_publisher_it_names(
     stage: AcceptStage, kit: EnvelopeKit, tmp_path: Path
 ) -> None:
+    from domain.signing import RELAY_AGENCY, agency_key_id
     from producers.publisher import seal_report
     from schemas.convert import report_from_json
-    from tiphub.keys import RELAY_AGENCY, agency_key_id
 
     relay = KeyStore(tmp_path).relay_signing_key()
 
@@ -226,3 +230,26 @@ def test_an_envelope_sealed_for_a_destroyed_epoch_key_is_refused_and_one_for_the
     [refused] = stage.process([sealed_for_epoch()])
     assert refused.rejected is not None and refused.rejected["reason"] == "hub_key_retired"
     assert refused.rejected["field"] == "hub_key_id"
+
+
+def test_policy_explain_decides_on_the_record_the_accept_stage_keeps(stage: AcceptStage, kit: EnvelopeKit) -> None:
+    """`tiphub policy explain` builds its item with the stage's own projection: every field the stage
+    keeps is there with the same non-sensitive value (a v2 field such as estimated_victims included),
+    so an explained decision is the decision the hub makes."""
+    report = make_report(estimated_victims=3)
+    [verdict] = stage.process([submit(kit, report)])
+    accepted = verdict.accepted
+    assert accepted is not None
+    explained = item_from_report(report_from_json(report), accepted["accepted_at"])
+
+    assert explained["estimated_victims"] == accepted["estimated_victims"] == 3
+    assert set(explained) <= set(accepted)
+    for field in PLAIN_FIELDS:
+        assert explained[field] == accepted[field], field
+    for mine, kept in zip(explained["subjects"], accepted["subjects"], strict=True):
+        assert set(mine) == set(kept)
+        for field in ("role", "sex", "nationality", "minor_at_observation", "age_band"):
+            assert mine[field] == kept[field], field
+        assert [x["kind"] for x in mine["identifiers"]] == [x["kind"] for x in kept["identifiers"]]
+        assert mine["name"] == SEALED  # sealed, never the plaintext
+    assert [set(o) for o in explained["organisations"]] == [set(o) for o in accepted["organisations"]]

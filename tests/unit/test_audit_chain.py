@@ -18,16 +18,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.memory.log import MemoryLog
-from schemas.codec import WireCodec
-from streams.agents.chain_audit import ChainAudit
-from streams.audit_events import AUDIT_EVENT, audit_event
-from streams.audit_verify import decode_audit_records, verify_records
-from streams.topics import Topics
-from tiphub import crypto
-from tiphub.audit import (
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from domain import crypto
+from domain.audit_chain import (
     GENESIS,
     Anchor,
-    AnchorStore,
     AuditHeadContradicted,
     PartitionReport,
     RestoredHead,
@@ -35,7 +31,11 @@ from tiphub.audit import (
     entry_hash,
     restore_head,
 )
-from tiphub.database import Database
+from schemas.codec import WireCodec
+from streams.agents.chain_audit import ChainAudit
+from streams.audit_events import AUDIT_EVENT, audit_event
+from streams.audit_verify import decode_audit_records, verify_records
+from streams.topics import Topics
 
 TOPICS = Topics(prefix="unit.", partitions=1)
 CODEC = WireCodec()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from domain.correlate import Correlator, SignalBook, evaluate_against_truth
 from producers.simulate import simulate
-from streams.correlate import Correlator, SignalBook, evaluate_against_truth
 from tests.correlation_kit import PLAN, Pipeline, correlate_partitioned
 from tests.factories import make_report
 
@@ -328,7 +328,7 @@ def test_merging_entities_re_emits_the_absorbed_signal_as_merged(pipeline: Pipel
     ]
     accepted = pipeline.accept(a + b + bridge)
     correlator, book = Correlator(PLAN), SignalBook()
-    from streams.correlate import facts_from_accepted
+    from domain.facts import facts_from_accepted
 
     emitted = []
     for record in accepted:
@@ -345,7 +345,7 @@ def test_merging_entities_re_emits_the_absorbed_signal_as_merged(pipeline: Pipel
 
 
 def test_retracting_the_report_with_the_smallest_member_continues_the_signal_under_a_new_id(pipeline: Pipeline) -> None:
-    from streams.correlate import facts_from_accepted
+    from domain.facts import facts_from_accepted
 
     ids = [
         "00000000-0000-4000-8000-000000000001",
@@ -404,7 +404,7 @@ def test_the_partitioned_design_finds_the_same_entities_and_signals_as_one_proce
 
 
 def test_a_link_is_made_once_whichever_occurrence_comes_second_and_never_to_an_erased_person() -> None:
-    from streams.linking import KeyIndex, Sighting
+    from domain.linking import KeyIndex, Sighting
 
     def seen(occ: str, subject: str) -> Sighting:
         return Sighting("doc:passport-token", occ, subject, None, None, ())
@@ -422,7 +422,7 @@ def test_a_link_is_made_once_whichever_occurrence_comes_second_and_never_to_an_e
 def test_coverage_kept_as_reports_and_signals_arrive_equals_a_full_recount(one_process: Pipeline) -> None:
     """The union stage keeps coverage incrementally; a recount from every report and signal must agree,
     through merges, a retraction and an erasure."""
-    from streams.correlate import facts_from_accepted
+    from domain.facts import facts_from_accepted
 
     def recount(correlator: Correlator, book: SignalBook) -> dict[str, dict[str, Any]]:
         latest = [signal for _, signal in book.versions.values() if signal.status == "open"]

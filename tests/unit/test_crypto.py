@@ -6,7 +6,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from tiphub import crypto
+from domain import crypto
 
 
 def test_a_sealed_field_opens_at_its_own_report_and_path_only() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tiphub.envelope_keys import EnvelopeKeys
-from tiphub.vault import InMemoryKeyVault
+from adapters.memory.vault import InMemoryKeyVault
+from domain.envelope_keys import EnvelopeKeys
 
 T0 = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
 

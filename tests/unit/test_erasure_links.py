@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from streams.correlate import facts_from_accepted
+from domain.facts import facts_from_accepted
+from domain.linking import KeyIndex, Link, sightings_of
 from streams.erasure import linked_subject_keys
-from streams.linking import KeyIndex, Link, sightings_of
 from tests.correlation_kit import Pipeline
 from tests.factories import bridge_of, make_report, person_as_recorded
 

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tiphub.database import Database
-from tiphub.keys import DEMO_AGENCIES, KeyRegistry, KeyStore, agency_key_id
-from tiphub.linkage import Linker, age_facts
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain.linkage import Linker, age_facts
+from domain.signing import agency_key_id
+from tiphub.keys import DEMO_AGENCIES, KeyStore
 
 
 def test_keys_init_creates_private_files_once_and_never_overwrites(tmp_path: Path) -> None:
@@ -121,12 +123,12 @@ def test_linkage_material_is_stable_across_releases() -> None:
 def test_rotating_the_hub_key_keeps_the_previous_one_until_it_is_retired(tmp_path: Path) -> None:
     import time as clock
 
+    from adapters.memory.vault import InMemoryKeyVault
     from streams.accept import HUB_KEYS_RELOAD_S, AcceptStage, Submission
     from tests.envelopes import EnvelopeKit
     from tests.factories import make_report
     from tiphub.runtime import init_keys
     from tiphub.settings import Settings
-    from tiphub.vault import InMemoryKeyVault
 
     init_keys(Settings(home=tmp_path))
     store = KeyStore(tmp_path)

@@ -12,19 +12,21 @@ from typing import Any
 
 import pytest
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain.correlate import Correlator
+from domain.facts import facts_from_accepted
+from domain.linkage import Linker, stranded_by_retiring
+from domain.linking import KeyIndex, Link, sightings_of
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage, Submission
-from streams.correlate import Correlator, facts_from_accepted
-from streams.linking import KeyIndex, Link, sightings_of
 from tests.correlation_kit import PLAN
 from tests.envelopes import EnvelopeKit
 from tests.factories import make_report
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker, stranded_by_retiring
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import InMemoryKeyVault
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from domain.callers import Caller
 from gateway.summaries import (
     ActionRefused,
     Summary,
@@ -20,7 +21,6 @@ from gateway.summaries import (
 from policies.visibility import ReportFacts, Visible, field_rules, partner_content, render_signal
 from streams.agents.accept_reports import check_retraction_owner
 from streams.topics import report_partition
-from tiphub.tokens import Caller
 
 EXPIRES = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -13,6 +13,10 @@ from pathlib import Path
 import fastavro
 import pytest
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain.linkage import Linker
 from schemas.codec import WireCodec
 from schemas.compat import full_problems, problems
 from schemas.convert import ReportValidationError, report_from_json
@@ -21,12 +25,9 @@ from schemas.registry import _load_named_types as load_types
 from streams.accept import AcceptStage, Submission
 from tests.envelopes import EnvelopeKit
 from tests.factories import make_report
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, KeyStore
-from tiphub.linkage import Linker
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys
 from tiphub.settings import Settings
-from tiphub.vault import InMemoryKeyVault
 
 CODEC = WireCodec()
 V1, V2 = (CODEC.registry.versions("tip.reports.submitted-value")[i] for i in (0, 1))

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.correlate import ReportFacts, facts_from_accepted
-from streams.linking import KeyIndex, Link, by_partition, sightings_of
-from streams.scoped import HUB_SCOPE, Emitted, ScopedCorrelation, release_scope
+from domain.facts import ReportFacts, facts_from_accepted
+from domain.linking import KeyIndex, Link, by_partition, sightings_of
+from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation, release_scope
 from tests.correlation_kit import PLAN, Pipeline
 from tests.factories import PEOPLE, RECORDED_AS, make_report, person_as_recorded
 
@@ -118,7 +118,7 @@ def test_scopes_name_the_same_signal_differently_and_never_by_a_recomputable_id(
     assert hub["report_ids"] == nic["report_ids"]
     assert hub["signal_id"] != nic["signal_id"] and hub["entity"] != nic["entity"]
     # Not the unkeyed derivation anyone could compute from a report id.
-    from streams.correlate import pseudonym, signal_id
+    from domain.correlate import pseudonym, signal_id
 
     entity_key = f"{min(nic['report_ids'])}#0"
     assert nic["signal_id"] != signal_id("IR-1", entity_key) and nic["entity"] != pseudonym(entity_key)

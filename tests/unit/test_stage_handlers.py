@@ -12,7 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.memory.log import MemoryLog, MemoryProcessor
+from adapters.sql.anchors import AnchorStore
+from adapters.sql.database import Database
+from domain.audit_chain import entry_hash
 from domain.log import BatchHandler, Output
+from domain.signing import agency_key_id
 from policies.engine import ERASED
 from policies.loader import AGREEMENTS_DIR, load_directory
 from producers.publisher import seal_retraction
@@ -28,9 +32,7 @@ from streams.topics import report_partition
 from streams.worker import SettingsProvisions
 from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
-from tiphub.audit import AnchorStore, entry_hash
-from tiphub.database import Database
-from tiphub.keys import KeyStore, agency_key_id
+from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys, topics_for
 from tiphub.settings import Settings
 

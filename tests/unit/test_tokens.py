@@ -11,8 +11,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tiphub.database import Database
-from tiphub.tokens import TokenAuthority, TokenError
+from adapters.sql.database import Database
+from adapters.sql.tokens import TokenAuthority
+from domain.callers import TokenError
 
 
 @pytest.fixture

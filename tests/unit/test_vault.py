@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tiphub.crypto import DecryptionError
-from tiphub.database import Database
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.vault import SqlKeyVault
+from domain.crypto import DecryptionError
+from domain.ports import KeyRequest, KeyVault
 from tiphub.keys import KeyStore
-from tiphub.vault import InMemoryKeyVault, KeyRequest, KeyVault, SqlKeyVault
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres"])

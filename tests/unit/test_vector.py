@@ -10,16 +10,17 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from adapters.memory.vault import InMemoryKeyVault
+from adapters.sql.database import Database
+from adapters.sql.registry import KeyRegistry
+from domain.crypto import unseal_field
+from domain.linkage import Linker
+from domain.signing import agency_key_id
 from producers.publisher import FixedEntropy, seal_report
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import signing_bytes
 from streams.accept import AcceptStage, Submission
-from tiphub.crypto import unseal_field
-from tiphub.database import Database
-from tiphub.keys import KeyRegistry, agency_key_id
-from tiphub.linkage import Linker
-from tiphub.vault import InMemoryKeyVault
 
 V1 = WireCodec().registry.by_id(2)  # the vector documents version 1 of the envelope
 VECTOR = json.loads((Path(__file__).resolve().parents[2] / "docs" / "test-vectors" / "envelope-v1.json").read_text())

@@ -8,43 +8,18 @@ checks on every request (a revoked token is refused at once, not at expiry).
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tiphub.database import Database
+from adapters.sql.database import Database
+from domain.callers import PARTNER_ROLES, ROLES, Caller, TokenError
 
 ISSUER = "tiphub"
 AUDIENCE = "tiphub-gateway"
-ROLES = ("publisher", "analyst", "releasing_officer", "liaison", "auditor")
-PARTNER_ROLES = ("liaison",)  # act for a foreign partner; every other role acts for a domestic agency
 DEFAULT_TTL_S = 8 * 3600
 MAX_TTL_S = 30 * 24 * 3600
-
-
-class TokenError(ValueError):
-    """A token that must be refused; `reason` is a stable code for the audit."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Caller:
-    subject: str
-    role: str
-    agency: str | None
-    partner: str | None
-    token_id: str
-    expires_at: datetime
-
-    @property
-    def acts_for(self) -> str:
-        """The agency or partner whose view of the data this caller gets."""
-        return self.partner or self.agency or ""
 
 
 class TokenAuthority:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.correlate import PersonOccurrence, ReportFacts, strong_match
+from domain.facts import PersonOccurrence, ReportFacts, strong_match
 
 SIGHTINGS = "tiphub.SightingBatch"
 LINKS = "tiphub.LinkBatch"

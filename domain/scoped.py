@@ -41,11 +41,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from domain.correlate import Correlator, Requirement, Signal, SignalBook
+from domain.facts import ReportFacts
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
-from streams.correlate import Correlator, ReportFacts, Requirement, Signal, SignalBook
 
 if TYPE_CHECKING:
-    from streams.linking import Link
+    from domain.linking import Link
 
 HUB_SCOPE = "hub"
 RELEASE = ">"  # release scopes are named AGENCY>PARTNER

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from tiphub.crypto import key_fingerprint, public_bytes
-from tiphub.vault import KeyRequest, KeyVault
+from domain.crypto import key_fingerprint, public_bytes
+from domain.ports import KeyRequest, KeyVault
 
 KEY_ID_PREFIX = "hub-epoch/"  # envelope hub_key_id: hub-epoch/<epoch>/<fingerprint>
 VAULT_OWNER = "hub-envelope-keys"  # the vault's report_id column for these keys

@@ -1,0 +1,115 @@
+"""`tiphub worker`, `gateway`, `up` and `bench`: run the hub's processes, alone or all together."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
+from tiphub.cli.terminal import console, log_to_stderr, out
+
+
+def worker(
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            "--instance-id",
+            envvar="TIPHUB_INSTANCE_ID",
+            help="Stable per worker; give each worker its own.",
+        ),
+    ] = None,
+) -> None:
+    """Run the stream processors."""
+    from streams.worker import run_worker
+    from tiphub.runtime import resolve_broker
+
+    log_to_stderr()
+    settings = settings_from(broker, home, topic_prefix, instance_id=instance_id)
+    asyncio.run(run_worker(settings, resolve_broker(settings)))
+
+
+def gateway(
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 8700,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+    topic_prefix: PrefixOpt = None,
+) -> None:
+    """Run the gateway (HTTP)."""
+    import uvicorn
+
+    from gateway.app import create_app
+
+    log_to_stderr()
+    settings = settings_from(broker, home, topic_prefix)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+def bench(
+    reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 10_000,
+    rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 250.0,
+    seconds: Annotated[float, typer.Option("--seconds", help="Length of the steady phase.")] = 30.0,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="tiphub worker processes.")] = 1,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of the bench's topics.")] = 6,
+    warmup: Annotated[int, typer.Option("--warmup", min=1)] = 200,
+    seed: Annotated[int, typer.Option("--seed")] = 11,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False)] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="Also write the JSON result here.")] = None,
+    broker: BrokerOpt = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Keys and broker data (default: a temporary directory).")
+    ] = None,
+    broker_kind: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-kind",
+            envvar="TIPHUB_BROKER_KIND",
+            help="Without --broker: start noida (default) or kafka (one Apache Kafka node). With it: its kind.",
+        ),
+    ] = None,
+) -> None:
+    """Throughput and latency of the whole pipeline, with two ceilings measured in the same run; prints JSON.
+    The result names the broker it ran on."""
+    from tiphub.bench import BenchConfig, BenchError, dumps, run_bench
+
+    config = BenchConfig(
+        reports=reports,
+        rate=rate,
+        seconds=seconds,
+        workers=workers,
+        partitions=partitions,
+        warmup=warmup,
+        seed=seed,
+        ctdc=ctdc,
+    )
+    try:
+        result = run_bench(config, broker, home, console, broker_kind)
+    except BenchError as exc:
+        console.print(f"[red]bench failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    text = dumps(result)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    out.print_json(text) if out.is_terminal else print(text)
+
+
+def up(
+    rate: Annotated[float, typer.Option("--rate", help="Simulated reports per second.")] = 20.0,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False)] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 7,
+    port: Annotated[int, typer.Option("--port")] = 8700,
+    broker: BrokerOpt = None,
+    home: HomeOpt = None,
+) -> None:
+    """The whole hub on this machine, with simulated agencies publishing. Ctrl-C stops it."""
+    from tiphub.hub import run_hub
+
+    settings = settings_from(broker, home)
+    raise typer.Exit(run_hub(settings, rate=rate, ctdc=ctdc, seed=seed, port=port, console=console))
