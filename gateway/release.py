@@ -1,4 +1,4 @@
-"""The release workflow over HTTP (gateway/summaries.py holds the rules) and the partners' pull.
+"""The release workflow over HTTP (domain/release.py holds the rules) and the partners' pull.
 
 A summary for partner P drafted by an analyst of agency A is one signal of the release scope A>P:
 correlated only from reports both A and P may see (streams/scoped.py), and its content is what P's
@@ -21,10 +21,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.release import ActionRefused, Summary, check_approve, check_consent, check_withdraw, concerns
 from gateway.cursors import CursorError
 from gateway.links import pending_links, responding, summary_links
 from gateway.security import AuditSink, forbid, invalid, require
-from gateway.summaries import ActionRefused, Summary, check_approve, check_consent, check_withdraw, concerns
 from gateway.views import UNKNOWN, HubViews
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from policies.model import Agreement, OriginatorAgreement
@@ -158,7 +158,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         return summary.for_consenting(caller.agency or "", {"your_reports": own, "report_count": len(own)})
 
     async def refuse(request: Request, caller: Caller, refused: ActionRefused) -> HTTPException:
-        if refused.conflict:
+        if refused.kind == "wrong_state":
             await request.app.state.audit.denied(request, refused.reason, caller)
             return HTTPException(409, str(refused))
         return await forbid(request, caller, refused.reason, str(refused))
@@ -176,12 +176,12 @@ def build_router(agreements_dir: Any) -> APIRouter:
                 "content_changed",
                 "what the partner would receive has changed since the draft (a report retracted, erased, "
                 "past retention or newly linked): draft it again",
-                conflict=True,
+                kind="wrong_state",
             )
         agreements = Agreements(agreements_dir)
         if agreements.recipient(summary.partner, now.date()) is None:
             raise ActionRefused(
-                "no_agreement_in_force", f"no agreement with {summary.partner} is in force today", conflict=True
+                "no_agreement_in_force", f"no agreement with {summary.partner} is in force today", kind="wrong_state"
             )
         originators = agreements.originators(now.date())
         for report_id in summary.report_ids:
@@ -191,7 +191,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
                 raise ActionRefused(
                     "originator_withholds",
                     f"{source} no longer releases its reports to {summary.partner}",
-                    conflict=True,
+                    kind="wrong_state",
                 )
 
     async def act(

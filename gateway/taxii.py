@@ -19,8 +19,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from domain.release import Summary
 from gateway.security import forbid, require
-from gateway.summaries import Summary
 from gateway.views import HubViews
 from tiphub.tokens import Caller
 

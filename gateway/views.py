@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gateway.summaries import SummaryBook
+from domain.release import SummaryBook
 from policies.engine import decide
 from policies.model import AgreementSet, Rule
 from policies.visibility import ReportFacts, Visible, field_rules, render_signal
