@@ -10,8 +10,6 @@ included) and every disclosure is audited.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -28,14 +26,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from gateway.auditing import build_audit_router
+from gateway.broker import KafkaPublisher, StageLag, Tail
 from gateway.cursors import CursorError, CursorSealer
 from gateway.limits import EdgeLimits
 from gateway.links import responding, signal_page_links
+from gateway.paging import signal_page
 from gateway.release import build_router
 from gateway.reports import build_reports_router
 from gateway.security import AuditSink, GatewayKeys, invalid, require
 from gateway.taxii import build_taxii_router
 from gateway.views import HubViews
+from gateway.visibility import Visibility
 from policies.engine import ERASED
 from policies.loader import foreign_partners
 from schemas.codec import WireCodec
@@ -76,11 +77,11 @@ def note_key_id(signal_id: str, event_id: str) -> str:
 
 def triage_history(views: HubViews, vault: KeyVault, signal_id: str) -> list[dict[str, Any]]:
     history = []
-    for event in views.triage.get(signal_id, []):
+    for event in views.triage.events(signal_id):
         note = ""
         if event["note_sealed"]:
             key_id = note_key_id(signal_id, event["event_id"])
-            key = None if key_id in views.erased else vault.get(key_id)
+            key = None if key_id in views.erasures.key_ids else vault.get(key_id)
             try:
                 note = ERASED if key is None else crypto.unseal(key, event["note_sealed"], key_id.encode()).decode()
             except crypto.DecryptionError:
@@ -115,17 +116,21 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         app.state.cursors = CursorSealer(keys.cursors)
         app.state.vault = SqlKeyVault(Database(settings.vault_database), keys.vault_keks)
         app.state.envelope_keys = EnvelopeKeys(app.state.vault, settings.envelope_epoch_s)
-        app.state.audit = AuditSink(broker, topics, settings.kafka_options())
-        app.state.views = HubViews(broker, topics, settings.kafka_options())
-        await app.state.audit.start()
+        app.state.publisher = publisher = KafkaPublisher(broker, settings.kafka_options())
+        app.state.audit = AuditSink(publisher, topics)
+        app.state.views = views = HubViews(topics)
+        app.state.visibility = Visibility(views)
+        app.state.tail = tail = Tail(broker, topics, views.tailed(), views.apply, settings.kafka_options())
+        app.state.lag = StageLag(broker, topics, tail, settings.kafka_options())
+        await publisher.start()
         try:
-            await app.state.views.start()
+            await tail.start()
             try:
                 yield
             finally:
-                await app.state.views.stop()
+                await tail.stop()
         finally:
-            await app.state.audit.stop()
+            await publisher.stop()
 
     app = FastAPI(title="tiphub gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(
@@ -154,8 +159,8 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         """Readiness: 200 once the gateway has rebuilt its views from the topics after starting, else 503.
         `caught_up` says whether it has read every topic to its end as of this request (on a busy hub it is
         often a few records behind: the tests of a quiet hub wait for it)."""
-        views: HubViews = request.app.state.views
-        body = {"rebuilt": views.ready.is_set(), "caught_up": await views.caught_up()}
+        tail: Tail = request.app.state.tail
+        body = {"rebuilt": tail.ready.is_set(), "caught_up": await tail.caught_up()}
         return Response(json.dumps(body), status_code=200 if body["rebuilt"] else 503, media_type="application/json")
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
@@ -164,15 +169,13 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         what the hub holds and decides per recipient (counts that would tell an anonymous caller how much is
         drafted, approved or shared, and with whom)."""
         views: HubViews = request.app.state.views
-        for stage, behind in (await views.lag(lambda stage: group_id(settings, stage))).items():
+        stage_lag: StageLag = request.app.state.lag
+        for stage, behind in (await stage_lag.measure(lambda stage: group_id(settings, stage))).items():
             lag.labels(stage).set(behind)
         body = generate_latest(public_metrics)
         if await auditor_or_none(request) is not None:
-            signal_versions.set(sum(len(feed.versions) for feed in views.feeds.values()))
-            counts: dict[tuple[str, bool], int] = {}
-            for (recipient, _), decided in list(views.decisions.items()):
-                counts[(recipient, decided.allowed)] = counts.get((recipient, decided.allowed), 0) + 1
-            for (recipient, allowed), n in counts.items():
+            signal_versions.set(views.signals.versions_held())
+            for (recipient, allowed), n in views.decisions.counts().items():
                 decisions.labels(recipient, str(allowed).lower()).set(n)
             body += generate_latest(full_metrics)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
@@ -208,7 +211,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         """Signal versions of the caller's agency, correlated from the reports it may see, in feed order,
         each (signal_id, version) once."""
         views: HubViews = request.app.state.views
-        items, position = views.page(caller, position_of(request, caller, after), limit)
+        visibility: Visibility = request.app.state.visibility
+        scope = caller.acts_for or ""
+        items, position = signal_page(views.signals, visibility, scope, position_of(request, caller, after), limit)
         if items:
             await request.app.state.audit.disclosed(
                 caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
@@ -223,12 +228,14 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     ) -> EventSourceResponse:
         """The same feed as Server-Sent Events. Each event's id is the cursor just after it."""
         views: HubViews = request.app.state.views
+        visibility: Visibility = request.app.state.visibility
+        tail: Tail = request.app.state.tail
         position = position_of(request, caller, request.headers.get("last-event-id") or after)
 
         async def events() -> AsyncIterator[dict[str, str]]:
             nonlocal position
             while True:
-                items, after_page = views.page(caller, position, 100)
+                items, after_page = signal_page(views.signals, visibility, caller.acts_for or "", position, 100)
                 if items:
                     await request.app.state.audit.disclosed(
                         caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
@@ -241,9 +248,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
                     }
                 position = after_page
                 if not items:
-                    async with views.changed:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(views.changed.wait(), timeout=1.0)
+                    await tail.next_batch(1.0)
 
         return EventSourceResponse(events(), ping=15)
 
@@ -251,8 +256,9 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         """(latest record, as the caller sees it) of a signal of the caller's scope; a 404, audited, for any
         other id (another scope's, or none at all: the answer is the same)."""
         views: HubViews = request.app.state.views
-        record = views.latest(caller.acts_for or "", signal_id)
-        shown = views.render(caller.acts_for or "", record) if record is not None else None
+        visibility: Visibility = request.app.state.visibility
+        record = views.signals.latest(caller.acts_for or "", signal_id)
+        shown = visibility.render(caller.acts_for or "", record) if record is not None else None
         if not isinstance(shown, dict):
             await request.app.state.audit.denied(request, "not_found", caller)
             raise HTTPException(404, "no such signal visible to this caller")
@@ -262,13 +268,15 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     async def one_signal(request: Request, signal_id: str, caller: Annotated[Caller, Depends(ANALYST)]) -> Any:
         """The latest version of one signal and its contributing reports, as this caller may see them."""
         views: HubViews = request.app.state.views
+        visibility: Visibility = request.app.state.visibility
         vault: KeyVault = request.app.state.vault
         _, shown = await own_signal(request, caller, signal_id)
         reports = []
         for report_id in shown["report_ids"]:
-            found = views.report_view(caller.acts_for or "", report_id)
+            found = visibility.report_view(caller.acts_for or "", report_id)
             view, fields = found if found is not None else (None, [])
-            opened = open_view(view, views.accepted[report_id], vault, views.erased) if view is not None else None
+            accepted = views.accepted.records[report_id]
+            opened = open_view(view, accepted, vault, views.erasures.key_ids) if view is not None else None
             reports.append(
                 {
                     "report_id": report_id,
@@ -295,7 +303,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
     async def coverage(request: Request, caller: Annotated[Caller, Depends(ANALYST)]) -> dict[str, Any]:
         """Collection Plan coverage per requirement over the reports the caller's agency may see (counts
         only; no report is named)."""
-        rows = request.app.state.views.coverage.get(caller.acts_for, {})
+        rows = request.app.state.views.coverage.by_scope.get(caller.acts_for, {})
         return {"requirements": [{k: v for k, v in rows[r].items() if k != "scope"} for r in sorted(rows)]}
 
     @app.get("/", include_in_schema=False)
@@ -319,7 +327,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             people = tuple(
                 subject["subject_key_id"]
                 for report_id in record["report_ids"]
-                for subject in views.accepted[report_id]["subjects"]
+                for subject in views.accepted.records[report_id]["subjects"]
             )
             key = vault.get_or_create_many([KeyRequest(key_id, signal_id, (), people)])[key_id]
             sealed = crypto.seal(key, body.note.encode(), key_id.encode())
@@ -332,8 +340,10 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
             "at": datetime.now(UTC),
             "note_sealed": sealed,
         }
-        await request.app.state.audit.send(views.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event))
-        await views.applied(event_id)
+        await request.app.state.publisher.send(
+            views.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event)
+        )
+        await request.app.state.tail.until(lambda: views.folded(event_id))
         return {"signal_id": signal_id, "triage": triage_history(views, vault, signal_id)}
 
     # -- Confluent Schema Registry read API ------------------------------------------------

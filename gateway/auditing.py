@@ -99,8 +99,8 @@ def build_audit_router() -> APIRouter:
     async def who_saw(request: Request, subject_token: str, caller: Annotated[Caller, Depends(AUDITOR)]) -> Any:
         """Every decision and disclosure that concerned the person with this linkage token."""
         views = request.app.state.views
-        keys = views.subject_keys_by_token.get(subject_token, set())
-        reports = {r for key in keys for r in views.reports_by_subject_key.get(key, ())}
+        keys = views.accepted.subject_keys_by_token.get(subject_token, set())
+        reports = {r for key in keys for r in views.accepted.reports_by_subject_key.get(key, ())}
         if not keys:
             await request.app.state.audit.denied(request, "not_found", caller)
             raise HTTPException(404, "no accepted report names a person with this token")

@@ -22,10 +22,14 @@ from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.release import ActionRefused, Summary, check_approve, check_consent, check_withdraw, concerns
+from gateway.broker import Tail
 from gateway.cursors import CursorError
 from gateway.links import pending_links, responding, summary_links
+from gateway.paging import partner_page
+from gateway.ports import Publisher
 from gateway.security import AuditSink, forbid, invalid, require
-from gateway.views import UNKNOWN, HubViews
+from gateway.views import HubViews
+from gateway.visibility import UNKNOWN, Visibility
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from policies.model import Agreement, OriginatorAgreement
 from policies.visibility import Visible, partner_content
@@ -84,13 +88,13 @@ def pre_authorised(directory: Any) -> dict[str, frozenset[str]]:
 
 
 def partner_view(
-    views: HubViews, record: dict[str, Any], partner: str, agency: str, now: datetime
+    visibility: Visibility, record: dict[str, Any], partner: str, agency: str, now: datetime
 ) -> dict[str, Any] | object | None:
     """What `partner` would receive of a release-scope signal now: None if a report of it is no longer
     visible to the partner or the drafting agency; UNKNOWN while a decision is on its way."""
     reports: list[Visible] = []
     for report_id in record["report_ids"]:
-        to_partner, to_agency = views.visible(partner, report_id, now), views.visible(agency, report_id, now)
+        to_partner, to_agency = visibility.visible(partner, report_id, now), visibility.visible(agency, report_id, now)
         if to_partner is UNKNOWN or to_agency is UNKNOWN:
             return UNKNOWN
         if not isinstance(to_partner, Visible) or not isinstance(to_agency, Visible):
@@ -128,11 +132,13 @@ def build_router(agreements_dir: Any) -> APIRouter:
             "report_ids": list(summary.report_ids) if kind == "drafted" else [],
         }
         sink: AuditSink = request.app.state.audit
+        publisher: Publisher = request.app.state.publisher
+        tail: Tail = request.app.state.tail
         partition = partition_of(f"partner|{summary.partner}", views.topics.partitions)
-        await sink.send(
+        await publisher.send(
             views.topics.summaries, summary.summary_id.encode(), codec.encode(SUMMARY_EVENT, event), partition
         )
-        await views.applied(event_id)  # read your writes: the response shows the state the log holds
+        await tail.until(lambda: views.folded(event_id))  # read your writes: the response shows the state the log holds
         await sink.write(
             "release",
             actor,
@@ -144,7 +150,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
 
     async def find(request: Request, caller: Caller, summary_id: str) -> Summary:
         """A summary that is this caller's business; any other id, real or not, is the same audited 404."""
-        summary: Summary | None = request.app.state.views.summaries.summaries.get(summary_id)
+        summary: Summary | None = request.app.state.views.summaries.book.summaries.get(summary_id)
         if summary is None or not concerns(summary, caller):
             await request.app.state.audit.denied(request, "not_found", caller)
             raise HTTPException(404, "no such summary")
@@ -154,7 +160,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         if caller.agency == summary.drafter_agency:
             return summary.public()
         views: HubViews = request.app.state.views
-        own = [r for r in summary.report_ids if r in views.facts and views.facts[r].agency == caller.agency]
+        own = [r for r in summary.report_ids if views.accepted.agency_of(r) == caller.agency]
         return summary.for_consenting(caller.agency or "", {"your_reports": own, "report_count": len(own)})
 
     async def refuse(request: Request, caller: Caller, refused: ActionRefused) -> HTTPException:
@@ -167,10 +173,11 @@ def build_router(agreements_dir: Any) -> APIRouter:
         """Before a summary is approved or released: its content is still what the partner would receive
         now, and the partner's and every contributor's agreements still let it go."""
         views: HubViews = request.app.state.views
+        visibility: Visibility = request.app.state.visibility
         now = datetime.now(UTC)
-        current = views.latest(summary.scope, summary.signal_id)
+        current = views.signals.latest(summary.scope, summary.signal_id)
         agency = summary.drafter_agency
-        content = partner_view(views, current, summary.partner, agency, now) if current is not None else None
+        content = partner_view(visibility, current, summary.partner, agency, now) if current is not None else None
         if current is None or current["status"] != "open" or content != summary.content:
             raise ActionRefused(
                 "content_changed",
@@ -185,7 +192,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
             )
         originators = agreements.originators(now.date())
         for report_id in summary.report_ids:
-            source = views.facts[report_id].agency
+            source = views.accepted.facts[report_id].agency
             held = originators.get(source)
             if held is None or summary.partner not in held.foreign_release:
                 raise ActionRefused(
@@ -214,7 +221,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
     def candidates(views: HubViews, caller: Caller, record: dict[str, Any], partner: str) -> list[dict[str, Any]]:
         """The release scope's open signals for the same requirement that share reports with the caller's
         signal, most shared first."""
-        feed = views.feeds.get(release_scope(caller.acts_for or "", partner))
+        feed = views.signals.feed(release_scope(caller.acts_for or "", partner))
         if feed is None:
             return []
         mine = set(record["report_ids"])
@@ -227,8 +234,9 @@ def build_router(agreements_dir: Any) -> APIRouter:
 
     async def own_signal(request: Request, caller: Caller, signal_id: str) -> dict[str, Any]:
         views: HubViews = request.app.state.views
-        record = views.latest(caller.acts_for or "", signal_id)
-        if record is None or not isinstance(views.render(caller.acts_for or "", record), dict):
+        visibility: Visibility = request.app.state.visibility
+        record = views.signals.latest(caller.acts_for or "", signal_id)
+        if record is None or not isinstance(visibility.render(caller.acts_for or "", record), dict):
             await request.app.state.audit.denied(request, "not_found", caller)
             raise HTTPException(404, "no such signal visible to this caller")
         return record
@@ -249,14 +257,14 @@ def build_router(agreements_dir: Any) -> APIRouter:
         now = datetime.now(UTC)
         out = []
         for found in candidates(views, caller, record, partner):
-            content = partner_view(views, found, partner, caller.acts_for or "", now)
+            content = partner_view(request.app.state.visibility, found, partner, caller.acts_for or "", now)
             if isinstance(content, dict):
                 shared = sorted(set(found["report_ids"]) & set(record["report_ids"]))
                 out.append({"partner_signal": found["signal_id"], "shared_reports": shared, "content": content})
         return {"signal_id": signal_id, "partner": partner, "partner_signals": out}
 
     def releasable(views: HubViews, caller: Caller, partner: str) -> list[dict[str, Any]]:
-        feed = views.feeds.get(release_scope(caller.acts_for or "", partner))
+        feed = views.signals.feed(release_scope(caller.acts_for or "", partner))
         found = [r for r in feed.latest.values() if r["status"] == "open"] if feed else []
         return sorted(found, key=lambda r: r["signal_id"])
 
@@ -273,7 +281,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
         now = datetime.now(UTC)
         out = []
         for record in releasable(views, caller, partner):
-            content = partner_view(views, record, partner, caller.acts_for or "", now)
+            content = partner_view(request.app.state.visibility, record, partner, caller.acts_for or "", now)
             if isinstance(content, dict):
                 out.append({"partner_signal": record["signal_id"], "content": content})
         return {"partner": partner, "signals": out}
@@ -301,11 +309,13 @@ def build_router(agreements_dir: Any) -> APIRouter:
         if not found:
             raise invalid((("body", "partner"), f"nothing of this signal may go to {body.partner}", "value_error"))
         chosen = found[0]
-        content = partner_view(views, chosen, body.partner, caller.acts_for or "", datetime.now(UTC))
+        content = partner_view(
+            request.app.state.visibility, chosen, body.partner, caller.acts_for or "", datetime.now(UTC)
+        )
         if not isinstance(content, dict):
             raise HTTPException(409, "the sharing decisions for this signal's reports are changing; try again")
         authorised = pre_authorised(agreements_dir)
-        sources = {views.facts[r].agency for r in chosen["report_ids"]}
+        sources = {views.accepted.facts[r].agency for r in chosen["report_ids"]}
         summary = Summary(
             summary_id="sum-" + uuid.uuid4().hex[:20],
             partner=body.partner,
@@ -327,7 +337,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
     ) -> dict[str, Any]:
         """Drafts awaiting consent or approval that are the caller's business: their agency's drafts, and for a
         releasing officer those their agency must consent to (showing only their agency's part)."""
-        summaries = request.app.state.views.summaries.pending()
+        summaries = request.app.state.views.summaries.book.pending()
         return {"summaries": [shown_to(request, caller, s) for s in summaries if concerns(s, caller)]}
 
     @router.post("/v1/summaries/{summary_id}/consent", responses=responding(200, "The summary now.", summary_links()))
@@ -370,7 +380,7 @@ def build_router(agreements_dir: Any) -> APIRouter:
             cursor = request.app.state.cursors.open(PARTNER_FEED, partner, after, count)
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
-        items, position = views.partner_page(partner, cursor, limit)
+        items, position = partner_page(views.summaries, partner, cursor, limit)
         if items:
             await request.app.state.audit.disclosed(
                 caller, "summaries", {"summaries": [f"{i['summary_id']}:{i['status']}" for i in items]}

@@ -56,7 +56,7 @@ def build_reports_router() -> APIRouter:
             publisher=f"{caller.subject}@{caller.agency}",
         )
         views: HubViews = request.app.state.views
-        await request.app.state.audit.send(
+        await request.app.state.publisher.send(
             views.topics.submitted, record["report_id"].encode(), codec.encode(SUBMITTED, envelope)
         )
         request.app.state.submitted[record["report_id"]] = caller.agency
@@ -85,10 +85,10 @@ def build_reports_router() -> APIRouter:
     async def status(request: Request, report_id: str, caller: Annotated[Caller, Depends(PUBLISHER)]) -> Any:
         """accepted; rejected with the reason and field; or submitted while the accept stage has not decided."""
         views: HubViews = request.app.state.views
-        accepted = views.facts.get(report_id)
+        accepted = views.accepted.facts.get(report_id)
         if accepted is not None and accepted.agency == caller.agency:
             return {"report_id": report_id, "status": "accepted"}
-        rejected = views.rejected_by_id.get((caller.agency, report_id))
+        rejected = views.rejected.latest.get((caller.agency, report_id))
         if rejected is not None and (accepted is None or accepted.agency != caller.agency):
             return {
                 "report_id": report_id,
@@ -116,7 +116,7 @@ def build_reports_router() -> APIRouter:
         except CursorError as exc:
             raise invalid((("query", "after"), str(exc), "value_error")) from None
         out: list[dict[str, Any]] = []
-        for partition, offset, value in list(views.rejected):
+        for partition, offset, value in list(views.rejected.log):
             if offset < position[partition]:
                 continue
             if len(out) >= limit:

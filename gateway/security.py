@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
+from gateway.ports import Publisher
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
@@ -58,29 +58,17 @@ class GatewayKeys:
 
 
 class AuditSink:
-    """The gateway's one producer: audit events, and the events the gateway writes (summaries, triage, relayed
-    reports), each acknowledged by the brokers before the response goes out."""
+    """Audit events, each acknowledged by the brokers before the response goes out."""
 
-    def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, publisher: Publisher, topics: Topics) -> None:
+        self.publisher = publisher
         self.topics = topics
         self.codec = WireCodec()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **(client_options or {})
-        )
-
-    async def start(self) -> None:
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-
-    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        await self.producer.send_and_wait(topic, value, key=key, partition=partition)
 
     async def write(self, kind: str, actor: str, outcome: str, **fields: Any) -> None:
         event = audit_event(kind, actor, outcome, **fields)
-        await self.producer.send_and_wait(
-            self.topics.audit_intake, self.codec.encode(AUDIT_EVENT, event), key=event["event_id"].encode()
+        await self.publisher.send(
+            self.topics.audit_intake, event["event_id"].encode(), self.codec.encode(AUDIT_EVENT, event)
         )
 
     async def denied(

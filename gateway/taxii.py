@@ -142,8 +142,8 @@ def build_taxii_router(partners: set[str]) -> APIRouter:
         views: HubViews = request.app.state.views
         out: list[tuple[datetime, dict[str, Any]]] = []
         released: dict[str, datetime] = {}
-        for _, _, summary_id, kind, at in views.partner_log:
-            summary = views.summaries.summaries.get(summary_id)
+        for _, _, summary_id, kind, at in views.summaries.partner_log:
+            summary = views.summaries.book.summaries.get(summary_id)
             if summary is None or summary.partner != partner:
                 continue
             if kind == "released":
