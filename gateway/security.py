@@ -8,7 +8,7 @@ chain stage links it into tip.audit) before the response goes out.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
 from tiphub.keys import RELAY_AGENCY, KeyStore, agency_key_id
-from tiphub.tokens import Caller, TokenAuthority, TokenError
+from tiphub.tokens import Caller
 
 log = logging.getLogger(__name__)
 
@@ -95,36 +95,9 @@ class AuditSink:
         )
 
 
-def require(*roles: str) -> Callable[[Request], Awaitable[Caller]]:
-    """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
-
-    async def dependency(request: Request) -> Caller:
-        authority: TokenAuthority = request.app.state.tokens
-        audit: AuditSink = request.app.state.audit
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await audit.denied(request, "no_token")
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            caller = authority.verify(token.strip())
-        except TokenError as exc:
-            await audit.denied(request, exc.reason)
-            raise HTTPException(
-                401, str(exc), headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'}
-            ) from None
-        if roles and caller.role not in roles:
-            await audit.denied(request, "wrong_role", caller)
-            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
-        request.state.caller = caller
-        return caller
-
-    return dependency
-
-
-async def forbid(request: Request, caller: Caller, reason: str, message: str) -> HTTPException:
+async def forbid(audit: AuditSink, request: Request, caller: Caller, reason: str, message: str) -> HTTPException:
     """Audit a 403 decided inside an endpoint (another partner's data, say) and return it to raise."""
-    await request.app.state.audit.denied(request, reason, caller)
+    await audit.denied(request, reason, caller)
     return HTTPException(403, message)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.app import note_key_id
+from gateway.triage import note_key_id
 from policies.engine import ERASED
 from streams.views import rebuild_report_view
 from tests.factories import make_report

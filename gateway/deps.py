@@ -1,0 +1,122 @@
+"""The routes' typed dependencies: the started gateway's parts (gateway/state.py) and the verified caller.
+
+A route names what it uses (`views: ViewsDep`, `caller: AnalystCaller`) and reads nothing from
+`app.state` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from gateway.broker import Tail
+from gateway.cursors import CursorSealer
+from gateway.ports import Publisher
+from gateway.security import AuditSink
+from gateway.state import GatewayState, started
+from gateway.views import HubViews
+from gateway.visibility import Visibility
+from tiphub.settings import Settings
+from tiphub.tokens import Caller, TokenError
+from tiphub.vault import KeyVault
+
+
+def gateway_state(request: Request) -> GatewayState:
+    state = started(request.app)
+    if state is None:  # no route is served before the lifespan has started the gateway
+        raise RuntimeError("the gateway has not started")
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(gateway_state)]
+
+
+def _settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def _views(state: StateDep) -> HubViews:
+    return state.views
+
+
+def _visibility(state: StateDep) -> Visibility:
+    return state.visibility
+
+
+def _tail(state: StateDep) -> Tail:
+    return state.tail
+
+
+def _audit(state: StateDep) -> AuditSink:
+    return state.audit
+
+
+def _publisher(state: StateDep) -> Publisher:
+    return state.publisher
+
+
+def _cursors(state: StateDep) -> CursorSealer:
+    return state.cursors
+
+
+def _vault(state: StateDep) -> KeyVault:
+    return state.vault
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ViewsDep = Annotated[HubViews, Depends(_views)]
+VisibilityDep = Annotated[Visibility, Depends(_visibility)]
+TailDep = Annotated[Tail, Depends(_tail)]
+AuditDep = Annotated[AuditSink, Depends(_audit)]
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+CursorsDep = Annotated[CursorSealer, Depends(_cursors)]
+VaultDep = Annotated[KeyVault, Depends(_vault)]
+
+
+def require(*roles: str) -> Callable[[Request, GatewayState], Awaitable[Caller]]:
+    """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
+
+    async def dependency(request: Request, state: StateDep) -> Caller:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            await state.audit.denied(request, "no_token")
+            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        try:
+            caller = state.tokens.verify(token.strip())
+        except TokenError as exc:
+            await state.audit.denied(request, exc.reason)
+            raise HTTPException(
+                401, str(exc), headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'}
+            ) from None
+        if roles and caller.role not in roles:
+            await state.audit.denied(request, "wrong_role", caller)
+            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
+        request.state.caller = caller
+        return caller
+
+    return dependency
+
+
+async def auditor_or_none(request: Request, state: StateDep) -> Caller | None:
+    """The caller, if a valid auditor's token came with the request (where no token is needed: metrics)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        caller = state.tokens.verify(token.strip())
+    except TokenError:
+        return None
+    return caller if caller.role == "auditor" else None
+
+
+AnyCaller = Annotated[Caller, Depends(require())]
+AnalystCaller = Annotated[Caller, Depends(require("analyst"))]
+PublisherCaller = Annotated[Caller, Depends(require("publisher"))]
+OfficerCaller = Annotated[Caller, Depends(require("releasing_officer"))]
+OfficerOrAnalystCaller = Annotated[Caller, Depends(require("releasing_officer", "analyst"))]
+LiaisonCaller = Annotated[Caller, Depends(require("liaison"))]
+AuditorCaller = Annotated[Caller, Depends(require("auditor"))]
+AuditorOrNone = Annotated[Caller | None, Depends(auditor_or_none)]

@@ -1,0 +1,133 @@
+"""TAXII 2.1 for partners: discovery, one API root, one read-only collection per partner (gateway/taxii.py
+builds the objects). A liaison officer sees only their own partner's collection; any other is 403 and
+audited."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from gateway.deps import LiaisonCaller, StateDep
+from gateway.security import forbid
+from gateway.state import GatewayState
+from gateway.taxii import (
+    STIX,
+    TAXII,
+    Row,
+    TaxiiBadRequest,
+    TaxiiResponse,
+    date_headers,
+    describe,
+    entries,
+    partner_of,
+    stix_timestamp,
+    tlp2_marking,
+    window,
+)
+from tiphub.tokens import Caller
+
+router = APIRouter(prefix="/taxii2", tags=["taxii"], default_response_class=TaxiiResponse)
+
+
+def taxii(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return TaxiiResponse(body, status_code=status, headers=headers)
+
+
+async def own_collection(request: Request, state: GatewayState, caller: Caller, collection: str) -> str | Response:
+    partner = partner_of(state.partners, collection)
+    if partner is None:
+        await state.audit.denied(request, "not_found", caller)
+        return taxii({"title": "Collection not found", "http_status": "404"}, 404)
+    if partner != caller.partner:
+        raise await forbid(
+            state.audit, request, caller, "other_partner", "a liaison officer reads only their own collection"
+        )
+    return partner
+
+
+@router.get("/")
+async def discovery(request: Request, caller: LiaisonCaller) -> Response:
+    root = str(request.url_for("api_root"))
+    body = {"title": "tiphub", "description": "Released summaries", "default": root, "api_roots": [root]}
+    return taxii(body)
+
+
+@router.get("/api/", name="api_root")
+async def api_root(caller: LiaisonCaller) -> Response:
+    return taxii({"title": "tiphub partner summaries", "versions": [TAXII], "max_content_length": 1 << 20})
+
+
+@router.get("/api/collections/")
+async def collections(caller: LiaisonCaller, state: StateDep) -> Response:
+    return taxii({"collections": [describe(p) for p in sorted(state.partners) if p == caller.partner]})
+
+
+@router.get("/api/collections/{collection}/")
+async def collection(request: Request, collection: str, caller: LiaisonCaller, state: StateDep) -> Response:
+    partner = await own_collection(request, state, caller, collection)
+    return partner if isinstance(partner, Response) else taxii(describe(partner))
+
+
+async def paged(
+    request: Request,
+    state: GatewayState,
+    caller: Caller,
+    collection: str,
+    query: tuple[str | None, int | None, str | None],
+    rows_of: Callable[[list[Row]], Awaitable[list[dict[str, Any]]]],
+) -> Response:
+    """The envelope both listings share: access check, window, `more`/`next`, date headers."""
+    partner = await own_collection(request, state, caller, collection)
+    if isinstance(partner, Response):
+        return partner
+    try:
+        page, more, cursor = window(entries(state.views.summaries, partner), *query)
+    except TaxiiBadRequest as exc:
+        await state.audit.denied(request, "bad_request", caller)
+        return taxii({"title": "Bad request", "description": str(exc), "http_status": "400"}, 400)
+    body: dict[str, Any] = {"more": more, "objects": await rows_of(page)}
+    if cursor:
+        body["next"] = cursor
+    return taxii(body, headers=date_headers(page))
+
+
+@router.get("/api/collections/{collection}/objects/")
+async def objects(
+    request: Request,
+    collection: str,
+    caller: LiaisonCaller,
+    state: StateDep,
+    added_after: str | None = None,
+    limit: int | None = None,
+    next: str | None = None,
+) -> Response:
+    async def stix(page: list[Row]) -> list[dict[str, Any]]:
+        found = [o for _, o in page]
+        if found:
+            shown = [f"{o['id']}@{o['modified']}" for o in found]
+            await state.audit.disclosed(caller, collection, {"taxii_objects": shown})
+            found.append(tlp2_marking("amber"))
+        return found
+
+    return await paged(request, state, caller, collection, (added_after, limit, next), stix)
+
+
+@router.get("/api/collections/{collection}/manifest/")
+async def manifest(
+    request: Request,
+    collection: str,
+    caller: LiaisonCaller,
+    state: StateDep,
+    added_after: str | None = None,
+    limit: int | None = None,
+    next: str | None = None,
+) -> Response:
+    async def rows(page: list[Row]) -> list[dict[str, Any]]:
+        return [
+            {"id": o["id"], "date_added": stix_timestamp(at), "version": o["modified"], "media_type": STIX}
+            for at, o in page
+        ]
+
+    return await paged(request, state, caller, collection, (added_after, limit, next), rows)
