@@ -1,9 +1,10 @@
 """create_app(settings) -> FastAPI: the hub's HTTP face (CONTRACT section 5).
 
 This module only assembles: the lifespan that starts the gateway's state (gateway/state.py), the
-edge limits and request metrics, and one router per resource (gateway/routes/). A caller is served
-only from their own scope (gateway/visibility.py). Every denial (a 404 for what the caller may not
-see included) and every disclosure is audited.
+edge limits and request metrics, the exception handlers that answer and audit every refusal
+(gateway/handlers.py), and one router per resource (gateway/routes/). A caller is served only from
+their own scope (gateway/visibility.py). Every denial (a 404 for what the caller may not see
+included) and every disclosure is audited.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.handlers import setup_exception_handlers
 from gateway.limits import EdgeLimits
 from gateway.metrics import GatewayMetrics
 from gateway.routes import audit, console, coverage, operations, reports, schemas, signals, summaries, taxii, triage
@@ -40,6 +42,7 @@ def create_app(settings: Settings, bootstrap: str | None = None) -> FastAPI:
         max_body_bytes=settings.gateway_max_body_bytes,
     )
     app.middleware("http")(metrics.count)  # outermost: also counts what the edge limits refuse
+    setup_exception_handlers(app)
     # In this order: a path matches the first route that takes it (/v1/signals/stream before /v1/signals/{id}).
     for resource in (operations, signals, summaries, audit, reports, taxii, coverage, console, triage, schemas):
         app.include_router(resource.router)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 
 from gateway.broker import Tail
 from gateway.cursors import CursorSealer
+from gateway.errors import NoToken, NotPermitted
 from gateway.ports import Publisher
 from gateway.security import AuditSink
 from gateway.state import GatewayState, started
@@ -82,22 +83,20 @@ def require(*roles: str) -> Callable[[Request, GatewayState], Awaitable[Caller]]
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            await state.audit.denied(request, "no_token")
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            caller = state.tokens.verify(token.strip())
-        except TokenError as exc:
-            await state.audit.denied(request, exc.reason)
-            raise HTTPException(
-                401, str(exc), headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'}
-            ) from None
+            raise NoToken()
+        caller = state.tokens.verify(token.strip())  # a TokenError is a 401 (gateway/handlers.py)
+        request.state.caller = caller  # who any refusal of this request names in the audit
         if roles and caller.role not in roles:
-            await state.audit.denied(request, "wrong_role", caller)
-            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
-        request.state.caller = caller
+            raise NotPermitted("wrong_role", f"this needs the role {' or '.join(roles)}")
         return caller
 
     return dependency
+
+
+def caller_of(request: Request) -> Caller | None:
+    """The caller this request authenticated as; None before (or without) a verified token."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) else None
 
 
 async def auditor_or_none(request: Request, state: StateDep) -> Caller | None:

@@ -1,8 +1,8 @@
-"""Who is calling, whether they may, and the audit of every denial and disclosure.
+"""The gateway's keys, and the audit of every denial and disclosure.
 
-No token, or one that does not verify: 401. A valid token of the wrong role, or a caller asking
-for another partner's or agency's data: 403. Each denial is written to tip.audit.intake (the
-chain stage links it into tip.audit) before the response goes out.
+Each denial is written to tip.audit.intake (the chain stage links it into tip.audit) before the
+response goes out: gateway/handlers.py does so for every refusal a route or dependency raises
+(gateway/errors.py), gateway/limits.py for what the edge refuses.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 from gateway.ports import Publisher
@@ -93,12 +93,6 @@ class AuditSink:
             recipient=caller.acts_for,
             detail=detail,
         )
-
-
-async def forbid(audit: AuditSink, request: Request, caller: Caller, reason: str, message: str) -> HTTPException:
-    """Audit a 403 decided inside an endpoint (another partner's data, say) and return it to raise."""
-    await audit.denied(request, reason, caller)
-    return HTTPException(403, message)
 
 
 def invalid(*errors: tuple[tuple[str | int, ...], str, str]) -> RequestValidationError:

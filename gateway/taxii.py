@@ -54,6 +54,10 @@ class TaxiiBadRequest(ValueError):
     """A query parameter a TAXII client got wrong: a 400 with a TAXII error message, never a 500."""
 
 
+class CollectionNotFound(LookupError):
+    """No collection has this id: a 404 with a TAXII error message."""
+
+
 Row = tuple[datetime, dict[str, Any]]  # (date added, object)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query
 
-from gateway.cursors import CursorError
 from gateway.deps import AuditorCaller, StateDep
-from gateway.security import invalid
+from gateway.errors import NotVisible
 from gateway.state import GatewayState
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import decode_audit_records, verify_records
@@ -49,10 +48,7 @@ async def audit(
 ) -> dict[str, Any]:
     """Audit events in chain order per partition, with a cursor."""
     cursors = state.cursors
-    try:
-        position = cursors.open("audit", "auditors", after, state.topics.partitions)
-    except CursorError as exc:
-        raise invalid((("query", "after"), str(exc), "value_error")) from None
+    position = cursors.open("audit", "auditors", after, state.topics.partitions)
     events: list[dict[str, Any]] = []
     for partition, offset, event in sorted(await trail(state), key=lambda t: (t[2]["at"], t[0], t[1])):
         if offset < position[partition]:
@@ -94,14 +90,13 @@ async def verify(caller: AuditorCaller, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/v1/audit/subjects/{subject_token}")
-async def who_saw(request: Request, subject_token: str, caller: AuditorCaller, state: StateDep) -> Any:
+async def who_saw(subject_token: str, caller: AuditorCaller, state: StateDep) -> Any:
     """Every decision and disclosure that concerned the person with this linkage token."""
     views = state.views
     keys = views.accepted.subject_keys_by_token.get(subject_token, set())
     reports = {r for key in keys for r in views.accepted.reports_by_subject_key.get(key, ())}
     if not keys:
-        await state.audit.denied(request, "not_found", caller)
-        raise HTTPException(404, "no accepted report names a person with this token")
+        raise NotVisible("no accepted report names a person with this token")
     seen = []
     for _, _, event in await trail(state):
         detail = json.loads(event["detail"] or "{}")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Query
 
-from gateway.cursors import CursorError
 from gateway.deps import PublisherCaller, StateDep
+from gateway.errors import NotPermitted, NotVisible
 from gateway.links import report_links, responding
-from gateway.security import forbid, invalid
+from gateway.security import invalid
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
 from schemas.convert import ReportValidationError, report_from_json
@@ -29,7 +29,6 @@ router = APIRouter(tags=["agencies"])
 
 @router.post("/v1/reports", status_code=202, responses=responding(202, "On the submissions topic.", report_links()))
 async def publish(
-    request: Request,
     caller: PublisherCaller,
     state: StateDep,
     report: Annotated[dict[str, Any], Body(description="One IndicatorReport, JSON form (CONTRACT section 2).")],
@@ -38,7 +37,7 @@ async def publish(
     claimed = report.get("source_agency")
     if claimed != caller.agency:
         message = "source_agency: a publisher publishes for their own agency"
-        raise await forbid(state.audit, request, caller, "other_agency", message)
+        raise NotPermitted("other_agency", message)
     try:
         record = report_from_json(report)
     except ReportValidationError as exc:
@@ -79,7 +78,7 @@ async def hub_keys(caller: PublisherCaller, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/v1/reports/{report_id}/status")
-async def status(request: Request, report_id: str, caller: PublisherCaller, state: StateDep) -> Any:
+async def status(report_id: str, caller: PublisherCaller, state: StateDep) -> Any:
     """accepted; rejected with the reason and field; or submitted while the accept stage has not decided."""
     views = state.views
     accepted = views.accepted.facts.get(report_id)
@@ -96,8 +95,7 @@ async def status(request: Request, report_id: str, caller: PublisherCaller, stat
         }
     if state.submitted.get(report_id) == caller.agency:
         return {"report_id": report_id, "status": "submitted"}
-    await state.audit.denied(request, "not_found", caller)
-    raise HTTPException(404, "no report with this id from your agency")
+    raise NotVisible("no report with this id from your agency")
 
 
 @router.get("/v1/reports/rejected")
@@ -109,10 +107,7 @@ async def rejected(
 ) -> dict[str, Any]:
     """Rejections of submissions that claimed the caller's agency, in log order."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
-    try:
-        position = cursors.open("rejected", agency, after, views.topics.partitions)
-    except CursorError as exc:
-        raise invalid((("query", "after"), str(exc), "value_error")) from None
+    position = cursors.open("rejected", agency, after, views.topics.partitions)
     out: list[dict[str, Any]] = []
     for partition, offset, value in list(views.rejected.log):
         if offset < position[partition]:

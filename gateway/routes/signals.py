@@ -7,15 +7,15 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.encoders import jsonable_encoder
 from sse_starlette.sse import EventSourceResponse
 
-from gateway.cursors import CursorError, CursorSealer
+from gateway.cursors import CursorSealer
 from gateway.deps import AnalystCaller, AuditDep, CursorsDep, StateDep, TailDep, VaultDep, ViewsDep, VisibilityDep
+from gateway.errors import NotVisible
 from gateway.links import responding, signal_page_links
 from gateway.paging import signal_page
-from gateway.security import invalid
 from gateway.state import GatewayState
 from gateway.triage import triage_history
 from streams.views import open_view
@@ -28,26 +28,20 @@ router = APIRouter(tags=["analysts"])
 
 
 def position_of(cursors: CursorSealer, caller: Caller, after: str | None) -> int:
-    try:
-        return cursors.open(SIGNAL_FEED, caller.acts_for, after, 1)[0]
-    except CursorError as exc:
-        raise invalid((("query", "after"), str(exc), "value_error")) from None
+    return cursors.open(SIGNAL_FEED, caller.acts_for, after, 1)[0]
 
 
 def cursor_at(cursors: CursorSealer, caller: Caller, position: int) -> str:
     return cursors.seal(SIGNAL_FEED, caller.acts_for, [position])
 
 
-async def own_signal(
-    request: Request, state: GatewayState, caller: Caller, signal_id: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(latest record, as the caller sees it) of a signal of the caller's scope; a 404, audited, for any
-    other id (another scope's, or none at all: the answer is the same)."""
+def own_signal(state: GatewayState, caller: Caller, signal_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(latest record, as the caller sees it) of a signal of the caller's scope; NotVisible for any other
+    id (another scope's, or none at all: the answer is the same)."""
     record = state.views.signals.latest(caller.acts_for, signal_id)
     shown = state.visibility.render(caller.acts_for, record) if record is not None else None
     if record is None or not isinstance(shown, dict):
-        await state.audit.denied(request, "not_found", caller)
-        raise HTTPException(404, "no such signal visible to this caller")
+        raise NotVisible("no such signal visible to this caller")
     return record, shown
 
 
@@ -106,10 +100,10 @@ async def stream(
 
 
 @router.get("/v1/signals/{signal_id}")
-async def one_signal(request: Request, signal_id: str, caller: AnalystCaller, state: StateDep, vault: VaultDep) -> Any:
+async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vault: VaultDep) -> Any:
     """The latest version of one signal and its contributing reports, as this caller may see them."""
     views, visibility = state.views, state.visibility
-    _, shown = await own_signal(request, state, caller, signal_id)
+    _, shown = own_signal(state, caller, signal_id)
     reports = []
     for report_id in shown["report_ids"]:
         found = visibility.report_view(caller.acts_for, report_id)

@@ -7,17 +7,17 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from domain.release import ActionRefused, Summary, check_approve, check_consent, check_withdraw, concerns
-from gateway.cursors import CursorError
+from domain.release import Summary, check_approve, check_consent, check_withdraw, concerns
 from gateway.deps import AnalystCaller, LiaisonCaller, OfficerCaller, OfficerOrAnalystCaller, StateDep
+from gateway.errors import NotPermitted, NotVisible
 from gateway.links import pending_links, responding, summary_links
 from gateway.paging import partner_page
 from gateway.release import candidates, draft_summary, partner_view, recheck, releasable, shown_to, summary_event
 from gateway.routes.signals import own_signal
-from gateway.security import forbid, invalid
+from gateway.security import invalid
 from gateway.state import GatewayState
 from schemas.codec import WireCodec
 from streams.linking import partition_of
@@ -69,34 +69,23 @@ async def emit(state: GatewayState, caller: Caller, kind: str, summary: Summary)
     )
 
 
-async def find(request: Request, state: GatewayState, caller: Caller, summary_id: str) -> Summary:
-    """A summary that is this caller's business; any other id, real or not, is the same audited 404."""
+def find(state: GatewayState, caller: Caller, summary_id: str) -> Summary:
+    """A summary that is this caller's business; any other id, real or not, is the same NotVisible."""
     summary = state.views.summaries.book.summaries.get(summary_id)
     if summary is None or not concerns(summary, caller):
-        await state.audit.denied(request, "not_found", caller)
-        raise HTTPException(404, "no such summary")
+        raise NotVisible("no such summary")
     return summary
 
 
-async def refuse(request: Request, state: GatewayState, caller: Caller, refused: ActionRefused) -> HTTPException:
-    if refused.kind == "wrong_state":
-        await state.audit.denied(request, refused.reason, caller)
-        return HTTPException(409, str(refused))
-    return await forbid(state.audit, request, caller, refused.reason, str(refused))
-
-
 async def act(
-    request: Request, state: GatewayState, caller: Caller, summary_id: str, check: Callable[[Summary], None], kind: str
+    state: GatewayState, caller: Caller, summary_id: str, check: Callable[[Summary], None], kind: str
 ) -> dict[str, Any]:
-    """One step of a summary's life, if `check` allows it; released as soon as it is ready, after the
-    content and agreements are checked again."""
-    summary = await find(request, state, caller, summary_id)
-    try:
-        check(summary)
-        if kind == "approved" or (kind == "consented" and summary.approved_by is not None):
-            recheck(state.views, state.visibility, state.settings.agreements_dir, summary)
-    except ActionRefused as refused:
-        raise await refuse(request, state, caller, refused) from None
+    """One step of a summary's life, if `check` allows it (else ActionRefused); released as soon as it is
+    ready, after the content and agreements are checked again."""
+    summary = find(state, caller, summary_id)
+    check(summary)
+    if kind == "approved" or (kind == "consented" and summary.approved_by is not None):
+        recheck(state.views, state.visibility, state.settings.agreements_dir, summary)
     await emit(state, caller, kind, summary)
     if kind != "withdrawn" and summary.status == "pending" and summary.ready:
         await emit(state, caller, "released", summary)
@@ -109,13 +98,11 @@ def known_partner(state: GatewayState, partner: str, where: tuple[str, ...]) -> 
 
 
 @router.get("/v1/signals/{signal_id}/partners/{partner}", tags=["analysts"])
-async def partner_views(
-    request: Request, signal_id: str, partner: str, caller: AnalystCaller, state: StateDep
-) -> dict[str, Any]:
+async def partner_views(signal_id: str, partner: str, caller: AnalystCaller, state: StateDep) -> dict[str, Any]:
     """What the partner would receive of this signal: each of its own signals built from reports both your
     agency and the partner may see, with the content a summary of it would carry."""
     known_partner(state, partner, ("path", "partner"))
-    record, _ = await own_signal(request, state, caller, signal_id)
+    record, _ = own_signal(state, caller, signal_id)
     now = datetime.now(UTC)
     out = []
     for found in candidates(state.views, caller, record, partner):
@@ -143,13 +130,13 @@ async def what_may_go(
 
 
 @router.post("/v1/summaries", status_code=201, responses=responding(201, "The draft.", summary_links()))
-async def draft(request: Request, body: DraftRequest, caller: AnalystCaller, state: StateDep) -> Any:
+async def draft(body: DraftRequest, caller: AnalystCaller, state: StateDep) -> Any:
     """Draft a summary for one partner of a signal of the reports both your agency and the partner may see
     (named directly, or through one of your signals), its content as the partner's decided views allow."""
     views = state.views
     known_partner(state, body.partner, ("body", "partner"))
     if body.signal_id is not None:
-        record, _ = await own_signal(request, state, caller, body.signal_id)
+        record, _ = own_signal(state, caller, body.signal_id)
         found = candidates(views, caller, record, body.partner)
     elif body.partner_signal is not None:
         found = releasable(views, caller, body.partner)
@@ -168,7 +155,7 @@ async def draft(request: Request, body: DraftRequest, caller: AnalystCaller, sta
         raise HTTPException(409, "the sharing decisions for this signal's reports are changing; try again")
     summary = draft_summary(views, caller, body.partner, chosen, content, state.settings.agreements_dir)
     await emit(state, caller, "drafted", summary)
-    return (await find(request, state, caller, summary.summary_id)).public()
+    return find(state, caller, summary.summary_id).public()
 
 
 @router.get("/v1/summaries", responses=responding(200, "Drafts awaiting consent or approval.", pending_links()))
@@ -180,26 +167,25 @@ async def pending(caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, 
 
 
 @router.post("/v1/summaries/{summary_id}/consent", responses=responding(200, "The summary now.", summary_links()))
-async def consent(request: Request, summary_id: str, caller: OfficerCaller, state: StateDep) -> Any:
+async def consent(summary_id: str, caller: OfficerCaller, state: StateDep) -> Any:
     """A contributing agency's releasing officer consents to the release."""
-    return await act(request, state, caller, summary_id, lambda s: check_consent(s, caller), "consented")
+    return await act(state, caller, summary_id, lambda s: check_consent(s, caller), "consented")
 
 
 @router.post("/v1/summaries/{summary_id}/approve", responses=responding(200, "The summary now.", summary_links()))
-async def approve(request: Request, summary_id: str, caller: OfficerCaller, state: StateDep) -> Any:
+async def approve(summary_id: str, caller: OfficerCaller, state: StateDep) -> Any:
     """A releasing officer of the drafting agency who did not draft it approves; it is released once every
     consent is in."""
-    return await act(request, state, caller, summary_id, lambda s: check_approve(s, caller), "approved")
+    return await act(state, caller, summary_id, lambda s: check_approve(s, caller), "approved")
 
 
 @router.post("/v1/summaries/{summary_id}/withdraw", responses=responding(200, "The summary now.", summary_links()))
-async def withdraw(request: Request, summary_id: str, caller: OfficerOrAnalystCaller, state: StateDep) -> Any:
-    return await act(request, state, caller, summary_id, lambda s: check_withdraw(s, caller), "withdrawn")
+async def withdraw(summary_id: str, caller: OfficerOrAnalystCaller, state: StateDep) -> Any:
+    return await act(state, caller, summary_id, lambda s: check_withdraw(s, caller), "withdrawn")
 
 
 @router.get("/v1/partners/{partner}/summaries", tags=["partners"])
 async def partner_summaries(
-    request: Request,
     partner: str,
     caller: LiaisonCaller,
     state: StateDep,
@@ -208,14 +194,9 @@ async def partner_summaries(
 ) -> dict[str, Any]:
     """Released summaries (and withdrawals) for this partner's liaison officers only."""
     if caller.partner != partner:
-        raise await forbid(
-            state.audit, request, caller, "other_partner", "a liaison officer sees only their own partner's"
-        )
+        raise NotPermitted("other_partner", "a liaison officer sees only their own partner's")
     views, cursors = state.views, state.cursors
-    try:
-        cursor = cursors.open(PARTNER_FEED, partner, after, views.topics.partitions)
-    except CursorError as exc:
-        raise invalid((("query", "after"), str(exc), "value_error")) from None
+    cursor = cursors.open(PARTNER_FEED, partner, after, views.topics.partitions)
     items, position = partner_page(views.summaries, partner, cursor, limit)
     if items:
         await state.audit.disclosed(

@@ -10,13 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from gateway.deps import LiaisonCaller, StateDep
-from gateway.security import forbid
+from gateway.errors import NotPermitted
 from gateway.state import GatewayState
 from gateway.taxii import (
     STIX,
     TAXII,
+    CollectionNotFound,
     Row,
-    TaxiiBadRequest,
     TaxiiResponse,
     date_headers,
     describe,
@@ -35,15 +35,13 @@ def taxii(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return TaxiiResponse(body, status_code=status, headers=headers)
 
 
-async def own_collection(request: Request, state: GatewayState, caller: Caller, collection: str) -> str | Response:
+def own_collection(state: GatewayState, caller: Caller, collection: str) -> str:
+    """The partner of the caller's own collection; CollectionNotFound or NotPermitted for any other id."""
     partner = partner_of(state.partners, collection)
     if partner is None:
-        await state.audit.denied(request, "not_found", caller)
-        return taxii({"title": "Collection not found", "http_status": "404"}, 404)
+        raise CollectionNotFound(collection)
     if partner != caller.partner:
-        raise await forbid(
-            state.audit, request, caller, "other_partner", "a liaison officer reads only their own collection"
-        )
+        raise NotPermitted("other_partner", "a liaison officer reads only their own collection")
     return partner
 
 
@@ -65,13 +63,11 @@ async def collections(caller: LiaisonCaller, state: StateDep) -> Response:
 
 
 @router.get("/api/collections/{collection}/")
-async def collection(request: Request, collection: str, caller: LiaisonCaller, state: StateDep) -> Response:
-    partner = await own_collection(request, state, caller, collection)
-    return partner if isinstance(partner, Response) else taxii(describe(partner))
+async def collection(collection: str, caller: LiaisonCaller, state: StateDep) -> Response:
+    return taxii(describe(own_collection(state, caller, collection)))
 
 
 async def paged(
-    request: Request,
     state: GatewayState,
     caller: Caller,
     collection: str,
@@ -79,14 +75,8 @@ async def paged(
     rows_of: Callable[[list[Row]], Awaitable[list[dict[str, Any]]]],
 ) -> Response:
     """The envelope both listings share: access check, window, `more`/`next`, date headers."""
-    partner = await own_collection(request, state, caller, collection)
-    if isinstance(partner, Response):
-        return partner
-    try:
-        page, more, cursor = window(entries(state.views.summaries, partner), *query)
-    except TaxiiBadRequest as exc:
-        await state.audit.denied(request, "bad_request", caller)
-        return taxii({"title": "Bad request", "description": str(exc), "http_status": "400"}, 400)
+    partner = own_collection(state, caller, collection)
+    page, more, cursor = window(entries(state.views.summaries, partner), *query)  # or TaxiiBadRequest
     body: dict[str, Any] = {"more": more, "objects": await rows_of(page)}
     if cursor:
         body["next"] = cursor
@@ -95,7 +85,6 @@ async def paged(
 
 @router.get("/api/collections/{collection}/objects/")
 async def objects(
-    request: Request,
     collection: str,
     caller: LiaisonCaller,
     state: StateDep,
@@ -111,12 +100,11 @@ async def objects(
             found.append(tlp2_marking("amber"))
         return found
 
-    return await paged(request, state, caller, collection, (added_after, limit, next), stix)
+    return await paged(state, caller, collection, (added_after, limit, next), stix)
 
 
 @router.get("/api/collections/{collection}/manifest/")
 async def manifest(
-    request: Request,
     collection: str,
     caller: LiaisonCaller,
     state: StateDep,
@@ -130,4 +118,4 @@ async def manifest(
             for at, o in page
         ]
 
-    return await paged(request, state, caller, collection, (added_after, limit, next), rows)
+    return await paged(state, caller, collection, (added_after, limit, next), rows)

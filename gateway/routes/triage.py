@@ -33,7 +33,7 @@ async def triage(request: Request, signal_id: str, body: TriageRequest, caller: 
     """Set a signal's triage state with a note: the caller's agency's own triage of its own signal. The
     note is sealed on tip.triage under a key of its own that goes with any person of the signal."""
     views, vault = state.views, state.vault
-    record, _ = await own_signal(request, state, caller, signal_id)
+    record, _ = own_signal(state, caller, signal_id)
     event_id = str(uuid.uuid4())
     sealed = None
     if body.note:
