@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import FastAPI
 
@@ -83,13 +84,23 @@ async def running(settings: Settings, bootstrap: str | None, metrics: GatewayMet
         partners=frozenset(foreign_partners(settings.agreements_dir)),
         registry=load_registry(),
     )
-    async with AsyncExitStack() as started:
-        # each stop is pushed before its start: a start that fails half-way still closes what it opened
-        started.push_async_callback(publisher.stop)
-        await publisher.start()
-        started.push_async_callback(tail.stop)
-        await tail.start()
+    async with AsyncExitStack() as stack:
+        await start_in_order(stack, publisher, tail)
         yield state
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def start_in_order(stack: AsyncExitStack, *services: Service) -> None:
+    """Start each service in turn, its stop pushed on `stack` before its start: when a start fails, leaving
+    the stack stops it (it may have opened connections half-way) and every service started before it."""
+    for service in services:
+        stack.push_async_callback(service.stop)
+        await service.start()
 
 
 def started(app: FastAPI) -> GatewayState | None:
