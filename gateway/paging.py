@@ -1,11 +1,13 @@
-"""Pages of the two feeds served from the folds: a scope's signal versions, and a partner's summaries.
+"""Pages of the feeds the gateway serves: a scope's signal versions, a partner's summaries, and the
+records of a topic read in log order (rejections, the audit trail).
 
 A position is what a sealed cursor carries (gateway/cursors.py): a place in the scope's feed, or one
-offset per partition of tip.summaries.
+offset per partition of the topic.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,4 +53,27 @@ def partner_page(
         items.append({"event": kind, **summary.for_partner()})
         if len(items) >= limit:
             break
+    return items, position
+
+
+def log_page(
+    records: Iterable[tuple[int, int, dict[str, Any]]],
+    position: list[int],
+    limit: int,
+    shown: Callable[[int, dict[str, Any]], dict[str, Any] | None],
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """Up to `limit` items of (partition, offset, record) rows after `position` (one offset per partition),
+    each as `shown(partition, record)` makes it, or left out where that is None; and the position after
+    them (past the left-out records too)."""
+    position = list(position)
+    items: list[dict[str, Any]] = []
+    for partition, offset, record in records:
+        if offset < position[partition]:
+            continue
+        if len(items) >= limit:
+            break
+        position[partition] = offset + 1
+        item = shown(partition, record)
+        if item is not None:
+            items.append(item)
     return items, position

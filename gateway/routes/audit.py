@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
+from gateway.paging import log_page
 from gateway.state import GatewayState
 from schemas.codec import CodecError, WireCodec
 from streams.audit_verify import decode_audit_records, verify_records
@@ -49,14 +50,13 @@ async def audit(
     """Audit events in chain order per partition, with a cursor."""
     cursors = state.cursors
     position = cursors.open("audit", "auditors", after, state.topics.partitions)
-    events: list[dict[str, Any]] = []
-    for partition, offset, event in sorted(await trail(state), key=lambda t: (t[2]["at"], t[0], t[1])):
-        if offset < position[partition]:
-            continue
-        if len(events) >= limit:
-            break
-        position[partition] = offset + 1
-        events.append({**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition})
+    in_order = sorted(await trail(state), key=lambda t: (t[2]["at"], t[0], t[1]))
+    events, position = log_page(
+        in_order,
+        position,
+        limit,
+        lambda partition, event: {**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition},
+    )
     return {"events": events, "next": cursors.seal("audit", "auditors", position)}
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Body, Query
 from gateway.deps import PublisherCaller, StateDep
 from gateway.errors import NotPermitted, NotVisible
 from gateway.links import report_links, responding
+from gateway.paging import log_page
 from gateway.security import invalid
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
@@ -108,13 +109,11 @@ async def rejected(
     """Rejections of submissions that claimed the caller's agency, in log order."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
     position = cursors.open("rejected", agency, after, views.topics.partitions)
-    out: list[dict[str, Any]] = []
-    for partition, offset, value in list(views.rejected.log):
-        if offset < position[partition]:
-            continue
-        if len(out) >= limit:
-            break
-        position[partition] = offset + 1
-        if value["source_agency"] == caller.agency:
-            out.append({k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")})
+
+    def shown(_: int, value: dict[str, Any]) -> dict[str, Any] | None:
+        if value["source_agency"] != caller.agency:
+            return None
+        return {k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")}
+
+    out, position = log_page(list(views.rejected.log), position, limit, shown)
     return {"rejected": out, "next": cursors.seal("rejected", agency, position)}

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.folds import Event
-from gateway.paging import partner_page, signal_page
+from gateway.paging import log_page, partner_page, signal_page
 from gateway.ports import TopicRecord
 from gateway.views import HubViews
 from gateway.visibility import UNKNOWN, Visibility
@@ -176,3 +176,17 @@ def test_a_partner_is_paged_through_the_releases_and_withdrawals_of_its_own_summ
     rest, cursor = partner_page(views.summaries, "HSU-TH", cursor, 10)
     assert rest == [{"event": "withdrawn", "summary_id": "sum-1", "status": "withdrawn"}]
     assert partner_page(views.summaries, "HSU-TH", cursor, 10)[0] == []
+
+
+def test_a_log_page_moves_past_what_it_leaves_out_and_resumes_per_partition() -> None:
+    rows = [(0, 0, {"agency": "A", "n": 1}), (1, 0, {"agency": "B", "n": 2}), (0, 1, {"agency": "A", "n": 3})]
+    rows += [(1, 1, {"agency": "A", "n": 4})]
+
+    def own(_: int, record: dict[str, Any]) -> dict[str, Any] | None:
+        return {"n": record["n"]} if record["agency"] == "A" else None
+
+    first, position = log_page(rows, [0, 0], 2, own)
+    assert first == [{"n": 1}, {"n": 3}] and position == [2, 1]  # B's record is stepped over, never shown
+    rest, position = log_page(rows, position, 2, own)
+    assert rest == [{"n": 4}] and position == [2, 2]
+    assert log_page(rows, position, 2, own) == ([], [2, 2])
