@@ -13,6 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.errors import NotVisible
 from gateway.views import HubViews
 from policies.engine import decide
 from policies.model import AgreementSet
@@ -53,6 +54,15 @@ class Visibility:
                 return UNKNOWN
             visible[report_id] = found if isinstance(found, Visible) else None
         return render_signal(record, visible, self.views.triage.state(record["signal_id"]))
+
+    def own_signal(self, acts_for: str, signal_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(latest record, as `acts_for` sees it) of a signal of its own scope; NotVisible for any other id
+        (another scope's, or none at all: the answer is the same)."""
+        record = self.views.signals.latest(acts_for, signal_id)
+        shown = self.render(acts_for, record) if record is not None else None
+        if record is None or not isinstance(shown, dict):
+            raise NotVisible("no such signal visible to this caller")
+        return record, shown
 
     def report_view(
         self, acts_for: str, report_id: str, now: datetime | None = None

@@ -13,10 +13,8 @@ from sse_starlette.sse import EventSourceResponse
 
 from gateway.cursors import CursorSealer
 from gateway.deps import AnalystCaller, AuditDep, CursorsDep, StateDep, TailDep, VaultDep, ViewsDep, VisibilityDep
-from gateway.errors import NotVisible
 from gateway.links import responding, signal_page_links
 from gateway.paging import signal_page
-from gateway.state import GatewayState
 from gateway.triage import triage_history
 from streams.views import open_view
 from tiphub.tokens import Caller
@@ -33,16 +31,6 @@ def position_of(cursors: CursorSealer, caller: Caller, after: str | None) -> int
 
 def cursor_at(cursors: CursorSealer, caller: Caller, position: int) -> str:
     return cursors.seal(SIGNAL_FEED, caller.acts_for, [position])
-
-
-def own_signal(state: GatewayState, caller: Caller, signal_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(latest record, as the caller sees it) of a signal of the caller's scope; NotVisible for any other
-    id (another scope's, or none at all: the answer is the same)."""
-    record = state.views.signals.latest(caller.acts_for, signal_id)
-    shown = state.visibility.render(caller.acts_for, record) if record is not None else None
-    if record is None or not isinstance(shown, dict):
-        raise NotVisible("no such signal visible to this caller")
-    return record, shown
 
 
 @router.get("/v1/signals", responses=responding(200, "A page of signals.", signal_page_links()))
@@ -103,7 +91,7 @@ async def stream(
 async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vault: VaultDep) -> Any:
     """The latest version of one signal and its contributing reports, as this caller may see them."""
     views, visibility = state.views, state.visibility
-    _, shown = own_signal(state, caller, signal_id)
+    _, shown = visibility.own_signal(caller.acts_for, signal_id)
     reports = []
     for report_id in shown["report_ids"]:
         found = visibility.report_view(caller.acts_for, report_id)

@@ -16,7 +16,6 @@ from gateway.errors import NotPermitted, NotVisible
 from gateway.links import pending_links, responding, summary_links
 from gateway.paging import partner_page
 from gateway.release import candidates, draft_summary, partner_view, recheck, releasable, shown_to, summary_event
-from gateway.routes.signals import own_signal
 from gateway.security import invalid
 from gateway.state import GatewayState
 from schemas.codec import WireCodec
@@ -102,7 +101,7 @@ async def partner_views(signal_id: str, partner: str, caller: AnalystCaller, sta
     """What the partner would receive of this signal: each of its own signals built from reports both your
     agency and the partner may see, with the content a summary of it would carry."""
     known_partner(state, partner, ("path", "partner"))
-    record, _ = own_signal(state, caller, signal_id)
+    record, _ = state.visibility.own_signal(caller.acts_for, signal_id)
     now = datetime.now(UTC)
     out = []
     for found in candidates(state.views, caller, record, partner):
@@ -136,7 +135,7 @@ async def draft(body: DraftRequest, caller: AnalystCaller, state: StateDep) -> A
     views = state.views
     known_partner(state, body.partner, ("body", "partner"))
     if body.signal_id is not None:
-        record, _ = own_signal(state, caller, body.signal_id)
+        record, _ = state.visibility.own_signal(caller.acts_for, body.signal_id)
         found = candidates(views, caller, record, body.partner)
     elif body.partner_signal is not None:
         found = releasable(views, caller, body.partner)

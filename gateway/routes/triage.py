@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.deps import AnalystCaller, StateDep
-from gateway.routes.signals import own_signal
 from gateway.triage import note_key_id, triage_history
 from schemas.codec import WireCodec
 from tiphub import crypto
@@ -33,7 +32,7 @@ async def triage(request: Request, signal_id: str, body: TriageRequest, caller: 
     """Set a signal's triage state with a note: the caller's agency's own triage of its own signal. The
     note is sealed on tip.triage under a key of its own that goes with any person of the signal."""
     views, vault = state.views, state.vault
-    record, _ = own_signal(state, caller, signal_id)
+    record, _ = state.visibility.own_signal(caller.acts_for, signal_id)
     event_id = str(uuid.uuid4())
     sealed = None
     if body.note:
