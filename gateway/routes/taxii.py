@@ -31,8 +31,8 @@ from tiphub.tokens import Caller
 router = APIRouter(prefix="/taxii2", tags=["taxii"], default_response_class=TaxiiResponse)
 
 
-def taxii(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return TaxiiResponse(body, status_code=status, headers=headers)
+def taxii(body: Any, headers: dict[str, str] | None = None) -> Response:
+    return TaxiiResponse(body, headers=headers)  # TAXII's errors are answered in gateway/handlers.py
 
 
 def own_collection(state: GatewayState, caller: Caller, collection: str) -> str:
