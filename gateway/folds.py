@@ -7,12 +7,14 @@ starts empty and reads its topic from the beginning: every gateway start rebuild
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
 from domain.release import SummaryBook
 from domain.scoped import HUB_SCOPE
+from domain.withdrawals import Kind, Withdrawals
 from policies.model import Rule
 from policies.visibility import ReportFacts, field_rules
 
@@ -235,23 +237,25 @@ class CoverageBoard:
 
 
 # -- tip.erasures and tip.retractions ------------------------------------------------------
-@dataclass
-class Erasures:
-    """The vault key ids of the people erased: whatever was sealed under them reads as erased."""
-
-    key_ids: set[str] = field(default_factory=set)
-
-    def apply(self, event: Event) -> None:
-        if event.schema == "tiphub.SubjectErased":
-            self.key_ids.add(event.value["subject_key_id"])
+WITHDRAWAL_SCHEMAS: dict[str, Kind] = {"tiphub.SubjectErased": "erased", "tiphub.ReportRetracted": "retracted"}
 
 
 @dataclass
-class Retractions:
-    """The ids of the reports their agencies retracted: shown to nobody any more."""
+class Withdrawn:
+    """The people erased (whatever was sealed under their keys reads as erased) and the reports their
+    agencies retracted (shown to nobody any more), folded as every stage folds them."""
 
-    report_ids: set[str] = field(default_factory=set)
+    seen: Withdrawals = field(default_factory=Withdrawals)
+
+    @property
+    def erased(self) -> Collection[str]:
+        return self.seen.erased.keys()
+
+    @property
+    def retracted(self) -> Collection[str]:
+        return self.seen.retracted.keys()
 
     def apply(self, event: Event) -> None:
-        if event.schema == "tiphub.ReportRetracted":
-            self.report_ids.add(event.value["report_id"])
+        kind = WITHDRAWAL_SCHEMAS.get(event.schema)
+        if kind is not None:
+            self.seen.fold(event.value, kind)

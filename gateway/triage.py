@@ -22,7 +22,7 @@ def triage_history(views: HubViews, vault: KeyVault, signal_id: str) -> list[dic
         note = ""
         if event["note_sealed"]:
             key_id = note_key_id(signal_id, event["event_id"])
-            key = None if key_id in views.erasures.key_ids else vault.get(key_id)
+            key = None if key_id in views.withdrawn.erased else vault.get(key_id)
             try:
                 note = ERASED if key is None else crypto.unseal(key, event["note_sealed"], key_id.encode()).decode()
             except crypto.DecryptionError:

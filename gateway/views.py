@@ -12,14 +12,13 @@ from gateway.folds import (
     AcceptedReports,
     CoverageBoard,
     Decisions,
-    Erasures,
     Event,
     Fold,
     Rejections,
-    Retractions,
     SignalFeeds,
     SummaryLog,
     TriageLog,
+    Withdrawn,
 )
 from gateway.ports import TopicRecord
 from schemas.codec import CodecError, WireCodec
@@ -39,8 +38,7 @@ class HubViews:
         self.summaries = SummaryLog()
         self.coverage = CoverageBoard()
         self.triage = TriageLog()
-        self.erasures = Erasures()
-        self.retractions = Retractions()
+        self.withdrawn = Withdrawn()
         self.folds: dict[str, Fold] = {
             topics.accepted: self.accepted,
             topics.rejected: self.rejected,
@@ -49,8 +47,8 @@ class HubViews:
             topics.summaries: self.summaries,
             topics.coverage: self.coverage,
             topics.triage: self.triage,
-            topics.erasures: self.erasures,
-            topics.retractions: self.retractions,
+            topics.erasures: self.withdrawn,
+            topics.retractions: self.withdrawn,
         }
 
     def tailed(self) -> list[str]:

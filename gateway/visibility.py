@@ -33,7 +33,7 @@ class Visibility:
         facts = self.views.accepted.facts.get(report_id)
         if facts is None:
             return UNKNOWN
-        if report_id in self.views.retractions.report_ids:
+        if report_id in self.views.withdrawn.retracted:
             return None
         if facts.agency == acts_for:
             return Visible(facts, own=True)
@@ -74,7 +74,7 @@ class Visibility:
             return None
         accepted = self.views.accepted.records[report_id]
         if found.own:
-            erased = frozenset(self.views.erasures.key_ids)
+            erased = frozenset(self.views.withdrawn.erased)
             decision = decide(accepted, acts_for, AgreementSet(), accepted["accepted_at"], erased)
             fields = [{"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis} for f in decision.fields]
             return decision.view, fields

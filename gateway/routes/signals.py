@@ -97,7 +97,7 @@ async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vau
         found = visibility.report_view(caller.acts_for, report_id)
         view, fields = found if found is not None else (None, [])
         accepted = views.accepted.records[report_id]
-        opened = open_view(view, accepted, vault, views.erasures.key_ids) if view is not None else None
+        opened = open_view(view, accepted, vault, views.withdrawn.erased) if view is not None else None
         reports.append(
             {
                 "report_id": report_id,

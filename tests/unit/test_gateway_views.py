@@ -107,7 +107,7 @@ def test_each_topic_is_folded_by_its_own_fold_and_a_record_that_does_not_decode_
     assert views.folded("sum-1-drafted") and not views.folded("sum-1-released")
     erased = {"subject_key_id": "r1/s0", "report_id": "r1", "erased_at": AT, "reason": "court", "requested_by": "a"}
     views.apply(record(topics.erasures, CODEC.encode("tiphub.SubjectErased", erased)))
-    assert views.erasures.key_ids == {"r1/s0"}
+    assert set(views.withdrawn.erased) == {"r1/s0"}
 
 
 def test_every_tailed_topic_has_one_fold() -> None:
@@ -153,7 +153,7 @@ def test_a_page_steps_over_what_the_caller_may_no_longer_see_and_ends_at_what_is
     views.decisions.apply(decision("NZ-NIC", "r3", allowed=False))
     items, position = signal_page(views.signals, visibility, "NZ-NIC", position, 10)
     assert [shown["signal_id"] for shown, _ in items] == ["sig-4"] and position == 4
-    views.retractions.apply(Event(0, 0, "tiphub.ReportRetracted", {"report_id": "r1"}))
+    views.withdrawn.apply(Event(0, 0, "tiphub.ReportRetracted", {"report_id": "r1"}))
     assert signal_page(views.signals, visibility, "NZ-NIC", 0, 10) == ([], 4)  # retracted: shown to nobody
     assert visibility.visible("NZ-POL", "r2") is not None  # an agency always sees its own reports
 
