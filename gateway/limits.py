@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.callers import TokenError
+from gateway.state import started
 
 UNLIMITED_PATHS = frozenset({"/healthz"})  # liveness probes must always get through
 MAX_BUCKETS = 100_000
@@ -140,18 +141,17 @@ class EdgeLimits:
 
     async def _audit(self, scope: Scope, reason: str, authorization: bytes, detail: dict[str, Any]) -> None:
         """Who it was, if their token verifies (checked only here, on a denial); anonymous otherwise."""
-        app = scope.get("app")
-        audit = getattr(getattr(app, "state", None), "audit", None)
-        if audit is None:  # not started yet
+        state = started(scope["app"])
+        if state is None:  # not started yet
             return
         caller = None
         scheme, _, token = authorization.decode(errors="replace").partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             try:
-                caller = app.state.tokens.verify(token.strip())  # type: ignore[union-attr]
+                caller = state.tokens.verify(token.strip())
             except TokenError:
                 caller = None
-        await audit.denied(Request(scope), reason, caller, detail)
+        await state.audit.denied(Request(scope), reason, caller, detail)
 
 
 async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

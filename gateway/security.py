@@ -1,31 +1,27 @@
-"""Who is calling, whether they may, and the audit of every denial and disclosure.
+"""The gateway's keys, and the audit of every denial and disclosure.
 
-No token, or one that does not verify: 401. A valid token of the wrong role, or a caller asking
-for another partner's or agency's data: 403. Each denial is written to tip.audit.intake (the
-chain stage links it into tip.audit) before the response goes out.
+Each denial is written to tip.audit.intake (the chain stage links it into tip.audit) before the
+response goes out: gateway/handlers.py does so for every refusal a route or dependency raises
+(gateway/errors.py), gateway/limits.py for what the edge refuses.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
-from adapters.sql.tokens import TokenAuthority
-from domain.callers import Caller, TokenError
-from domain.signing import RELAY_AGENCY, agency_key_id
+from domain.callers import Caller
+from gateway.ports import Publisher
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
-from tiphub.keys import KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +39,19 @@ class GatewayKeys:
     cursors: bytes
     vault_keks: Callable[[], list[bytes]]  # read at start, again every 30 s and when a key will not open
 
-    @classmethod
-    def load(cls, home: Path) -> GatewayKeys:
-        store = KeyStore(home)
-        relay = store.relay_signing_key()
-        return cls(
-            relay=relay,
-            relay_key_id=agency_key_id(RELAY_AGENCY, relay.public_key()),
-            hub_public=store.hub_encryption_key().public_key(),
-            hub_key_id=store.hub_key_id(),
-            hub_signing_public=store.hub_signing_key().public_key(),
-            audit_mac=store.audit_mac_key(),
-            cursors=store.cursor_key_path.read_bytes(),
-            vault_keks=store.vault_keks,
-        )
-
 
 class AuditSink:
-    """The gateway's one producer: audit events, and the events the gateway writes (summaries, triage, relayed
-    reports), each acknowledged by the brokers before the response goes out."""
+    """Audit events, each acknowledged by the brokers before the response goes out."""
 
-    def __init__(self, bootstrap: str, topics: Topics, client_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, publisher: Publisher, topics: Topics) -> None:
+        self.publisher = publisher
         self.topics = topics
         self.codec = WireCodec()
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **(client_options or {})
-        )
-
-    async def start(self) -> None:
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-
-    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
-        await self.producer.send_and_wait(topic, value, key=key, partition=partition)
 
     async def write(self, kind: str, actor: str, outcome: str, **fields: Any) -> None:
         event = audit_event(kind, actor, outcome, **fields)
-        await self.producer.send_and_wait(
-            self.topics.audit_intake, self.codec.encode(AUDIT_EVENT, event), key=event["event_id"].encode()
+        await self.publisher.send(
+            self.topics.audit_intake, event["event_id"].encode(), self.codec.encode(AUDIT_EVENT, event)
         )
 
     async def denied(
@@ -107,39 +76,6 @@ class AuditSink:
             recipient=caller.acts_for,
             detail=detail,
         )
-
-
-def require(*roles: str) -> Callable[[Request], Awaitable[Caller]]:
-    """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
-
-    async def dependency(request: Request) -> Caller:
-        authority: TokenAuthority = request.app.state.tokens
-        audit: AuditSink = request.app.state.audit
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            await audit.denied(request, "no_token")
-            raise HTTPException(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-        try:
-            caller = authority.verify(token.strip())
-        except TokenError as exc:
-            await audit.denied(request, exc.reason)
-            raise HTTPException(
-                401, str(exc), headers={"WWW-Authenticate": f'Bearer error="invalid_token", reason="{exc.reason}"'}
-            ) from None
-        if roles and caller.role not in roles:
-            await audit.denied(request, "wrong_role", caller)
-            raise HTTPException(403, f"this needs the role {' or '.join(roles)}")
-        request.state.caller = caller
-        return caller
-
-    return dependency
-
-
-async def forbid(request: Request, caller: Caller, reason: str, message: str) -> HTTPException:
-    """Audit a 403 decided inside an endpoint (another partner's data, say) and return it to raise."""
-    await request.app.state.audit.denied(request, reason, caller)
-    return HTTPException(403, message)
 
 
 def invalid(*errors: tuple[tuple[str | int, ...], str, str]) -> RequestValidationError:

@@ -19,6 +19,7 @@ from domain.facts import facts_from_accepted
 from domain.linkage import Linker
 from domain.linking import LINKS, Link
 from domain.ports import KeyVault
+from domain.withdrawals import Withdrawals
 from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
@@ -219,7 +220,7 @@ async def erase_person(
     `working(what)` is entered around the long part (reading the accepted reports and the links)."""
     options = dict(client_options or {})
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
-    erased = {fact["subject_key_id"]: fact for fact in facts if "subject_key_id" in fact}
+    erased = Withdrawals().fold_all(facts).erased
     named = keys_named(tokens, vault, erased)
     if not named:
         raise NoSuchPerson
@@ -253,7 +254,7 @@ async def reapply_erasures(
     Returns (keys named by facts, keys destroyed now).
     """
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
-    key_ids = sorted({fact["subject_key_id"] for fact in facts if "subject_key_id" in fact})
+    key_ids = sorted(Withdrawals().fold_all(facts).erased)
     deleted = vault.delete(key_ids)
     if deleted:
         codec = WireCodec()

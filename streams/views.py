@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from domain import crypto
 from domain.ports import KeyVault
+from domain.withdrawals import Withdrawals
 from policies.engine import ERASED
 from schemas.codec import CodecError, WireCodec
 
@@ -30,7 +31,7 @@ def value_at(record: dict[str, Any], path: str) -> Any:
     return node
 
 
-def open_view(view: Any, accepted: dict[str, Any], vault: KeyVault, erased: set[str]) -> Any:
+def open_view(view: Any, accepted: dict[str, Any], vault: KeyVault, erased: Collection[str]) -> Any:
     """The view with every {ref, key_id} replaced by the plaintext, or [erased]."""
     if isinstance(view, dict):
         if set(view) == {"ref", "key_id"}:
@@ -66,7 +67,7 @@ def rebuild_report_view(
             except CodecError:
                 continue
 
-    erased = {fact["subject_key_id"] for fact in decoded(erasures, "tiphub.SubjectErased")}
+    erased = Withdrawals().fold_all(decoded(erasures, "tiphub.SubjectErased"), "erased").erased.keys()
     latest: dict[str, dict[str, Any]] = {}
     for decision in decoded(decisions, "tiphub.SharingDecision"):
         if decision["recipient"] == recipient:

@@ -17,7 +17,7 @@ import pytest
 
 from adapters.sql.database import Database
 from adapters.sql.vault import SqlKeyVault
-from gateway.app import note_key_id
+from gateway.triage import note_key_id
 from policies.engine import ERASED
 from streams.views import rebuild_report_view
 from tests.factories import make_report

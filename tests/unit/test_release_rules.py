@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from domain.callers import Caller
-from gateway.summaries import (
+from domain.release import (
     ActionRefused,
     Summary,
     check_approve,
@@ -57,13 +57,13 @@ def test_only_an_officer_of_the_drafting_agency_approves_and_only_consenting_age
     check_approve(draft(), caller("releasing_officer", "Rita", "NZ-NIC"))
     with pytest.raises(ActionRefused) as refused:
         check_approve(draft(), caller("releasing_officer", "Rita", "NZ-LABOUR"))  # contributes, cannot see all
-    assert refused.value.reason == "not_entitled_to_release" and not refused.value.conflict
+    assert refused.value.reason == "not_entitled_to_release" and refused.value.kind == "not_entitled"
     check_consent(draft(), caller("releasing_officer", "Lee", "NZ-LABOUR"))
     with pytest.raises(ActionRefused):
         check_consent(draft(), caller("releasing_officer", "Rita", "NZ-NIC"))
     with pytest.raises(ActionRefused) as late:
         check_consent(draft(status="released"), caller("releasing_officer", "Lee", "NZ-LABOUR"))
-    assert late.value.conflict
+    assert late.value.kind == "wrong_state"
 
 
 def test_withdrawal_by_the_drafter_or_an_officer_of_the_drafting_agency_only() -> None:

@@ -45,10 +45,12 @@ def gateway(
     import uvicorn
 
     from gateway.app import create_app
+    from tiphub.container import Container
+    from tiphub.serving import gateway_state
 
     log_to_stderr()
     settings = settings_from(broker, home, topic_prefix)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(settings, gateway_state(Container(settings))), host=host, port=port, log_level="warning")
 
 
 def bench(

@@ -1,4 +1,5 @@
-"""Partner summaries: two-person release with originator consent, as a fold over tip.summaries.
+"""The release rules: two-person release of partner summaries with originator consent, as a fold over
+tip.summaries (pure: the gateway serves it, gateway/release.py and gateway/routes/summaries.py).
 
 Life of a summary:
 - an analyst drafts it for one partner; it is one signal of the release scope of the analyst's
@@ -14,8 +15,8 @@ Life of a summary:
 - a releasing officer of the drafting agency, or the drafter, can withdraw it at any time; the
   partner then sees only that it was withdrawn.
 
-`check_*` functions decide whether an action is allowed (pure); `SummaryBook.apply` folds the
-events, so every gateway instance rebuilds the same state from the topic.
+`check_*` functions decide whether an action is allowed; `SummaryBook.apply` folds the events, so
+every gateway instance rebuilds the same state from the topic.
 """
 
 from __future__ import annotations
@@ -23,19 +24,24 @@ from __future__ import annotations
 import json
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from domain.callers import Caller
 
+# Why an action is refused: the caller is not entitled to it, whatever the summary's state; or the
+# summary's state (or what it would release) does not allow it now.
+RefusalKind = Literal["not_entitled", "wrong_state"]
+
 
 class ActionRefused(Exception):
-    """`conflict`: the summary is in the wrong state or its content moved (409); otherwise the caller may
-    not (403)."""
+    """An action the release rules refuse: `reason` names the rule (the audit's code), `kind` says whether
+    the caller may not (`not_entitled`) or the summary is in the wrong state or its content moved
+    (`wrong_state`)."""
 
-    def __init__(self, reason: str, message: str, *, conflict: bool = False) -> None:
+    def __init__(self, reason: str, message: str, *, kind: RefusalKind = "not_entitled") -> None:
         super().__init__(message)
         self.reason = reason
-        self.conflict = conflict
+        self.kind: RefusalKind = kind
 
 
 @dataclass
@@ -160,14 +166,14 @@ def concerns(summary: Summary, caller: Caller) -> bool:
 
 def check_consent(summary: Summary, caller: Caller) -> None:
     if summary.status != "pending":
-        raise ActionRefused("not_pending", f"summary is {summary.status}", conflict=True)
+        raise ActionRefused("not_pending", f"summary is {summary.status}", kind="wrong_state")
     if caller.agency not in summary.consents_required:
         raise ActionRefused("not_a_consenting_agency", "only a contributing agency that must consent can")
 
 
 def check_approve(summary: Summary, caller: Caller) -> None:
     if summary.status != "pending":
-        raise ActionRefused("not_pending", f"summary is {summary.status}", conflict=True)
+        raise ActionRefused("not_pending", f"summary is {summary.status}", kind="wrong_state")
     if caller.agency != summary.drafter_agency:
         raise ActionRefused(
             "not_entitled_to_release", "only a releasing officer of the drafting agency, which sees all of it, approves"
@@ -175,12 +181,12 @@ def check_approve(summary: Summary, caller: Caller) -> None:
     if same_person(caller.subject, summary.drafter):
         raise ActionRefused("drafter_cannot_approve", "the drafter of a summary cannot approve it")
     if summary.approved_by is not None:
-        raise ActionRefused("already_approved", "summary is already approved", conflict=True)
+        raise ActionRefused("already_approved", "summary is already approved", kind="wrong_state")
 
 
 def check_withdraw(summary: Summary, caller: Caller) -> None:
     if summary.status == "withdrawn":
-        raise ActionRefused("already_withdrawn", "summary is already withdrawn", conflict=True)
+        raise ActionRefused("already_withdrawn", "summary is already withdrawn", kind="wrong_state")
     officer = caller.role == "releasing_officer" and caller.agency == summary.drafter_agency
     drafter = caller.agency == summary.drafter_agency and same_person(caller.subject, summary.drafter)
     if not officer and not drafter:

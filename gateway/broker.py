@@ -1,0 +1,153 @@
+"""The gateway's only Kafka client code: the tail that feeds the folds, the producer of the events and
+audit events the gateway writes, and the stages' lag.
+
+Nothing else in gateway/ imports aiokafka: the folds see a `TopicRecord`, the routes a `Publisher`
+(gateway/ports.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from gateway.ports import TopicRecord
+from streams.topics import Topics
+
+
+class KafkaPublisher:
+    """The gateway's one producer: idempotent, each record acknowledged by every in-sync replica."""
+
+    def __init__(self, bootstrap: str, client_options: dict[str, Any] | None = None) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", **(client_options or {})
+        )
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        await self.producer.send_and_wait(topic, value, key=key, partition=partition)
+
+
+class Tail:
+    """Reads every partition of the tailed topics from its beginning and hands each record to `apply`, for
+    as long as the gateway runs; `ready` is set once it has read to the ends it found at start."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Topics,
+        tailed: Sequence[str],
+        apply: Callable[[TopicRecord], None],
+        client_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.tailed = tuple(tailed)
+        self.apply = apply
+        self.options = client_options or {}
+        self.changed = asyncio.Condition()  # notified after each batch folded
+        self.ready = asyncio.Event()
+        self._ends: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+        )
+        await self._consumer.start()
+        # the contract's count, not a guess: Apache Kafka never answers for a partition that does not
+        # exist (tip.coverage has one), and a seek to it waits forever
+        tps = [TopicPartition(topic, p) for topic in self.tailed for p in range(self.topics.partitions_of(topic))]
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_beginning(*tps)
+        self._ends = await self._consumer.end_offsets(tps)
+        self._task = asyncio.create_task(self._tail())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _tail(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
+                for record in batch[tp]:
+                    self.apply(
+                        TopicRecord(
+                            record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
+                        )
+                    )
+            if not self.ready.is_set():
+                positions = {tp: await self._consumer.position(tp) for tp in self._ends}
+                if all(positions[tp] >= end for tp, end in self._ends.items()):
+                    self.ready.set()
+            if batch:
+                async with self.changed:
+                    self.changed.notify_all()
+
+    async def caught_up(self) -> bool:
+        """Whether every tailed partition has been read to its end as of now (readiness)."""
+        assert self._consumer is not None
+        tps = list(self._ends)
+        ends = await self._consumer.end_offsets(tps)
+        for tp in tps:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return True
+
+    async def until(self, done: Callable[[], bool], timeout_s: float = 15.0) -> None:
+        """Wait (up to `timeout_s`) until `done()` holds after a batch folded: read your writes."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(done), timeout_s)
+
+    async def next_batch(self, timeout_s: float) -> None:
+        """Wait until the next batch is folded, or `timeout_s`, whichever comes first."""
+        async with self.changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=timeout_s)
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        assert self._consumer is not None
+        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(tps)
+        return ends
+
+
+class StageLag:
+    """Records each stream stage has not committed yet (the same measure the tests wait on)."""
+
+    def __init__(self, bootstrap: str, topics: Topics, tail: Tail, client_options: dict[str, Any] | None = None):
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.tail = tail
+        self.options = client_options or {}
+
+    async def measure(self, group_of: Callable[[str], str]) -> dict[str, int]:
+        inputs = {
+            stage: [TopicPartition(topic, p) for topic, partitions in topics for p in partitions]
+            for stage, topics in self.topics.stage_inputs().items()
+        }
+        ends = await self.tail.end_offsets(sorted({tp for tps in inputs.values() for tp in tps}))
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **self.options)
+        await admin.start()  # one client for every group: on Apache Kafka each start costs a round of metadata
+        try:
+            out = {}
+            for stage, tps in inputs.items():
+                committed = await admin.list_consumer_group_offsets(group_of(stage))
+                out[stage] = sum(max(0, ends[tp] - (committed[tp].offset if tp in committed else 0)) for tp in tps)
+            return out
+        finally:
+            await admin.close()

@@ -1,0 +1,121 @@
+"""The routes' typed dependencies: the started gateway's parts (gateway/state.py) and the verified caller.
+
+A route names what it uses (`views: ViewsDep`, `caller: AnalystCaller`) and reads nothing from
+`app.state` itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from domain.callers import Caller, TokenError
+from domain.ports import KeyVault
+from gateway.broker import Tail
+from gateway.cursors import CursorSealer
+from gateway.errors import NoToken, NotPermitted
+from gateway.ports import Publisher
+from gateway.security import AuditSink
+from gateway.state import GatewayState, started
+from gateway.views import HubViews
+from gateway.visibility import Visibility
+from tiphub.settings import Settings
+
+
+def gateway_state(request: Request) -> GatewayState:
+    state = started(request.app)
+    if state is None:  # no route is served before the lifespan has started the gateway
+        raise RuntimeError("the gateway has not started")
+    return state
+
+
+StateDep = Annotated[GatewayState, Depends(gateway_state)]
+
+
+def _settings(state: StateDep) -> Settings:
+    return state.settings
+
+
+def _views(state: StateDep) -> HubViews:
+    return state.views
+
+
+def _visibility(state: StateDep) -> Visibility:
+    return state.visibility
+
+
+def _tail(state: StateDep) -> Tail:
+    return state.tail
+
+
+def _audit(state: StateDep) -> AuditSink:
+    return state.audit
+
+
+def _publisher(state: StateDep) -> Publisher:
+    return state.publisher
+
+
+def _cursors(state: StateDep) -> CursorSealer:
+    return state.cursors
+
+
+def _vault(state: StateDep) -> KeyVault:
+    return state.vault
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+ViewsDep = Annotated[HubViews, Depends(_views)]
+VisibilityDep = Annotated[Visibility, Depends(_visibility)]
+TailDep = Annotated[Tail, Depends(_tail)]
+AuditDep = Annotated[AuditSink, Depends(_audit)]
+PublisherDep = Annotated[Publisher, Depends(_publisher)]
+CursorsDep = Annotated[CursorSealer, Depends(_cursors)]
+VaultDep = Annotated[KeyVault, Depends(_vault)]
+
+
+def require(*roles: str) -> Callable[[Request, GatewayState], Awaitable[Caller]]:
+    """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
+
+    async def dependency(request: Request, state: StateDep) -> Caller:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NoToken()
+        caller = state.tokens.verify(token.strip())  # a TokenError is a 401 (gateway/handlers.py)
+        request.state.caller = caller  # who any refusal of this request names in the audit
+        if roles and caller.role not in roles:
+            raise NotPermitted("wrong_role", f"this needs the role {' or '.join(roles)}")
+        return caller
+
+    return dependency
+
+
+def caller_of(request: Request) -> Caller | None:
+    """The caller this request authenticated as; None before (or without) a verified token."""
+    caller = getattr(request.state, "caller", None)
+    return caller if isinstance(caller, Caller) else None
+
+
+async def auditor_or_none(request: Request, state: StateDep) -> Caller | None:
+    """The caller, if a valid auditor's token came with the request (where no token is needed: metrics)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    try:
+        caller = state.tokens.verify(token.strip())
+    except TokenError:
+        return None
+    return caller if caller.role == "auditor" else None
+
+
+AnyCaller = Annotated[Caller, Depends(require())]
+AnalystCaller = Annotated[Caller, Depends(require("analyst"))]
+PublisherCaller = Annotated[Caller, Depends(require("publisher"))]
+OfficerCaller = Annotated[Caller, Depends(require("releasing_officer"))]
+OfficerOrAnalystCaller = Annotated[Caller, Depends(require("releasing_officer", "analyst"))]
+LiaisonCaller = Annotated[Caller, Depends(require("liaison"))]
+AuditorCaller = Annotated[Caller, Depends(require("auditor"))]
+AuditorOrNone = Annotated[Caller | None, Depends(auditor_or_none)]

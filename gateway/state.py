@@ -1,0 +1,72 @@
+"""The gateway's state: every client, key and view it serves from, built once when it starts (by the
+composition root, tiphub/serving.py, from the container), stopped when it stops, and handed to the routes as
+one typed object (gateway/deps.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fastapi import FastAPI
+
+from adapters.sql.tokens import TokenAuthority
+from domain.envelope_keys import EnvelopeKeys
+from domain.ports import KeyVault
+from gateway.broker import StageLag, Tail
+from gateway.cursors import CursorSealer
+from gateway.metrics import GatewayMetrics
+from gateway.ports import Publisher
+from gateway.security import AuditSink, GatewayKeys
+from gateway.views import HubViews
+from gateway.visibility import Visibility
+from schemas.registry import SchemaRegistry
+from streams.topics import Topics
+from tiphub.settings import Settings
+
+
+@dataclass(frozen=True)
+class GatewayState:
+    settings: Settings
+    bootstrap: str
+    topics: Topics
+    tokens: TokenAuthority
+    keys: GatewayKeys
+    cursors: CursorSealer
+    vault: KeyVault
+    envelope_keys: EnvelopeKeys
+    publisher: Publisher  # the gateway's one producer: the events it writes (summaries, triage, relayed reports)
+    audit: AuditSink  # audit events, through the same producer
+    views: HubViews
+    visibility: Visibility
+    tail: Tail
+    lag: StageLag
+    metrics: GatewayMetrics
+    partners: frozenset[str]  # the recipients abroad that an agreement names
+    registry: SchemaRegistry
+    submitted: dict[str, str | None] = field(default_factory=dict)  # relayed report ids -> agency, until decided
+
+
+# Given the gateway's metrics: its state, started, stopped on exit (tiphub/serving.py builds it).
+StateFactory = Callable[[GatewayMetrics], AbstractAsyncContextManager[GatewayState]]
+
+
+class Service(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def start_in_order(stack: AsyncExitStack, *services: Service) -> None:
+    """Start each service in turn, its stop pushed on `stack` before its start: when a start fails, leaving
+    the stack stops it (it may have opened connections half-way) and every service started before it."""
+    for service in services:
+        stack.push_async_callback(service.stop)
+        await service.start()
+
+
+def started(app: FastAPI) -> GatewayState | None:
+    """The state of a started gateway; None before its lifespan has set it."""
+    state: GatewayState | None = getattr(app.state, "gateway", None)
+    return state
