@@ -30,6 +30,7 @@ from domain.facts import facts_from_accepted
 from domain.linking import ENTITY_MERGED, LINKS, Link
 from domain.log import EventLog, FactFeed, LogReader, Output, TopicPartition
 from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
+from domain.withdrawals import kind_of
 from schemas.codec import CodecError, WireCodec
 from streams.stage_context import StageContext
 from streams.topics import Topics
@@ -94,9 +95,10 @@ class CorrelateSignals:
         return self.log.feed([self.topics.erasures, self.topics.retractions], self._fact)
 
     def _fact(self, fact: dict[str, Any]) -> None:
-        if "subject_key_id" in fact and fact["subject_key_id"] not in self.state.erased:
+        kind = kind_of(fact)
+        if kind == "erased" and fact["subject_key_id"] not in self.state.erased:
             self._pending_erasures.add(fact["subject_key_id"])
-        elif "retracted_at" in fact and fact["report_id"] not in self.state.retracted:
+        elif kind == "retracted" and fact["report_id"] not in self.state.retracted:
             self._pending_retractions.add(fact["report_id"])
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from domain.log import FactFeeds, Output, TopicPartition
+from domain.withdrawals import Withdrawals
 from policies.engine import Decision, decide
 from schemas.codec import CodecError, WireCodec
 from streams.agreements import AgreementHistory
@@ -56,23 +57,20 @@ class DecideSharing:
         self.topics = topics
         self.codec = WireCodec()
         self.history = AgreementHistory()
-        self.erased: set[str] = set()
+        self.withdrawn = Withdrawals()  # erased subjects and retracted reports
         self._feeds = [
             feeds.feed([topics.agreements], self.history.apply),
             feeds.feed([topics.erasures], self._erasure),
             feeds.feed([topics.retractions], self._retraction),
         ]
-        self.retracted: dict[str, dict[str, Any]] = {}
         self._started = False
         self._lock = asyncio.Lock()
 
     def _erasure(self, fact: dict[str, Any]) -> None:
-        if "subject_key_id" in fact:
-            self.erased.add(fact["subject_key_id"])
+        self.withdrawn.fold(fact)
 
     def _retraction(self, fact: dict[str, Any]) -> None:
-        if "retracted_at" in fact:
-            self.retracted[fact["report_id"]] = fact
+        self.withdrawn.fold(fact)
 
     async def _catch_up(self) -> None:
         """Agreements and erasures first: nothing is judged against facts not yet read."""
@@ -98,7 +96,7 @@ class DecideSharing:
             # The worker publishes the shipped agreements before it starts: none loaded means the feed
             # has not read them yet. Deciding now would commit reports with no decision at all.
             raise RuntimeError("no sharing agreement loaded yet; reading the batch again")
-        erased = frozenset(self.erased)
+        erased = frozenset(self.withdrawn.erased)
         outputs: list[Output] = []
         for record in records:
             if record.topic == self.topics.retractions:
@@ -112,8 +110,10 @@ class DecideSharing:
                 _, item = self.codec.decode(record.value, expect="tiphub.AcceptedReport")
             except CodecError:
                 continue  # only the accept stage writes this topic; nothing else is ours to decide
-            if item["report_id"] in self.retracted:  # whichever arrived first, a retracted report is not shared
-                outputs += self._retracted(self.retracted[item["report_id"]], recipients, now)
+            if (
+                item["report_id"] in self.withdrawn.retracted
+            ):  # whichever arrived first, a retracted report is not shared
+                outputs += self._retracted(self.withdrawn.retracted[item["report_id"]], recipients, now)
                 continue
             subject_refs = [subject["subject_key_id"] for subject in item["subjects"]]
             for recipient in recipients:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from domain.linking import LINKS, SIGHTINGS, KeyIndex, Link, Sighting
 from domain.log import EventLog, Output, TopicPartition
+from domain.withdrawals import Withdrawals
 from schemas.codec import CodecError, WireCodec
 from streams.stage_context import StageContext
 from streams.topics import Topics
@@ -33,15 +34,18 @@ class LinkPeople:
         self.group_id = group_id
         self.codec = WireCodec()
         self.indexes: dict[int, KeyIndex] = {}
-        self.erased: set[str] = set()
+        self.withdrawn = Withdrawals()
         self._erasures = log.feed([topics.erasures], self._erasure)
         self._feed_started = False
         self._lock = asyncio.Lock()
         self._revocations: dict[int, int] = {}
 
     def _erasure(self, fact: dict[str, Any]) -> None:
-        if "subject_key_id" in fact:
-            self.erased.add(fact["subject_key_id"])
+        self.withdrawn.fold(fact)
+
+    @property
+    def erased(self) -> Collection[str]:
+        return self.withdrawn.erased.keys()
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         await self._ensure_restored({tp.partition for tp in partitions if tp.topic == self.topics.sightings})
