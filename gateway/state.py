@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
-from domain.ports import KeyVault
+from domain.ports import AuditAnchors, KeyVault
 from gateway.broker import StageLag, Tail
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
@@ -35,6 +35,7 @@ class GatewayState:
     keys: GatewayKeys
     cursors: CursorSealer
     vault: KeyVault
+    anchors: AuditAnchors  # the audit's signed heads outside Kafka
     envelope_keys: EnvelopeKeys
     publisher: Publisher  # the gateway's one producer: the events it writes (summaries, triage, relayed reports)
     audit: AuditSink  # audit events, through the same producer

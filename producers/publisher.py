@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from adapters.kafka.producer import Producer, new_producer
 from domain import crypto
 from domain.signing import agency_key_id
 from schemas.codec import WireCodec
@@ -133,7 +133,7 @@ class AgencyPublisher:
         hub_public: X25519PublicKey | None = None,
         hub_key_id: str | None = None,
         client_options: dict[str, Any] | None = None,
-        producer: AIOKafkaProducer | None = None,
+        producer: Producer | None = None,
         hub_key: Callable[[], tuple[str, X25519PublicKey]] | None = None,
     ) -> None:
         """Pass `producer` to share one started producer between several agencies (simulation).
@@ -159,10 +159,10 @@ class AgencyPublisher:
         self._owns_producer = producer is None
         self._connection = (bootstrap, client_options)
         self._shared_producer = producer
-        self._own_producer: AIOKafkaProducer | None = None
+        self._own_producer: Producer | None = None
 
     @property
-    def _producer(self) -> AIOKafkaProducer:
+    def _producer(self) -> Producer:
         producer = self._shared_producer or self._own_producer
         if producer is None:
             raise RuntimeError("use `async with AgencyPublisher(...)` or pass a started producer to publish")
@@ -231,18 +231,6 @@ class AgencyPublisher:
     async def send_raw(self, key: bytes | None, value: bytes) -> None:
         """Send already-sealed bytes (used by tests and tools that build envelopes themselves)."""
         await self._producer.send_and_wait(self.topic, key=key, value=value)
-
-
-def new_producer(bootstrap: str, client_options: dict[str, Any] | None = None) -> AIOKafkaProducer:
-    """Idempotent, acks=all: a retried send is written once."""
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        **(client_options or {}),
-    )
 
 
 def parse_jsonl_line(line: str) -> Any:
@@ -327,7 +315,7 @@ async def publish_lines(
     lines: Sequence[str],
     *,
     bootstrap: str,
-    publishers_for: Callable[[AIOKafkaProducer, list[str]], Mapping[str, AgencyPublisher]],
+    publishers_for: Callable[[Producer, list[str]], Mapping[str, AgencyPublisher]],
     agency: str | None = None,
     client_options: dict[str, Any] | None = None,
     on_line: Callable[[], None] = lambda: None,

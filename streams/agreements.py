@@ -61,7 +61,7 @@ async def publish_new_agreements(
     client_options: dict[str, Any] | None = None,
 ) -> int:
     """Publish the agreements whose exact content is not on the topic yet. Returns how many."""
-    from producers.publisher import new_producer
+    from adapters.kafka.producer import new_producer
 
     fresh = [a for a in agreements if a.hash not in known_hashes]
     if not fresh:

@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.kafka.feeds import read_decoded
+from adapters.kafka.producer import new_producer
 from domain.correlate import Correlator
 from domain.facts import facts_from_accepted
 from domain.linkage import Linker
 from domain.linking import LINKS, Link
 from domain.ports import KeyVault
 from domain.withdrawals import Withdrawals
-from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
 from streams.accept import report_id_of_key, subject_token

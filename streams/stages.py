@@ -1,6 +1,6 @@
 """The hub's stream stages, one entry each: what it reads, what it writes, and which module builds its handler.
 
-Everything that knows the stages derives from this list: the worker runs them (streams/worker.py), their
+Everything that knows the stages derives from this list: the worker runs them (tiphub/worker.py), their
 lag is measured on `stage_inputs` (Topics.stage_inputs, the gateway's /metrics, `tiphub bench`, the tests'
 harness), and each consumer group is `group_id(settings, stage)`. Adding a stage is one entry here and its
 handler module under streams/agents/, whose `build(context)` makes the handler (streams/stage_context.py).

@@ -28,13 +28,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka.embedded import ensure_topics
 from adapters.kafka.feeds import group_lag, read_decoded, read_until
+from adapters.kafka.producer import new_producer
 from adapters.kafka.transactional import TransactionalProcessor
-from producers.publisher import new_producer
 from streams.agents.correlate_signals import signal_from_record
 from streams.topics import Topics
-from streams.worker import build_correlate_processor, build_decide_processor, build_link_processor
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
+from tiphub.worker import build_correlate_processor, build_decide_processor, build_link_processor
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from aiokafka import AIOKafkaProducer
 from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.broker_quirks import BrokerQuirks, resolve_quirks
 from adapters.kafka.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
+from adapters.kafka.producer import new_producer
 from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
 from domain.signing import RELAY_AGENCY, agency_key_id
-from producers.publisher import AgencyPublisher, new_producer
+from producers.publisher import AgencyPublisher
 from streams.topics import Topics
 from tiphub.container import Container
 from tiphub.keys import DEMO_AGENCIES, KeyStore

@@ -53,6 +53,7 @@ async def running(container: Container, bootstrap: str | None, metrics: GatewayM
         keys=keys,
         cursors=CursorSealer(keys.cursors),
         vault=vault,
+        anchors=container.anchors,
         envelope_keys=container.envelope_keys,
         publisher=publisher,
         audit=AuditSink(publisher, topics),

@@ -8,15 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from adapters.kafka.feeds import read_partitions
-from adapters.sql.anchors import AnchorStore
-from adapters.sql.database import Database
 from domain.audit_chain import chained_entries
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
 from gateway.paging import log_page
 from gateway.state import GatewayState
 from schemas.codec import CodecError, WireCodec
-from streams.audit_verify import decode_audit_records, verify_records
+from streams.audit_trail import verify_audit_trail
+from streams.audit_verify import decode_audit_records
 
 CODEC = WireCodec()
 
@@ -65,10 +64,15 @@ async def audit(
 async def verify(caller: AuditorCaller, state: StateDep) -> dict[str, Any]:
     """Walk every partition's hash chain past records the chaining stage did not write (listed in
     `foreign`), check it against the latest signed anchor, and list entries no checkpoint covers."""
-    settings, topics, keys = state.settings, state.topics, state.keys
-    anchors = AnchorStore(Database(settings.audit_anchor_database)).all(topics.audit)  # before the topic
-    raw = await read_partitions(state.bootstrap, topics.audit, topics.partitions, settings.kafka_options())
-    report = verify_records(topics.audit, raw, anchors, keys.hub_signing_public, keys.audit_mac)
+    keys = state.keys
+    report = await verify_audit_trail(
+        state.bootstrap,
+        state.topics,
+        state.anchors,
+        keys.hub_signing_public,
+        keys.audit_mac,
+        state.settings.kafka_options(),
+    )
     return {
         "ok": report.ok,
         "partitions": [

@@ -60,16 +60,13 @@ class DecideSharing:
         self.withdrawn = Withdrawals()  # erased subjects and retracted reports
         self._feeds = [
             feeds.feed([topics.agreements], self.history.apply),
-            feeds.feed([topics.erasures], self._erasure),
-            feeds.feed([topics.retractions], self._retraction),
+            feeds.feed([topics.erasures], self._withdrawal),
+            feeds.feed([topics.retractions], self._withdrawal),
         ]
         self._started = False
         self._lock = asyncio.Lock()
 
-    def _erasure(self, fact: dict[str, Any]) -> None:
-        self.withdrawn.fold(fact)
-
-    def _retraction(self, fact: dict[str, Any]) -> None:
+    def _withdrawal(self, fact: dict[str, Any]) -> None:
         self.withdrawn.fold(fact)
 
     async def _catch_up(self) -> None:

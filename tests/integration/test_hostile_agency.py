@@ -20,13 +20,14 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from adapters.kafka.broker_quirks import detect_kind
 from adapters.kafka.embedded import admin_client, broker_stamps
+from adapters.kafka.producer import new_producer
 from adapters.sql.database import Database
 from adapters.sql.registry import KeyRegistry
 from adapters.sql.vault import SqlKeyVault
 from domain import crypto
 from domain.linkage import Linker
 from domain.signing import agency_key_id
-from producers.publisher import new_producer, seal_retraction
+from producers.publisher import seal_retraction
 from schemas.codec import WireCodec
 from schemas.convert import report_from_json
 from schemas.envelope import RETRACTION

@@ -14,9 +14,9 @@ import pytest
 
 from adapters.kafka.embedded import ensure_topics, with_admin
 from adapters.kafka.log import KafkaLog
+from adapters.kafka.producer import new_producer
 from adapters.memory.log import MemoryLog
 from domain.log import EventLog, Output, TopicPartition, TopicSpec, UnsettledTopic
-from producers.publisher import new_producer
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from tests.harness import broker_kind

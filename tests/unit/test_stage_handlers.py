@@ -29,12 +29,12 @@ from streams.erasure import ERASED_FACT
 from streams.stage_context import StageContext, build_handler
 from streams.stages import STAGES, group_id
 from streams.topics import report_partition
-from streams.worker import SettingsProvisions
 from tests.envelopes import EnvelopeKit, hours_ago
 from tests.factories import make_report
 from tiphub.keys import KeyStore
 from tiphub.runtime import init_keys, topics_for
 from tiphub.settings import Settings
+from tiphub.worker import SettingsProvisions
 
 PARTITIONS = 3
 CODEC = WireCodec()

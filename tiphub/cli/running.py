@@ -26,8 +26,8 @@ def worker(
     ] = None,
 ) -> None:
     """Run the stream processors."""
-    from streams.worker import run_worker
     from tiphub.runtime import resolve_broker
+    from tiphub.worker import run_worker
 
     log_to_stderr()
     settings = settings_from(broker, home, topic_prefix, instance_id=instance_id)

@@ -17,11 +17,7 @@ from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.log import KafkaLog
 from adapters.kafka.transactional import TransactionalProcessor
 from adapters.sql.anchors import AnchorStore
-from adapters.sql.database import Database
-from adapters.sql.registry import KeyRegistry
-from adapters.sql.vault import SqlKeyVault
 from domain.correlate import Requirement, load_plan
-from domain.envelope_keys import EnvelopeKeys
 from domain.linkage import Linker
 from domain.log import TopicPartition
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
@@ -30,7 +26,7 @@ from streams.accept import AcceptStage
 from streams.agreements import AgreementHistory, publish_new_agreements
 from streams.stage_context import AuditKeys, Provisions, StageContext, build_handler
 from streams.stages import STAGES, Stage, group_id, stage_named
-from tiphub.keys import KeyStore
+from tiphub.container import Container
 from tiphub.runtime import topics_for
 from tiphub.settings import Settings
 
@@ -44,13 +40,14 @@ class SettingsProvisions:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = KeyStore(settings.home)
+        self.stores = Container(settings)
+        self.keys = self.stores.keys
 
     def verification(self) -> AcceptStage:
         settings, keys = self.settings, self.keys
         return AcceptStage(
-            registry=KeyRegistry(Database(settings.registry_database)),
-            vault=SqlKeyVault(Database(settings.vault_database), keys.vault_keks),
+            registry=self.stores.registry,
+            vault=self.stores.vault,
             hub_key=keys.hub_encryption_key(),
             hub_key_id=keys.hub_key_id(),
             hub_keys=keys.hub_decryption_keys,  # rotation: previous keys open what was sealed for them
@@ -60,9 +57,7 @@ class SettingsProvisions:
             max_envelope_age_s=settings.max_envelope_age_s,
             max_future_skew_s=settings.max_future_skew_s,
             codec=WireCodec(max_bytes=settings.max_value_bytes),
-            envelope_keys=EnvelopeKeys(
-                SqlKeyVault(Database(settings.vault_database), keys.vault_keks), settings.envelope_epoch_s
-            ),
+            envelope_keys=self.stores.envelope_keys,
             static_hub_keys=settings.static_hub_key,
         )
 
@@ -70,7 +65,7 @@ class SettingsProvisions:
         return AuditKeys(self.keys.hub_signing_key(), self.keys.hub_signing_key_id(), self.keys.audit_mac_key())
 
     def anchors(self) -> AnchorStore:
-        return AnchorStore(Database(self.settings.audit_anchor_database))
+        return self.stores.anchors
 
     def collection_plan(self) -> list[Requirement]:
         return load_plan(yaml.safe_load(PLAN_FILE.read_text()))
@@ -131,9 +126,7 @@ async def destroy_spent_envelope_keys(settings: Settings, kafka: KafkaLog, stop:
     stage's group committed past every record that was on tip.reports.submitted at that moment (measured
     then, compared later, so a busy hub is not waited on forever). Every worker runs this; deleting twice
     is harmless."""
-    keys = EnvelopeKeys(
-        SqlKeyVault(Database(settings.vault_database), KeyStore(settings.home).vault_keks), settings.envelope_epoch_s
-    )
+    keys = Container(settings).envelope_keys
     topics = topics_for(settings)
     tps = [TopicPartition(topics.submitted, p) for p in range(topics.partitions)]
     keep_s = settings.max_envelope_age_s + settings.max_future_skew_s
