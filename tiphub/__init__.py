@@ -1,3 +1,3 @@
-"""tiphub: the shared kernel (settings, keys, crypto, linkage, embedded broker, CLI)."""
+"""tiphub: the composition root (settings, the container of adapters, the worker, the gateway's state, the CLI)."""
 
 __version__ = "0.1.0"
