@@ -82,6 +82,29 @@ class ReportFacts:
     registrations: tuple[tuple[str, ...], ...] = ()  # per organisation: its registration tokens, every version
 
 
+@dataclass(frozen=True)
+class ReportHeader:
+    """The non-sensitive facts of an accepted report that a caller is shown about it (signals, summaries):
+    what correlation knows of it (`ReportFacts`) is this and the people and organisations in it."""
+
+    report_id: str
+    agency: str
+    indicator_type: str
+    observed_at: datetime
+    elements: tuple[str, ...]
+
+
+def header_of(record: dict[str, Any]) -> ReportHeader:
+    """An AcceptedReport's header (elements in the order the agency gave them)."""
+    return ReportHeader(
+        report_id=record["report_id"],
+        agency=record["source_agency"],
+        indicator_type=record["indicator_type"],
+        observed_at=record["observed_at"],
+        elements=tuple(record["elements"]),
+    )
+
+
 def _dob_and_ny(blocking: list[str]) -> tuple[str | None, tuple[str, ...]]:
     return next((k for k in blocking if k.startswith("dob:")), None), tuple(k for k in blocking if k.startswith("ny:"))
 

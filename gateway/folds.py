@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from domain.facts import ReportHeader, header_of
 from domain.release import SummaryBook
 from domain.scoped import HUB_SCOPE
 from domain.withdrawals import Kind, Withdrawals
 from policies.model import Rule
-from policies.visibility import ReportFacts, field_rules
+from policies.visibility import field_rules
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class AcceptedReports:
     them), its non-sensitive facts, and which people (subject keys, linkage tokens) it names."""
 
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    facts: dict[str, ReportFacts] = field(default_factory=dict)
+    facts: dict[str, ReportHeader] = field(default_factory=dict)
     reports_by_subject_key: dict[str, set[str]] = field(default_factory=dict)
     subject_keys_by_token: dict[str, set[str]] = field(default_factory=dict)  # linkage token -> subject key ids
 
@@ -139,13 +140,7 @@ class AcceptedReports:
         value = event.value
         report_id = value["report_id"]
         self.records[report_id] = value
-        self.facts[report_id] = ReportFacts(
-            report_id=report_id,
-            agency=value["source_agency"],
-            indicator_type=value["indicator_type"],
-            observed_at=value["observed_at"],
-            elements=tuple(value["elements"]),
-        )
+        self.facts[report_id] = header_of(value)
         bridges = value.get("linkage_bridges") or []  # earlier key versions (a rotation's overlap)
         for i, subject in enumerate(value["subjects"]):
             key = subject["subject_key_id"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from domain.facts import ReportHeader
 from policies.model import Rule
 from schemas.elements import groups_covered
 
@@ -25,22 +26,11 @@ SCORE_FIELDS = ("source_reliability", "info_credibility", "observed_at", "source
 
 
 @dataclass(frozen=True)
-class ReportFacts:
-    """The non-sensitive facts of an accepted report that signals aggregate (gateway side)."""
-
-    report_id: str
-    agency: str
-    indicator_type: str
-    observed_at: datetime
-    elements: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class Visible:
     """One report as a caller may see it now: its facts and the rule its decision gave each field
     (an agency's own report: every field shared)."""
 
-    facts: ReportFacts
+    facts: ReportHeader
     rules: Mapping[str, Rule] = field(default_factory=dict)
     own: bool = False
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from domain.callers import Caller
+from domain.facts import ReportHeader
 from domain.release import (
     ActionRefused,
     Summary,
@@ -18,7 +19,7 @@ from domain.release import (
     concerns,
     same_person,
 )
-from policies.visibility import ReportFacts, Visible, field_rules, partner_content, render_signal
+from policies.visibility import Visible, field_rules, partner_content, render_signal
 from streams.agents.accept_reports import check_retraction_owner
 from streams.topics import report_partition
 
@@ -86,8 +87,8 @@ def test_a_summary_concerns_its_agency_its_consenting_officers_and_once_released
     assert same_person("\uff32\uff49\uff54\uff41", "rita") and not same_person("Rita", "Rina")
 
 
-def facts(report_id: str, agency: str, day: int, elements: tuple[str, ...]) -> ReportFacts:
-    return ReportFacts(report_id, agency, "BORDER_CROSSING", datetime(2026, 10, day, 10, tzinfo=UTC), elements)
+def facts(report_id: str, agency: str, day: int, elements: tuple[str, ...]) -> ReportHeader:
+    return ReportHeader(report_id, agency, "BORDER_CROSSING", datetime(2026, 10, day, 10, tzinfo=UTC), elements)
 
 
 RECORD = {
