@@ -157,6 +157,27 @@ class FactFeed(Protocol):
     async def stop(self) -> None: ...
 
 
+class FeedsTogether:
+    """Several fact feeds started, caught up and stopped as one."""
+
+    def __init__(self, *feeds: FactFeed) -> None:
+        self.feeds = feeds
+
+    async def start(self) -> None:
+        for feed in self.feeds:
+            await feed.start()
+
+    async def catch_up(self) -> int:
+        applied = 0
+        for feed in self.feeds:
+            applied += await feed.catch_up()
+        return applied
+
+    async def stop(self) -> None:
+        for feed in self.feeds:
+            await feed.stop()
+
+
 class FactFeeds(Protocol):
     def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> FactFeed:
         """A feed of whole topics (no consumer group: every instance of a stage needs all of them). Records

@@ -25,10 +25,13 @@ class Withdrawals:
     erased: dict[str, dict[str, Any]] = field(default_factory=dict)  # subject key id -> its SubjectErased
     retracted: dict[str, dict[str, Any]] = field(default_factory=dict)  # report id -> its ReportRetracted
 
-    def fold(self, fact: dict[str, Any], kind: Kind | None = None) -> Kind | None:
-        """Take one fact of either topic (`kind`: what its schema says it is, else told by its fields); what
-        it newly withdrew, or None (known already, or not one)."""
-        kind = kind or kind_of(fact)
+    def fold(self, fact: dict[str, Any], kind: Kind) -> Kind | None:
+        """Take one fact of the topic that holds `kind` (tip.erasures: "erased", tip.retractions: "retracted");
+        what it newly withdrew, or None (known already, or not a fact of that kind). A fact of the other kind
+        counts for nothing: whoever may write one topic cannot withdraw through it what only the other
+        withdraws (an operator who may erase cannot retract an agency's report)."""
+        if kind_of(fact) != kind:
+            return None
         if kind == "erased" and fact["subject_key_id"] not in self.erased:
             self.erased[fact["subject_key_id"]] = fact
             return kind
@@ -37,7 +40,7 @@ class Withdrawals:
             return kind
         return None
 
-    def fold_all(self, facts: Iterable[dict[str, Any]], kind: Kind | None = None) -> Withdrawals:
+    def fold_all(self, facts: Iterable[dict[str, Any]], kind: Kind) -> Withdrawals:
         for fact in facts:
             self.fold(fact, kind)
         return self

@@ -250,7 +250,14 @@ class Withdrawn:
     def retracted(self) -> Collection[str]:
         return self.seen.retracted.keys()
 
+
+@dataclass
+class WithdrawalFold:
+    """The fold of one of the two topics into `Withdrawn`: only facts of the topic's own kind count."""
+
+    withdrawn: Withdrawn
+    kind: Kind
+
     def apply(self, event: Event) -> None:
-        kind = WITHDRAWAL_SCHEMAS.get(event.schema)
-        if kind is not None:
-            self.seen.fold(event.value, kind)
+        if WITHDRAWAL_SCHEMAS.get(event.schema) == self.kind:
+            self.withdrawn.seen.fold(event.value, self.kind)

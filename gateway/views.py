@@ -18,6 +18,7 @@ from gateway.folds import (
     SignalFeeds,
     SummaryLog,
     TriageLog,
+    WithdrawalFold,
     Withdrawn,
 )
 from gateway.ports import TopicRecord
@@ -47,8 +48,8 @@ class HubViews:
             topics.summaries: self.summaries,
             topics.coverage: self.coverage,
             topics.triage: self.triage,
-            topics.erasures: self.withdrawn,
-            topics.retractions: self.withdrawn,
+            topics.erasures: WithdrawalFold(self.withdrawn, "erased"),
+            topics.retractions: WithdrawalFold(self.withdrawn, "retracted"),
         }
 
     def tailed(self) -> list[str]:

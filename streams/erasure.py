@@ -220,14 +220,13 @@ async def erase_person(
     `working(what)` is entered around the long part (reading the accepted reports and the links)."""
     options = dict(client_options or {})
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
-    erased = Withdrawals().fold_all(facts).erased
+    erased = Withdrawals().fold_all(facts, "erased").erased
     named = keys_named(tokens, vault, erased)
     if not named:
         raise NoSuchPerson
     with working("working out whom the hub's correlation links to them"):
-        retracted = {
-            r["report_id"] for r in await read_decoded(bootstrap, topics.retractions, topics.partitions, options)
-        }
+        retractions = await read_decoded(bootstrap, topics.retractions, topics.partitions, options)
+        retracted = Withdrawals().fold_all(retractions, "retracted").retracted.keys()
         batches = await read_decoded(bootstrap, topics.links, topics.partitions_of(topics.links), options, expect=LINKS)
         links = [Link(**link) for batch in batches for link in batch["links"]]
         accepted = await read_decoded(bootstrap, topics.accepted, topics.partitions, options)
@@ -254,7 +253,7 @@ async def reapply_erasures(
     Returns (keys named by facts, keys destroyed now).
     """
     facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
-    key_ids = sorted(Withdrawals().fold_all(facts).erased)
+    key_ids = sorted(Withdrawals().fold_all(facts, "erased").erased)
     deleted = vault.delete(key_ids)
     if deleted:
         codec = WireCodec()

@@ -16,6 +16,7 @@ import yaml
 
 from adapters.kafka.feeds import read_decoded
 from domain.ports import KeyVault
+from domain.withdrawals import Withdrawals
 from policies.loader import AGREEMENTS_DIR
 from streams.erasure import ErasureResult, erase_keys
 from streams.topics import Topics
@@ -69,7 +70,7 @@ async def sweep_retention(
     erasure fact and the sweep its audit event, as for an erasure request."""
     options = dict(client_options or {})
     erasures = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
-    erased = {fact["subject_key_id"] for fact in erasures}
+    erased = set(Withdrawals().fold_all(erasures, "erased").erased)
     accepted = await read_decoded(bootstrap, topics.accepted, topics.partitions, options)
     return await erase_keys(
         bootstrap,

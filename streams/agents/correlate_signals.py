@@ -28,7 +28,7 @@ from typing import Any
 from domain.correlate import Requirement, Signal
 from domain.facts import facts_from_accepted
 from domain.linking import ENTITY_MERGED, LINKS, Link
-from domain.log import EventLog, FactFeed, LogReader, Output, TopicPartition
+from domain.log import EventLog, FactFeed, FeedsTogether, LogReader, Output, TopicPartition
 from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from domain.withdrawals import kind_of
 from schemas.codec import CodecError, WireCodec
@@ -92,13 +92,19 @@ class CorrelateSignals:
         self._last_expiry = 0.0
 
     def _new_feed(self) -> FactFeed:
-        return self.log.feed([self.topics.erasures, self.topics.retractions], self._fact)
+        """Erasures and retractions, each read from its own topic: a fact is taken only from the topic of
+        its kind (domain/withdrawals.py)."""
+        return FeedsTogether(
+            self.log.feed([self.topics.erasures], self._erasure),
+            self.log.feed([self.topics.retractions], self._retraction),
+        )
 
-    def _fact(self, fact: dict[str, Any]) -> None:
-        kind = kind_of(fact)
-        if kind == "erased" and fact["subject_key_id"] not in self.state.erased:
+    def _erasure(self, fact: dict[str, Any]) -> None:
+        if kind_of(fact) == "erased" and fact["subject_key_id"] not in self.state.erased:
             self._pending_erasures.add(fact["subject_key_id"])
-        elif kind == "retracted" and fact["report_id"] not in self.state.retracted:
+
+    def _retraction(self, fact: dict[str, Any]) -> None:
+        if kind_of(fact) == "retracted" and fact["report_id"] not in self.state.retracted:
             self._pending_retractions.add(fact["report_id"])
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:

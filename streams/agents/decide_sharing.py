@@ -60,14 +60,17 @@ class DecideSharing:
         self.withdrawn = Withdrawals()  # erased subjects and retracted reports
         self._feeds = [
             feeds.feed([topics.agreements], self.history.apply),
-            feeds.feed([topics.erasures], self._withdrawal),
-            feeds.feed([topics.retractions], self._withdrawal),
+            feeds.feed([topics.erasures], self._erasure),
+            feeds.feed([topics.retractions], self._retraction),
         ]
         self._started = False
         self._lock = asyncio.Lock()
 
-    def _withdrawal(self, fact: dict[str, Any]) -> None:
-        self.withdrawn.fold(fact)
+    def _erasure(self, fact: dict[str, Any]) -> None:
+        self.withdrawn.fold(fact, "erased")
+
+    def _retraction(self, fact: dict[str, Any]) -> None:
+        self.withdrawn.fold(fact, "retracted")
 
     async def _catch_up(self) -> None:
         """Agreements and erasures first: nothing is judged against facts not yet read."""

@@ -41,7 +41,7 @@ class LinkPeople:
         self._revocations: dict[int, int] = {}
 
     def _erasure(self, fact: dict[str, Any]) -> None:
-        self.withdrawn.fold(fact)
+        self.withdrawn.fold(fact, "erased")
 
     @property
     def erased(self) -> Collection[str]:

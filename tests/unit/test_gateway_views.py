@@ -110,16 +110,28 @@ def test_each_topic_is_folded_by_its_own_fold_and_a_record_that_does_not_decode_
     assert set(views.withdrawn.erased) == {"r1/s0"}
 
 
-def test_every_tailed_topic_has_one_fold_and_only_withdrawals_share_one() -> None:
+def test_every_tailed_topic_has_one_fold() -> None:
     topics = Topics()
     views = HubViews(topics)
     tailed = (topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.summaries)
     tailed += (topics.coverage, topics.triage, topics.erasures, topics.retractions)
     assert views.tailed() == list(tailed)
-    # erasures and retractions fold into one view of what is withdrawn (domain/withdrawals.py); every other
-    # topic has a fold of its own
-    assert views.folds[topics.erasures] is views.folds[topics.retractions] is views.withdrawn
-    assert len({id(fold) for fold in views.folds.values()}) == len(tailed) - 1
+    assert len({id(fold) for fold in views.folds.values()}) == len(tailed)
+
+
+def test_a_fact_counts_only_on_the_topic_of_its_kind() -> None:
+    """A retraction written to tip.erasures (which an operator may write) retracts nothing, and an erasure
+    written to tip.retractions erases nobody."""
+    topics = Topics()
+    views = HubViews(topics)
+    retracted = {"report_id": "r1", "source_agency": "NZ-POL", "reason": "ENTERED_IN_ERROR", "corrected_by": None}
+    retracted |= {"signing_key_id": "k", "retracted_at": AT}
+    erased = {"subject_key_id": "r2/s0", "report_id": "r2", "erased_at": AT, "reason": "court", "requested_by": "a"}
+    views.apply(record(topics.erasures, CODEC.encode("tiphub.ReportRetracted", retracted)))
+    views.apply(record(topics.retractions, CODEC.encode("tiphub.SubjectErased", erased)))
+    assert not views.withdrawn.retracted and not views.withdrawn.erased
+    views.apply(record(topics.retractions, CODEC.encode("tiphub.ReportRetracted", retracted)))
+    assert list(views.withdrawn.retracted) == ["r1"]
 
 
 def test_a_scope_feed_holds_a_version_back_until_the_versions_before_it_arrive() -> None:
@@ -156,7 +168,9 @@ def test_a_page_steps_over_what_the_caller_may_no_longer_see_and_ends_at_what_is
     views.decisions.apply(decision("NZ-NIC", "r3", allowed=False))
     items, position = signal_page(views.signals, visibility, "NZ-NIC", position, 10)
     assert [shown["signal_id"] for shown, _ in items] == ["sig-4"] and position == 4
-    views.withdrawn.apply(Event(0, 0, "tiphub.ReportRetracted", {"report_id": "r1"}))
+    views.folds[views.topics.retractions].apply(
+        Event(0, 0, "tiphub.ReportRetracted", {"report_id": "r1", "retracted_at": now})
+    )
     assert signal_page(views.signals, visibility, "NZ-NIC", 0, 10) == ([], 4)  # retracted: shown to nobody
     assert visibility.visible("NZ-POL", "r2") is not None  # an agency always sees its own reports
 

@@ -305,6 +305,23 @@ async def test_a_retracted_report_is_shared_with_nobody_any_more(hub: MemoryHub)
     assert latest and all(d["reason"] == "retracted" and not d["allowed"] for d in latest.values())
 
 
+@on_memory_hub
+async def test_a_retraction_written_to_the_erasures_topic_withdraws_nothing(hub: MemoryHub) -> None:
+    """Whoever may write tip.erasures (an operator's credential) cannot retract an agency's report there:
+    a fact counts only on the topic of its kind, so the report, arriving after it, is shared as agreed."""
+    hub.start("verify", "accept", "decide")
+    report = make_report(source_agency="NZ-CUSTOMS")
+    forged = {"report_id": report["report_id"], "source_agency": "NZ-CUSTOMS", "reason": "ENTERED_IN_ERROR"}
+    forged |= {"corrected_by": None, "signing_key_id": "x", "retracted_at": datetime.now(UTC)}
+    hub.log.append(Output(hub.topics.erasures, b"x", CODEC.encode("tiphub.ReportRetracted", forged)))
+    hub.submit(report)
+    await hub.run()
+
+    decisions = [d for d in hub.values(hub.topics.decisions) if d["item_id"] == report["report_id"]]
+    assert decisions and not any(d["reason"] == "retracted" for d in decisions)
+    assert any(d["allowed"] for d in decisions)
+
+
 # -- link -----------------------------------------------------------------------------------------------
 @on_memory_hub
 async def test_two_reports_of_one_passport_are_linked_but_an_erased_person_never_is(hub: MemoryHub) -> None:
