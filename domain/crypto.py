@@ -11,7 +11,7 @@ Formats (also in docs/integration.md, with a test vector):
 from __future__ import annotations
 
 import hashlib
-import os
+import secrets
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -34,12 +34,12 @@ def field_aad(report_id: str, path: str) -> bytes:
 
 
 def new_data_key() -> bytes:
-    return os.urandom(KEY_BYTES)
+    return secrets.token_bytes(KEY_BYTES)
 
 
 def seal(key: bytes, plaintext: bytes, aad: bytes, nonce: bytes | None = None) -> bytes:
     """`nonce` is for conformance test vectors only: a repeated nonce under one key breaks AES-GCM."""
-    nonce = nonce or os.urandom(NONCE_BYTES)
+    nonce = nonce or secrets.token_bytes(NONCE_BYTES)
     return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
 
 

@@ -38,7 +38,7 @@ def test_this_repository_holds_its_layering(layers: ModuleType) -> None:
 
 
 def test_an_upward_import_is_named_with_its_file_and_line(layers: ModuleType, tmp_path: Path) -> None:
-    root = tree(tmp_path, {"domain/rules.py": "import os\n\nfrom gateway.app import thing\n"})
+    root = tree(tmp_path, {"domain/rules.py": "import json\n\nfrom gateway.app import thing\n"})
     [problem] = [p for p in layers.check(root) if "KNOWN" not in p]
     assert problem == "domain/rules.py:3: domain may not import gateway (gateway.app)"
 
@@ -51,12 +51,27 @@ def test_a_driver_outside_its_adapter_and_io_in_the_domain_are_refused(layers: M
             "adapters/sql/__init__.py": "",
             "adapters/sql/db.py": "import sqlite3\n",
             "domain/net.py": "import socket\n",
+            "domain/files.py": "def read(path):\n    return open(path).read()\n",
         },
     )
     problems = [p for p in layers.check(root) if "KNOWN" not in p]
     assert any(p.startswith("gateway/store.py:1: gateway.store may not import sqlite3") for p in problems)
     assert "domain/net.py:1: the domain does no I/O, yet imports socket" in problems
+    assert "domain/files.py:2: the domain does no I/O, yet calls open" in problems
     assert not any("adapters/sql/db.py" in p for p in problems)
+
+
+def test_an_import_the_statements_do_not_show_is_refused(layers: ModuleType, tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "domain/sneaky.py": "import importlib\n\nclient = importlib.import_module('aiokafka')\n",
+            "policies/sly.py": "app = __import__('gateway.app')\n",
+        },
+    )
+    problems = [p for p in layers.check(root) if "KNOWN" not in p]
+    assert "domain/sneaky.py:3: domain.sneaky calls import_module, an import the check cannot see" in problems
+    assert "policies/sly.py:1: policies.sly calls __import__, an import the check cannot see" in problems
 
 
 def test_an_import_cycle_is_found_even_through_a_type_only_import(layers: ModuleType, tmp_path: Path) -> None:
@@ -76,3 +91,18 @@ def test_a_known_breach_that_is_gone_must_leave_the_list(
     monkeypatch.setattr(layers, "KNOWN", {("streams.feeds", "aiokafka"), ("streams.old", "aiokafka")})
     root = tree(tmp_path, {"streams/feeds.py": "import aiokafka\n"})
     assert layers.check(root) == ["KNOWN entry ('streams.old', 'aiokafka') no longer breaches: delete it"]
+
+
+def test_a_known_breach_lets_in_that_module_only(
+    layers: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(layers, "KNOWN", {("streams.ops", "adapters.kafka.feeds")})
+    root = tree(
+        tmp_path,
+        {
+            "adapters/kafka/feeds.py": "",
+            "adapters/sql/vault.py": "",
+            "streams/ops.py": "import adapters.kafka.feeds\nimport adapters.sql.vault\n",
+        },
+    )
+    assert layers.check(root) == ["streams/ops.py:2: streams may not import adapters (adapters.sql.vault)"]

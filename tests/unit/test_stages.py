@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from importlib import import_module
 
+import pytest
+
+from streams.stage_context import build_handler
 from streams.stages import STAGES, group_id, stage_inputs, stage_named
 from streams.topics import Topics
 from tiphub.settings import Settings
@@ -55,3 +60,9 @@ def test_each_entry_names_the_module_that_builds_its_handler() -> None:
 def test_only_the_union_runs_as_one_instance_hub_wide() -> None:
     assert [stage.name for stage in STAGES if stage.single] == ["correlate"]
     assert stage_named("link").reads == "sightings"
+
+
+def test_a_stage_whose_handler_lives_outside_the_agents_is_refused() -> None:
+    stranger = replace(STAGES[0], handler="gateway.app")
+    with pytest.raises(ValueError, match=re.escape("handler 'gateway.app' is not a module of streams.agents")):
+        build_handler(stranger, None)  # type: ignore[arg-type]
