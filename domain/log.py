@@ -157,6 +157,13 @@ class FactFeed(Protocol):
     async def stop(self) -> None: ...
 
 
+class Publisher(Protocol):
+    """Writes single records, each acknowledged before it returns (the gateway's events and audit)."""
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        """Write one record; return once the brokers acknowledged it."""
+
+
 class FeedsTogether:
     """Several fact feeds started, caught up and stopped as one."""
 

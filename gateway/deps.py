@@ -11,12 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from adapters.kafka.tail import Tail
 from domain.callers import Caller, TokenError
+from domain.log import Publisher
 from domain.ports import KeyVault
-from gateway.broker import Tail
 from gateway.cursors import CursorSealer
 from gateway.errors import NoToken, NotPermitted
-from gateway.ports import Publisher
 from gateway.security import AuditSink
 from gateway.state import GatewayState, started
 from gateway.views import HubViews

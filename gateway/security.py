@@ -18,7 +18,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 
 from domain.callers import Caller
-from gateway.ports import Publisher
+from domain.log import Publisher
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics

@@ -11,13 +11,13 @@ from typing import Protocol
 
 from fastapi import FastAPI
 
+from adapters.kafka.tail import StageLag, Tail
 from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
+from domain.log import Publisher
 from domain.ports import AuditAnchors, KeyVault
-from gateway.broker import StageLag, Tail
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
-from gateway.ports import Publisher
 from gateway.security import AuditSink, GatewayKeys
 from gateway.views import HubViews
 from gateway.visibility import Visibility

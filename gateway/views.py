@@ -1,5 +1,5 @@
 """What the gateway knows, tailed from the topics: one fold per topic (gateway/folds.py) behind a
-dispatcher. Every view is rebuilt from Kafka at start (gateway/broker.py reads the topics from their
+dispatcher. Every view is rebuilt from Kafka at start (adapters/kafka/tail.py reads the topics from their
 beginning into `HubViews.apply`).
 
 What a caller is shown of it is decided in gateway/visibility.py; a caller is served only from their
@@ -8,6 +8,7 @@ own scope (their agency or partner).
 
 from __future__ import annotations
 
+from domain.log import Record
 from gateway.folds import (
     AcceptedReports,
     CoverageBoard,
@@ -21,7 +22,6 @@ from gateway.folds import (
     WithdrawalFold,
     Withdrawn,
 )
-from gateway.ports import TopicRecord
 from schemas.codec import CodecError, WireCodec
 from streams.topics import Topics
 
@@ -56,7 +56,7 @@ class HubViews:
         """The topics folded here, each to be read from its beginning."""
         return list(self.folds)
 
-    def apply(self, record: TopicRecord) -> None:
+    def apply(self, record: Record) -> None:
         """Fold one record into its topic's view; a record that does not decode is skipped."""
         fold = self.folds.get(record.topic)
         if fold is None:

@@ -95,8 +95,6 @@ KNOWN: set[tuple[str, str]] = {
     ("streams.erasure", "adapters.kafka.producer"),
     ("streams.evaluation", "adapters.kafka.feeds"),
     ("streams.retention", "adapters.kafka.feeds"),
-    # the gateway's tail of the topics, its producer and the stage lag: into the Kafka adapter
-    ("gateway.broker", "aiokafka"),
     # composition-root modules that still read topics themselves
     ("tiphub.bench", "aiokafka"),
     ("tiphub.hub", "aiokafka"),

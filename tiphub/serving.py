@@ -8,8 +8,8 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 from functools import partial
 
 from adapters.kafka.broker_quirks import resolve_quirks
+from adapters.kafka.tail import KafkaPublisher, StageLag, Tail
 from domain.signing import RELAY_AGENCY, agency_key_id
-from gateway.broker import KafkaPublisher, StageLag, Tail
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
 from gateway.security import AuditSink, GatewayKeys

@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from domain.log import Record
 from domain.scoped import HUB_SCOPE
 from gateway.folds import Event
 from gateway.paging import log_page, partner_page, signal_page
-from gateway.ports import TopicRecord
 from gateway.views import HubViews
 from gateway.visibility import UNKNOWN, Visibility
 from schemas.codec import WireCodec
@@ -21,9 +21,9 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 offsets: dict[str, int] = {}
 
 
-def record(topic: str, value: bytes | None, partition: int = 0) -> TopicRecord:
+def record(topic: str, value: bytes | None, partition: int = 0) -> Record:
     offset = offsets[topic] = offsets.get(topic, -1) + 1
-    return TopicRecord(topic, partition, offset, None, value, 0)
+    return Record(topic, partition, offset, None, value)
 
 
 def summary_event(summary_id: str, kind: str, partner: str = "HSU-TH", **more: Any) -> dict[str, Any]:

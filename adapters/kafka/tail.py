@@ -1,8 +1,6 @@
-"""The gateway's only Kafka client code: the tail that feeds the folds, the producer of the events and
-audit events the gateway writes, and the stages' lag.
-
-Nothing else in gateway/ imports aiokafka: the folds see a `TopicRecord`, the routes a `Publisher`
-(gateway/ports.py).
+"""The gateway's Kafka clients: the tail that feeds its folds, the producer of the events and audit
+events it writes, and the stages' lag. The gateway itself imports no broker client: its folds see a
+`domain.log.Record`, its routes a `domain.log.Publisher`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from gateway.ports import TopicRecord
+from domain.log import Record
 from streams.topics import Topics
 
 
@@ -46,7 +44,7 @@ class Tail:
         bootstrap: str,
         topics: Topics,
         tailed: Sequence[str],
-        apply: Callable[[TopicRecord], None],
+        apply: Callable[[Record], None],
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
@@ -87,7 +85,7 @@ class Tail:
             for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
                 for record in batch[tp]:
                     self.apply(
-                        TopicRecord(
+                        Record(
                             record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
                         )
                     )
