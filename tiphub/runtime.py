@@ -7,12 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
 from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.broker_quirks import BrokerQuirks, resolve_quirks
 from adapters.kafka.embedded import BrokerError, EmbeddedBroker, ensure_topics, wait_ready
-from adapters.kafka.producer import new_producer
+from adapters.kafka.producer import Producer, new_producer
 from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
 from domain.signing import RELAY_AGENCY, agency_key_id
@@ -124,7 +122,7 @@ def envelope_keys_for(settings: Settings) -> EnvelopeKeys:
 
 
 def publishers_for(
-    settings: Settings, bootstrap: str, producer: AIOKafkaProducer | None, agencies: list[str]
+    settings: Settings, bootstrap: str, producer: Producer | None, agencies: list[str]
 ) -> dict[str, AgencyPublisher]:
     """One AgencyPublisher per agency with its demo key, sharing one producer (None: for sealing only); each
     seals for the hub's envelope key of the current epoch."""
