@@ -99,7 +99,6 @@ KNOWN: set[tuple[str, str]] = {
     ("tiphub.bench", "aiokafka"),
     ("tiphub.hub", "aiokafka"),
     ("tiphub.rebuild", "aiokafka"),
-    ("tiphub.runtime", "aiokafka"),
 }
 
 
