@@ -164,6 +164,20 @@ class Publisher(Protocol):
         """Write one record; return once the brokers acknowledged it."""
 
 
+class TopicIO(Protocol):
+    """What the hub's operations (erase, the retention sweep, eval, audit verification, loading agreements)
+    need of the log: whole topics read to their committed end, and records written, each acknowledged."""
+
+    async def read_partitions(self, topic: str, partitions: int) -> dict[int, list[RawRecord]]:
+        """Every committed record of each partition, in offset order."""
+
+    async def read_decoded(self, topic: str, partitions: int, expect: str | None = None) -> list[dict[str, Any]]:
+        """Every committed record of the topic, decoded; values not of `expect` (or not the hub's) skipped."""
+
+    def writing(self) -> AbstractAsyncContextManager[Publisher]:
+        """A publisher, started on entry and stopped on exit."""
+
+
 class FeedsTogether:
     """Several fact feeds started, caught up and stopped as one."""
 

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from adapters.kafka.tail import StageLag, Tail
 from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
-from domain.log import Publisher
+from domain.log import Publisher, TopicIO
 from domain.ports import AuditAnchors, KeyVault
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
@@ -37,6 +37,7 @@ class GatewayState:
     vault: KeyVault
     anchors: AuditAnchors  # the audit's signed heads outside Kafka
     envelope_keys: EnvelopeKeys
+    topic_io: TopicIO  # whole topics read (the audit trail)
     publisher: Publisher  # the gateway's one producer: the events it writes (summaries, triage, relayed reports)
     audit: AuditSink  # audit events, through the same producer
     views: HubViews

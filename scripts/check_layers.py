@@ -86,15 +86,6 @@ DYNAMIC_IMPORTS = {"streams.stage_context"}
 # exact module, so an entry lets nothing else in. Each comment says where the breach goes. The list only shrinks: an
 # entry that no longer breaches is itself reported, so it is deleted when its breach goes.
 KNOWN: set[tuple[str, str]] = {
-    # operations that publish build their own producer (adapters/kafka/producer.py): they take the log port
-    ("streams.agreements", "adapters.kafka.producer"),
-    # operations that read whole topics through the Kafka adapter (they read streams.feeds, which imported
-    # aiokafka, before it moved to adapters/kafka/feeds.py): they take the log port (domain/log.py) instead
-    ("streams.audit_trail", "adapters.kafka.feeds"),
-    ("streams.erasure", "adapters.kafka.feeds"),
-    ("streams.erasure", "adapters.kafka.producer"),
-    ("streams.evaluation", "adapters.kafka.feeds"),
-    ("streams.retention", "adapters.kafka.feeds"),
     # composition-root modules that still read topics themselves
     ("tiphub.bench", "aiokafka"),
     ("tiphub.hub", "aiokafka"),

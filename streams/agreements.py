@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from domain.log import TopicIO
 from policies.loader import parse_originator, parse_recipient
 from policies.model import Agreement, AgreementSet, LoadedAgreement, OriginatorAgreement
 from schemas.codec import WireCodec
@@ -54,26 +55,19 @@ class AgreementHistory:
 
 
 async def publish_new_agreements(
-    bootstrap: str,
+    log: TopicIO,
     topic: str,
     agreements: list[Agreement | OriginatorAgreement],
     known_hashes: set[str],
-    client_options: dict[str, Any] | None = None,
 ) -> int:
     """Publish the agreements whose exact content is not on the topic yet. Returns how many."""
-    from adapters.kafka.producer import new_producer
-
     fresh = [a for a in agreements if a.hash not in known_hashes]
     if not fresh:
         return 0
     codec = WireCodec()
-    producer = new_producer(bootstrap, client_options)
-    await producer.start()
-    try:
+    async with log.writing() as out:
         now = datetime.now(UTC)
         for agreement in fresh:
             event = loaded_event(agreement, now)
-            await producer.send_and_wait(topic, key=event["code"].encode(), value=codec.encode(LOADED, event))
-    finally:
-        await producer.stop()
+            await out.send(topic, event["code"].encode(), codec.encode(LOADED, event))
     return len(fresh)

@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from adapters.kafka.feeds import read_partitions
 from domain.audit_chain import VerifyReport
+from domain.log import TopicIO
 from domain.ports import AuditAnchors
 from streams.audit_verify import verify_records
 from streams.topics import Topics
 
 
 async def verify_audit_trail(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     anchors: AuditAnchors,
     hub_public: Ed25519PublicKey,
     mac_key: bytes,
-    client_options: dict[str, Any] | None = None,
 ) -> VerifyReport:
     """Every audit chain walked and checked against its latest signed anchor: the first broken link, the
     records the chaining stage did not write (foreign), the entries no checkpoint covers."""
     # The anchors before the topic: one read after it may already seal a batch committed since, and look
     # like a truncation.
     anchored = anchors.all(topics.audit)
-    raw = await read_partitions(bootstrap, topics.audit, topics.partitions, client_options)
+    raw = await log.read_partitions(topics.audit, topics.partitions)
     return verify_records(topics.audit, raw, anchored, hub_public, mac_key)

@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.kafka.feeds import read_decoded
-from adapters.kafka.producer import new_producer
 from domain.correlate import Correlator
 from domain.facts import facts_from_accepted
 from domain.linkage import Linker
 from domain.linking import LINKS, Link
+from domain.log import TopicIO
 from domain.ports import KeyVault
 from domain.withdrawals import Withdrawals
 from schemas.codec import WireCodec
@@ -102,37 +101,34 @@ class ErasureResult:
 
 
 async def erase_subject(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     vault: KeyVault,
     tokens: str | list[str],
     *,
     reason: str,
     requested_by: str,
-    client_options: dict[str, object] | None = None,
 ) -> ErasureResult:
     """Erase everyone indexed under any of `tokens` (linkage tokens of the person, any key version)."""
     wanted = [tokens] if isinstance(tokens, str) else tokens
     return await erase_keys(
-        bootstrap,
+        log,
         topics,
         vault,
         sorted({key_id for token in wanted for key_id in vault.key_ids_for_token(token)}),
         reason=reason,
         requested_by=requested_by,
-        client_options=client_options,
     )
 
 
 async def erase_keys(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     vault: KeyVault,
     key_ids: list[str],
     *,
     reason: str,
     requested_by: str,
-    client_options: dict[str, object] | None = None,
 ) -> ErasureResult:
     if not key_ids:
         return ErasureResult([], 0)
@@ -141,9 +137,7 @@ async def erase_keys(
     key_ids = sorted({*key_ids, *vault.dependents(key_ids)})
     codec = WireCodec()
     now = datetime.now(UTC)
-    producer = new_producer(bootstrap, dict(client_options or {}))
-    await producer.start()
-    try:
+    async with log.writing() as out:
         for key_id in key_ids:
             fact = {
                 "subject_key_id": key_id,
@@ -153,7 +147,7 @@ async def erase_keys(
                 "reason": reason,
                 "requested_by": requested_by,
             }
-            await producer.send_and_wait(topics.erasures, key=key_id.encode(), value=codec.encode(ERASED_FACT, fact))
+            await out.send(topics.erasures, key_id.encode(), codec.encode(ERASED_FACT, fact))
         deleted = vault.delete(key_ids)
         event = audit_event(
             "erasure",
@@ -163,11 +157,7 @@ async def erase_keys(
             detail={"reason": reason, "keys_deleted": deleted},
             at=now,
         )
-        await producer.send_and_wait(
-            topics.audit_intake, key=event["event_id"].encode(), value=codec.encode(AUDIT_EVENT, event)
-        )
-    finally:
-        await producer.stop()
+        await out.send(topics.audit_intake, event["event_id"].encode(), codec.encode(AUDIT_EVENT, event))
     return ErasureResult(key_ids, deleted)
 
 
@@ -203,7 +193,7 @@ class PersonErased:
 
 
 async def erase_person(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     vault: KeyVault,
     tokens: list[str],
@@ -211,40 +201,35 @@ async def erase_person(
     follow_links: bool,
     reason: str,
     requested_by: str,
-    client_options: dict[str, object] | None = None,
     working: Callable[[str], AbstractContextManager[object]] = lambda _: nullcontext(),
 ) -> PersonErased:
     """Erase the person `tokens` name (their linkage tokens, any key version), and with `follow_links` the
     records the hub's correlation links to them (another spelling, no identifier). Raises NoSuchPerson.
 
     `working(what)` is entered around the long part (reading the accepted reports and the links)."""
-    options = dict(client_options or {})
-    facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
+    facts = await log.read_decoded(topics.erasures, topics.partitions)
     erased = Withdrawals().fold_all(facts, "erased").erased
     named = keys_named(tokens, vault, erased)
     if not named:
         raise NoSuchPerson
     with working("working out whom the hub's correlation links to them"):
-        retractions = await read_decoded(bootstrap, topics.retractions, topics.partitions, options)
+        retractions = await log.read_decoded(topics.retractions, topics.partitions)
         retracted = Withdrawals().fold_all(retractions, "retracted").retracted.keys()
-        batches = await read_decoded(bootstrap, topics.links, topics.partitions_of(topics.links), options, expect=LINKS)
+        batches = await log.read_decoded(topics.links, topics.partitions_of(topics.links), expect=LINKS)
         links = [Link(**link) for batch in batches for link in batch["links"]]
-        accepted = await read_decoded(bootstrap, topics.accepted, topics.partitions, options)
+        accepted = await log.read_decoded(topics.accepted, topics.partitions)
         linked = linked_subject_keys(accepted, links, named, retracted, erased)
     to_erase, left = keys_to_erase(named, linked, erased, follow_links=follow_links)
-    result = await erase_keys(
-        bootstrap, topics, vault, to_erase, reason=reason, requested_by=requested_by, client_options=options
-    )
+    result = await erase_keys(log, topics, vault, to_erase, reason=reason, requested_by=requested_by)
     return PersonErased(result, left)
 
 
 async def reapply_erasures(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     vault: KeyVault,
     *,
     requested_by: str,
-    client_options: dict[str, object] | None = None,
 ) -> tuple[int, int]:
     """After a vault restore: destroy again every key an erasure fact on the topic names.
 
@@ -252,7 +237,7 @@ async def reapply_erasures(
     them back. `tip.erasures` keeps every fact forever, so walking it undoes that. Idempotent.
     Returns (keys named by facts, keys destroyed now).
     """
-    facts = await read_decoded(bootstrap, topics.erasures, topics.partitions, dict(client_options or {}))
+    facts = await log.read_decoded(topics.erasures, topics.partitions)
     key_ids = sorted(Withdrawals().fold_all(facts, "erased").erased)
     deleted = vault.delete(key_ids)
     if deleted:
@@ -264,12 +249,6 @@ async def reapply_erasures(
             subject_refs=key_ids,
             detail={"reason": "erasures re-applied after a vault restore", "keys_deleted": deleted},
         )
-        producer = new_producer(bootstrap, dict(client_options or {}))
-        await producer.start()
-        try:
-            await producer.send_and_wait(
-                topics.audit_intake, key=event["event_id"].encode(), value=codec.encode(AUDIT_EVENT, event)
-            )
-        finally:
-            await producer.stop()
+        async with log.writing() as out:
+            await out.send(topics.audit_intake, event["event_id"].encode(), codec.encode(AUDIT_EVENT, event))
     return len(key_ids), deleted

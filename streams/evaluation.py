@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from adapters.kafka.feeds import read_decoded
 from domain.correlate import Signal, evaluate_against_truth
+from domain.log import TopicIO
 from domain.scoped import HUB_SCOPE
 from streams.agents.correlate_signals import signal_from_record
 from streams.topics import Topics
@@ -25,12 +25,11 @@ def latest_hub_signals(records: Iterable[dict[str, Any]]) -> list[Signal]:
 
 
 async def evaluate_signals(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     truth: dict[str, list[dict[str, Any]]],
-    client_options: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Per requirement of `truth` (the `requirements` of `tiphub simulate --truth`): the signals raised, the
     true sets, how many matched, precision, recall and F1 (domain.correlate.evaluate_against_truth)."""
-    records = await read_decoded(bootstrap, topics.signals, topics.partitions, client_options, expect=SIGNAL)
+    records = await log.read_decoded(topics.signals, topics.partitions, expect=SIGNAL)
     return evaluate_against_truth(latest_hub_signals(records), truth)

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from adapters.kafka.feeds import read_decoded
+from domain.log import TopicIO
 from domain.ports import KeyVault
 from domain.withdrawals import Withdrawals
 from policies.loader import AGREEMENTS_DIR
@@ -59,25 +59,22 @@ def expired_key_ids(
 
 
 async def sweep_retention(
-    bootstrap: str,
+    log: TopicIO,
     topics: Topics,
     vault: KeyVault,
     policy: RetentionPolicy,
     now: datetime,
-    client_options: dict[str, object] | None = None,
 ) -> ErasureResult:
     """Crypto-shred, as of `now`, the keys of every accepted report past its retention: each gets its
     erasure fact and the sweep its audit event, as for an erasure request."""
-    options = dict(client_options or {})
-    erasures = await read_decoded(bootstrap, topics.erasures, topics.partitions, options)
+    erasures = await log.read_decoded(topics.erasures, topics.partitions)
     erased = set(Withdrawals().fold_all(erasures, "erased").erased)
-    accepted = await read_decoded(bootstrap, topics.accepted, topics.partitions, options)
+    accepted = await log.read_decoded(topics.accepted, topics.partitions)
     return await erase_keys(
-        bootstrap,
+        log,
         topics,
         vault,
         expired_key_ids(accepted, policy, now, erased),
         reason="retention period ended",
         requested_by="retention-sweep",
-        client_options=options,
     )

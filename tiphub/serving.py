@@ -9,6 +9,7 @@ from functools import partial
 
 from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.tail import KafkaPublisher, StageLag, Tail
+from adapters.kafka.topic_io import KafkaTopicIO
 from domain.signing import RELAY_AGENCY, agency_key_id
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
@@ -55,6 +56,7 @@ async def running(container: Container, bootstrap: str | None, metrics: GatewayM
         vault=vault,
         anchors=container.anchors,
         envelope_keys=container.envelope_keys,
+        topic_io=KafkaTopicIO(broker, settings.kafka_options()),
         publisher=publisher,
         audit=AuditSink(publisher, topics),
         views=views,

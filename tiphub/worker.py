@@ -15,6 +15,7 @@ import yaml
 
 from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.log import KafkaLog
+from adapters.kafka.topic_io import KafkaTopicIO
 from adapters.kafka.transactional import TransactionalProcessor
 from adapters.sql.anchors import AnchorStore
 from domain.correlate import Requirement, load_plan
@@ -117,7 +118,9 @@ async def load_agreements(settings: Settings, kafka: KafkaLog) -> int:
     await feed.start()
     await feed.stop()
     found = load_directory(settings.agreements_dir or AGREEMENTS_DIR)
-    return await publish_new_agreements(kafka.bootstrap, topics.agreements, found, history.hashes, kafka.options)
+    return await publish_new_agreements(
+        KafkaTopicIO(kafka.bootstrap, kafka.options), topics.agreements, found, history.hashes
+    )
 
 
 async def destroy_spent_envelope_keys(settings: Settings, kafka: KafkaLog, stop: asyncio.Event) -> None:

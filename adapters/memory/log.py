@@ -27,6 +27,8 @@ from domain.log import (
     BatchHandler,
     LogRecord,
     Output,
+    Publisher,
+    RawRecord,
     Record,
     Stop,
     TopicPartition,
@@ -167,6 +169,20 @@ class MemoryLog:
                 continue
         return out
 
+    # -- TopicIO: whole topics read and records written by the hub's operations -----------------------
+    async def read_partitions(self, topic: str, partitions: int) -> dict[int, list[RawRecord]]:
+        return {
+            tp.partition: [(r.offset, r.value) for r in self.committed_records(tp, 0, self.stable_end(tp))]
+            for tp in self.partitions_of(topic)[:partitions]
+        }
+
+    async def read_decoded(self, topic: str, partitions: int, expect: str | None = None) -> list[dict[str, Any]]:
+        return self.values(topic, expect)
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[Publisher]:
+        yield MemoryPublisher(self)
+
     async def _stable_at(self, tps: Iterable[TopicPartition], offsets: Mapping[TopicPartition, int]) -> None:
         """Wait until a read-committed reader sees every partition up to `offsets` (as a Kafka reader waits)."""
         deadline = asyncio.get_running_loop().time() + self.settle_timeout_s
@@ -210,6 +226,14 @@ class MemoryLog:
             handler=handler,
             also_from=also_from,
         )
+
+
+class MemoryPublisher:
+    def __init__(self, log: MemoryLog) -> None:
+        self.log = log
+
+    async def send(self, topic: str, key: bytes, value: bytes, partition: int | None = None) -> None:
+        self.log.append(Output(topic, key, value, partition=partition))
 
 
 class MemoryTransaction:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from adapters.kafka.feeds import read_partitions
 from domain.audit_chain import chained_entries
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
@@ -27,8 +26,8 @@ async def trail(state: GatewayState) -> list[tuple[int, int, dict[str, Any]]]:
 
     Records anyone else wrote there (no valid MAC) and copies of real entries are left out, not
     shown as events: /v1/audit/verify lists them."""
-    settings, topics, keys = state.settings, state.topics, state.keys
-    raw = await read_partitions(state.bootstrap, topics.audit, topics.partitions, settings.kafka_options())
+    topics, keys = state.topics, state.keys
+    raw = await state.topic_io.read_partitions(topics.audit, topics.partitions)
     out = []
     for partition, records in raw.items():
         decoded = decode_audit_records(CODEC, records)
@@ -66,12 +65,7 @@ async def verify(caller: AuditorCaller, state: StateDep) -> dict[str, Any]:
     `foreign`), check it against the latest signed anchor, and list entries no checkpoint covers."""
     keys = state.keys
     report = await verify_audit_trail(
-        state.bootstrap,
-        state.topics,
-        state.anchors,
-        keys.hub_signing_public,
-        keys.audit_mac,
-        state.settings.kafka_options(),
+        state.topic_io, state.topics, state.anchors, keys.hub_signing_public, keys.audit_mac
     )
     return {
         "ok": report.ok,

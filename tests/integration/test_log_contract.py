@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,9 @@ import pytest
 from adapters.kafka.embedded import ensure_topics, with_admin
 from adapters.kafka.log import KafkaLog
 from adapters.kafka.producer import new_producer
+from adapters.kafka.topic_io import KafkaTopicIO
 from adapters.memory.log import MemoryLog
-from domain.log import EventLog, Output, TopicPartition, TopicSpec, UnsettledTopic
+from domain.log import EventLog, Output, TopicIO, TopicPartition, TopicSpec, UnsettledTopic
 from schemas.codec import WireCodec
 from streams.audit_events import AUDIT_EVENT, audit_event
 from tests.harness import broker_kind
@@ -42,6 +44,7 @@ class Backend:
     append: Callable[..., Awaitable[None]]
     begin: Callable[..., Awaitable[Pending]]  # a transaction with these outputs, still open
     cleanup: Callable[[], Awaitable[None]]  # in the test's event loop: what a failed test left open
+    topic_io: TopicIO  # what the hub's operations read and write through
 
     async def committed(self, *outputs: Output) -> None:
         await (await self.begin(*outputs)).commit()
@@ -80,7 +83,7 @@ def _memory() -> Backend:
     async def cleanup() -> None:
         pass
 
-    return Backend(log, "m.source", "m.sink", "m.stamped", append, begin, cleanup)
+    return Backend(log, "m.source", "m.sink", "m.stamped", append, begin, cleanup, log)
 
 
 async def _send(producer: Any, o: Output) -> None:
@@ -138,7 +141,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     log = KafkaLog(bootstrap, kind=kind, settle_timeout_s=SETTLE_S)
     try:
         yield Backend(
-            log, f"{prefix}source", f"{prefix}sink", f"{prefix}stamped", broker.append, broker.begin, broker.cleanup
+            log,
+            f"{prefix}source",
+            f"{prefix}sink",
+            f"{prefix}stamped",
+            broker.append,
+            broker.begin,
+            broker.cleanup,
+            KafkaTopicIO(bootstrap),
         )
     finally:
         with_admin(bootstrap, lambda admin: admin.delete_topics([s.name for s in specs]))
@@ -364,3 +374,21 @@ async def test_a_stage_writes_each_output_once_though_a_batch_failed_and_resumes
     assert sorted(v for p in written.values() for _, v in p) == sorted(
         [*(f"R{i}".encode() for i in range(10)), b"LATE"]
     )
+
+
+# -- TopicIO: the hub's operations (erase, the retention sweep, eval, audit verification) -------------------
+@contract
+async def test_an_operation_reads_whole_topics_committed_only_and_what_it_wrote(backend: Backend) -> None:
+    io = backend.topic_io
+    first, second = fact("r1"), fact("r2")
+    await backend.committed(record(backend.source, 0, "a"), Output(backend.source, b"f", first, partition=1))
+    await backend.aborted(record(backend.source, 1, "never"))
+    async with io.writing() as out:
+        await out.send(backend.source, b"k", second, partition=0)
+
+    raw = await io.read_partitions(backend.source, 2)
+    assert [value for _, value in raw[0]] == [b"a", second]
+    assert [value for _, value in raw[1]] == [first]  # the aborted record is not read
+    assert all(a < b for records in raw.values() for (a, _), (b, _) in itertools.pairwise(records))
+    decoded = await io.read_decoded(backend.source, 2, expect=AUDIT_EVENT)
+    assert sorted(event["item_id"] for event in decoded) == ["r1", "r2"]  # b"a" is not an audit event: skipped

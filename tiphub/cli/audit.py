@@ -7,6 +7,7 @@ import asyncio
 import typer
 from rich.table import Table
 
+from adapters.kafka.topic_io import KafkaTopicIO
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import out
 from tiphub.container import Container
@@ -23,16 +24,15 @@ def audit_verify(broker: BrokerOpt = None, home: HomeOpt = None, topic_prefix: P
     from tiphub.runtime import resolve_broker, topics_for
 
     settings = settings_from(broker, home, topic_prefix)
-    bootstrap = resolve_broker(settings)
+    log = KafkaTopicIO(resolve_broker(settings), settings.kafka_options())
     keys = KeyStore(settings.home)
     report = asyncio.run(
         verify_audit_trail(
-            bootstrap,
+            log,
             topics_for(settings),
             Container(settings).anchors,
             keys.hub_signing_key().public_key(),
             keys.audit_mac_key(),
-            settings.kafka_options(),
         )
     )
     table = Table("partition", "entries", "checkpoints", "last seq", "anchor seq", "foreign", "unanchored", "result")

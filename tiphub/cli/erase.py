@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from adapters.kafka.topic_io import KafkaTopicIO
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import console, out
 from tiphub.container import Container
@@ -66,16 +67,15 @@ def erase(
             raise typer.Exit(2) from None
     else:
         tokens = [subject_token] if subject_token else []
-    bootstrap = resolve_broker(settings)
+    log = KafkaTopicIO(resolve_broker(settings), settings.kafka_options())
     vault = Container(settings).vault
     if reapply:
         named, deleted = asyncio.run(
             reapply_erasures(
-                bootstrap,
+                log,
                 topics_for(settings),
                 vault,
                 requested_by=requested_by,
-                client_options=settings.kafka_options(),
             )
         )
         out.print(f"erasures re-applied: {named} key(s) named on tip.erasures, {deleted} destroyed now")
@@ -83,14 +83,13 @@ def erase(
     try:
         done = asyncio.run(
             erase_person(
-                bootstrap,
+                log,
                 topics_for(settings),
                 vault,
                 tokens,
                 follow_links=follow_links,
                 reason=reason,
                 requested_by=requested_by,
-                client_options=settings.kafka_options(),
                 working=console.status,
             )
         )

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from adapters.kafka.topic_io import KafkaTopicIO
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import out
 
@@ -29,7 +30,9 @@ def evaluate(
     requirements = json.loads(truth.read_text())["requirements"]
     settings = settings_from(broker, home, topic_prefix)
     bootstrap = resolve_broker(settings)
-    scores = asyncio.run(evaluate_signals(bootstrap, topics_for(settings), requirements, settings.kafka_options()))
+    scores = asyncio.run(
+        evaluate_signals(KafkaTopicIO(bootstrap, settings.kafka_options()), topics_for(settings), requirements)
+    )
     table = Table("requirement", "signals", "true sets", "matched", "precision", "recall", "F1")
     for requirement, row in scores.items():
         table.add_row(

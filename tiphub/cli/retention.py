@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from adapters.kafka.topic_io import KafkaTopicIO
 from tiphub.cli.options import BrokerOpt, HomeOpt, PrefixOpt, settings_from
 from tiphub.cli.terminal import out
 from tiphub.container import Container
@@ -30,10 +31,8 @@ def retention_sweep(
 
     settings = settings_from(broker, home, topic_prefix)
     as_of = parse_timestamp(now) if now else datetime.now(UTC)
-    bootstrap = resolve_broker(settings)
+    log = KafkaTopicIO(resolve_broker(settings), settings.kafka_options())
     vault = Container(settings).vault
     policy = RetentionPolicy.load()
-    result = asyncio.run(
-        sweep_retention(bootstrap, topics_for(settings), vault, policy, as_of, client_options=settings.kafka_options())
-    )
+    result = asyncio.run(sweep_retention(log, topics_for(settings), vault, policy, as_of))
     out.print(f"retention sweep: {len(result.subject_key_ids)} key(s) past retention, {result.keys_deleted} destroyed")
