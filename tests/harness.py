@@ -26,6 +26,7 @@ from adapters.kafka.apache_kafka import KafkaCluster
 from adapters.kafka.embedded import EmbeddedBroker, ensure_topics, free_port
 from adapters.kafka.feeds import read_until
 from domain.audit_chain import entry_hash
+from domain.log import Record
 from domain.scoped import HUB_SCOPE
 from schemas.codec import WireCodec
 from streams.agents.correlate_signals import signal_from_record
@@ -35,16 +36,6 @@ from tiphub.runtime import init_keys, new_producer, publishers_for, topics_for
 from tiphub.settings import Settings
 
 PARTITIONS = 3
-
-
-@dataclass
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 @dataclass
@@ -296,7 +287,10 @@ async def read_topics(broker: str, topics: list[str], isolation: str = "read_com
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         records = await read_until(consumer, tps, await consumer.end_offsets(tps))
-        return [Record(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers)) for r in records]
+        return [
+            Record(r.topic, r.partition, r.offset, r.key, r.value, tuple(r.headers), r.timestamp, r.timestamp_type)
+            for r in records
+        ]
     finally:
         await consumer.stop()
 
