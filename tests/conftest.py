@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from adapters.kafka.broker_quirks import quirks_for, resolve_quirks
 from adapters.kafka.embedded import free_port, wait_ready
+from adapters.sql.database import Database
 from tests.harness import Hub, broker_kind, local_broker
 
 # Property tests: a fast profile in `make test`, 10^4 cases each in `make bench`.
@@ -94,3 +96,18 @@ def postgres_url() -> Iterator[str]:
             timeout=60,
         )
         shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[Database]:
+    """A Database on a schema of its own in the session's PostgreSQL, dropped after the test."""
+    schema = "t" + uuid.uuid4().hex[:10]
+    admin = Database(postgres_url)
+    admin.execute(f"CREATE SCHEMA {schema}")
+    db = Database(f"{postgres_url}?options=-csearch_path%3D{schema}")
+    try:
+        yield db
+    finally:
+        db.close()
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()

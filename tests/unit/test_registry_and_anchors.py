@@ -3,7 +3,6 @@ PostgreSQL answer alike."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif kind == "sqlite":
         yield Database(f"sqlite:///{tmp_path}/store.sqlite3")
     else:
-        url = request.getfixturevalue("postgres_url")
-        schema = "t" + uuid.uuid4().hex[:10]
-        admin = Database(url)
-        admin.execute(f"CREATE SCHEMA {schema}")
-        db = Database(f"{url}?options=-csearch_path%3D{schema}")
-        try:
-            yield db
-        finally:
-            db.close()
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-            admin.close()
+        yield request.getfixturevalue("postgres_schema")
 
 
 KINDS = pytest.mark.parametrize("database", ["memory", "sqlite", "postgres"], indirect=True)

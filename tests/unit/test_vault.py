@@ -7,7 +7,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,17 +27,7 @@ def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[KeyVault]:
     elif request.param == "sqlite":
         yield SqlKeyVault(Database(f"sqlite:///{tmp_path}/vault.sqlite3"), os.urandom(32))
     else:
-        url = request.getfixturevalue("postgres_url")
-        schema = "t" + uuid.uuid4().hex[:10]
-        admin = Database(url)
-        admin.execute(f"CREATE SCHEMA {schema}")
-        db = Database(f"{url}?options=-csearch_path%3D{schema}")
-        try:
-            yield SqlKeyVault(db, os.urandom(32))
-        finally:
-            db.close()
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-            admin.close()
+        yield SqlKeyVault(request.getfixturevalue("postgres_schema"), os.urandom(32))
 
 
 def test_get_or_create_makes_one_key_per_id_ever(vault: KeyVault) -> None:
