@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
@@ -19,6 +20,11 @@ from adapters.kafka.embedded import BrokerError, EmbeddedBroker, process_alive
 def stranger() -> Iterator[subprocess.Popen[bytes]]:
     """A process that is not a broker, whose pid a stale state file could name (pids are reused)."""
     process = subprocess.Popen(["sleep", "60"])
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while b"sleep" not in cmdline.read_bytes():  # forked, not exec'd yet: its command line is still ours
+        assert time.monotonic() < deadline, "sleep never started"
+        time.sleep(0.01)
     try:
         yield process
     finally:
