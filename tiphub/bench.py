@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from adapters.kafka.apache_kafka import KAFKA_VERSION
 from adapters.kafka.embedded import EmbeddedBroker, ensure_topics
-from adapters.kafka.feeds import stage_lags
+from adapters.kafka.probes import CommittedReader
+from adapters.kafka.probes import LagProbe as KafkaLagProbe
+from adapters.kafka.probes import passthrough as client_passthrough
+from adapters.kafka.producer import Producer
 from domain.log import TopicSpec
 from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
@@ -173,27 +174,22 @@ async def observe(settings: Settings, bootstrap: str, observed: Observed, stop: 
     """Read accepted reports, rejections and signals as they commit, and time them."""
     topics = topics_for(settings)
     codec = WireCodec()
-    consumer = AIOKafkaConsumer(
-        topics.accepted,
-        topics.rejected,
-        topics.signals,
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
+    reader = CommittedReader(
+        bootstrap,
+        [topics.accepted, topics.rejected, topics.signals],
+        settings.kafka_options(),
         max_partition_fetch_bytes=8 << 20,
-        **settings.kafka_options(),
     )
-    await consumer.start()
-    try:
+    async with reader:
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=20, max_records=5000)
+            batch = await reader.batch(timeout_ms=20, max_records=5000)
             now = time.monotonic()
-            for tp, records in batch.items():
-                if tp.topic == topics.accepted:
+            for topic, records in batch:
+                if topic == topics.accepted:
                     for record in records:
+                        assert record.key is not None
                         observed.accepted_at.setdefault(record.key.decode(), now)
-                elif tp.topic == topics.signals:
+                elif topic == topics.signals:
                     for record in records:
                         signal = codec.decode(record.value)[1]
                         if signal["scope"] != HUB_SCOPE:
@@ -205,8 +201,6 @@ async def observe(settings: Settings, bootstrap: str, observed: Observed, stop: 
                     for record in records:
                         reason = codec.decode(record.value)[1]["reason"]
                         observed.rejected[reason] = observed.rejected.get(reason, 0) + 1
-    finally:
-        await consumer.stop()
 
 
 class LagProbe:
@@ -214,30 +208,25 @@ class LagProbe:
 
     def __init__(self, settings: Settings, bootstrap: str) -> None:
         self.settings = settings
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_options())
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **settings.kafka_options())
+        self.probe = KafkaLagProbe(bootstrap, settings.kafka_options())
 
     async def __aenter__(self) -> LagProbe:
-        await self.admin.start()
-        await self.consumer.start()
+        await self.probe.start()
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.consumer.stop()
-        await self.admin.close()
+        await self.probe.stop()
 
     async def lags(self) -> dict[str, int]:
         inputs = stage_inputs(topics_for(self.settings))
-        return await stage_lags(self.admin, self.consumer, inputs, lambda stage: group_id(self.settings, stage))
+        return await self.probe.stage_lags(inputs, lambda stage: group_id(self.settings, stage))
 
     async def quiet(self) -> bool:
         return not any((await self.lags()).values())
 
     async def appended(self) -> int:
         """Offsets taken on all the hub's topics so far: records plus transaction markers."""
-        specs = topics_for(self.settings).specs()
-        tps = [TopicPartition(spec.name, p) for spec in specs for p in range(spec.partitions)]
-        return sum((await self.consumer.end_offsets(tps)).values())
+        return await self.probe.appended(topics_for(self.settings).specs())
 
 
 async def wait_until(
@@ -257,7 +246,7 @@ class BenchError(RuntimeError):
 
 
 # -- the phases ----------------------------------------------------------------------------
-async def publish_burst(producer: AIOKafkaProducer, topic: str, items: list[tuple[str, bytes]]) -> dict[str, float]:
+async def publish_burst(producer: Producer, topic: str, items: list[tuple[str, bytes]]) -> dict[str, float]:
     """As fast as the client goes. Returns each report's publish time."""
     sent_at: dict[str, float] = {}
     futures = []
@@ -269,7 +258,7 @@ async def publish_burst(producer: AIOKafkaProducer, topic: str, items: list[tupl
 
 
 async def publish_steady(
-    producer: AIOKafkaProducer, topic: str, items: list[tuple[str, bytes]], rate: float, progress: Progress, task: Any
+    producer: Producer, topic: str, items: list[tuple[str, bytes]], rate: float, progress: Progress, task: Any
 ) -> dict[str, float]:
     """`rate` reports per second, paced against the clock (not against the previous send)."""
     sent_at: dict[str, float] = {}
@@ -305,37 +294,11 @@ def latencies(sent_at: dict[str, float], seen_at: dict[str, float]) -> list[floa
 
 
 async def passthrough(settings: Settings, bootstrap: str, source: str, count: int) -> float:
-    """Messages per second of a bare aiokafka consume -> produce loop over `source`, by the same clients."""
+    """Messages per second of a bare aiokafka consume -> produce loop over `source`, by the same clients
+    (adapters/kafka/probes.py)."""
     sink = f"{settings.topic_prefix}bench.passthrough"
     ensure_topics(bootstrap, [TopicSpec(sink, settings.partitions, 3_600_000)], 1, **settings.kafka_options())
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20,
-        **settings.kafka_options(),
-    )
-    producer = new_producer(bootstrap, settings.kafka_options())
-    await consumer.start()
-    await producer.start()
-    try:
-        tps = [TopicPartition(source, p) for p in range(settings.partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        moved, futures = 0, []
-        start = time.monotonic()
-        while moved < count:
-            batch = await consumer.getmany(timeout_ms=100, max_records=5000)
-            for tp, records in batch.items():
-                for record in records:
-                    futures.append(
-                        await producer.send(sink, key=record.key, value=record.value, partition=tp.partition)
-                    )
-                moved += sum(1 for _ in records)
-        await asyncio.gather(*futures)
-        return moved / (time.monotonic() - start)
-    finally:
-        await producer.stop()
-        await consumer.stop()
+    return await client_passthrough(bootstrap, source, sink, settings.partitions, count, settings.kafka_options())
 
 
 def inprocess_ceiling(values: list[bytes], minimum_s: float = 2.0) -> float:
