@@ -87,7 +87,6 @@ DYNAMIC_IMPORTS = {"streams.stage_context"}
 # entry that no longer breaches is itself reported, so it is deleted when its breach goes.
 KNOWN: set[tuple[str, str]] = {
     # composition-root modules that still read topics themselves
-    ("tiphub.hub", "aiokafka"),
     ("tiphub.rebuild", "aiokafka"),
 }
 

@@ -14,13 +14,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from adapters.kafka.feeds import group_lag
+from adapters.kafka.probes import CommittedReader, LagProbe
 from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
 from tiphub.runtime import (
@@ -218,41 +216,34 @@ async def _publish(
 
 async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: asyncio.Event) -> None:
     topics = topics_for(settings)
-    consumer = AIOKafkaConsumer(
-        topics.accepted,
-        topics.rejected,
-        topics.decisions,
-        topics.signals,
-        topics.audit,
-        bootstrap_servers=bootstrap,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **settings.kafka_options(),
+    reader = CommittedReader(
+        bootstrap,
+        [topics.accepted, topics.rejected, topics.decisions, topics.signals, topics.audit],
+        settings.kafka_options(),
     )
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **settings.kafka_options())
-    await consumer.start()
-    await admin.start()
+    probe = LagProbe(bootstrap, settings.kafka_options())
+    verify_group = f"{settings.topic_prefix}tiphub.verify"
+    submitted = [(topics.submitted, p) for p in range(settings.partitions)]
     from schemas.codec import WireCodec
 
     codec = WireCodec()
-    try:
+    async with reader, probe:
         last_lag = 0.0
         while not stop.is_set():
-            batch = await consumer.getmany(timeout_ms=250)
-            for tp, records in batch.items():
-                if tp.topic == topics.accepted:
+            batch = await reader.batch(timeout_ms=250)
+            for topic, records in batch:
+                if topic == topics.accepted:
                     counts.accepted += len(records)
-                elif tp.topic == topics.audit:
+                elif topic == topics.audit:
                     counts.audit_entries += len(records)
-                elif tp.topic == topics.decisions:
+                elif topic == topics.decisions:
                     for record in records:
                         decision = codec.decode(record.value)[1]
                         if decision["allowed"]:
                             counts.decisions_shared += 1
                         else:
                             counts.decisions_withheld += 1
-                elif tp.topic == topics.signals:
+                elif topic == topics.signals:
                     for record in records:
                         s = codec.decode(record.value)[1]
                         if s["scope"] != HUB_SCOPE:
@@ -269,24 +260,9 @@ async def _count(settings: Settings, bootstrap: str, counts: HubCounts, stop: as
                         _, rejection = codec.decode(record.value)
                         counts.reasons[rejection["reason"]] = counts.reasons.get(rejection["reason"], 0) + 1
             if time.monotonic() - last_lag > 1.0:
-                counts.lag = await consumer_lag(
-                    admin,
-                    consumer,
-                    f"{settings.topic_prefix}tiphub.verify",
-                    topics.submitted,
-                    settings.partitions,
-                )
+                # records of the submitted topic the verify stage has not committed yet
+                counts.lag = await probe.group_lag(verify_group, submitted)
                 last_lag = time.monotonic()
-    finally:
-        await consumer.stop()
-        await admin.close()
-
-
-async def consumer_lag(
-    admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, group: str, topic: str, partitions: int
-) -> int:
-    """Records on `topic` that `group` has not committed yet."""
-    return await group_lag(admin, consumer, group, [TopicPartition(topic, p) for p in range(partitions)])
 
 
 def _panel(counts: HubCounts, children: list[subprocess.Popen[bytes]]) -> Table:
