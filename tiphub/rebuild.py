@@ -23,12 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
 from adapters.kafka.embedded import ensure_topics
-from adapters.kafka.feeds import group_lag, read_decoded, read_until
-from adapters.kafka.producer import new_producer
+from adapters.kafka.feeds import read_decoded
+from adapters.kafka.probes import LagProbe, copy_topic, delete_topics
 from adapters.kafka.transactional import TransactionalProcessor
 from streams.agents.correlate_signals import signal_from_record
 from streams.topics import Topics
@@ -44,38 +41,13 @@ class View:
     compare: Callable[[Settings, str, Topics, Topics], Any]
 
 
-async def _records(bootstrap: str, topic: str, partitions: int, options: dict[str, Any]) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed", **options
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        return await read_until(consumer, tps, await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
-
-
 def _partitions(topics: Topics, topic: str) -> int:
     return next(spec.partitions for spec in topics.specs() if spec.name == topic)
 
 
 async def _copy(bootstrap: str, live: Topics, target: Topics, base: str, options: dict[str, Any]) -> int:
     source, sink = live._name(base), target._name(base)
-    records = await _records(bootstrap, source, _partitions(live, source), options)
-    producer = new_producer(bootstrap, options)
-    await producer.start()
-    try:
-        sends = [
-            await producer.send(sink, key=r.key, value=r.value, partition=r.partition, headers=list(r.headers) or None)
-            for r in records
-        ]
-        await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-    return len(records)
+    return await copy_topic(bootstrap, source, sink, _partitions(live, source), options)
 
 
 async def _run_until_caught_up(
@@ -87,21 +59,18 @@ async def _run_until_caught_up(
         processor = build(settings, bootstrap)
         stop = asyncio.Event()
         task = asyncio.create_task(processor.run(stop))
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **options)
-        await admin.start()
-        await consumer.start()
+        probe = LagProbe(bootstrap, options)
+        await probe.start()
         try:
             topics = [processor.input_topic, *processor.also_from]
-            tps = [TopicPartition(t, p) for t in topics for p in range(_partitions(topics_for(settings), t))]
-            while await group_lag(admin, consumer, processor.group_id, tps) > 0:
+            tps = [(t, p) for t in topics for p in range(_partitions(topics_for(settings), t))]
+            while await probe.group_lag(processor.group_id, tps) > 0:
                 if task.done():
                     task.result()  # a stage that stopped says why
                 await asyncio.sleep(0.3)
         finally:
             stop.set()
-            await consumer.stop()
-            await admin.close()
+            await probe.stop()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -188,15 +157,6 @@ def rebuild(view: str, settings: Settings, bootstrap: str, *, drop: bool = False
         **spec.compare(settings, bootstrap, live, target),
     }
     if drop:
-        asyncio.run(_drop(bootstrap, [s.name for s in target.specs()], settings.kafka_options()))
+        asyncio.run(delete_topics(bootstrap, [s.name for s in target.specs()], settings.kafka_options()))
         result["dropped"] = True
     return result
-
-
-async def _drop(bootstrap: str, names: list[str], options: dict[str, Any]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **options)
-    await admin.start()
-    try:
-        await admin.delete_topics(names)
-    finally:
-        await admin.close()
