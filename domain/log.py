@@ -146,7 +146,7 @@ class Restore(Protocol):
 
 
 class FactFeed(Protocol):
-    """Every record of some topics, from the beginning, handed decoded to its `on_record`."""
+    """Every record of some topics, from the beginning, handed decoded to its topic's handler."""
 
     async def start(self) -> None:
         """Apply everything up to the current end. Idempotent; a start that failed can be called again."""
@@ -178,31 +178,12 @@ class TopicIO(Protocol):
         """A publisher, started on entry and stopped on exit."""
 
 
-class FeedsTogether:
-    """Several fact feeds started, caught up and stopped as one."""
-
-    def __init__(self, *feeds: FactFeed) -> None:
-        self.feeds = feeds
-
-    async def start(self) -> None:
-        for feed in self.feeds:
-            await feed.start()
-
-    async def catch_up(self) -> int:
-        applied = 0
-        for feed in self.feeds:
-            applied += await feed.catch_up()
-        return applied
-
-    async def stop(self) -> None:
-        for feed in self.feeds:
-            await feed.stop()
-
-
 class FactFeeds(Protocol):
-    def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> FactFeed:
-        """A feed of whole topics (no consumer group: every instance of a stage needs all of them). Records
-        that are not the hub's Avro are skipped: not the feed's to judge."""
+    def feed(self, handlers: Mapping[str, Callable[[dict[str, Any]], None]]) -> FactFeed:
+        """One feed of whole topics, each record handed decoded to its topic's handler (no consumer group:
+        every instance of a stage needs all of them). Records that are not the hub's Avro are skipped: not the
+        feed's to judge. A handler knows which topic its facts came from: who may write a topic decides what
+        its facts may do."""
 
 
 class TopicConfigs(Protocol):

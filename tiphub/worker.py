@@ -114,7 +114,7 @@ async def load_agreements(settings: Settings, kafka: KafkaLog) -> int:
     """Publish the agreements on disk that are not on tip.agreements yet (their load events)."""
     topics = topics_for(settings)
     history = AgreementHistory()
-    feed = kafka.feed([topics.agreements], history.apply)
+    feed = kafka.feed({topics.agreements: history.apply})
     await feed.start()
     await feed.stop()
     found = load_directory(settings.agreements_dir or AGREEMENTS_DIR)

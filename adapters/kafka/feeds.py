@@ -136,13 +136,12 @@ class TopicFeed:
     def __init__(
         self,
         bootstrap: str,
-        topics: list[str],
-        on_record: Callable[[Any], None],
+        handlers: Mapping[str, Callable[[dict[str, Any]], None]],
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
-        self.topics = topics
-        self.on_record = on_record
+        self.topics = list(handlers)
+        self.handlers = dict(handlers)
         self.options = client_options or {}
         self.codec = WireCodec()
         self._consumer: AIOKafkaConsumer | None = None
@@ -178,7 +177,7 @@ class TopicFeed:
                 _, value = self.codec.decode(record.value)
             except CodecError:
                 continue  # not ours to judge here; the writer's own checks apply
-            self.on_record(value)
+            self.handlers[record.topic](value)
             applied += 1
         return applied
 

@@ -116,8 +116,8 @@ class KafkaLog:
         raise AssertionError("unreachable")
 
     # -- FactFeeds ----------------------------------------------------------------------------
-    def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> TopicFeed:
-        return TopicFeed(self.bootstrap, list(topics), on_record, self.options)
+    def feed(self, handlers: Mapping[str, Callable[[dict[str, Any]], None]]) -> TopicFeed:
+        return TopicFeed(self.bootstrap, handlers, self.options)
 
     # -- TopicConfigs -------------------------------------------------------------------------
     async def broker_stamps(self, topic: str) -> bool:

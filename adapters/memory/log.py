@@ -201,8 +201,8 @@ class MemoryLog:
         return {TopicPartition(tp.topic, tp.partition): offsets.get(tp, 0) for tp in partitions}
 
     # -- FactFeeds ------------------------------------------------------------------------------
-    def feed(self, topics: Sequence[str], on_record: Callable[[dict[str, Any]], None]) -> MemoryFeed:
-        return MemoryFeed(self, list(topics), on_record)
+    def feed(self, handlers: Mapping[str, Callable[[dict[str, Any]], None]]) -> MemoryFeed:
+        return MemoryFeed(self, handlers)
 
     # -- TopicConfigs ---------------------------------------------------------------------------
     async def broker_stamps(self, topic: str) -> bool:
@@ -283,10 +283,10 @@ class MemoryReader:
 
 
 class MemoryFeed:
-    def __init__(self, log: MemoryLog, topics: list[str], on_record: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, log: MemoryLog, handlers: Mapping[str, Callable[[dict[str, Any]], None]]) -> None:
         self.log = log
-        self.topics = topics
-        self.on_record = on_record
+        self.topics = list(handlers)
+        self.handlers = dict(handlers)
         self.codec = WireCodec()
         self._positions: dict[TopicPartition, int] | None = None
 
@@ -306,7 +306,7 @@ class MemoryFeed:
                     _, value = self.codec.decode(record.value)
                 except CodecError:
                     continue
-                self.on_record(value)
+                self.handlers[tp.topic](value)
                 applied += 1
             self._positions[tp] = end
         return applied

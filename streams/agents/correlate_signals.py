@@ -28,7 +28,7 @@ from typing import Any
 from domain.correlate import Requirement, Signal
 from domain.facts import facts_from_accepted
 from domain.linking import ENTITY_MERGED, LINKS, Link
-from domain.log import EventLog, FactFeed, FeedsTogether, LogReader, Output, TopicPartition
+from domain.log import EventLog, FactFeed, LogReader, Output, TopicPartition
 from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
 from domain.withdrawals import kind_of
 from schemas.codec import CodecError, WireCodec
@@ -94,10 +94,7 @@ class CorrelateSignals:
     def _new_feed(self) -> FactFeed:
         """Erasures and retractions, each read from its own topic: a fact is taken only from the topic of
         its kind (domain/withdrawals.py)."""
-        return FeedsTogether(
-            self.log.feed([self.topics.erasures], self._erasure),
-            self.log.feed([self.topics.retractions], self._retraction),
-        )
+        return self.log.feed({self.topics.erasures: self._erasure, self.topics.retractions: self._retraction})
 
     def _erasure(self, fact: dict[str, Any]) -> None:
         if kind_of(fact) == "erased" and fact["subject_key_id"] not in self.state.erased:

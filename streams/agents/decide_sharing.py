@@ -58,11 +58,14 @@ class DecideSharing:
         self.codec = WireCodec()
         self.history = AgreementHistory()
         self.withdrawn = Withdrawals()  # erased subjects and retracted reports
-        self._feeds = [
-            feeds.feed([topics.agreements], self.history.apply),
-            feeds.feed([topics.erasures], self._erasure),
-            feeds.feed([topics.retractions], self._retraction),
-        ]
+        # agreements, erasures and retractions in one feed: one client, one look at the ends per batch
+        self._facts = feeds.feed(
+            {
+                topics.agreements: self.history.apply,
+                topics.erasures: self._erasure,
+                topics.retractions: self._retraction,
+            }
+        )
         self._started = False
         self._lock = asyncio.Lock()
 
@@ -76,11 +79,9 @@ class DecideSharing:
         """Agreements and erasures first: nothing is judged against facts not yet read."""
         async with self._lock:  # the assignment callback runs concurrently with the first batch
             if not self._started:
-                for feed in self._feeds:
-                    await feed.start()
+                await self._facts.start()
                 self._started = True
-            for feed in self._feeds:
-                await feed.catch_up()
+            await self._facts.catch_up()
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         await self._catch_up()
@@ -174,8 +175,7 @@ class DecideSharing:
         pass
 
     async def close(self) -> None:
-        for feed in self._feeds:
-            await feed.stop()
+        await self._facts.stop()
 
 
 def build(context: StageContext) -> DecideSharing:

@@ -35,7 +35,7 @@ class LinkPeople:
         self.codec = WireCodec()
         self.indexes: dict[int, KeyIndex] = {}
         self.withdrawn = Withdrawals()
-        self._erasures = log.feed([topics.erasures], self._erasure)
+        self._erasures = log.feed({topics.erasures: self._erasure})
         self._feed_started = False
         self._lock = asyncio.Lock()
         self._revocations: dict[int, int] = {}

@@ -266,7 +266,7 @@ async def test_a_fact_feed_applies_each_committed_fact_once_and_skips_what_is_no
     await backend.append(Output(s, None, fact("one"), partition=0), Output(s, None, b"not avro", partition=1))
     await backend.aborted(Output(s, None, fact("aborted"), partition=0))
     seen: list[str] = []
-    feed = backend.log.feed([s], lambda value: seen.append(value["item_id"]))
+    feed = backend.log.feed({s: lambda value: seen.append(value["item_id"])})
     await feed.start()
     try:
         assert seen == ["one"]
