@@ -126,7 +126,7 @@ def chained_entries(
     seen: set[tuple[int, bytes]] = set()
     out = []
     for offset, record, reason in _judge(topic, partition, records, mac_key, hub_public):
-        if reason is not None or record is None or record["event"] is None or _unusable(record):
+        if reason is not None or record is None or record["event"] is None or unusable(record):
             continue
         if (record["seq"], record["hash"]) not in seen:
             seen.add((record["seq"], record["hash"]))
@@ -289,7 +289,7 @@ def restore_head(
     judged = _judge(topic, partition, records, mac_key, hub_public)
     best: tuple[int, int, bytes] | None = None  # (position in judged, seq, hash)
     for position, (_, record, reason) in enumerate(judged):
-        if reason is not None or record is None or _unusable(record) or _legacy(record):
+        if reason is not None or record is None or unusable(record) or _legacy(record):
             continue  # a legacy entry is skipped: its checkpoint, which follows it, gives the same head
         if best is None or record["seq"] > best[1]:
             best = (position, record["seq"], record["hash"])
@@ -321,7 +321,7 @@ def _legacy(record: dict[str, Any]) -> bool:
     return record["event"] is not None and record.get("mac") is None
 
 
-def _unusable(record: dict[str, Any]) -> str | None:
+def unusable(record: dict[str, Any]) -> str | None:
     """Why an entry whose MAC verifies still cannot be chained onto (its bytes were altered in storage)."""
     if (
         record["event"] is not None
@@ -342,7 +342,7 @@ def _foreign_after(
             if record["event"] is None and (record["seq"], record["hash"]) == (seq, digest):
                 continue
             kind = "entry" if record["event"] is not None else "checkpoint"
-            reason = _unusable(record) or f"a copy of the {kind} at seq {record['seq']}"
+            reason = unusable(record) or f"a copy of the {kind} at seq {record['seq']}"
         foreign.append(ForeignRecord(offset, reason))
     return foreign
 

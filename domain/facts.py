@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
 
@@ -19,6 +19,9 @@ def dice(a: bytes, b: bytes) -> float:
     both = int.from_bytes(a, "big") & int.from_bytes(b, "big")
     total = int.from_bytes(a, "big").bit_count() + int.from_bytes(b, "big").bit_count()
     return 2 * both.bit_count() / total if total else 0.0
+
+
+Rule = Literal["share", "generalise", "drop"]  # what a sharing decision does with one field
 
 
 @dataclass(frozen=True)

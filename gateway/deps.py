@@ -6,28 +6,39 @@ A route names what it uses (`views: ViewsDep`, `caller: AnalystCaller`) and read
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, HTTPException, Request
 
 from adapters.kafka.tail import Tail
 from domain.callers import Caller, TokenError
 from domain.log import Publisher
 from domain.ports import KeyVault
+from domain.read_models import ReadModels
 from gateway.cursors import CursorSealer
 from gateway.errors import NoToken, NotPermitted
 from gateway.security import AuditSink
 from gateway.state import GatewayState, started
-from gateway.views import HubViews
 from gateway.visibility import Visibility
 from tiphub.settings import Settings
 
+READY_WAIT_S = 20.0  # how long a request waits for a starting gateway's read models to catch up
 
-def gateway_state(request: Request) -> GatewayState:
+
+async def gateway_state(request: Request) -> GatewayState:
+    """The started gateway, once its read models have caught up with the topics as they stood when it started
+    (a request to a gateway still catching up waits for it a while, then is told to retry: it is never
+    answered from a store that is behind what the caller may have seen from another instance)."""
     state = started(request.app)
     if state is None:  # no route is served before the lifespan has started the gateway
         raise RuntimeError("the gateway has not started")
+    if not state.tail.ready.is_set():
+        try:
+            await asyncio.wait_for(state.tail.ready.wait(), READY_WAIT_S)
+        except TimeoutError:
+            raise HTTPException(503, "catching up with the topics; retry shortly", {"Retry-After": "5"}) from None
     return state
 
 
@@ -38,7 +49,7 @@ def _settings(state: StateDep) -> Settings:
     return state.settings
 
 
-def _views(state: StateDep) -> HubViews:
+def _views(state: StateDep) -> ReadModels:
     return state.views
 
 
@@ -67,7 +78,7 @@ def _vault(state: StateDep) -> KeyVault:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-ViewsDep = Annotated[HubViews, Depends(_views)]
+ViewsDep = Annotated[ReadModels, Depends(_views)]
 VisibilityDep = Annotated[Visibility, Depends(_visibility)]
 TailDep = Annotated[Tail, Depends(_tail)]
 AuditDep = Annotated[AuditSink, Depends(_audit)]

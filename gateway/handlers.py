@@ -15,16 +15,21 @@ from fastapi.exception_handlers import http_exception_handler, request_validatio
 from domain.callers import TokenError
 from domain.release import ActionRefused
 from gateway.cursors import CursorError
-from gateway.deps import caller_of, gateway_state
+from gateway.deps import caller_of
 from gateway.errors import NoToken, NotPermitted, NotVisible, Refused
 from gateway.security import invalid
+from gateway.state import started
 from gateway.taxii import CollectionNotFound, TaxiiBadRequest, TaxiiResponse
 
 STATUS: dict[type[Refused], int] = {NoToken: 401, NotPermitted: 403, NotVisible: 404}
 
 
 async def audited(request: Request, reason: str) -> None:
-    await gateway_state(request).audit.denied(request, reason, caller_of(request))
+    """Every denial is audited, also by a gateway still catching up with the topics."""
+    state = started(request.app)
+    if state is None:
+        raise RuntimeError("the gateway has not started")
+    await state.audit.denied(request, reason, caller_of(request))
 
 
 async def refused(request: Request, exc: Refused) -> Response:

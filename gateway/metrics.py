@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from gateway.views import HubViews
+from domain.read_models import ReadModels
 
 
 class GatewayMetrics:
@@ -40,8 +40,8 @@ class GatewayMetrics:
             self.lag.labels(stage).set(behind)
         return generate_latest(self.public)
 
-    def for_auditors(self, views: HubViews) -> bytes:
-        self.signal_versions.set(views.signals.versions_held())
-        for (recipient, allowed), n in views.decisions.counts().items():
+    def for_auditors(self, views: ReadModels) -> bytes:
+        self.signal_versions.set(views.versions_held())
+        for (recipient, allowed), n in views.decision_counts().items():
             self.decisions.labels(recipient, str(allowed).lower()).set(n)
         return generate_latest(self.full)

@@ -21,9 +21,9 @@ from typing import Any
 from fastapi.encoders import jsonable_encoder
 
 from domain.callers import Caller
+from domain.read_models import ReadModels
 from domain.release import ActionRefused, Summary
 from domain.scoped import release_scope
-from gateway.views import HubViews
 from gateway.visibility import UNKNOWN, Visibility
 from policies.loader import AGREEMENTS_DIR, load_directory
 from policies.model import Agreement, OriginatorAgreement
@@ -75,35 +75,35 @@ def partner_view(
     return content
 
 
-def candidates(views: HubViews, caller: Caller, record: dict[str, Any], partner: str) -> list[dict[str, Any]]:
+def candidates(views: ReadModels, caller: Caller, record: dict[str, Any], partner: str) -> list[dict[str, Any]]:
     """The release scope's open signals for the same requirement that share reports with the caller's
     signal, most shared first."""
-    feed = views.signals.feed(release_scope(caller.acts_for, partner))
-    if feed is None:
-        return []
     mine = set(record["report_ids"])
     found = [
         r
-        for r in feed.latest.values()
-        if r["status"] == "open" and r["requirement_id"] == record["requirement_id"] and mine & set(r["report_ids"])
+        for r in views.latest_signals(release_scope(caller.acts_for, partner), "open")
+        if r["requirement_id"] == record["requirement_id"] and mine & set(r["report_ids"])
     ]
     return sorted(found, key=lambda r: (-len(mine & set(r["report_ids"])), r["signal_id"]))
 
 
-def releasable(views: HubViews, caller: Caller, partner: str) -> list[dict[str, Any]]:
+def releasable(views: ReadModels, caller: Caller, partner: str) -> list[dict[str, Any]]:
     """The open signals of the release scope of the caller's agency and `partner`."""
-    feed = views.signals.feed(release_scope(caller.acts_for, partner))
-    found = [r for r in feed.latest.values() if r["status"] == "open"] if feed else []
-    return sorted(found, key=lambda r: r["signal_id"])
+    return views.latest_signals(release_scope(caller.acts_for, partner), "open")  # by signal id
 
 
 def draft_summary(
-    views: HubViews, caller: Caller, partner: str, chosen: dict[str, Any], content: dict[str, Any], agreements_dir: Any
+    views: ReadModels,
+    caller: Caller,
+    partner: str,
+    chosen: dict[str, Any],
+    content: dict[str, Any],
+    agreements_dir: Any,
 ) -> Summary:
     """A new draft of `chosen` for `partner`: every contributing agency not pre-authorising release to the
     partner must consent."""
     authorised = pre_authorised(agreements_dir)
-    sources = {views.accepted.facts[r].agency for r in chosen["report_ids"]}
+    sources = {_agency(views, r) for r in chosen["report_ids"]}
     return Summary(
         summary_id="sum-" + uuid.uuid4().hex[:20],
         partner=partner,
@@ -118,11 +118,11 @@ def draft_summary(
     )
 
 
-def recheck(views: HubViews, visibility: Visibility, agreements_dir: Any, summary: Summary) -> None:
+def recheck(views: ReadModels, visibility: Visibility, agreements_dir: Any, summary: Summary) -> None:
     """Before a summary is approved or released: its content is still what the partner would receive
     now, and the partner's and every contributor's agreements still let it go."""
     now = datetime.now(UTC)
-    current = views.signals.latest(summary.scope, summary.signal_id)
+    current = views.latest_signal(summary.scope, summary.signal_id)
     agency = summary.drafter_agency
     content = partner_view(visibility, current, summary.partner, agency, now) if current is not None else None
     if current is None or current["status"] != "open" or content != summary.content:
@@ -139,7 +139,7 @@ def recheck(views: HubViews, visibility: Visibility, agreements_dir: Any, summar
         )
     originators = agreements.originators(now.date())
     for report_id in summary.report_ids:
-        source = views.accepted.facts[report_id].agency
+        source = _agency(views, report_id)
         held = originators.get(source)
         if held is None or summary.partner not in held.foreign_release:
             raise ActionRefused(
@@ -149,13 +149,20 @@ def recheck(views: HubViews, visibility: Visibility, agreements_dir: Any, summar
             )
 
 
-def shown_to(views: HubViews, caller: Caller, summary: Summary) -> dict[str, Any]:
+def shown_to(views: ReadModels, caller: Caller, summary: Summary) -> dict[str, Any]:
     """A summary as the caller sees it: the drafting agency whole, a consenting agency its own part."""
     if caller.agency == summary.drafter_agency:
         return summary.public()
-    facts = views.accepted.facts
-    own = [r for r in summary.report_ids if r in facts and facts[r].agency == caller.agency]
+    own = [r for r in summary.report_ids if (h := views.header(r)) is not None and h.agency == caller.agency]
     return summary.for_consenting(caller.agency or "", {"your_reports": own, "report_count": len(own)})
+
+
+def _agency(views: ReadModels, report_id: str) -> str:
+    """The agency of a report a signal names: accepted before any signal names it."""
+    header = views.header(report_id)
+    if header is None:
+        raise LookupError(f"report {report_id} of a signal is not among the accepted reports")
+    return header.agency
 
 
 def summary_event(summary: Summary, kind: str, caller: Caller) -> dict[str, Any]:

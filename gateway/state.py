@@ -16,10 +16,10 @@ from adapters.sql.tokens import TokenAuthority
 from domain.envelope_keys import EnvelopeKeys
 from domain.log import Publisher, TopicIO
 from domain.ports import AuditAnchors, KeyVault
+from domain.read_models import ReadModels
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
 from gateway.security import AuditSink, GatewayKeys
-from gateway.views import HubViews
 from gateway.visibility import Visibility
 from schemas.registry import SchemaRegistry
 from streams.topics import Topics
@@ -40,7 +40,7 @@ class GatewayState:
     topic_io: TopicIO  # whole topics read (the audit trail)
     publisher: Publisher  # the gateway's one producer: the events it writes (summaries, triage, relayed reports)
     audit: AuditSink  # audit events, through the same producer
-    views: HubViews
+    views: ReadModels  # the read models the tail folds the topics into (domain/read_models.py)
     visibility: Visibility
     tail: Tail
     lag: StageLag

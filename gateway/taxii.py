@@ -18,8 +18,8 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
+from domain.read_models import ReadModels
 from domain.release import Summary
-from gateway.folds import SummaryLog
 
 TAXII = "application/taxii+json;version=2.1"
 STIX = "application/stix+json;version=2.1"
@@ -137,14 +137,21 @@ def describe(partner: str) -> dict[str, Any]:
     }
 
 
-def entries(summaries: SummaryLog, partner: str) -> list[Row]:
-    """(date added, object) for every object version of this partner's collection, in order."""
+def entries(views: ReadModels, partner: str, partitions: int) -> list[Row]:
+    """(date added, object) for every object version of this partner's collection, in order: the partner's
+    own releases and withdrawals, read by index (as many as people released to the partner)."""
     out: list[Row] = []
     released: dict[str, datetime] = {}
-    for _, _, summary_id, kind, at in summaries.partner_log:
-        summary = summaries.book.summaries.get(summary_id)
-        if summary is None or summary.partner != partner:
-            continue
+    position = [0] * partitions
+    events = []
+    while True:
+        before = position
+        page, position = views.partner_events(partner, position, 500)
+        events += page
+        if position == before:
+            break
+    for event, summary in events:
+        summary_id, kind, at = event.summary_id, event.kind, event.at
         if kind == "released":
             released[summary_id] = at
             out += [(at, o) for o in stix_objects(summary, at, None)]

@@ -6,7 +6,7 @@ from typing import Any
 
 from domain import crypto
 from domain.ports import KeyVault
-from gateway.views import HubViews
+from domain.read_models import ReadModels
 from policies.engine import ERASED
 
 
@@ -16,13 +16,13 @@ def note_key_id(signal_id: str, event_id: str) -> str:
     return f"note/{signal_id}/{event_id}"
 
 
-def triage_history(views: HubViews, vault: KeyVault, signal_id: str) -> list[dict[str, Any]]:
+def triage_history(views: ReadModels, vault: KeyVault, signal_id: str) -> list[dict[str, Any]]:
     history = []
-    for event in views.triage.events(signal_id):
+    for event in views.triage_events(signal_id):
         note = ""
         if event["note_sealed"]:
             key_id = note_key_id(signal_id, event["event_id"])
-            key = None if key_id in views.withdrawn.erased else vault.get(key_id)
+            key = None if key_id in views.erased() else vault.get(key_id)
             try:
                 note = ERASED if key is None else crypto.unseal(key, event["note_sealed"], key_id.encode()).decode()
             except crypto.DecryptionError:

@@ -1,4 +1,4 @@
-"""What a caller may see now, read from the folds (gateway/views.py).
+"""What a caller may see now, read from the read models (domain/read_models.py).
 
 A caller is served only from their own scope (their agency or partner, `acts_for`): its signals were
 correlated from the reports the caller may see (domain/scoped.py), and each is shown through the
@@ -13,8 +13,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from domain.read_models import ReadModels
 from gateway.errors import NotVisible
-from gateway.views import HubViews
 from policies.engine import decide
 from policies.model import AgreementSet
 from policies.visibility import Visible, render_signal
@@ -25,19 +25,19 @@ UNKNOWN = object()  # not known yet: its accepted record or the caller's decisio
 class Visibility:
     """Reports and signal versions as one scope may see them now."""
 
-    def __init__(self, views: HubViews) -> None:
+    def __init__(self, views: ReadModels) -> None:
         self.views = views
 
     def visible(self, acts_for: str, report_id: str, now: datetime | None = None) -> Visible | object | None:
         """The report as `acts_for` may see it now; None if it may not; UNKNOWN if not decidable yet."""
-        facts = self.views.accepted.facts.get(report_id)
+        facts = self.views.header(report_id)
         if facts is None:
             return UNKNOWN
-        if report_id in self.views.withdrawn.retracted:
+        if self.views.retracted(report_id):
             return None
         if facts.agency == acts_for:
             return Visible(facts, own=True)
-        decided = self.views.decisions.get(acts_for, report_id)
+        decided = self.views.decision(acts_for, report_id)
         if decided is None:
             return UNKNOWN
         return Visible(facts, decided.rules) if decided.in_force(now or datetime.now(UTC)) else None
@@ -53,12 +53,12 @@ class Visibility:
             if found is UNKNOWN:
                 return UNKNOWN
             visible[report_id] = found if isinstance(found, Visible) else None
-        return render_signal(record, visible, self.views.triage.state(record["signal_id"]))
+        return render_signal(record, visible, self.views.triage_state(record["signal_id"]))
 
     def own_signal(self, acts_for: str, signal_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
         """(latest record, as `acts_for` sees it) of a signal of its own scope; NotVisible for any other id
         (another scope's, or none at all: the answer is the same)."""
-        record = self.views.signals.latest(acts_for, signal_id)
+        record = self.views.latest_signal(acts_for, signal_id)
         shown = self.render(acts_for, record) if record is not None else None
         if record is None or not isinstance(shown, dict):
             raise NotVisible("no such signal visible to this caller")
@@ -72,13 +72,14 @@ class Visibility:
         found = self.visible(acts_for, report_id, now)
         if not isinstance(found, Visible):
             return None
-        accepted = self.views.accepted.records[report_id]
+        accepted = self.views.accepted(report_id)
+        assert accepted is not None  # visible: its header was found
         if found.own:
-            erased = frozenset(self.views.withdrawn.erased)
+            erased = frozenset(self.views.erased())
             decision = decide(accepted, acts_for, AgreementSet(), accepted["accepted_at"], erased)
             fields = [{"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis} for f in decision.fields]
             return decision.view, fields
-        decided = self.views.decisions.latest[(acts_for, report_id)]
-        if not decided.view_json:
+        decided = self.views.decision(acts_for, report_id)
+        if decided is None or not decided.view_json:
             return None
         return json.loads(decided.view_json), [dict(f) for f in decided.fields]

@@ -14,7 +14,8 @@ from datetime import date, datetime
 from functools import cached_property
 from typing import Any, Literal
 
-Rule = Literal["share", "generalise", "drop"]
+from domain.facts import Rule as Rule  # what a decision does with a field (the read models hold decided rules too)
+
 TLP_ORDER = ("CLEAR", "GREEN", "AMBER", "AMBER_STRICT", "RED")
 
 # Every field a view can hold, the rules each allows, and what generalising it yields.

@@ -10,12 +10,12 @@ from functools import partial
 from adapters.kafka.broker_quirks import resolve_quirks
 from adapters.kafka.tail import KafkaPublisher, StageLag, Tail
 from adapters.kafka.topic_io import KafkaTopicIO
+from adapters.sql.read_models import SqlReadModels
 from domain.signing import RELAY_AGENCY, agency_key_id
 from gateway.cursors import CursorSealer
 from gateway.metrics import GatewayMetrics
 from gateway.security import AuditSink, GatewayKeys
 from gateway.state import GatewayState, start_in_order
-from gateway.views import HubViews
 from gateway.visibility import Visibility
 from policies.loader import foreign_partners
 from schemas.registry import load_registry
@@ -33,7 +33,8 @@ def gateway_state(
 
 @asynccontextmanager
 async def running(container: Container, bootstrap: str | None, metrics: GatewayMetrics) -> AsyncIterator[GatewayState]:
-    """The gateway's state with its producer started and its views rebuilt from the topics' beginnings; what
+    """The gateway's state with its producer started and its read models brought up to date from where they
+    stood (the topics' beginnings for a new store); what
     started is stopped on the way out, also when a later start fails."""
     settings = container.settings
     broker = bootstrap or resolve_broker(settings)  # resolve_broker installs the broker kind's quirks
@@ -44,8 +45,8 @@ async def running(container: Container, bootstrap: str | None, metrics: GatewayM
     keys = gateway_keys(container.keys)
     vault = container.vault
     publisher = KafkaPublisher(broker, settings.kafka_options())
-    views = HubViews(topics)
-    tail = Tail(broker, topics, views.tailed(), views.apply, settings.kafka_options())
+    views = SqlReadModels(settings.read_model_database, topics, keys.audit_mac, keys.hub_signing_public)
+    tail = Tail(broker, topics, views.tailed(), views, settings.kafka_options())
     state = GatewayState(
         settings=settings,
         bootstrap=broker,
@@ -68,6 +69,7 @@ async def running(container: Container, bootstrap: str | None, metrics: GatewayM
         registry=load_registry(),
     )
     async with AsyncExitStack() as stack:
+        stack.callback(views.close)
         await start_in_order(stack, publisher, tail)
         yield state
 

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     registry_url: str | None = Field(default=None, description="Agency key registry database.")
     tokens_url: str | None = Field(default=None, description="Gateway token revocation list database.")
     audit_anchor_url: str | None = Field(default=None, description="Where signed audit chain heads are kept.")
+    read_model_url: str | None = Field(
+        default=None,
+        description="The gateway's read models: sqlite:///PATH (default: read-models.sqlite3 under home, one per "
+        "gateway) or postgresql://... (shared by several gateway instances).",
+    )
     agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
     health_file: Path | None = Field(
@@ -80,6 +85,10 @@ class Settings(BaseSettings):
     def tokens_database(self) -> str:
         """Issued token ids and the revocation list."""
         return self.tokens_url or f"sqlite:///{(self.home / 'tokens.sqlite3').resolve()}"
+
+    @property
+    def read_model_database(self) -> str:
+        return self.read_model_url or f"sqlite:///{(self.home / 'read-models.sqlite3').resolve()}"
 
     @property
     def registry_database(self) -> str:

@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from domain.log import Record
+from domain.read_models import ReadModels
 from streams.topics import Topics
+
+log = logging.getLogger("tiphub.gateway.tail")
+EXPIRY_SWEEP_S = 30.0  # how often decided views past their retention are dropped from the read models
+T = TypeVar("T")
 
 
 class KafkaPublisher:
@@ -36,22 +44,29 @@ class KafkaPublisher:
 
 
 class Tail:
-    """Reads every partition of the tailed topics from its beginning and hands each record to `apply`, for
-    as long as the gateway runs; `ready` is set once it has read to the ends it found at start."""
+    """Reads every partition of the tailed topics from where the read models stand (their beginning, for a
+    new store) and hands each batch to the read models, folded on a thread of its own, for as long as the
+    gateway runs; `ready` is set once it has read to the ends it found at start.
+
+    A store that stands beyond a topic's end was not built from these topics (recreated by a rebuild, or
+    another cluster): it is wiped and built again from the beginnings."""
 
     def __init__(
         self,
         bootstrap: str,
         topics: Topics,
         tailed: Sequence[str],
-        apply: Callable[[Record], None],
+        views: ReadModels,
         client_options: dict[str, Any] | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.tailed = tuple(tailed)
-        self.apply = apply
+        self.views = views
         self.options = client_options or {}
+        self.folder = ThreadPoolExecutor(1, thread_name_prefix="read-models")
+        self.resumed_from: dict[tuple[str, int], int] = {}  # where this start resumed (0: from the beginning)
+        self.folded = 0  # records folded since this start
         self.changed = asyncio.Condition()  # notified after each batch folded
         self.ready = asyncio.Event()
         self._ends: dict[TopicPartition, int] = {}
@@ -67,9 +82,24 @@ class Tail:
         # exist (tip.coverage has one), and a seek to it waits forever
         tps = [TopicPartition(topic, p) for topic in self.tailed for p in range(self.topics.partitions_of(topic))]
         self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
         self._ends = await self._consumer.end_offsets(tps)
+        beginnings = await self._consumer.beginning_offsets(tps)
+        stored = await self._fold(self.views.positions)
+        ahead = sorted(
+            f"{tp.topic}/{tp.partition}" for tp in tps if stored.get((tp.topic, tp.partition), 0) > self._ends[tp]
+        )
+        if ahead:
+            log.warning("read models stand beyond the end of %s: rebuilding them from the topics", ", ".join(ahead))
+            await self._fold(self.views.wipe)
+            stored = {}
+        for tp in tps:
+            at = max(stored.get((tp.topic, tp.partition), 0), beginnings[tp])
+            self.resumed_from[(tp.topic, tp.partition)] = at
+            self._consumer.seek(tp, at)
         self._task = asyncio.create_task(self._tail())
+
+    async def _fold(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.folder, call, *args)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -77,18 +107,40 @@ class Tail:
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
             await self._consumer.stop()
+        self.folder.shutdown(wait=True)
 
     async def _tail(self) -> None:
         assert self._consumer is not None
+        loop = asyncio.get_running_loop()
+        swept = 0.0
         while True:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
-            for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition)):
-                for record in batch[tp]:
-                    self.apply(
-                        Record(
-                            record.topic, record.partition, record.offset, record.key, record.value, record.timestamp
-                        )
+            records = [
+                Record(r.topic, r.partition, r.offset, r.key, r.value, (), r.timestamp)
+                for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition))
+                for r in batch[tp]
+            ]
+            if records:
+                try:
+                    await self._fold(self.views.apply, records)
+                except Exception as exc:  # the store away (a PostgreSQL restart, a full disk): read the batch again
+                    log.error("folding %d records failed (%s); reading them again", len(records), type(exc).__name__)
+                    for tp, held in batch.items():
+                        self._consumer.seek(tp, held[0].offset)
+                    await asyncio.sleep(1.0)
+                    continue
+                self.folded += len(records)
+            if loop.time() - swept >= EXPIRY_SWEEP_S:
+                swept = loop.time()
+                try:
+                    expired = await self._fold(self.views.expire, datetime.now(UTC))
+                except Exception as exc:
+                    log.error(
+                        "the retention sweep of the read models failed (%s); trying again later", type(exc).__name__
                     )
+                    expired = 0
+                if expired:
+                    log.info("retention: %d decided views past their retention dropped from the read models", expired)
             if not self.ready.is_set():
                 positions = {tp: await self._consumer.position(tp) for tp in self._ends}
                 if all(positions[tp] >= end for tp, end in self._ends.items()):

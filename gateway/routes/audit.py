@@ -7,36 +7,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from domain.audit_chain import chained_entries
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
-from gateway.paging import log_page
-from gateway.state import GatewayState
-from schemas.codec import CodecError, WireCodec
 from streams.audit_trail import verify_audit_trail
-from streams.audit_verify import decode_audit_records
-
-CODEC = WireCodec()
 
 router = APIRouter(tags=["audit"])
-
-
-async def trail(state: GatewayState) -> list[tuple[int, int, dict[str, Any]]]:
-    """(partition, offset, event) of every event the chaining stage wrote, read from tip.audit now.
-
-    Records anyone else wrote there (no valid MAC) and copies of real entries are left out, not
-    shown as events: /v1/audit/verify lists them."""
-    topics, keys = state.topics, state.keys
-    raw = await state.topic_io.read_partitions(topics.audit, topics.partitions)
-    out = []
-    for partition, records in raw.items():
-        decoded = decode_audit_records(CODEC, records)
-        for offset, entry in chained_entries(topics.audit, partition, decoded, keys.audit_mac, keys.hub_signing_public):
-            try:
-                out.append((partition, offset, CODEC.decode(entry["event"], expect="tiphub.AuditEvent")[1]))
-            except CodecError:
-                continue
-    return out
 
 
 @router.get("/v1/audit")
@@ -46,16 +21,15 @@ async def audit(
     after: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    """Audit events in chain order per partition, with a cursor."""
+    """Audit events in chain order per partition, oldest first across partitions, with a cursor: the
+    entries the chaining stage wrote (records anyone else wrote to tip.audit, and copies of real entries,
+    are not events: /v1/audit/verify lists them)."""
     cursors = state.cursors
     position = cursors.open("audit", "auditors", after, state.topics.partitions)
-    in_order = sorted(await trail(state), key=lambda t: (t[2]["at"], t[0], t[1]))
-    events, position = log_page(
-        in_order,
-        position,
-        limit,
-        lambda partition, event: {**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition},
-    )
+    found, position = state.views.audit_events(position, limit)
+    events = [
+        {**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition} for partition, event in found
+    ]
     return {"events": events, "next": cursors.seal("audit", "auditors", position)}
 
 
@@ -92,12 +66,12 @@ async def verify(caller: AuditorCaller, state: StateDep) -> dict[str, Any]:
 async def who_saw(subject_token: str, caller: AuditorCaller, state: StateDep) -> Any:
     """Every decision and disclosure that concerned the person with this linkage token."""
     views = state.views
-    keys = views.accepted.subject_keys_by_token.get(subject_token, set())
-    reports = {r for key in keys for r in views.accepted.reports_by_subject_key.get(key, ())}
+    keys = views.subject_keys(subject_token)
+    reports = views.reports_naming(keys)
     if not keys:
         raise NotVisible("no accepted report names a person with this token")
     seen = []
-    for _, _, event in await trail(state):
+    for event in views.audit_mentioning(keys | reports):  # by index: the entries naming them, oldest first
         detail = json.loads(event["detail"] or "{}")
         mentioned = set(event["subject_refs"]) & keys or event["item_id"] in reports
         mentioned = mentioned or bool(reports & set(detail.get("reports", [])))

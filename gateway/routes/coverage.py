@@ -15,5 +15,5 @@ router = APIRouter(tags=["analysts"])
 async def coverage(caller: AnalystCaller, views: ViewsDep) -> dict[str, Any]:
     """Collection Plan coverage per requirement over the reports the caller's agency may see (counts
     only; no report is named)."""
-    rows = views.coverage.by_scope.get(caller.acts_for, {})
+    rows = views.coverage(caller.acts_for)
     return {"requirements": [{k: v for k, v in rows[r].items() if k != "scope"} for r in sorted(rows)]}

@@ -16,7 +16,6 @@ from domain.crypto import public_bytes
 from gateway.deps import PublisherCaller, StateDep
 from gateway.errors import NotPermitted, NotVisible
 from gateway.links import report_links, responding
-from gateway.paging import log_page
 from gateway.security import invalid
 from producers.publisher import seal_report
 from schemas.codec import WireCodec
@@ -82,10 +81,10 @@ async def hub_keys(caller: PublisherCaller, state: StateDep) -> dict[str, Any]:
 async def status(report_id: str, caller: PublisherCaller, state: StateDep) -> Any:
     """accepted; rejected with the reason and field; or submitted while the accept stage has not decided."""
     views = state.views
-    accepted = views.accepted.facts.get(report_id)
+    accepted = views.header(report_id)
     if accepted is not None and accepted.agency == caller.agency:
         return {"report_id": report_id, "status": "accepted"}
-    rejected = views.rejected.latest.get((caller.agency, report_id))
+    rejected = views.rejection(caller.agency, report_id)
     if rejected is not None and (accepted is None or accepted.agency != caller.agency):
         return {
             "report_id": report_id,
@@ -108,12 +107,7 @@ async def rejected(
 ) -> dict[str, Any]:
     """Rejections of submissions that claimed the caller's agency, in log order."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
-    position = cursors.open("rejected", agency, after, views.topics.partitions)
-
-    def shown(_: int, value: dict[str, Any]) -> dict[str, Any] | None:
-        if value["source_agency"] != caller.agency:
-            return None
-        return {k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")}
-
-    out, position = log_page(list(views.rejected.log), position, limit, shown)
+    position = cursors.open("rejected", agency, after, state.topics.partitions)
+    found, position = views.rejections(agency, position, limit)
+    out = [{k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")} for value in found]
     return {"rejected": out, "next": cursors.seal("rejected", agency, position)}

@@ -46,7 +46,7 @@ async def signals(
     """Signal versions of the caller's agency, correlated from the reports it may see, in feed order,
     each (signal_id, version) once."""
     position = position_of(cursors, caller, after)
-    items, position = signal_page(views.signals, visibility, caller.acts_for, position, limit)
+    items, position = signal_page(views, visibility, caller.acts_for, position, limit)
     if items:
         await audit.disclosed(caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]})
     return {"signals": [item for item, _ in items], "next": cursor_at(cursors, caller, position)}
@@ -69,7 +69,7 @@ async def stream(
     async def events() -> AsyncIterator[dict[str, str]]:
         nonlocal position
         while True:
-            items, after_page = signal_page(views.signals, visibility, caller.acts_for, position, 100)
+            items, after_page = signal_page(views, visibility, caller.acts_for, position, 100)
             if items:
                 await audit.disclosed(
                     caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
@@ -96,8 +96,8 @@ async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vau
     for report_id in shown["report_ids"]:
         found = visibility.report_view(caller.acts_for, report_id)
         view, fields = found if found is not None else (None, [])
-        accepted = views.accepted.records[report_id]
-        opened = open_view(view, accepted, vault, views.withdrawn.erased) if view is not None else None
+        accepted = views.accepted(report_id)
+        opened = open_view(view, accepted, vault, views.erased()) if view is not None and accepted else None
         reports.append(
             {
                 "report_id": report_id,

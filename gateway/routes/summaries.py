@@ -51,11 +51,11 @@ async def emit(state: GatewayState, caller: Caller, kind: str, summary: Summary)
 
     Every event of one partner's summaries goes to one partition (keyed by summary id all the same), so
     the partner's feed has one order, whichever gateway wrote it."""
-    views = state.views
+    views, topics = state.views, state.topics
     event = summary_event(summary, kind, caller)
-    partition = partition_of(f"partner|{summary.partner}", views.topics.partitions)
+    partition = partition_of(f"partner|{summary.partner}", topics.partitions)
     await state.publisher.send(
-        views.topics.summaries, summary.summary_id.encode(), CODEC.encode(SUMMARY_EVENT, event), partition
+        topics.summaries, summary.summary_id.encode(), CODEC.encode(SUMMARY_EVENT, event), partition
     )
     await state.tail.until(lambda: views.folded(event["event_id"]))  # read your writes: show what the log holds
     await state.audit.write(
@@ -70,7 +70,7 @@ async def emit(state: GatewayState, caller: Caller, kind: str, summary: Summary)
 
 def find(state: GatewayState, caller: Caller, summary_id: str) -> Summary:
     """A summary that is this caller's business; any other id, real or not, is the same NotVisible."""
-    summary = state.views.summaries.book.summaries.get(summary_id)
+    summary = state.views.summary(summary_id)
     if summary is None or not concerns(summary, caller):
         raise NotVisible("no such summary")
     return summary
@@ -86,8 +86,10 @@ async def act(
     if kind == "approved" or (kind == "consented" and summary.approved_by is not None):
         recheck(state.views, state.visibility, state.settings.agreements_dir, summary)
     await emit(state, caller, kind, summary)
+    summary = find(state, caller, summary_id)  # as the log holds it now, this step folded
     if kind != "withdrawn" and summary.status == "pending" and summary.ready:
         await emit(state, caller, "released", summary)
+        summary = find(state, caller, summary_id)
     return shown_to(state.views, caller, summary)
 
 
@@ -161,7 +163,7 @@ async def draft(body: DraftRequest, caller: AnalystCaller, state: StateDep) -> A
 async def pending(caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, Any]:
     """Drafts awaiting consent or approval that are the caller's business: their agency's drafts, and for a
     releasing officer those their agency must consent to (showing only their agency's part)."""
-    summaries = state.views.summaries.book.pending()
+    summaries = state.views.pending_summaries()
     return {"summaries": [shown_to(state.views, caller, s) for s in summaries if concerns(s, caller)]}
 
 
@@ -195,8 +197,8 @@ async def partner_summaries(
     if caller.partner != partner:
         raise NotPermitted("other_partner", "a liaison officer sees only their own partner's")
     views, cursors = state.views, state.cursors
-    cursor = cursors.open(PARTNER_FEED, partner, after, views.topics.partitions)
-    items, position = partner_page(views.summaries, partner, cursor, limit)
+    cursor = cursors.open(PARTNER_FEED, partner, after, state.topics.partitions)
+    items, position = partner_page(views, partner, cursor, limit)
     if items:
         await state.audit.disclosed(
             caller, "summaries", {"summaries": [f"{i['summary_id']}:{i['status']}" for i in items]}

@@ -76,7 +76,7 @@ async def paged(
 ) -> Response:
     """The envelope both listings share: access check, window, `more`/`next`, date headers."""
     partner = own_collection(state, caller, collection)
-    page, more, cursor = window(entries(state.views.summaries, partner), *query)  # or TaxiiBadRequest
+    page, more, cursor = window(entries(state.views, partner, state.topics.partitions), *query)  # or TaxiiBadRequest
     body: dict[str, Any] = {"more": more, "objects": await rows_of(page)}
     if cursor:
         body["next"] = cursor

@@ -40,7 +40,7 @@ async def triage(request: Request, signal_id: str, body: TriageRequest, caller: 
         people = tuple(
             subject["subject_key_id"]
             for report_id in record["report_ids"]
-            for subject in views.accepted.records[report_id]["subjects"]
+            for subject in (views.accepted(report_id) or {"subjects": ()})["subjects"]
         )
         key = vault.get_or_create_many([KeyRequest(key_id, signal_id, (), people)])[key_id]
         sealed = crypto.seal(key, body.note.encode(), key_id.encode())
@@ -53,6 +53,6 @@ async def triage(request: Request, signal_id: str, body: TriageRequest, caller: 
         "at": datetime.now(UTC),
         "note_sealed": sealed,
     }
-    await state.publisher.send(views.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event))
+    await state.publisher.send(state.topics.triage, signal_id.encode(), WireCodec().encode(TRIAGE, event))
     await state.tail.until(lambda: views.folded(event_id))
     return {"signal_id": signal_id, "triage": triage_history(views, vault, signal_id)}
