@@ -27,6 +27,17 @@ class GatewayMetrics:
         self.decisions = Gauge(
             "tiphub_decisions", "Sharing decisions on tip.decisions", ["recipient", "allowed"], registry=self.full
         )
+        self.read_at_start = Gauge(
+            "tiphub_gateway_records_read_at_start",
+            "Records the gateway read from the topics after it started, before it served (its read models "
+            "resume from where they stood: only what was written while it was down)",
+            registry=self.full,
+        )
+        self.read_since_start = Gauge(
+            "tiphub_gateway_records_read",
+            "Records folded into the read models since the gateway started",
+            registry=self.full,
+        )
 
     async def count(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         """HTTP middleware: every request by method, route and status."""
@@ -40,7 +51,9 @@ class GatewayMetrics:
             self.lag.labels(stage).set(behind)
         return generate_latest(self.public)
 
-    def for_auditors(self, views: ReadModels) -> bytes:
+    def for_auditors(self, views: ReadModels, read_at_start: int, read_since_start: int) -> bytes:
+        self.read_at_start.set(read_at_start)
+        self.read_since_start.set(read_since_start)
         self.signal_versions.set(views.versions_held())
         for (recipient, allowed), n in views.decision_counts().items():
             self.decisions.labels(recipient, str(allowed).lower()).set(n)

@@ -67,6 +67,7 @@ class Tail:
         self.folder = ThreadPoolExecutor(1, thread_name_prefix="read-models")
         self.resumed_from: dict[tuple[str, int], int] = {}  # where this start resumed (0: from the beginning)
         self.folded = 0  # records folded since this start
+        self.read_at_start = 0  # of which before `ready`: what was written while the gateway was down
         self.changed = asyncio.Condition()  # notified after each batch folded
         self.ready = asyncio.Event()
         self._ends: dict[TopicPartition, int] = {}
@@ -144,6 +145,8 @@ class Tail:
             if not self.ready.is_set():
                 positions = {tp: await self._consumer.position(tp) for tp in self._ends}
                 if all(positions[tp] >= end for tp, end in self._ends.items()):
+                    self.read_at_start = self.folded
+                    log.info("read models caught up: %d records read since they stood", self.folded)
                     self.ready.set()
             if batch:
                 async with self.changed:

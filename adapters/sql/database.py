@@ -62,8 +62,10 @@ class Database:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._connect().execute(self._sql(sql), params).fetchall())
 
-    def transaction(self) -> _Transaction:
-        return _Transaction(self)
+    def transaction(self, immediate: bool = False) -> _Transaction:
+        """A transaction; `immediate` takes SQLite's write lock at its start, so that two writers of one file
+        (two gateways) wait for each other instead of one failing when it turns from reading to writing."""
+        return _Transaction(self, "BEGIN IMMEDIATE" if immediate and self.engine == "sqlite" else "BEGIN")
 
     def blob(self) -> str:
         return "BLOB" if self.engine == "sqlite" else "BYTEA"
@@ -76,11 +78,12 @@ class Database:
 
 
 class _Transaction:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, begin: str = "BEGIN") -> None:
         self.db = db
+        self.begin = begin
 
     def __enter__(self) -> Database:
-        self.db.execute("BEGIN")
+        self.db.execute(self.begin)
         return self.db
 
     def __exit__(self, exc_type: object, *_: object) -> None:

@@ -156,7 +156,7 @@ class SqlReadModels:
             "CREATE TABLE IF NOT EXISTS rm_audit_mentions (name TEXT NOT NULL, part INTEGER NOT NULL, "
             "off BIGINT NOT NULL, PRIMARY KEY (name, part, off))",
         ]
-        with self.db.transaction() as db:
+        with self.db.transaction(immediate=True) as db:
             for statement in statements:
                 db.execute(statement)
             held = dict(db.query("SELECT name, value FROM rm_meta"))
@@ -202,7 +202,7 @@ class SqlReadModels:
         db.executemany("INSERT INTO rm_meta (name, value) VALUES (?, ?)", list(self._identity().items()))
 
     def wipe(self) -> None:
-        with self.db.transaction() as db:
+        with self.db.transaction(immediate=True) as db:
             self._wipe(db)
         self._decoded.clear()
         self._erased = None
@@ -229,7 +229,7 @@ class SqlReadModels:
             by_topic.setdefault(record.topic, []).append((record, schema.name, value))
         if not ends:
             return
-        with self.db.transaction() as db:
+        with self.db.transaction(immediate=True) as db:
             for topic, rows in by_topic.items():
                 self._folds[topic](db, rows)
             db.executemany(
@@ -467,13 +467,16 @@ class SqlReadModels:
     def _chain(db: Database, partition: int, macd: bool, sealed: int) -> None:
         db.execute(
             "INSERT INTO rm_audit_chains (part, macd, sealed) VALUES (?, ?, ?) ON CONFLICT (part) DO UPDATE SET "
-            "macd = excluded.macd, sealed = excluded.sealed",
+            # never back: once a partition has a MAC'd entry, no entry without one is legacy again
+            "macd = CASE WHEN excluded.macd > rm_audit_chains.macd THEN excluded.macd ELSE rm_audit_chains.macd END, "
+            "sealed = CASE WHEN excluded.sealed > rm_audit_chains.sealed THEN excluded.sealed "
+            "ELSE rm_audit_chains.sealed END",
             (partition, int(macd), sealed),
         )
 
     def expire(self, now: datetime) -> int:
         """Decided views past their retention go: the decision stays (not allowed), its view does not."""
-        with self.db.transaction() as db:
+        with self.db.transaction(immediate=True) as db:
             return db.execute(
                 "UPDATE rm_decisions SET allowed = 0, value = NULL WHERE allowed = 1 AND retain_until IS NOT NULL "
                 "AND retain_until <= ?",

@@ -37,5 +37,5 @@ async def prometheus(state: StateDep, auditor: AuditorOrNone) -> Response:
     drafted, approved or shared, and with whom)."""
     body = state.metrics.for_anyone(await state.lag.measure(lambda stage: group_id(state.settings, stage)))
     if auditor is not None:
-        body += state.metrics.for_auditors(state.views)
+        body += state.metrics.for_auditors(state.views, state.tail.read_at_start, state.tail.folded)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

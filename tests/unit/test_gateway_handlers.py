@@ -3,6 +3,7 @@ and every security denial among them is audited, naming the caller as far as the
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -44,8 +45,12 @@ class Gateway:
         self.topics = Topics()
         self.app = FastAPI()
         setup_exception_handlers(self.app)
-        # a started gateway as far as refusals need one: its audit sink and its token authority
-        self.app.state.gateway = SimpleNamespace(audit=AuditSink(self.publisher, self.topics), tokens=self.tokens)
+        # a started gateway as far as refusals need one: its audit sink, its token authority, read models ready
+        ready = asyncio.Event()
+        ready.set()
+        self.app.state.gateway = SimpleNamespace(
+            audit=AuditSink(self.publisher, self.topics), tokens=self.tokens, tail=SimpleNamespace(ready=ready)
+        )
         self.client = TestClient(self.app)
 
     def denials(self) -> list[dict[str, Any]]:
