@@ -1,4 +1,4 @@
-"""The accept stage restores from their checkpoint plus the tail of the topic, on the in-memory log
+"""The accept and link stages restore from their checkpoint plus the tail of the topic, on the in-memory log
 with the worker's real state file (SQLite under the hub's home): a restart reads only what its checkpoint
 does not hold, a crash between Kafka's commit and the store's leaves a tail that the restart reads, and a
 checkpoint the topics do not bear out is wiped and rebuilt, never trusted."""
@@ -12,7 +12,7 @@ from domain.log import TopicPartition
 from domain.state_store import Checkpoint
 from streams.checkpointed import Replayed
 from tests.factories import make_report
-from tests.unit.test_stage_handlers import MemoryHub, on_memory_hub
+from tests.unit.test_stage_handlers import PERSON, MemoryHub, on_memory_hub
 
 
 def handler(hub: MemoryHub, stage: str) -> Any:
@@ -94,3 +94,70 @@ async def test_an_accept_checkpoint_beyond_the_topic_or_of_another_topic_is_wipe
     await restart(hub, "accept")
     assert all(r.origin is not None for r in restores(hub, "accept"))  # the new state is trusted at a restart
     assert sorted(hub.accepted()) == sorted([*again, ids[1]]) and hub.rejections() == []
+
+
+async def _linked_hub(hub: MemoryHub) -> None:
+    hub.start("verify", "accept", "link")
+    hub.submit(make_report(source_agency="NZ-CUSTOMS", subjects=[PERSON]))
+    hub.submit(make_report(source_agency="NZ-LABOUR", indicator_type="LABOUR_INSPECTION", subjects=[PERSON]))
+    await hub.run()
+
+
+def _links(hub: MemoryHub) -> list[tuple[str, str, str]]:
+    return [(link["a"], link["b"], link["basis"]) for batch in hub.values(hub.topics.links) for link in batch["links"]]
+
+
+@on_memory_hub
+async def test_a_restarted_link_stage_reads_only_the_tail_and_still_links_a_newcomer(hub: MemoryHub) -> None:
+    await _linked_hub(hub)
+    links = _links(hub)
+    assert links
+    await restart(hub, "link")
+    assert replayed(hub, "link") == 0 and all(r.origin is not None for r in restores(hub, "link"))
+
+    killed_before_the_store_commit(hub, "link")
+    hub.submit(make_report(source_agency="NZ-POLICE", subjects=[PERSON]))
+    await hub.run()
+    after_crash = _links(hub)
+    await restart(hub, "link")
+    assert replayed(hub, "link") >= 1, "the batch the store missed is read back, not processed again"
+
+    hub.submit(make_report(source_agency="NZ-IMMIGRATION", indicator_type="VISA_APPLICATION_FLAG", subjects=[PERSON]))
+    await hub.run()
+    new = _links(hub)[len(after_crash) :]
+    people = {occ.split(":")[0] for a, b, _ in new for occ in (a, b)}
+    assert len(people) >= 3, "the newcomer is linked to every earlier report, the one of the crash included"
+    assert len(set(_links(hub))) == len(_links(hub)), "no link written twice"
+
+
+@on_memory_hub
+async def test_a_link_index_ahead_of_the_groups_commit_is_wiped_and_its_links_made_again(hub: MemoryHub) -> None:
+    """An operator resets the link group to the beginning: an index kept at its old checkpoint would take
+    every sighting for a re-delivery and link nothing. It is wiped, and the links are made again."""
+    await _linked_hub(hub)
+    links = _links(hub)
+    group = hub.runners["link"].group_id
+    await hub.runners.pop("link").close()
+    hub.log.groups[group] = {}
+    hub.start("link")
+    await hub.run()
+    assert any("beyond the end" in r.wiped for r in restores(hub, "link"))
+    assert sorted(_links(hub)[len(links) :]) == sorted(links)
+
+
+@on_memory_hub
+async def test_an_erased_person_leaves_the_stored_link_index(hub: MemoryHub) -> None:
+    await _linked_hub(hub)
+    later = hub.submit(make_report(source_agency="NZ-POLICE", subjects=[PERSON]))
+    await hub.run()
+    state = handler(hub, "link").state
+    erased = hub.accepted()[later]["subjects"][0]["subject_key_id"]
+
+    def filed() -> list[str]:
+        return [row[0] for row in state.db.query("SELECT value FROM state_entries WHERE stage = 'link'")]
+
+    assert any(erased in value for value in filed())
+    hub.erase(erased, later)
+    hub.submit(make_report(source_agency="NZ-IMMIGRATION", subjects=[{**PERSON, "name": "Sokha Chan"}]))
+    await hub.run()
+    assert filed() and not any(erased in value for value in filed()), "the erased person's sightings are gone"
