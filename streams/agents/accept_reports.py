@@ -136,6 +136,8 @@ class AcceptReports:
                 log.info(replayed.describe("accepted ids", self._accepted(partition)))
                 if self._revocations.get(partition, 0) == before[partition]:
                     self.ready[partition] = replayed.checkpoint
+            replayed_records = sum(r.replayed for r in restored.values())
+            log.info("restored accepted ids of partitions %s: %d records replayed", sorted(missing), replayed_records)
 
     async def _restore(self, partitions: set[int]) -> dict[int, Replayed]:
         tps = [self._accepted(p) for p in sorted(partitions)]

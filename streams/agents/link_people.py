@@ -107,6 +107,8 @@ class LinkPeople:
                 log.info(replayed.describe("link index", self._sightings_tp(partition)))
                 if self._revocations.get(partition, 0) == before[partition]:
                     self.ready[partition] = replayed.checkpoint
+            replayed_records = sum(r.replayed for r in restored.values())
+            log.info("link index of partitions %s restored: %d records replayed", sorted(missing), replayed_records)
 
     async def _restore(self, partitions: set[int]) -> dict[int, Replayed]:
         tps = [self._sightings_tp(p) for p in sorted(partitions)]
