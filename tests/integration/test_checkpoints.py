@@ -66,6 +66,7 @@ def test_a_worker_stopped_and_restarted_replays_nothing_its_checkpoints_hold(hub
     accept, link = restored(log, "accepted ids"), restored(log, "link index")
     assert {r.partition for r in accept} == {r.partition for r in link} == set(range(PARTITIONS)), log[-3000:]
     assert all(r.checkpoint is not None for r in accept + link), "restored from the checkpoints, not from 0"
+    assert "stored state wiped" not in log, "the checkpoints match the topics (the offsets the runtime reported)"
     assert sum(r.checkpoint or 0 for r in accept) >= len(first)  # the checkpoints cover the first reports
     assert sum(r.replayed for r in accept + link) == 0, "a clean stop leaves no tail to read again"
     assert_everything_once(hub, first + rest)
