@@ -11,7 +11,9 @@ order sightings arrive in: whichever of two occurrences comes second makes the l
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -50,6 +52,31 @@ class Sighting:
     @staticmethod
     def from_record(record: dict[str, Any]) -> Sighting:
         return Sighting(**{**record, "ny_keys": tuple(record["ny_keys"])})
+
+    def to_json(self) -> str:
+        """The sighting as the link stage's state file keeps it: JSON, never a pickled object."""
+        clk = None if self.clk is None else base64.b64encode(self.clk).decode()
+        return json.dumps({**self.record(), "clk": clk}, separators=(",", ":"), sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> Sighting:
+        """Read back what `to_json` wrote; ValueError for anything else."""
+        held = json.loads(text)
+        strings = ("key", "occ_id", "subject_key_id")
+        if (
+            not isinstance(held, dict)
+            or set(held) != {*strings, "clk", "dob_key", "ny_keys"}
+            or not all(isinstance(held[name], str) for name in strings)
+            or not isinstance(held["clk"], str | None)
+            or not isinstance(held["dob_key"], str | None)
+            or not isinstance(held["ny_keys"], list)
+            or not all(isinstance(k, str) for k in held["ny_keys"])
+        ):
+            raise ValueError("not a stored sighting")
+        clk = None if held["clk"] is None else base64.b64decode(held["clk"], validate=True)
+        return Sighting(
+            held["key"], held["occ_id"], held["subject_key_id"], clk, held["dob_key"], tuple(held["ny_keys"])
+        )
 
 
 def sightings_of(report: ReportFacts) -> list[Sighting]:

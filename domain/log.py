@@ -78,6 +78,7 @@ class Record:
 
 
 RawRecord = tuple[int, bytes | None]  # (offset, value) of one partition
+Written = tuple[TopicPartition, int]  # where an output landed: its partition and offset
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,12 @@ class BatchHandler(Protocol):
         """Outputs for a batch of LogRecords. Must not commit state: see committed()/aborted().
 
         A handler may also define `async def tick(self) -> list[Output]`: called when the stage is idle,
-        for what it must write because time passed; committed or aborted like a batch."""
+        for what it must write because time passed; committed or aborted like a batch.
+
+        And `def written(self, at: Sequence[Written]) -> None`: called once the transaction committed, just
+        before `committed()`, with where each output landed, in the order `handle` (or `tick`) returned them.
+        A stage that keeps state folded from its own output checkpoints it there (streams/checkpointed.py),
+        as Kafka Streams checkpoints a store at the offsets its producer was acknowledged."""
 
     def committed(self) -> None:
         """The batch's transaction committed: promote its pending state."""

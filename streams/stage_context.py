@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from domain.correlate import Requirement
 from domain.log import BatchHandler, EventLog
 from domain.ports import AuditAnchors
+from domain.state_store import StageState
 from streams.accept import AcceptStage
 from streams.stages import Stage
 from streams.topics import Topics
@@ -45,6 +46,10 @@ class Provisions(Protocol):
 
     def partners(self) -> frozenset[str]:
         """The foreign partners agreements name: each gets a scope of its own in the union."""
+
+    def stage_state(self, stage: str, version: int) -> StageState:
+        """Stage `stage`'s durable state on this worker (domain/state_store.py), its entries in format
+        `version`: a store holding another format is wiped and rebuilt from the topics."""
 
 
 @dataclass(frozen=True)

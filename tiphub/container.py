@@ -12,6 +12,7 @@ from functools import cached_property
 from adapters.sql.anchors import AnchorStore
 from adapters.sql.database import Database
 from adapters.sql.registry import KeyRegistry
+from adapters.sql.state import SqlStageState, open_state_database
 from adapters.sql.tokens import TokenAuthority
 from adapters.sql.vault import SqlKeyVault
 from domain.envelope_keys import EnvelopeKeys
@@ -56,6 +57,17 @@ class Container:
     @cached_property
     def anchors(self) -> AnchorStore:
         return AnchorStore(self._database(self.settings.audit_anchor_database))
+
+    @cached_property
+    def state_database(self) -> Database:
+        """This worker instance's stage state file (settings.state_file)."""
+        db = open_state_database(self.settings.state_file)
+        self._databases.append(db)
+        return db
+
+    def stage_state(self, stage: str, version: int) -> SqlStageState:
+        """Stage `stage`'s durable state, its entries in format `version`."""
+        return SqlStageState(self.state_database, stage, version)
 
     @cached_property
     def envelope_keys(self) -> EnvelopeKeys:

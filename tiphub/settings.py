@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     )
     agreements_dir: Path | None = Field(default=None, description="Agreements to load; default: the shipped ones.")
     instance_id: str = Field(default="0", description="Stable id of this worker (static membership).")
+    state_dir: Path | None = Field(
+        default=None,
+        description="Where a worker keeps its stages' state and checkpoints (one SQLite file per instance); "
+        "default: TIPHUB_HOME/state. Deleting it is safe: the state is rebuilt from the topics.",
+    )
     health_file: Path | None = Field(
         default=None,
         description="A worker touches this file every few seconds while all its stages run (liveness probes).",
@@ -89,6 +94,12 @@ class Settings(BaseSettings):
     @property
     def read_model_database(self) -> str:
         return self.read_model_url or f"sqlite:///{(self.home / 'read-models.sqlite3').resolve()}"
+
+    @property
+    def state_file(self) -> Path:
+        """This worker instance's stage state (adapters/sql/state.py)."""
+        instance = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.instance_id)
+        return (self.state_dir or self.home / "state").resolve() / f"worker-{instance}.sqlite3"
 
     @property
     def registry_database(self) -> str:

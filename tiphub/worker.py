@@ -21,6 +21,7 @@ from adapters.sql.anchors import AnchorStore
 from domain.correlate import Requirement, load_plan
 from domain.linkage import Linker
 from domain.log import TopicPartition
+from domain.state_store import StageState
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
@@ -76,6 +77,9 @@ class SettingsProvisions:
 
     def partners(self) -> frozenset[str]:
         return frozenset(foreign_partners(self.settings.agreements_dir))
+
+    def stage_state(self, stage: str, version: int) -> StageState:
+        return self.stores.stage_state(stage, version)
 
 
 def build_processor(

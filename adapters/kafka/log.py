@@ -100,6 +100,10 @@ class KafkaLog:
         try:
             yield KafkaReader(self, consumer)
         finally:
+            # A reader that read nothing (a restore whose checkpoint is at the end) stops right after it
+            # started: aiokafka then cancels its group-less coordinator's task before that task ever ran, and
+            # stop() raises CancelledError, which ended a worker. One turn of the loop lets the task start.
+            await asyncio.sleep(0)
             await consumer.stop()
 
     async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:

@@ -33,7 +33,8 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
 from adapters.kafka.broker_quirks import BrokerQuirks
-from domain.log import BatchHandler, Output, Stop
+from domain.log import BatchHandler, Output, Stop, Written
+from domain.log import TopicPartition as LogPartition
 
 log = logging.getLogger(__name__)
 # The producer's state and the broker's disagree (seen after a noida-db restart, which forgets producer
@@ -262,7 +263,7 @@ class TransactionalProcessor:
         async with self.producer.transaction():
             connected = live_connections(self.producer) if self.quirks.redo_on_reconnect else set()
             outputs = await self.handler.handle(records)
-            await self._send(outputs)
+            written = await self._send(outputs)
             # The consumer's position, not last offset + 1: it has stepped over the commit markers
             # of transactional input, so the group's lag really reaches zero.
             offsets = {tp: max(await self.consumer.position(tp), msgs[-1].offset + 1) for tp, msgs in batch.items()}
@@ -274,6 +275,7 @@ class TransactionalProcessor:
                 # partitions and aborted the others while accepting the commit of the rest
                 # (docs/reliability.md); Apache Kafka does not (`BrokerQuirks.redo_on_reconnect`).
                 raise ConnectionLostInTransaction("a broker connection dropped during the transaction")
+        self._written_at(written)
         self.handler.committed()
         self._committed.update(offsets)
         self.stats.batches += 1
@@ -294,13 +296,20 @@ class TransactionalProcessor:
                 await self._sweep()
                 self._sweep_due = False
             async with self.producer.transaction():
-                await self._send(outputs)
+                written = await self._send(outputs)
                 await self._check_membership()
+            self._written_at(written)
             self.handler.committed()
 
-    async def _send(self, outputs: list[Output]) -> None:
+    def _written_at(self, written: list[Written]) -> None:
+        """Tell a handler that asks where its committed outputs landed (BatchHandler.written)."""
+        hook = getattr(self.handler, "written", None)
+        if hook is not None:
+            hook(written)
+
+    async def _send(self, outputs: list[Output]) -> list[Written]:
         """Send outputs within the open transaction and wait for every acknowledgement; remember every
-        partition of the topics written, for the sweep."""
+        partition of the topics written, for the sweep. Returns where each output landed, in order."""
         for topic in {o.topic for o in outputs} - {topic for topic, _ in self._written}:
             self._written |= {(topic, p) for p in await self.producer.partitions_for(topic)}
         sends = [
@@ -309,7 +318,8 @@ class TransactionalProcessor:
             )
             for o in outputs
         ]
-        await asyncio.gather(*sends)
+        landed = await asyncio.gather(*sends)
+        return [(LogPartition(meta.topic, meta.partition), meta.offset) for meta in landed]
 
     async def _commit_idle_positions(self) -> None:
         """When idle, commit positions that moved over commit markers alone (no output to pair with)."""

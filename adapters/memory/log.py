@@ -400,8 +400,7 @@ class MemoryProcessor:
         transaction = self.log.transaction()
         try:
             outputs = await self.handler.handle(batch)
-            for output in outputs:
-                transaction.send(output)
+            landed = [transaction.send(output) for output in outputs]
             if self._faults:
                 self._faults -= 1
                 raise InjectedFault("the batch's transaction failed before its commit")
@@ -417,6 +416,7 @@ class MemoryProcessor:
             return 0
         self._failures = 0
         self._positions.update(moved)
+        self._written_at(landed)
         self.handler.committed()
         self.batches += 1
         self.records += len(batch)
@@ -436,10 +436,15 @@ class MemoryProcessor:
         if not outputs:
             return
         transaction = self.log.transaction()
-        for output in outputs:
-            transaction.send(output)
+        landed = [transaction.send(output) for output in outputs]
         transaction.commit()
+        self._written_at(landed)
         self.handler.committed()
+
+    def _written_at(self, landed: list[Record]) -> None:
+        hook = getattr(self.handler, "written", None)
+        if hook is not None:
+            hook([(TopicPartition(r.topic, r.partition), r.offset) for r in landed])
 
     async def drain(self) -> int:
         """Process batches until none is left; returns how many records were processed."""

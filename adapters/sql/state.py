@@ -1,0 +1,173 @@
+"""The stage state store on SQLite (domain/state_store.py): one file per worker instance, every stage's
+partitions in it, each partition's entries and checkpoint written in one transaction.
+
+The file holds text only (no pickle): a file someone altered can hold wrong state, never run code. A file
+this release cannot read (not a database, another layout, another stage format) is not trusted: it is wiped,
+and the stages rebuild their state from the topics, as on a first start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+
+from adapters.sql.database import Database
+from domain.log import TopicPartition
+from domain.state_store import NO_RECORD, Checkpoint, Entry
+
+log = logging.getLogger(__name__)
+LAYOUT = "1"  # the tables below; another value in a file means: drop them all and start again
+CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
+TABLES = ("state_entries", "state_checkpoints", "state_meta")
+SCOPE = "WHERE stage = ? AND topic = ? AND partition_id = ?"
+
+
+def open_state_database(path: Path) -> Database:
+    """The worker's state file, created if missing; a file that is not a readable SQLite database is removed
+    (with its journal) and created again: everything in it can be rebuilt from the topics."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    db = Database(f"sqlite:///{path}")
+    try:
+        _ensure_layout(db)
+    except sqlite3.DatabaseError as exc:
+        log.warning(
+            "state file %s is unreadable (%s): removing it; stages rebuild their state from the topics", path, exc
+        )
+        db.close()
+        for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            leftover.unlink(missing_ok=True)
+        db = Database(f"sqlite:///{path}")
+        _ensure_layout(db)
+    return db
+
+
+def _ensure_layout(db: Database) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    held = db.query("SELECT value FROM state_meta WHERE name = 'layout'")
+    if held and held[0][0] != LAYOUT:
+        log.warning("state file layout %r is not this release's (%s): wiping it", held[0][0], LAYOUT)
+        with db.transaction():
+            for table in TABLES:
+                db.execute(f"DROP TABLE IF EXISTS {table}")
+            db.execute("CREATE TABLE state_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    with db.transaction():
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS state_entries (
+                stage TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+                key TEXT NOT NULL, item TEXT NOT NULL, value TEXT NOT NULL, tag TEXT NOT NULL,
+                PRIMARY KEY (stage, topic, partition_id, key, item)) WITHOUT ROWID"""
+        )
+        db.execute("CREATE INDEX IF NOT EXISTS state_entries_tag ON state_entries (stage, tag) WHERE tag != ''")
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS state_checkpoints (
+                stage TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+                position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
+                PRIMARY KEY (stage, topic, partition_id))"""
+        )
+        db.execute("INSERT INTO state_meta (name, value) VALUES ('layout', ?) ON CONFLICT (name) DO NOTHING", (LAYOUT,))
+
+
+def _chunks(values: Collection[str]) -> Iterator[list[str]]:
+    values = list(values)
+    for start in range(0, len(values), CHUNK):
+        yield values[start : start + CHUNK]
+
+
+class SqlStageState:
+    """domain.state_store.StageState of stage `stage` in a worker's state file, whose entries are in format
+    `version` (the stage's own number: a stage that changes what it files raises it, and the old entries are
+    wiped rather than misread)."""
+
+    def __init__(self, db: Database, stage: str, version: int) -> None:
+        self.db = db
+        self.stage = stage
+        # Losing the last transactions on a power cut leaves the store behind the topics, which a restore
+        # reads on from; a SIGKILL loses nothing committed. So no fsync on every commit.
+        db.execute("PRAGMA synchronous=NORMAL")
+        name = f"format:{stage}"
+        held = db.query("SELECT value FROM state_meta WHERE name = ?", (name,))
+        if held and held[0][0] != str(version):
+            log.warning("state of stage %s is in format %r, not %d: wiping it", stage, held[0][0], version)
+            self._wipe_stage()
+        db.execute(
+            "INSERT INTO state_meta (name, value) VALUES (?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, str(version)),
+        )
+
+    def _wipe_stage(self) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM state_entries WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_checkpoints WHERE stage = ?", (self.stage,))
+
+    def checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
+        rows = self.db.query(
+            "SELECT position, last_offset, last_digest FROM state_checkpoints "
+            "WHERE stage = ? AND topic = ? AND partition_id = ?",
+            (self.stage, tp.topic, tp.partition),
+        )
+        if not rows:
+            return None
+        position, last_offset, digest = rows[0]
+        valid = (
+            isinstance(position, int)
+            and isinstance(last_offset, int)
+            and isinstance(digest, str)
+            and position >= 0
+            and NO_RECORD <= last_offset < position
+        )
+        if not valid:
+            log.warning("checkpoint of %s %s[%d] is not valid: wiping the partition", self.stage, *tp)
+            self.wipe(tp)
+            return None
+        return Checkpoint(position, last_offset, digest)
+
+    def get(self, tp: TopicPartition, keys: Collection[str]) -> dict[str, dict[str, str]]:
+        out: dict[str, dict[str, str]] = {}
+        for chunk in _chunks(set(keys)):
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT key, item, value FROM state_entries {SCOPE} AND key IN ({marks})"  # noqa: S608
+            for key, item, value in self.db.query(sql, (self.stage, tp.topic, tp.partition, *chunk)):
+                out.setdefault(key, {})[item] = value
+        return out
+
+    def commit(self, tp: TopicPartition, entries: Sequence[Entry], checkpoint: Checkpoint) -> None:
+        scope = (self.stage, tp.topic, tp.partition)
+        with self.db.transaction():
+            self.db.executemany(
+                "INSERT INTO state_entries (stage, topic, partition_id, key, item, value, tag) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(*scope, e.key, e.item, e.value, e.tag) for e in entries],
+            )
+            self.db.execute(
+                "INSERT INTO state_checkpoints (stage, topic, partition_id, position, last_offset, last_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stage, topic, partition_id) DO UPDATE SET "
+                "position = excluded.position, last_offset = excluded.last_offset, last_digest = excluded.last_digest",
+                (*scope, checkpoint.position, checkpoint.last_offset, checkpoint.last_digest),
+            )
+
+    def delete_tagged(self, tags: Collection[str]) -> int:
+        deleted = 0
+        with self.db.transaction():
+            for chunk in _chunks({t for t in tags if t}):
+                marks = ", ".join("?" * len(chunk))
+                deleted += self.db.execute(
+                    f"DELETE FROM state_entries WHERE stage = ? AND tag IN ({marks})",  # noqa: S608 (placeholders only)
+                    (self.stage, *chunk),
+                )
+        return deleted
+
+    def wipe(self, tp: TopicPartition) -> None:
+        scope = (self.stage, tp.topic, tp.partition)
+        with self.db.transaction():
+            self.db.execute("DELETE FROM state_entries WHERE stage = ? AND topic = ? AND partition_id = ?", scope)
+            self.db.execute("DELETE FROM state_checkpoints WHERE stage = ? AND topic = ? AND partition_id = ?", scope)
+
+    def size(self, tp: TopicPartition) -> int:
+        rows = self.db.query(
+            "SELECT COUNT(*) FROM state_entries WHERE stage = ? AND topic = ? AND partition_id = ?",
+            (self.stage, tp.topic, tp.partition),
+        )
+        return int(rows[0][0])
