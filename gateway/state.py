@@ -4,6 +4,7 @@ one typed object (gateway/deps.py)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -47,7 +48,28 @@ class GatewayState:
     metrics: GatewayMetrics
     partners: frozenset[str]  # the recipients abroad that an agreement names
     registry: SchemaRegistry
-    submitted: dict[str, str | None] = field(default_factory=dict)  # relayed report ids -> agency, until decided
+    submitted: Submitted = field(default_factory=lambda: Submitted())  # relayed report ids -> agency, until decided
+
+
+class Submitted:
+    """The report ids this gateway relayed, and for which agency, until the accept stage decided them (then
+    the read models answer): the most recent `most` kept, so memory does not grow with what was relayed."""
+
+    def __init__(self, most: int = 100_000) -> None:
+        self.most = most
+        self._held: OrderedDict[str, str | None] = OrderedDict()
+
+    def __setitem__(self, report_id: str, agency: str | None) -> None:
+        self._held[report_id] = agency
+        self._held.move_to_end(report_id)
+        while len(self._held) > self.most:
+            self._held.popitem(last=False)
+
+    def get(self, report_id: str) -> str | None:
+        return self._held.get(report_id)
+
+    def decided(self, report_id: str) -> None:
+        self._held.pop(report_id, None)
 
 
 # Given the gateway's metrics: its state, started, stopped on exit (tiphub/serving.py builds it).

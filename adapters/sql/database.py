@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +46,39 @@ class Database:
         return sql.replace("?", "%s") if self.engine == "postgres" else sql
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        cursor = self._connect().execute(self._sql(sql), params)
-        return int(cursor.rowcount or 0)
+        with self._lost_connection_dropped() as conn:
+            cursor = conn.execute(self._sql(sql), params)
+            return int(cursor.rowcount or 0)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        conn = self._connect()
         rows = list(rows)
         if not rows:
             return
-        if self.engine == "sqlite":
-            conn.executemany(sql, rows)
-        else:
-            with conn.cursor() as cursor:
-                cursor.executemany(self._sql(sql), rows)
+        with self._lost_connection_dropped() as conn:
+            if self.engine == "sqlite":
+                conn.executemany(sql, rows)
+            else:
+                with conn.cursor() as cursor:
+                    cursor.executemany(self._sql(sql), rows)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return list(self._connect().execute(self._sql(sql), params).fetchall())
+        with self._lost_connection_dropped() as conn:
+            return list(conn.execute(self._sql(sql), params).fetchall())
+
+    @contextmanager
+    def _lost_connection_dropped(self) -> Iterator[Any]:
+        """This thread's connection; dropped when a statement finds it broken (PostgreSQL restarted, the
+        network cut), so that the caller's next try connects again instead of failing forever. The error
+        still reaches the caller: a transaction it was part of is gone."""
+        conn = self._connect()
+        try:
+            yield conn
+        except Exception:
+            if self.engine == "postgres" and (conn.closed or getattr(conn, "broken", False)):
+                self._local.conn = None
+                with suppress(Exception):
+                    conn.close()
+            raise
 
     def transaction(self, immediate: bool = False) -> _Transaction:
         """A transaction; `immediate` takes SQLite's write lock at its start, so that two writers of one file

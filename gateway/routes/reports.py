@@ -83,9 +83,11 @@ async def status(report_id: str, caller: PublisherCaller, state: StateDep) -> An
     views = state.views
     accepted = views.header(report_id)
     if accepted is not None and accepted.agency == caller.agency:
+        state.submitted.decided(report_id)
         return {"report_id": report_id, "status": "accepted"}
     rejected = views.rejection(caller.agency, report_id)
     if rejected is not None and (accepted is None or accepted.agency != caller.agency):
+        state.submitted.decided(report_id)
         return {
             "report_id": report_id,
             "status": "rejected",

@@ -382,3 +382,16 @@ def test_a_store_of_other_topics_is_not_read_but_rebuilt(url: str) -> None:
     other = SqlReadModels(url, Topics("b."), MAC, HUB_KEY.public_key())
     assert other.rejection("A", "a1") is None and other.positions() == {}
     other.close()
+
+
+def test_a_store_on_postgresql_connects_again_after_its_connection_is_cut(postgres_schema: Database) -> None:
+    """PostgreSQL restarted or the network cut: the statement that finds the connection gone fails, and the
+    next one (the tail retries its batch) connects again instead of failing for as long as the gateway runs."""
+    views = SqlReadModels(postgres_schema.url, Topics(), MAC, HUB_KEY.public_key())
+    views.apply([Topic(views.topics.rejected)(rejection("a1", "A"))])
+    pid = views.db.query("SELECT pg_backend_pid()")[0][0]
+    postgres_schema.execute("SELECT pg_terminate_backend(?)", (pid,))
+    with pytest.raises(Exception, match="terminat|closed|connection"):
+        views.rejection("A", "a1")
+    assert views.rejection("A", "a1") is not None
+    views.close()
