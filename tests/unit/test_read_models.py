@@ -391,7 +391,7 @@ def test_a_store_on_postgresql_connects_again_after_its_connection_is_cut(postgr
     views.apply([Topic(views.topics.rejected)(rejection("a1", "A"))])
     pid = views.db.query("SELECT pg_backend_pid()")[0][0]
     postgres_schema.execute("SELECT pg_terminate_backend(?)", (pid,))
-    with pytest.raises(Exception, match="terminat|closed|connection"):
+    with pytest.raises(Exception, match=r"terminat|closed|connection"):
         views.rejection("A", "a1")
     assert views.rejection("A", "a1") is not None
     views.close()
