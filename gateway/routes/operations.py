@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from fastapi import APIRouter, Response
@@ -37,5 +38,7 @@ async def prometheus(state: StateDep, auditor: AuditorOrNone) -> Response:
     drafted, approved or shared, and with whom)."""
     body = state.metrics.for_anyone(await state.lag.measure(lambda stage: group_id(state.settings, stage)))
     if auditor is not None:
-        body += state.metrics.for_auditors(state.views, state.tail.read_at_start, state.tail.folded)
+        body += await asyncio.to_thread(
+            state.metrics.for_auditors, state.views, state.tail.read_at_start, state.tail.folded
+        )
     return Response(body, media_type=CONTENT_TYPE_LATEST)
