@@ -241,6 +241,8 @@ class SqlReadModels:
                 "UPDATE SET next_offset = excluded.next_offset WHERE excluded.next_offset > rm_positions.next_offset",
                 [(topic, partition, offset) for (topic, partition), offset in sorted(ends.items())],
             )
+        if self.topics.erasures in by_topic:
+            self._erased = None  # read again, now that what this batch erased is committed
 
     def _fold_accepted(self, db: Database, rows: list[tuple[Record, str, dict[str, Any]]]) -> None:
         accepted, tokens, reports = [], [], []
@@ -412,8 +414,6 @@ class SqlReadModels:
                 "INSERT INTO rm_erased (subject_key) VALUES (?) ON CONFLICT DO NOTHING",
                 [(f["subject_key_id"],) for f in facts],
             )
-            if facts:
-                self._erased = None
         else:
             db.executemany(
                 "INSERT INTO rm_retracted (report_id) VALUES (?) ON CONFLICT DO NOTHING",
