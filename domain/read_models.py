@@ -10,6 +10,7 @@ decided in the gateway (gateway/visibility.py).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,7 +20,7 @@ from domain.facts import ReportHeader, Rule
 from domain.log import Record
 from domain.release import Summary
 
-READ_MODEL_FORMAT = 1  # a store written in another format is rebuilt from the topics, not read
+READ_MODEL_FORMAT = 2  # a store written in another format is rebuilt from the topics, not read
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ class PartnerEvent:
     at: datetime
 
 
+def record_digest(value: bytes | None) -> str:
+    """What a position remembers of the record before it: a topic recreated under the same name since holds
+    another record there (values carry times and ids), and a store is not trusted on it."""
+    return hashlib.sha256(value or b"").hexdigest()[:32]
+
+
 Position = list[int]  # one offset per partition: where a caller's page of a topic-ordered log resumes
 
 
@@ -54,6 +61,10 @@ class ReadModels(Protocol):
     # -- folding ---------------------------------------------------------------------------
     def positions(self) -> dict[tuple[str, int], int]:
         """Per (topic, partition): the offset of the next record to fold (what the tail resumes from)."""
+
+    def last_folded(self) -> dict[tuple[str, int], tuple[int, str]]:
+        """Per (topic, partition): the offset and digest of the last record folded, to check at start that the
+        topic still holds it (a topic recreated under the same name does not)."""
 
     def apply(self, records: Sequence[Record]) -> None:
         """Fold a batch of tailed records, and the positions after them, in one transaction. A record read

@@ -16,16 +16,23 @@ from gateway.visibility import UNKNOWN, Visibility
 SignalPage = tuple[list[tuple[dict[str, Any], int]], int]  # (shown, position after it), position after the page
 PartnerPage = tuple[list[dict[str, Any]], list[int]]  # events, offsets after the page
 READ_AHEAD = 200  # versions read per query while a page steps over versions the caller may not see
+MOST_READ = 2000  # versions one page reads at most
 
 
-def signal_page(views: ReadModels, visibility: Visibility, scope: str, position: int, limit: int) -> SignalPage:
+def signal_page(
+    views: ReadModels, visibility: Visibility, scope: str, position: int, limit: int, most_read: int = MOST_READ
+) -> SignalPage:
     """Signal versions of the scope from `position` in its feed, each with the position just after it, and
     the position after the page. A version none of whose reports the scope may see any more is stepped
-    over; one whose reports are still on their way ends the page."""
+    over; one whose reports are still on their way ends the page. At most `most_read` versions are read for
+    one page (a long run of versions the scope may no longer see ends it early, with the position after
+    them): what one request costs is bounded, whatever the history."""
     items: list[tuple[dict[str, Any], int]] = []
     now = datetime.now(UTC)
-    while len(items) < limit:
-        versions = views.signal_versions(scope, position, max(limit - len(items), READ_AHEAD))
+    read = 0
+    while len(items) < limit and read < most_read:
+        versions = views.signal_versions(scope, position, min(max(limit - len(items), READ_AHEAD), most_read - read))
+        read += len(versions)
         for version in versions:
             shown = visibility.render(scope, version, now)
             if shown is UNKNOWN:

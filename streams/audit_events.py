@@ -57,3 +57,12 @@ def ingest_denial(rejection: dict[str, Any], at: datetime, claimed_agency: str |
             "source": f"{rejection['source_topic']}:{rejection['source_partition']}:{rejection['source_offset']}",
         },
     )
+
+
+def audit_detail(event: dict[str, Any]) -> dict[str, Any]:
+    """An AuditEvent's detail as an object: whoever may write the audit intake may write any text there."""
+    try:
+        detail = json.loads(event["detail"] or "{}")
+    except ValueError:
+        return {}
+    return detail if isinstance(detail, dict) else {}

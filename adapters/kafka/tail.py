@@ -15,12 +15,14 @@ from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import OffsetOutOfRangeError
 
 from domain.log import Record
-from domain.read_models import ReadModels
+from domain.read_models import ReadModels, record_digest
 from streams.topics import Topics
 
 log = logging.getLogger("tiphub.gateway.tail")
+VERIFY_TIMEOUT_S = 10.0  # to read back each partition's last folded record at start
 EXPIRY_SWEEP_S = 30.0  # how often decided views past their retention are dropped from the read models
 T = TypeVar("T")
 
@@ -76,28 +78,63 @@ class Tail:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+            bootstrap_servers=self.bootstrap,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="none",  # a position out of range is a topic recreated: rebuild, never skip to its end
+            **self.options,
         )
         await self._consumer.start()
         # the contract's count, not a guess: Apache Kafka never answers for a partition that does not
         # exist (tip.coverage has one), and a seek to it waits forever
         tps = [TopicPartition(topic, p) for topic in self.tailed for p in range(self.topics.partitions_of(topic))]
-        self._consumer.assign(tps)
         self._ends = await self._consumer.end_offsets(tps)
         beginnings = await self._consumer.beginning_offsets(tps)
         stored = await self._fold(self.views.positions)
-        ahead = sorted(
-            f"{tp.topic}/{tp.partition}" for tp in tps if stored.get((tp.topic, tp.partition), 0) > self._ends[tp]
-        )
-        if ahead:
-            log.warning("read models stand beyond the end of %s: rebuilding them from the topics", ", ".join(ahead))
+        ahead = [tp for tp in tps if stored.get((tp.topic, tp.partition), 0) > self._ends[tp]]
+        changed = [] if ahead else await self._not_holding(tps, beginnings)
+        if ahead or changed:
+            named = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in (ahead or changed)[:5])
+            why = "stand beyond the end of" if ahead else "last folded records that are no longer in"
+            log.warning("read models %s %s: rebuilding them from the topics' beginnings", why, named)
             await self._fold(self.views.wipe)
             stored = {}
+        # assigned and placed with no await between: with no reset policy, the fetcher must never find a
+        # partition without a position
+        self._consumer.assign(tps)
         for tp in tps:
             at = max(stored.get((tp.topic, tp.partition), 0), beginnings[tp])
             self.resumed_from[(tp.topic, tp.partition)] = at
             self._consumer.seek(tp, at)
         self._task = asyncio.create_task(self._tail())
+
+    async def _not_holding(
+        self, tps: list[TopicPartition], beginnings: dict[TopicPartition, int]
+    ) -> list[TopicPartition]:
+        """The partitions that no longer hold, at its offset, the last record the store folded from them: the
+        topic was deleted and created again under its name (and may have grown past the store's position
+        since). A record retention has deleted since cannot be checked, and is not held against the store."""
+        assert self._consumer is not None
+        last = await self._fold(self.views.last_folded)
+        check = {
+            tp: last[(tp.topic, tp.partition)]
+            for tp in tps
+            if (tp.topic, tp.partition) in last and last[(tp.topic, tp.partition)][0] >= beginnings[tp]
+        }
+        if not check:
+            return []
+        self._consumer.assign(list(check))
+        for tp, (offset, _) in check.items():
+            self._consumer.seek(tp, offset)
+        found: dict[TopicPartition, str] = {}
+        deadline = asyncio.get_running_loop().time() + VERIFY_TIMEOUT_S
+        while len(found) < len(check) and asyncio.get_running_loop().time() < deadline:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=len(check))
+            for tp, records in batch.items():
+                if tp in check and tp not in found and records:
+                    first = records[0]
+                    found[tp] = record_digest(first.value) if first.offset == check[tp][0] else "another offset"
+        return [tp for tp, (_, digest) in check.items() if found.get(tp) != digest]
 
     async def _fold(self, call: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.folder, call, *args)
@@ -115,7 +152,11 @@ class Tail:
         loop = asyncio.get_running_loop()
         swept = 0.0
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            try:
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=2000)
+            except OffsetOutOfRangeError:
+                await self._rebuild_recreated()
+                continue
             records = [
                 Record(r.topic, r.partition, r.offset, r.key, r.value, (), r.timestamp)
                 for tp in sorted(batch, key=lambda tp: (tp.topic, tp.partition))
@@ -151,6 +192,17 @@ class Tail:
             if batch:
                 async with self.changed:
                     self.changed.notify_all()
+
+    async def _rebuild_recreated(self) -> None:
+        """A position out of range while running: a topic was deleted and created again. What the store holds
+        of the old topics is not these topics' history: wipe it and read every topic from its beginning."""
+        assert self._consumer is not None
+        log.warning("a tailed topic was recreated while the gateway ran: rebuilding the read models from the topics")
+        await self._fold(self.views.wipe)
+        tps = list(self._ends)
+        beginnings = await self._consumer.beginning_offsets(tps)
+        for tp in tps:
+            self._consumer.seek(tp, beginnings[tp])
 
     async def caught_up(self) -> bool:
         """Whether every tailed partition has been read to its end as of now (readiness)."""

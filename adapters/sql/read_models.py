@@ -14,8 +14,9 @@ of each partition after the caller's position, by index, and merge them: time fo
 from __future__ import annotations
 
 import heapq
-import json
 import logging
+import sqlite3
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
@@ -29,15 +30,27 @@ from adapters.sql.database import Database
 from domain.audit_chain import NO_MAC, forgery, unusable
 from domain.facts import ReportHeader, header_of
 from domain.log import Record
-from domain.read_models import READ_MODEL_FORMAT, Decided, PartnerEvent, Position
+from domain.read_models import READ_MODEL_FORMAT, Decided, PartnerEvent, Position, record_digest
 from domain.release import Summary, SummaryBook
 from domain.scoped import HUB_SCOPE
 from domain.withdrawals import kind_of
 from policies.visibility import field_rules
 from schemas.codec import CodecError, WireCodec
+from streams.audit_events import audit_detail
 from streams.topics import Topics
 
 log = logging.getLogger("tiphub.read_models")
+
+
+def _database_errors() -> tuple[type[Exception], ...]:
+    try:
+        import psycopg
+    except ImportError:
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
+
+
+DATABASE_ERRORS = _database_errors()  # a store away or failing, not a record the folds cannot take
 
 WITHDRAWAL_SCHEMAS = {"tiphub.SubjectErased": "erased", "tiphub.ReportRetracted": "retracted"}
 AUDIT_RECORD = "tiphub.AuditRecord"
@@ -59,20 +72,33 @@ class _Decoded:
         self.codec = codec
         self.size = size
         self._held: OrderedDict[Any, dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def __call__(self, key: Any, value: bytes) -> dict[str, Any]:
-        found = self._held.get(key)
-        if found is None:
-            found = self.codec.decode(value)[1]
-            self._held[key] = found
-            if len(self._held) > self.size:
+        with self._lock:  # routes read on threads of their own
+            held = self._held.get(key)
+            if held is not None:
+                self._held.move_to_end(key)
+                return held
+        decoded: dict[str, Any] = self.codec.decode(value)[1]
+        with self._lock:
+            self._held[key] = decoded
+            while len(self._held) > self.size:
                 self._held.popitem(last=False)
-        else:
-            self._held.move_to_end(key)
-        return found
+        return decoded
 
     def clear(self) -> None:
-        self._held.clear()
+        with self._lock:
+            self._held.clear()
+
+
+class StoreOfOtherTopics(RuntimeError):
+    """A read-model store folded from other topics than this gateway's."""
+
+
+def _where(url: str) -> str:
+    """A database URL without its credentials, for a message."""
+    return url.split("@")[-1] if "@" in url else url
 
 
 class SqlReadModels:
@@ -82,13 +108,17 @@ class SqlReadModels:
     def __init__(
         self, url: str, topics: Topics, audit_mac: bytes, hub_public: Ed25519PublicKey, cache_size: int = 4096
     ) -> None:
+        """Raises StoreOfOtherTopics for a store another hub's (or another prefix's) gateway folds: it is
+        refused, never wiped under that gateway. A store in another format is rebuilt (every gateway on one
+        store runs one release)."""
         self.db = Database(url)
         self.topics = topics
         self.audit_mac = audit_mac
         self.hub_public = hub_public
         self.codec = WireCodec()
         self._decoded = _Decoded(self.codec, cache_size)
-        self._erased: frozenset[str] | None = None
+        self._erased: tuple[int, frozenset[str]] | None = None  # (erasure batches folded when read, the set)
+        self._erasures_folded = 0
         self._counts: tuple[float, dict[tuple[str, bool], int]] | None = None
         self._folds: dict[str, Callable[[Database, list[tuple[Record, str, dict[str, Any]]]], None]] = {
             topics.accepted: self._fold_accepted,
@@ -102,7 +132,11 @@ class SqlReadModels:
             topics.retractions: lambda db, rows: self._fold_withdrawals(db, rows, "retracted"),
             topics.audit: self._fold_audit,
         }
-        self._create()
+        try:
+            self._create()
+        except BaseException:
+            self.db.close()
+            raise
 
     def tailed(self) -> list[str]:
         return tailed_topics(self.topics)
@@ -113,7 +147,8 @@ class SqlReadModels:
         statements = [
             "CREATE TABLE IF NOT EXISTS rm_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS rm_positions (topic TEXT NOT NULL, part INTEGER NOT NULL, "
-            "next_offset BIGINT NOT NULL, PRIMARY KEY (topic, part))",
+            "next_offset BIGINT NOT NULL, last_offset BIGINT NOT NULL, last_digest TEXT NOT NULL, "
+            "PRIMARY KEY (topic, part))",
             f"CREATE TABLE IF NOT EXISTS rm_accepted (report_id TEXT PRIMARY KEY, value {blob} NOT NULL)",
             "CREATE TABLE IF NOT EXISTS rm_subject_tokens (token TEXT NOT NULL, subject_key TEXT NOT NULL, "
             "PRIMARY KEY (token, subject_key))",
@@ -133,7 +168,9 @@ class SqlReadModels:
             "version INTEGER NOT NULL, seq BIGINT NOT NULL, status TEXT NOT NULL, PRIMARY KEY (scope, signal_id))",
             "CREATE INDEX IF NOT EXISTS rm_signal_latest_status ON rm_signal_latest (scope, status)",
             "CREATE TABLE IF NOT EXISTS rm_rejections (part INTEGER NOT NULL, off BIGINT NOT NULL, "
-            f"agency TEXT NOT NULL, report_id TEXT NOT NULL, value {blob} NOT NULL, PRIMARY KEY (part, off))",
+            f"agency TEXT NOT NULL, report_id TEXT NOT NULL, at BIGINT NOT NULL, value {blob} NOT NULL, "
+            "PRIMARY KEY (part, off))",
+            "CREATE INDEX IF NOT EXISTS rm_rejections_at ON rm_rejections (at)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_agency ON rm_rejections (agency, part, off)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_report ON rm_rejections (agency, report_id, part, off)",
             "CREATE TABLE IF NOT EXISTS rm_summary_events (event_id TEXT PRIMARY KEY, summary_id TEXT NOT NULL, "
@@ -164,8 +201,20 @@ class SqlReadModels:
             for statement in statements:
                 db.execute(statement)
             held = dict(db.query("SELECT name, value FROM rm_meta"))
-            if held and held != self._identity():
-                log.warning("read models of other topics or another format (%s): rebuilding them from the topics", held)
+            identity = self._identity()
+            if held.get("topics", identity["topics"]) != identity["topics"]:
+                theirs, ours = held["topics"].split(",")[0], identity["topics"].split(",")[0]
+                raise StoreOfOtherTopics(
+                    f"the read models at {_where(self.db.url)} were folded from other topics ({theirs}, ...), not "
+                    f"this gateway's ({ours}, ...): give it a store of its own (TIPHUB_READ_MODEL_URL), or delete "
+                    "that one if its hub is gone"
+                )
+            if held and held != identity:
+                log.warning(
+                    "read models in format %s, this release's is %s: rebuilding them",
+                    held.get("format"),
+                    identity["format"],
+                )
                 self._wipe(db)
             for name, value in self._identity().items():
                 db.execute(
@@ -218,13 +267,42 @@ class SqlReadModels:
     def positions(self) -> dict[tuple[str, int], int]:
         return {(t, p): o for t, p, o in self.db.query("SELECT topic, part, next_offset FROM rm_positions")}
 
+    def last_folded(self) -> dict[tuple[str, int], tuple[int, str]]:
+        rows = self.db.query("SELECT topic, part, last_offset, last_digest FROM rm_positions")
+        return {(t, p): (offset, digest) for t, p, offset, digest in rows}
+
     def apply(self, records: Sequence[Record]) -> None:
+        try:
+            self._apply(records)
+        except DATABASE_ERRORS:
+            raise  # the store away: the tail reads the batch again
+        except Exception:
+            # A record the hub's schemas decode but this fold cannot take (whoever may write a topic may write
+            # odd values): fold the batch record by record, and step over those that fail, logged by where they
+            # sit (never by content). Retrying the batch would stop every topic behind it for good.
+            for record in records:
+                try:
+                    self._apply([record])
+                except DATABASE_ERRORS:
+                    raise
+                except Exception as exc:
+                    log.error(
+                        "skipping %s[%d]@%d: it cannot be folded (%s)",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        type(exc).__name__,
+                    )
+                    self._apply([record], fold=False)
+
+    def _apply(self, records: Sequence[Record], fold: bool = True) -> None:
         by_topic: dict[str, list[tuple[Record, str, dict[str, Any]]]] = {}
-        ends: dict[tuple[str, int], int] = {}
+        ends: dict[tuple[str, int], Record] = {}
         for record in records:
             key = (record.topic, record.partition)
-            ends[key] = max(ends.get(key, 0), record.offset + 1)
-            if record.topic not in self._folds or record.value is None:
+            if key not in ends or record.offset > ends[key].offset:
+                ends[key] = record
+            if not fold or record.topic not in self._folds or record.value is None:
                 continue
             try:
                 schema, value = self.codec.decode(record.value)
@@ -237,12 +315,14 @@ class SqlReadModels:
             for topic, rows in by_topic.items():
                 self._folds[topic](db, rows)
             db.executemany(
-                "INSERT INTO rm_positions (topic, part, next_offset) VALUES (?, ?, ?) ON CONFLICT (topic, part) DO "
-                "UPDATE SET next_offset = excluded.next_offset WHERE excluded.next_offset > rm_positions.next_offset",
-                [(topic, partition, offset) for (topic, partition), offset in sorted(ends.items())],
+                "INSERT INTO rm_positions (topic, part, next_offset, last_offset, last_digest) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (topic, part) DO UPDATE SET next_offset = excluded.next_offset, "
+                "last_offset = excluded.last_offset, last_digest = excluded.last_digest "
+                "WHERE excluded.next_offset > rm_positions.next_offset",
+                [(t, p, r.offset + 1, r.offset, record_digest(r.value)) for (t, p), r in sorted(ends.items())],
             )
         if self.topics.erasures in by_topic:
-            self._erased = None  # read again, now that what this batch erased is committed
+            self._erasures_folded += 1  # the erased set is read again, now that this batch's erasures committed
 
     def _fold_accepted(self, db: Database, rows: list[tuple[Record, str, dict[str, Any]]]) -> None:
         accepted, tokens, reports = [], [], []
@@ -264,10 +344,17 @@ class SqlReadModels:
 
     def _fold_rejected(self, db: Database, rows: list[tuple[Record, str, dict[str, Any]]]) -> None:
         db.executemany(
-            "INSERT INTO rm_rejections (part, off, agency, report_id, value) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO rm_rejections (part, off, agency, report_id, at, value) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
             [
-                (r.partition, r.offset, value["source_agency"] or "", value["report_id"], r.value)
+                (
+                    r.partition,
+                    r.offset,
+                    value["source_agency"] or "",
+                    value["report_id"],
+                    _micros(value["rejected_at"]),
+                    r.value,
+                )
                 for r, schema, value in rows
                 if schema == "tiphub.RejectedReport"
             ],
@@ -460,8 +547,7 @@ class SqlReadModels:
                 (partition, record.offset, _micros(event["at"]), value["seq"], value["hash"], shown, value["event"]),
             )
             if inserted:
-                detail = json.loads(event["detail"] or "{}")
-                names = {*event["subject_refs"], event["item_id"], *_strings(detail.get("reports"))}
+                names = {*event["subject_refs"], event["item_id"], *_strings(audit_detail(event).get("reports"))}
                 db.executemany(
                     "INSERT INTO rm_audit_mentions (name, part, off) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                     [(name, partition, record.offset) for name in sorted(n for n in names if n)],
@@ -479,13 +565,18 @@ class SqlReadModels:
         )
 
     def expire(self, now: datetime) -> int:
-        """Decided views past their retention go: the decision stays (not allowed), its view does not."""
+        """Decided views past their retention go: the decision stays (not allowed), its view does not. And
+        rejections go once tip.reports.rejected itself no longer keeps them."""
+        kept_ms = next(spec.retention_ms for spec in self.topics.specs() if spec.name == self.topics.rejected)
         with self.db.transaction(immediate=True) as db:
-            return db.execute(
+            expired = db.execute(
                 "UPDATE rm_decisions SET allowed = 0, value = NULL WHERE allowed = 1 AND retain_until IS NOT NULL "
                 "AND retain_until <= ?",
                 (_micros(now),),
             )
+            if kept_ms > 0:
+                expired += db.execute("DELETE FROM rm_rejections WHERE at < ?", ((_micros(now) or 0) - kept_ms * 1000,))
+            return expired
 
     def folded(self, event_id: str) -> bool:
         return bool(
@@ -517,9 +608,15 @@ class SqlReadModels:
         return bool(self.db.query("SELECT 1 FROM rm_retracted WHERE report_id = ?", (report_id,)))
 
     def erased(self) -> Collection[str]:
-        if self._erased is None:  # erasures are few; the set is read again after each one folded
-            self._erased = frozenset(key for (key,) in self.db.query("SELECT subject_key FROM rm_erased"))
-        return self._erased
+        """Erasures are few: the set is held, and read again once a batch with an erasure has committed. A
+        set read while one committed is not held (it may predate it)."""
+        folded = self._erasures_folded
+        if self._erased is not None and self._erased[0] == folded:
+            return self._erased[1]
+        found = frozenset(key for (key,) in self.db.query("SELECT subject_key FROM rm_erased"))
+        if self._erasures_folded == folded:
+            self._erased = (folded, found)
+        return found
 
     def decision(self, recipient: str, report_id: str) -> Decided | None:
         found = self.db.query(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
+from streams.audit_events import audit_detail
 from streams.audit_trail import verify_audit_trail
 
 router = APIRouter(tags=["audit"])
@@ -26,10 +27,8 @@ async def audit(
     are not events: /v1/audit/verify lists them)."""
     cursors = state.cursors
     position = cursors.open("audit", "auditors", after, state.topics.partitions)
-    found, position = state.views.audit_events(position, limit)
-    events = [
-        {**event, "detail": json.loads(event["detail"] or "{}"), "partition": partition} for partition, event in found
-    ]
+    found, position = await asyncio.to_thread(state.views.audit_events, position, limit)
+    events = [{**event, "detail": audit_detail(event), "partition": partition} for partition, event in found]
     return {"events": events, "next": cursors.seal("audit", "auditors", position)}
 
 
@@ -71,8 +70,9 @@ async def who_saw(subject_token: str, caller: AuditorCaller, state: StateDep) ->
     if not keys:
         raise NotVisible("no accepted report names a person with this token")
     seen = []
-    for event in views.audit_mentioning(keys | reports):  # by index: the entries naming them, oldest first
-        detail = json.loads(event["detail"] or "{}")
+    mentioning = await asyncio.to_thread(views.audit_mentioning, keys | reports)  # by index, oldest first
+    for event in mentioning:
+        detail = audit_detail(event)
         mentioned = set(event["subject_refs"]) & keys or event["item_id"] in reports
         mentioned = mentioned or bool(reports & set(detail.get("reports", [])))
         if event["kind"] == "decision" and not detail.get("allowed"):

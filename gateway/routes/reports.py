@@ -7,6 +7,7 @@ publisher and signs the envelope with its own relay key, naming the authenticate
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Annotated, Any
 
@@ -110,6 +111,6 @@ async def rejected(
     """Rejections of submissions that claimed the caller's agency, in log order."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
     position = cursors.open("rejected", agency, after, state.topics.partitions)
-    found, position = views.rejections(agency, position, limit)
+    found, position = await asyncio.to_thread(views.rejections, agency, position, limit)
     out = [{k: value[k] for k in ("report_id", "reason", "field", "detail", "rejected_at")} for value in found]
     return {"rejected": out, "next": cursors.seal("rejected", agency, position)}

@@ -3,6 +3,7 @@ with its contributing reports, as the caller may see them (gateway/visibility.py
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -12,10 +13,12 @@ from fastapi.encoders import jsonable_encoder
 from sse_starlette.sse import EventSourceResponse
 
 from domain.callers import Caller
+from domain.ports import KeyVault
 from gateway.cursors import CursorSealer
 from gateway.deps import AnalystCaller, AuditDep, CursorsDep, StateDep, TailDep, VaultDep, ViewsDep, VisibilityDep
 from gateway.links import responding, signal_page_links
 from gateway.paging import signal_page
+from gateway.state import GatewayState
 from gateway.triage import triage_history
 from streams.views import open_view
 
@@ -46,7 +49,7 @@ async def signals(
     """Signal versions of the caller's agency, correlated from the reports it may see, in feed order,
     each (signal_id, version) once."""
     position = position_of(cursors, caller, after)
-    items, position = signal_page(views, visibility, caller.acts_for, position, limit)
+    items, position = await asyncio.to_thread(signal_page, views, visibility, caller.acts_for, position, limit)
     if items:
         await audit.disclosed(caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]})
     return {"signals": [item for item, _ in items], "next": cursor_at(cursors, caller, position)}
@@ -69,7 +72,7 @@ async def stream(
     async def events() -> AsyncIterator[dict[str, str]]:
         nonlocal position
         while True:
-            items, after_page = signal_page(views, visibility, caller.acts_for, position, 100)
+            items, after_page = await asyncio.to_thread(signal_page, views, visibility, caller.acts_for, position, 100)
             if items:
                 await audit.disclosed(
                     caller, "signals", {"versions": [f"{s['signal_id']}@{s['version']}" for s, _ in items]}
@@ -90,6 +93,20 @@ async def stream(
 @router.get("/v1/signals/{signal_id}")
 async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vault: VaultDep) -> Any:
     """The latest version of one signal and its contributing reports, as this caller may see them."""
+    shown, reports = await asyncio.to_thread(signal_detail, state, vault, caller, signal_id)
+    await state.audit.disclosed(caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]})
+    return {
+        **shown,
+        "reports": reports,
+        "triage": await asyncio.to_thread(triage_history, state.views, vault, signal_id),
+    }
+
+
+def signal_detail(
+    state: GatewayState, vault: KeyVault, caller: Caller, signal_id: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the signal as the caller sees it, its reports as the caller may see them): read on a thread of its
+    own, off the event loop (on PostgreSQL each read is a round trip)."""
     views, visibility = state.views, state.visibility
     _, shown = visibility.own_signal(caller.acts_for, signal_id)
     reports = []
@@ -110,5 +127,4 @@ async def one_signal(signal_id: str, caller: AnalystCaller, state: StateDep, vau
                 "view": opened,
             }
         )
-    await state.audit.disclosed(caller, signal_id, {"version": shown["version"], "reports": shown["report_ids"]})
-    return {**shown, "reports": reports, "triage": triage_history(views, vault, signal_id)}
+    return shown, reports

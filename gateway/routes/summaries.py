@@ -3,6 +3,7 @@ partners' pull (gateway/release.py does the work, domain/release.py holds the ru
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -198,7 +199,7 @@ async def partner_summaries(
         raise NotPermitted("other_partner", "a liaison officer sees only their own partner's")
     views, cursors = state.views, state.cursors
     cursor = cursors.open(PARTNER_FEED, partner, after, state.topics.partitions)
-    items, position = partner_page(views, partner, cursor, limit)
+    items, position = await asyncio.to_thread(partner_page, views, partner, cursor, limit)
     if items:
         await state.audit.disclosed(
             caller, "summaries", {"summaries": [f"{i['summary_id']}:{i['status']}" for i in items]}
