@@ -113,6 +113,7 @@ class CorrelateSignals:
         self._positions: dict[TopicPartition, Checkpoint] = {}
         self._pending_positions: dict[TopicPartition, Checkpoint] = {}
         self._pending_records = 0
+        self._in_flight = False  # the state holds a batch whose transaction has not ended: never snapshot it
         self._sent: list[Output] = []
         self._since_snapshot = 0
         self._snapshot_at = time.monotonic()
@@ -330,6 +331,7 @@ class CorrelateSignals:
         self.state.expire(now)
         ordered = sorted(records, key=lambda r: r.topic != self.topics.accepted)  # reports before their decisions
         self._pending_positions, self._pending_records = {}, 0
+        self._in_flight = True
         for record in ordered:
             if record.topic in (self.topics.erasures, self.topics.retractions):
                 continue  # applied above, through the feed, before any report of this batch
@@ -355,6 +357,7 @@ class CorrelateSignals:
         self.state.expire(datetime.now(UTC))
         self._pending_positions, self._pending_records = {}, 0
         self._sent = self._outputs([])
+        self._in_flight = bool(self._sent)  # nothing to write: no transaction, the state is what Kafka holds
         if not self._sent and self._snapshot_due:
             self._write_snapshot()  # an erasure changed the state and wrote nothing: replace the snapshot now
         return self._sent
@@ -431,6 +434,7 @@ class CorrelateSignals:
             for tp, checkpoint in self._pending_positions.items():
                 self._positions[tp] = self._positions.get(tp, checkpoint).advanced(checkpoint)
         self._pending_positions, self._sent, self._pending_records = {}, [], 0
+        self._in_flight = False
         elapsed = time.monotonic() - self._snapshot_at
         if (
             self._snapshot_due
@@ -442,7 +446,7 @@ class CorrelateSignals:
     def _write_snapshot(self) -> None:
         """The whole state with the positions it reflects, replacing the one held. Only where the state is
         exactly what Kafka committed: after a restore, or after a committed transaction."""
-        if self.store is None or not self._positions or not self._ready:
+        if self.store is None or not self._positions or not self._ready or self._in_flight:
             return
         try:
             self.store.put_snapshot(Snapshot(to_json(self.state), dict(self._positions)))
@@ -454,10 +458,13 @@ class CorrelateSignals:
     def aborted(self) -> None:
         self._pending_coverage = {}
         self._pending_positions, self._sent = {}, []
+        self._in_flight = False
         # The books and correlators already hold this batch: rebuild them from the topics before retrying.
         self._ready = False
 
     async def close(self) -> None:
+        if self._since_snapshot or self._snapshot_due:
+            self._write_snapshot()  # a clean stop: the next start reads no tail (not if a batch is in flight)
         await self._facts.stop()
 
 

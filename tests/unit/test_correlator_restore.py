@@ -85,9 +85,9 @@ async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_
     submit(hub, 8, start=8)
     await hub.run()
     await hub.runners.pop("correlate").close()  # the union stops; the other stages go on
+    store.put_snapshot(midway)  # as if killed: the last snapshot is the one taken midway
     submit(hub, 6, start=16)
     await hub.run()
-    assert store.snapshot() == midway, "no snapshot was due since"
 
     restored, full = a_handler(hub), a_handler(hub, snapshots=False)
     for handler in (restored, full):
@@ -109,12 +109,11 @@ async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_
 
 
 @on_memory_hub
-async def test_a_clean_restart_from_a_current_snapshot_replays_nothing(hub: MemoryHub) -> None:
+async def test_a_clean_stop_leaves_a_current_snapshot_and_the_restart_replays_nothing(hub: MemoryHub) -> None:
     hub.start()
     submit(hub, 6)
     await hub.run()
-    union(hub)._write_snapshot()
-    await hub.restart("correlate")
+    await hub.restart("correlate")  # stopped between batches: the snapshot is written as it closes
     await hub.runners["correlate"].assign()
     [restored] = union(hub).restores
     assert restored.snapshot is not None and (restored.replayed, restored.versions) == (0, 0)
@@ -124,6 +123,23 @@ async def test_a_clean_restart_from_a_current_snapshot_replays_nothing(hub: Memo
     for signal in hub.values(hub.topics.signals):
         versions.setdefault((signal["scope"], signal["signal_id"]), []).append(signal["version"])
     assert versions and all(v == list(range(1, len(v) + 1)) for v in versions.values()), versions
+
+
+@on_memory_hub
+async def test_a_stop_in_the_middle_of_a_batch_writes_no_snapshot_of_it(hub: MemoryHub) -> None:
+    hub.start()
+    submit(hub, 4)
+    await hub.run()
+    await hub.runners.pop("correlate").close()
+    submit(hub, 4, start=4)
+    await hub.run()
+    handler = a_handler(hub)
+    await handler.on_assigned(set())
+    assert handler.store is not None
+    held = handler.store.snapshot()
+    await handler.handle(await unread(hub))  # its transaction never ends: the worker stops here
+    await handler.close()
+    assert handler.store.snapshot() == held, "the state held a batch Kafka never committed"
 
 
 @on_memory_hub
