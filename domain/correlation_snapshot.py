@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from domain.correlate import Correlator, Requirement, Signal, SignalBook, _UnionFind
 from domain.facts import PersonOccurrence, ReportFacts
-from domain.scoped import HUB_SCOPE, Held, ScopedCorrelation, _Scope
+from domain.scoped import HUB_SCOPE, Held, ScopedCorrelation, _Scope, restrict
 
 FORMAT = "tiphub.correlation-snapshot"
 VERSION = 1
@@ -122,13 +122,35 @@ def _signal(signal: Signal) -> list[Any]:
     ]
 
 
-def _held(held: Held) -> list[Any]:
-    return [_when(held.retain_until), None if held.rules is None else dict(held.rules)]
+class _RulesTable:
+    """Field rules written once each: every decision under one agreement gives the same rules."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+        self._index: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def held(self, held: Held) -> list[Any]:
+        if held.rules is None:
+            return [_when(held.retain_until), None]
+        key = tuple(sorted(held.rules.items()))
+        if key not in self._index:
+            self._index[key] = len(self.rows)
+            self.rows.append(dict(key))
+        return [_when(held.retain_until), self._index[key]]
 
 
-def _correlator(correlator: Correlator, facts: Mapping[str, ReportFacts]) -> dict[str, Any]:
-    # A report held as the shared facts hold it (an agency's own, the hub's) is written as 0, not again.
-    reports = [0 if facts.get(rid) == report else _report(report) for rid, report in correlator.reports.items()]
+def _stored(report: ReportFacts, source: ReportFacts | None, held: Held | None) -> Any:
+    """A correlator's report as written: 0 if it is the shared facts (an agency's own, the hub's), 1 if it is
+    what the scope's field rules make of them (`restrict`, derived again on reading), else in full."""
+    if source == report:
+        return 0
+    if source is not None and held is not None and held.rules is not None and restrict(source, held.rules) == report:
+        return 1
+    return _report(report)
+
+
+def _correlator(correlator: Correlator, facts: Mapping[str, ReportFacts], held: Mapping[str, Held]) -> dict[str, Any]:
+    reports = [_stored(report, facts.get(rid), held.get(rid)) for rid, report in correlator.reports.items()]
     return {
         "reports": [[rid, encoded] for rid, encoded in zip(correlator.reports, reports, strict=True)],
         "erased": sorted(correlator.erased),
@@ -142,12 +164,12 @@ def _correlator(correlator: Correlator, facts: Mapping[str, ReportFacts]) -> dic
     }
 
 
-def _scope(scope: _Scope, facts: Mapping[str, ReportFacts]) -> dict[str, Any]:
+def _scope(scope: _Scope, facts: Mapping[str, ReportFacts], rules: _RulesTable) -> dict[str, Any]:
     return {
         "seq": scope.seq,
-        "held": {rid: _held(held) for rid, held in scope.held.items()},
+        "held": {rid: rules.held(held) for rid, held in scope.held.items()},
         "versions": [[version, _signal(signal)] for version, signal in scope.book.versions.values()],
-        "correlator": None if scope.correlator is None else _correlator(scope.correlator, facts),
+        "correlator": None if scope.correlator is None else _correlator(scope.correlator, facts, scope.held),
     }
 
 
@@ -161,16 +183,20 @@ def _without(report: ReportFacts, erased: set[str]) -> ReportFacts:
 def to_json(state: ScopedCorrelation) -> str:
     """The state as versioned JSON (see the module's docstring for what is kept)."""
     facts = {rid: _without(report, state.erased) for rid, report in state.facts.items()}
+    rules = _RulesTable()
+    grants = {rid: {s: rules.held(h) for s, h in scopes.items()} for rid, scopes in state.grants.items() if scopes}
+    scopes = {name: _scope(scope, facts, rules) for name, scope in state.scopes.items()}
     body = {
         "format": FORMAT,
         "version": VERSION,
         "fingerprint": fingerprint(state.plan, state.key, state.partners, state.contact_limit),
         "facts": [_report(report) for report in facts.values()],
         "links": {occ: sorted(others) for occ, others in state.links.items() if others},
-        "grants": {rid: {s: _held(h) for s, h in scopes.items()} for rid, scopes in state.grants.items() if scopes},
+        "rules": rules.rows,
+        "grants": grants,
         "erased": sorted(state.erased),
         "retracted": sorted(state.retracted),
-        "scopes": {name: _scope(scope, facts) for name, scope in state.scopes.items()},
+        "scopes": scopes,
     }
     return json.dumps(body, separators=(",", ":"))
 
@@ -183,7 +209,9 @@ def _check(value: Any, kind: type[T] | tuple[type, ...]) -> Any:
 
 
 def _text(value: Any) -> str:
-    return str(_check(value, str))
+    if type(value) is not str:
+        raise SnapshotError(f"expected text, found {type(value).__name__}")
+    return value
 
 
 def _maybe(value: Any, read: Callable[[Any], T]) -> T | None:
@@ -191,7 +219,9 @@ def _maybe(value: Any, read: Callable[[Any], T]) -> T | None:
 
 
 def _texts(value: Any) -> tuple[str, ...]:
-    return tuple(_text(v) for v in _check(value, list))
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise SnapshotError("expected a list of texts")
+    return tuple(value)
 
 
 def _bytes(value: Any) -> bytes:
@@ -273,11 +303,11 @@ def _read_signal(row: Any) -> Signal:
     )
 
 
-def _read_held(row: Any) -> Held:
-    until, rules = _check(row, list)
-    if rules is not None:
-        rules = {_text(path): _text(rule) for path, rule in _check(rules, dict).items()}
-    return Held(_maybe(until, _moment), rules)
+def _read_held(row: Any, rules: list[dict[str, str]]) -> Held:
+    until, ref = _check(row, list)
+    if ref is not None and not 0 <= _check(ref, int) < len(rules):
+        raise SnapshotError("a reference to rules not held")
+    return Held(_maybe(until, _moment), None if ref is None else rules[ref])
 
 
 def _read_links(value: Any) -> defaultdict[str, set[str]]:
@@ -294,13 +324,24 @@ def _counts(value: Any) -> Counter[str]:
     return counts
 
 
-def _read_correlator(body: Any, correlator: Correlator, facts: Mapping[str, ReportFacts]) -> None:
+def _read_correlator(
+    body: Any, correlator: Correlator, facts: Mapping[str, ReportFacts], held: Mapping[str, Held]
+) -> None:
     """Fill a new correlator (made by the state for its scope) with what a snapshot holds, deriving the rest
     as `Correlator.add` would have built it."""
     body = _check(body, dict)
     c = correlator
     for rid, encoded in _check(body["reports"], list):
-        report = facts[_text(rid)] if encoded == 0 else _read_report(encoded)
+        if encoded == 0:
+            report = facts[_text(rid)]
+        elif encoded == 1:
+            rules = held[_text(rid)].rules
+            restricted = None if rules is None else restrict(facts[rid], rules)
+            if restricted is None:
+                raise SnapshotError("a report derived by rules it is not held under")
+            report = restricted
+        else:
+            report = _read_report(encoded)
         c.reports[report.report_id] = report
         for occ in report.people:
             c.occurrences[occ.occ_id] = occ
@@ -316,11 +357,11 @@ def _read_correlator(body: Any, correlator: Correlator, facts: Mapping[str, Repo
     if c.uf.parent.keys() != c.occurrences.keys() or any(c.uf.parent[r] != r for r in c.level1_members):
         raise SnapshotError("the level-1 roots do not cover the occurrences")
     for entity, members in _check(body["entities"], dict).items():
-        held = set(_texts(members))
-        if not held or not held <= c.occurrences.keys():
+        group = set(_texts(members))
+        if not group or not group <= c.occurrences.keys():
             raise SnapshotError("an entity of occurrences not held")
-        c.entity_members[entity] = held
-        for member in held:
+        c.entity_members[entity] = group
+        for member in group:
             c.entity_of[member] = entity
     c.considered = _counts(body["considered"])
     for rid, counts in _check(body["reporting"], dict).items():
@@ -362,18 +403,21 @@ def from_json(
         _read_state(body, state)
     except SnapshotError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:
         raise SnapshotError(f"malformed: {type(exc).__name__}: {exc}") from exc
     return state
 
 
 def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
+    rules = [
+        {_text(path): _text(rule) for path, rule in _check(row, dict).items()} for row in _check(body["rules"], list)
+    ]  # one dict per distinct rules, shared by every Held that has them (never changed in place)
     for row in _check(body["facts"], list):
         report = _read_report(row)
         state.facts[report.report_id] = report
     state.links = _read_links(body["links"])
     for rid, scopes in _check(body["grants"], dict).items():
-        state.grants[rid] = {_text(s): _read_held(h) for s, h in _check(scopes, dict).items()}
+        state.grants[rid] = {_text(s): _read_held(h, rules) for s, h in _check(scopes, dict).items()}
     state.erased = set(_texts(body["erased"]))
     state.retracted = set(_texts(body["retracted"]))
     scopes = _check(body["scopes"], dict)
@@ -383,7 +427,7 @@ def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
         if (scope.correlator is None) != (encoded["correlator"] is None):
             raise SnapshotError(f"scope {name}: a correlator where this configuration has none, or the reverse")
         scope.seq = int(_check(encoded["seq"], int))
-        scope.held = {_text(rid): _read_held(h) for rid, h in _check(encoded["held"], dict).items()}
+        scope.held = {_text(rid): _read_held(h, rules) for rid, h in _check(encoded["held"], dict).items()}
         book = SignalBook()
         for version, row in _check(encoded["versions"], list):
             signal = _read_signal(row)
@@ -391,7 +435,7 @@ def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
         scope.book = book
         if scope.correlator is not None:
             scope.correlator.uf = _UnionFind()
-            _read_correlator(encoded["correlator"], scope.correlator, state.facts)
+            _read_correlator(encoded["correlator"], scope.correlator, state.facts, scope.held)
 
 
 def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:

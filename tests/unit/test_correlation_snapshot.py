@@ -66,6 +66,7 @@ STEPS = st.lists(
         st.one_of(st.none(), st.integers(1, 60)),
         st.frozensets(st.sampled_from(["name", "date_of_birth", "identifiers", "role"]), max_size=2),
     ),
+    min_size=10,
     max_size=120,
 )
 
