@@ -325,7 +325,16 @@ class CorrelateSignals:
         _advance(positions, records, ends)
         return len(records)
 
+    def _lost_track(self) -> None:
+        """A transaction that neither committed nor aborted (the Kafka runtime logs a KafkaError of an idle
+        tick and goes on): the state may hold versions never written. Rebuild it before going on, as after
+        an abort, rather than carry them on (and into a snapshot)."""
+        if self._in_flight:
+            log.warning("the last transaction did not report its end; restoring the correlator")
+            self.aborted()
+
     async def handle(self, records: Sequence[Any]) -> list[Output]:
+        self._lost_track()
         await self._restore()
         await self._facts.catch_up()
         now = datetime.now(UTC)
@@ -348,6 +357,7 @@ class CorrelateSignals:
 
     async def tick(self) -> list[Output]:
         """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
+        self._lost_track()
         if not self._ready:
             return []
         loop_now = asyncio.get_running_loop().time()

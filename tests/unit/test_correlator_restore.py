@@ -206,3 +206,27 @@ async def test_a_snapshot_the_topics_do_not_bear_out_or_that_cannot_be_read_is_i
         assert why in restored.ignored and restored.snapshot is None, (why, restored)
         assert answers(handler.state) == expected, why  # rebuilt from the topics, the same
         assert handler.store is not None and handler.store.snapshot() is not None  # and a good one written
+
+
+@on_memory_hub
+async def test_a_batch_whose_transaction_never_reported_its_end_is_not_carried_on(hub: MemoryHub) -> None:
+    """Neither committed nor aborted (a runtime that lost track): the next batch restores first, so no signal
+    version that was never written stays in the books, or reaches a snapshot."""
+    hub.start()
+    submit(hub, 4)
+    await hub.run()
+    await hub.runners.pop("correlate").close()
+    submit(hub, 4, start=4)
+    await hub.run()
+    handler = a_handler(hub)
+    await handler.on_assigned(set())
+    batch = await unread(hub)
+    await handler.handle(batch)  # its end is never reported
+    await handler.handle(batch)
+    assert len(handler.restores) == 2
+    handler.committed()
+    full = a_handler(hub, snapshots=False)
+    await full.on_assigned(set())
+    await full.handle(batch)
+    full.committed()
+    assert answers(handler.state) == answers(full.state)
