@@ -45,7 +45,7 @@ def checkpoint_after(record: LogRecord, position: int) -> Checkpoint:
     return Checkpoint(position, record.offset, record_digest(record.key, record.value))
 
 
-async def _taken_after(reader: LogReader, tp: TopicPartition, held: Checkpoint) -> bool:
+async def taken_after(reader: LogReader, tp: TopicPartition, held: Checkpoint) -> bool:
     """Whether the record the checkpoint was taken after is still at its offset."""
     if held.last_offset == NO_RECORD:
         return True
@@ -70,7 +70,7 @@ async def replay_tail(
     wiped = ""
     if held is not None and held.position > stop:
         wiped = f"its checkpoint at {held.position} is beyond the end {stop} (topic recreated or offsets reset)"
-    elif held is not None and not await _taken_after(reader, tp, held):
+    elif held is not None and not await taken_after(reader, tp, held):
         wiped = f"the record at offset {held.last_offset} is not the one it was taken after (topic recreated?)"
     if wiped:
         log.warning("state of %s[%d]: %s; rebuilding it from offset 0", tp.topic, tp.partition, wiped)

@@ -28,6 +28,16 @@ class AuditKeys:
     mac_key: bytes
 
 
+@dataclass(frozen=True)
+class SnapshotEvery:
+    """How often a stage that keeps its whole state as a snapshot writes it (each costs a write of the whole
+    state): once `records` input records were committed since the last one, or once `seconds` have passed
+    since it and anything was committed, whichever comes first."""
+
+    seconds: float = 30.0
+    records: int = 5000
+
+
 class Provisions(Protocol):
     """What the stages need beyond the event log, built by the composition root from settings. Asked only by
     the stages that need it: a command that runs one stage builds nothing for the others."""
@@ -50,6 +60,9 @@ class Provisions(Protocol):
     def stage_state(self, stage: str, version: int) -> StageState:
         """Stage `stage`'s durable state on this worker (domain/state_store.py), its entries in format
         `version`: a store holding another format is wiped and rebuilt from the topics."""
+
+    def snapshot_every(self) -> SnapshotEvery:
+        """How often the union stage writes the snapshot of its state."""
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
         description="Where a worker keeps its stages' state and checkpoints (one SQLite file per instance); "
         "default: TIPHUB_HOME/state. Deleting it is safe: the state is rebuilt from the topics.",
     )
+    correlator_snapshot_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="The union stage writes a snapshot of its state (to restore from it plus the tail) at most "
+        "this often, once it has processed TIPHUB_CORRELATOR_SNAPSHOT_RECORDS input records or this many seconds "
+        "have passed since the last one, whichever is first.",
+    )
+    correlator_snapshot_records: int = Field(
+        default=5000, gt=0, description="Input records after which the union stage writes a snapshot (see above)."
+    )
     health_file: Path | None = Field(
         default=None,
         description="A worker touches this file every few seconds while all its stages run (liveness probes).",

@@ -26,7 +26,7 @@ from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.stage_context import AuditKeys, Provisions, StageContext, build_handler
+from streams.stage_context import AuditKeys, Provisions, SnapshotEvery, StageContext, build_handler
 from streams.stages import STAGES, Stage, group_id, stage_named
 from tiphub.container import Container
 from tiphub.runtime import topics_for
@@ -80,6 +80,9 @@ class SettingsProvisions:
 
     def stage_state(self, stage: str, version: int) -> StageState:
         return self.stores.stage_state(stage, version)
+
+    def snapshot_every(self) -> SnapshotEvery:
+        return SnapshotEvery(self.settings.correlator_snapshot_s, self.settings.correlator_snapshot_records)
 
 
 def build_processor(

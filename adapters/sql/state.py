@@ -15,12 +15,12 @@ from pathlib import Path
 
 from adapters.sql.database import Database
 from domain.log import TopicPartition
-from domain.state_store import NO_RECORD, Checkpoint, Entry
+from domain.state_store import NO_RECORD, Checkpoint, Entry, Snapshot
 
 log = logging.getLogger(__name__)
 LAYOUT = "1"  # the tables below; another value in a file means: drop them all and start again
 CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
-TABLES = ("state_entries", "state_checkpoints", "state_meta")
+TABLES = ("state_entries", "state_checkpoints", "state_snapshots", "state_snapshot_positions", "state_meta")
 SCOPE = "WHERE stage = ? AND topic = ? AND partition_id = ?"
 
 
@@ -66,7 +66,29 @@ def _ensure_layout(db: Database) -> None:
                 position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
                 PRIMARY KEY (stage, topic, partition_id))"""
         )
+        # A stage whose state spans partitions keeps it whole (text) with a position per partition. Added to
+        # layout 1 without a new layout number: a file of the previous release gains the two tables.
+        db.execute("CREATE TABLE IF NOT EXISTS state_snapshots (stage TEXT PRIMARY KEY, data TEXT NOT NULL)")
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS state_snapshot_positions (
+                stage TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+                position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
+                PRIMARY KEY (stage, topic, partition_id))"""
+        )
         db.execute("INSERT INTO state_meta (name, value) VALUES ('layout', ?) ON CONFLICT (name) DO NOTHING", (LAYOUT,))
+
+
+def _checkpoint(position: object, last_offset: object, digest: object) -> Checkpoint | None:
+    """A checkpoint row read back, or None if it makes no sense."""
+    if (
+        isinstance(position, int)
+        and isinstance(last_offset, int)
+        and isinstance(digest, str)
+        and position >= 0
+        and NO_RECORD <= last_offset < position
+    ):
+        return Checkpoint(position, last_offset, digest)
+    return None
 
 
 def _chunks(values: Collection[str]) -> Iterator[list[str]]:
@@ -101,6 +123,8 @@ class SqlStageState:
         with self.db.transaction():
             self.db.execute("DELETE FROM state_entries WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_checkpoints WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_snapshots WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))
 
     def checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
         rows = self.db.query(
@@ -110,19 +134,11 @@ class SqlStageState:
         )
         if not rows:
             return None
-        position, last_offset, digest = rows[0]
-        valid = (
-            isinstance(position, int)
-            and isinstance(last_offset, int)
-            and isinstance(digest, str)
-            and position >= 0
-            and NO_RECORD <= last_offset < position
-        )
-        if not valid:
+        checkpoint = _checkpoint(*rows[0])
+        if checkpoint is None:
             log.warning("checkpoint of %s %s[%d] is not valid: wiping the partition", self.stage, *tp)
             self.wipe(tp)
-            return None
-        return Checkpoint(position, last_offset, digest)
+        return checkpoint
 
     def get(self, tp: TopicPartition, keys: Collection[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
@@ -171,3 +187,48 @@ class SqlStageState:
             (self.stage, tp.topic, tp.partition),
         )
         return int(rows[0][0])
+
+    def snapshot(self) -> Snapshot | None:
+        with self.db.transaction():  # the data and its positions as one commit left them
+            rows = self.db.query("SELECT data FROM state_snapshots WHERE stage = ?", (self.stage,))
+            places = self.db.query(
+                "SELECT topic, partition_id, position, last_offset, last_digest FROM state_snapshot_positions "
+                "WHERE stage = ?",
+                (self.stage,),
+            )
+        if not rows:
+            return None
+        positions: dict[TopicPartition, Checkpoint] = {}
+        for topic, partition, *checkpoint in places:
+            held = _checkpoint(*checkpoint)
+            if held is None or not isinstance(topic, str) or not isinstance(partition, int):
+                positions = {}
+                break
+            positions[TopicPartition(topic, partition)] = held
+        if not isinstance(rows[0][0], str) or (places and not positions):
+            log.warning("snapshot of %s is not valid: dropping it", self.stage)
+            self.drop_snapshot()
+            return None
+        return Snapshot(rows[0][0], positions)
+
+    def put_snapshot(self, snapshot: Snapshot) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))
+            self.db.execute(
+                "INSERT INTO state_snapshots (stage, data) VALUES (?, ?) "
+                "ON CONFLICT (stage) DO UPDATE SET data = excluded.data",
+                (self.stage, snapshot.data),
+            )
+            self.db.executemany(
+                "INSERT INTO state_snapshot_positions (stage, topic, partition_id, position, last_offset, last_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (self.stage, tp.topic, tp.partition, c.position, c.last_offset, c.last_digest)
+                    for tp, c in sorted(snapshot.positions.items())
+                ],
+            )
+
+    def drop_snapshot(self) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM state_snapshots WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))

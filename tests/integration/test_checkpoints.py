@@ -1,7 +1,9 @@
 """Restarts on the real broker read only the tail a stage's checkpoint lacks (issue 16): the accept stage's
 accepted ids and the link stage's index are restored from the worker's state file plus the topic from its
 checkpoint on, counted in the worker's log ("restored ... from checkpoint at P: K records replayed"), after a
-clean stop and after a SIGKILL, and every report is still accepted exactly once."""
+clean stop and after a SIGKILL, and every report is still accepted exactly once. The union stage restores
+from its snapshot plus the tail ("correlator restored from snapshot at ...: K records replayed, S signal
+versions loaded"), and writes every signal version once."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from domain.log import TopicPartition
 from domain.state_store import Checkpoint, record_digest
 from producers.simulate import simulate
 from streams.agents.accept_reports import STATE_VERSION
-from tests.harness import PARTITIONS, Hub, assert_everything_once
+from tests.harness import PARTITIONS, Hub, assert_everything_once, versions_are_gapless
 
 pytestmark = pytest.mark.integration
 RESTORED = re.compile(
@@ -23,6 +25,26 @@ RESTORED = re.compile(
     r"(\d+) records replayed"
 )
 BATCH = 500  # the most records one transaction of the accept stage holds (adapters/kafka/transactional.py)
+UNION = re.compile(
+    r"correlator restored(?: from snapshot at (?P<at>[^:]+))?: (?P<replayed>\d+) records replayed, "
+    r"(?P<versions>\d+) signal versions loaded"
+)
+
+
+@dataclass(frozen=True)
+class UnionRestored:
+    snapshot: str | None  # the positions it restored from; None: from the beginning
+    replayed: int
+    versions: int
+
+
+def union_restores(log: str) -> list[UnionRestored]:
+    return [UnionRestored(m["at"], int(m["replayed"]), int(m["versions"])) for m in UNION.finditer(log)]
+
+
+def union_inputs(hub: Hub) -> int:
+    """How many records the union stage reads: accepted reports, decisions and link batches."""
+    return sum(len(hub.read(topic)) for topic in (hub.topics.accepted, hub.topics.decisions, hub.topics.links))
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ def test_a_worker_stopped_and_restarted_replays_nothing_its_checkpoints_hold(hub
     hub.wait_for_outcomes(len(first))
     hub.wait_for_quiet()
     assert {r.checkpoint for r in restored(hub.worker_log(), "accepted ids")} == {None}  # a first start
+    assert union_restores(hub.worker_log())[0].snapshot is None
     hub.stop_worker()
 
     seen = len(hub.worker_log())
@@ -69,7 +92,11 @@ def test_a_worker_stopped_and_restarted_replays_nothing_its_checkpoints_hold(hub
     assert "stored state wiped" not in log, "the checkpoints match the topics (the offsets the runtime reported)"
     assert sum(r.checkpoint or 0 for r in accept) >= len(first)  # the checkpoints cover the first reports
     assert sum(r.replayed for r in accept + link) == 0, "a clean stop leaves no tail to read again"
+    union = union_restores(log)[0]
+    assert union.snapshot is not None, "the union restored from its snapshot, not from the beginning"
+    assert (union.replayed, union.versions) == (0, 0), "its snapshot, written as it stopped, is the whole state"
     assert_everything_once(hub, first + rest)
+    versions_are_gapless(hub)
 
     hub.publish(first[:20])  # the stored ids still answer: the same ids again are refused
     _, rejected = hub.wait_for_outcomes(len(first) + len(rest) + 20)
@@ -106,14 +133,18 @@ def roll_back(hub: Hub, lag: int) -> tuple[int, set[str]]:
     return lacking, dropped
 
 
+SNAPSHOT_RECORDS = 40  # the union's snapshots, every so many input records (default 5,000: a short test writes one)
+
+
 def test_after_a_sigkill_a_restart_replays_only_the_tail_and_accepts_each_report_once(hub: Hub) -> None:
     everything = reports(360, seed=43)
     first, rest = everything[:240], everything[240:]
     hub.publish(first)
-    hub.start_worker()
+    hub.start_worker(TIPHUB_CORRELATOR_SNAPSHOT_RECORDS=str(SNAPSHOT_RECORDS))
     hub.wait_for_outcomes(len(first))
     hub.kill_worker()  # SIGKILL: whatever was in flight is left for the next incarnation to fence
     lacking, dropped = roll_back(hub, lag=10)
+    history = union_inputs(hub)
 
     seen = len(hub.worker_log())
     hub.publish(rest)
@@ -121,6 +152,12 @@ def test_after_a_sigkill_a_restart_replays_only_the_tail_and_accepts_each_report
     hub.wait_for_outcomes(len(everything), timeout=180)
     hub.wait_for_quiet(timeout=120)
 
+    union = union_restores(hub.worker_log()[seen:])[0]
+    assert union.snapshot is not None, "the union restored from its snapshot, not from the beginning"
+    # What was committed after its last snapshot: under SNAPSHOT_RECORDS records, and the batch the kill
+    # caught between Kafka's commit and the snapshot's.
+    assert union.replayed < SNAPSHOT_RECORDS + BATCH and union.replayed < history // 2, (union, history)
+    versions_are_gapless(hub)
     accept = restored(hub.worker_log()[seen:], "accepted ids")
     assert {r.partition for r in accept} == set(range(PARTITIONS)) and all(r.checkpoint is not None for r in accept)
     replayed = sum(r.replayed for r in accept)

@@ -1,0 +1,462 @@
+"""The union stage's state (`ScopedCorrelation`) as versioned JSON, and back: pure functions, no pickle.
+
+A snapshot lets the union stage restore from it plus the tail of its inputs instead of replaying all history
+(streams/agents/correlate_signals.py). It holds what cannot be derived cheaply: per scope the reports its
+correlator holds, its level-1 roots, its entities, its coverage counts, its signal book's versions, what it
+holds and until when; and the shared facts, links, grants, erasures and retractions. What is cheap to derive
+(the occurrences, the token indexes, level-1 members, the book's open counts) is derived on reading. What
+concerns one batch only (touched, absorbed, pending keys) and what a full restore does not have either (the
+books' entity map, the coverage as last written) is not kept: `resume` leaves the state as a full restore
+would, and `settle_loaded` maps the books again.
+
+Text only: a snapshot someone altered can hold wrong state, never run code. Another format version, another
+plan, other partners or another pseudonym key, or anything malformed: `SnapshotError`, and the stage replays
+history instead. An erased subject's people are left out of the report facts a snapshot holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, replace
+from datetime import datetime
+from typing import Any, TypeVar
+
+from domain.correlate import Correlator, Requirement, Signal, SignalBook, _UnionFind
+from domain.facts import PersonOccurrence, ReportFacts
+from domain.scoped import HUB_SCOPE, Held, ScopedCorrelation, _Scope, restrict
+
+FORMAT = "tiphub.correlation-snapshot"
+VERSION = 1
+T = TypeVar("T")
+
+
+class SnapshotError(ValueError):
+    """A snapshot this release cannot use (format, configuration, or content): replay history instead."""
+
+
+def fingerprint(plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str], contact_limit: int) -> str:
+    """What a snapshot was built under: the plan, the partners, the contact limit and (by a MAC, not the key
+    itself) the pseudonym key. A change of any makes the snapshot's entities and signals another state's."""
+    plan_text = json.dumps([_plain(asdict(r)) for r in plan], sort_keys=True)
+    key_id = hmac.new(pseudonym_key, b"tiphub/correlation-snapshot/key", hashlib.sha256).hexdigest()[:16]
+    config = json.dumps([plan_text, sorted(partners), contact_limit, key_id])
+    return hashlib.sha256(config.encode()).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# -- encoding -------------------------------------------------------------------------------------------------
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode()
+
+
+def _when(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def _occurrence(occ: PersonOccurrence) -> list[Any]:
+    return [
+        occ.occ_id,
+        occ.report_id,
+        occ.role,
+        occ.minor,
+        occ.subject_key_id,
+        list(occ.documents),
+        list(occ.contacts),
+        _b64(occ.clk),
+        occ.dob_key,
+        list(occ.ny_keys),
+        [[_b64(clk), dob, list(ny)] for clk, dob, ny in occ.bridges],
+        [[kind, list(tokens)] for kind, tokens in occ.identifiers],
+        occ.named,
+        occ.dated,
+    ]
+
+
+def _report(report: ReportFacts) -> list[Any]:
+    return [
+        report.report_id,
+        report.agency,
+        _when(report.observed_at),
+        _when(report.accepted_at),
+        report.indicator_type,
+        sorted(report.elements),
+        report.reliability,
+        report.credibility,
+        [_occurrence(o) for o in report.people],
+        list(report.organisations),
+        [list(g) for g in report.aliases],
+        [list(g) for g in report.registrations],
+    ]
+
+
+def _signal(signal: Signal) -> list[Any]:
+    return [
+        signal.signal_id,
+        signal.requirement_id,
+        signal.entity,
+        signal.status,
+        signal.merged_into,
+        list(signal.report_ids),
+        list(signal.agencies),
+        list(signal.elements),
+        list(signal.act_means_purpose),
+        signal.minor_involved,
+        signal.score,
+        _when(signal.first_seen),
+        _when(signal.last_seen),
+        _when(signal.updated_at),
+    ]
+
+
+class _RulesTable:
+    """Field rules written once each: every decision under one agreement gives the same rules."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+        self._index: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def held(self, held: Held) -> list[Any]:
+        if held.rules is None:
+            return [_when(held.retain_until), None]
+        key = tuple(sorted(held.rules.items()))
+        if key not in self._index:
+            self._index[key] = len(self.rows)
+            self.rows.append(dict(key))
+        return [_when(held.retain_until), self._index[key]]
+
+
+def _stored(report: ReportFacts, source: ReportFacts | None, held: Held | None) -> Any:
+    """A correlator's report as written: 0 if it is the shared facts (an agency's own, the hub's), 1 if it is
+    what the scope's field rules make of them (`restrict`, derived again on reading), else in full."""
+    if source == report:
+        return 0
+    if source is not None and held is not None and held.rules is not None and restrict(source, held.rules) == report:
+        return 1
+    return _report(report)
+
+
+def _correlator(correlator: Correlator, facts: Mapping[str, ReportFacts], held: Mapping[str, Held]) -> dict[str, Any]:
+    reports = [_stored(report, facts.get(rid), held.get(rid)) for rid, report in correlator.reports.items()]
+    return {
+        "reports": [[rid, encoded] for rid, encoded in zip(correlator.reports, reports, strict=True)],
+        "erased": sorted(correlator.erased),
+        "retracted": sorted(correlator.retracted),
+        "links": {occ: sorted(others) for occ, others in correlator.links.items() if others},
+        "token_names": correlator.token_names,
+        "roots": {occ: correlator.uf.find(occ) for occ in correlator.uf.parent},
+        "entities": {entity: sorted(members) for entity, members in correlator.entity_members.items()},
+        "considered": dict(correlator.considered),
+        "reporting": {rid: dict(counts) for rid, counts in correlator.reporting.items() if counts},
+    }
+
+
+def _scope(scope: _Scope, facts: Mapping[str, ReportFacts], rules: _RulesTable) -> dict[str, Any]:
+    return {
+        "seq": scope.seq,
+        "held": {rid: rules.held(held) for rid, held in scope.held.items()},
+        "versions": [[version, _signal(signal)] for version, signal in scope.book.versions.values()],
+        "correlator": None if scope.correlator is None else _correlator(scope.correlator, facts, scope.held),
+    }
+
+
+def _without(report: ReportFacts, erased: set[str]) -> ReportFacts:
+    """The report without erased people (whom no correlator takes in again: an erasure is for good)."""
+    if not any(p.subject_key_id in erased for p in report.people):
+        return report
+    return replace(report, people=tuple(p for p in report.people if p.subject_key_id not in erased))
+
+
+def to_json(state: ScopedCorrelation) -> str:
+    """The state as versioned JSON (see the module's docstring for what is kept)."""
+    facts = {rid: _without(report, state.erased) for rid, report in state.facts.items()}
+    rules = _RulesTable()
+    grants = {rid: {s: rules.held(h) for s, h in scopes.items()} for rid, scopes in state.grants.items() if scopes}
+    scopes = {name: _scope(scope, facts, rules) for name, scope in state.scopes.items()}
+    body = {
+        "format": FORMAT,
+        "version": VERSION,
+        "fingerprint": fingerprint(state.plan, state.key, state.partners, state.contact_limit),
+        "facts": [_report(report) for report in facts.values()],
+        "links": {occ: sorted(others) for occ, others in state.links.items() if others},
+        "rules": rules.rows,
+        "grants": grants,
+        "erased": sorted(state.erased),
+        "retracted": sorted(state.retracted),
+        "scopes": scopes,
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+# -- decoding -------------------------------------------------------------------------------------------------
+def _check(value: Any, kind: type[T] | tuple[type, ...]) -> Any:
+    if not isinstance(value, kind):
+        raise SnapshotError(f"expected {kind}, found {type(value).__name__}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise SnapshotError(f"expected text, found {type(value).__name__}")
+    return value
+
+
+def _maybe(value: Any, read: Callable[[Any], T]) -> T | None:
+    return None if value is None else read(value)
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    if type(value) is not list or not all(type(v) is str for v in value):
+        raise SnapshotError("expected a list of texts")
+    return tuple(value)
+
+
+def _bytes(value: Any) -> bytes:
+    return base64.b64decode(_text(value), validate=True)
+
+
+def _moment(value: Any) -> datetime:
+    return datetime.fromisoformat(_text(value))
+
+
+def _flag(value: Any) -> bool:
+    return bool(_check(value, bool))
+
+
+def _read_occurrence(row: Any) -> PersonOccurrence:
+    occ_id, report_id, role, minor, subject, documents, contacts, clk, dob, ny, bridges, idents, named, dated = _check(
+        row, list
+    )
+    return PersonOccurrence(
+        occ_id=_text(occ_id),
+        report_id=_text(report_id),
+        role=_text(role),
+        minor=_maybe(minor, _flag),
+        subject_key_id=_text(subject),
+        documents=_texts(documents),
+        contacts=_texts(contacts),
+        clk=_maybe(clk, _bytes),
+        dob_key=_maybe(dob, _text),
+        ny_keys=_texts(ny),
+        bridges=tuple(
+            (_maybe(b_clk, _bytes), _maybe(b_dob, _text), _texts(b_ny))
+            for b_clk, b_dob, b_ny in (_check(b, list) for b in _check(bridges, list))
+        ),
+        identifiers=tuple((_text(k), _texts(tokens)) for k, tokens in (_check(i, list) for i in _check(idents, list))),
+        named=_flag(named),
+        dated=_flag(dated),
+    )
+
+
+def _read_report(row: Any) -> ReportFacts:
+    rid, agency, observed, accepted, indicator, elements, reliability, credibility, people, orgs, aliases, regs = (
+        _check(row, list)
+    )
+    return ReportFacts(
+        report_id=_text(rid),
+        agency=_text(agency),
+        observed_at=_moment(observed),
+        accepted_at=_moment(accepted),
+        indicator_type=_text(indicator),
+        elements=frozenset(_texts(elements)),
+        reliability=_maybe(reliability, _text),
+        credibility=_maybe(credibility, _text),
+        people=tuple(_read_occurrence(p) for p in _check(people, list)),
+        organisations=_texts(orgs),
+        aliases=tuple(_texts(g) for g in _check(aliases, list)),
+        registrations=tuple(_texts(g) for g in _check(regs, list)),
+    )
+
+
+def _read_signal(row: Any) -> Signal:
+    sid, requirement, entity, status, merged, reports, agencies, elements, amp, minor, score, first, last, updated = (
+        _check(row, list)
+    )
+    return Signal(
+        signal_id=_text(sid),
+        requirement_id=_text(requirement),
+        entity=_text(entity),
+        status=_text(status),
+        merged_into=_maybe(merged, _text),
+        report_ids=_texts(reports),
+        agencies=_texts(agencies),
+        elements=_texts(elements),
+        act_means_purpose=_texts(amp),
+        minor_involved=_flag(minor),
+        score=float(_check(score, (int, float))),
+        first_seen=_moment(first),
+        last_seen=_moment(last),
+        updated_at=_moment(updated),
+    )
+
+
+def _read_held(row: Any, rules: list[dict[str, str]]) -> Held:
+    until, ref = _check(row, list)
+    if ref is not None and not 0 <= _check(ref, int) < len(rules):
+        raise SnapshotError("a reference to rules not held")
+    return Held(_maybe(until, _moment), None if ref is None else rules[ref])
+
+
+def _read_links(value: Any) -> defaultdict[str, set[str]]:
+    links: defaultdict[str, set[str]] = defaultdict(set)
+    for occ, others in _check(value, dict).items():
+        links[occ] = set(_texts(others))
+    return links
+
+
+def _counts(value: Any) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for name, count in _check(value, dict).items():
+        counts[name] = int(_check(count, int))
+    return counts
+
+
+def _read_correlator(
+    body: Any, correlator: Correlator, facts: Mapping[str, ReportFacts], held: Mapping[str, Held]
+) -> None:
+    """Fill a new correlator (made by the state for its scope) with what a snapshot holds, deriving the rest
+    as `Correlator.add` would have built it."""
+    body = _check(body, dict)
+    c = correlator
+    for rid, encoded in _check(body["reports"], list):
+        if encoded == 0:
+            report = facts[_text(rid)]
+        elif encoded == 1:
+            rules = held[_text(rid)].rules
+            restricted = None if rules is None else restrict(facts[rid], rules)
+            if restricted is None:
+                raise SnapshotError("a report derived by rules it is not held under")
+            report = restricted
+        else:
+            report = _read_report(encoded)
+        c.reports[report.report_id] = report
+        for occ in report.people:
+            c.occurrences[occ.occ_id] = occ
+    c.erased = set(_texts(body["erased"]))
+    c.retracted = set(_texts(body["retracted"]))
+    c.links = _read_links(body["links"])
+    c.token_names = {_text(t): _text(n) for t, n in _check(body["token_names"], dict).items()}
+    for occ, root in _check(body["roots"], dict).items():
+        if occ not in c.occurrences or root not in c.occurrences:
+            raise SnapshotError("a level-1 root of an occurrence not held")
+        c.uf.parent[occ] = _text(root)
+        c.level1_members.setdefault(root, set()).add(occ)
+    if c.uf.parent.keys() != c.occurrences.keys() or any(c.uf.parent[r] != r for r in c.level1_members):
+        raise SnapshotError("the level-1 roots do not cover the occurrences")
+    for entity, members in _check(body["entities"], dict).items():
+        group = set(_texts(members))
+        if not group or not group <= c.occurrences.keys():
+            raise SnapshotError("an entity of occurrences not held")
+        c.entity_members[entity] = group
+        for member in group:
+            c.entity_of[member] = entity
+    c.considered = _counts(body["considered"])
+    for rid, counts in _check(body["reporting"], dict).items():
+        c.reporting[rid] = _counts(counts)
+    for report in c.reports.values():
+        for token in report.organisations:
+            c.by_org[token].add(report.report_id)
+    for occ in c.occurrences.values():
+        for token in occ.documents:
+            c.by_document[token].add(occ.occ_id)
+        for token in occ.contacts:
+            c.by_contact[token].add(occ.occ_id)
+        if not c.external_links:  # the indexes `_matches` keeps
+            for variant in occ.variants():
+                if variant.dob_key:
+                    c.by_dob[variant.dob_key].add(occ.occ_id)
+                for key in variant.ny_keys:
+                    c.by_ny[key].add(occ.occ_id)
+                    if not variant.dob_key:
+                        c.by_ny_without_dob[key].add(occ.occ_id)
+
+
+def from_json(
+    text: str, plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str] = (), contact_limit: int = 3
+) -> ScopedCorrelation:
+    """The state `to_json` wrote, for this plan, key and partners; SnapshotError for anything else."""
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise SnapshotError(f"not JSON: {exc}") from exc
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise SnapshotError("not a correlation snapshot")
+    if body.get("version") != VERSION:
+        raise SnapshotError(f"format version {body.get('version')!r}, this release reads {VERSION}")
+    state = ScopedCorrelation(plan, pseudonym_key, partners, contact_limit)
+    if body.get("fingerprint") != fingerprint(state.plan, state.key, state.partners, state.contact_limit):
+        raise SnapshotError("taken under another Collection Plan, partners, contact limit or pseudonym key")
+    try:
+        _read_state(body, state)
+    except SnapshotError:
+        raise
+    except (LookupError, TypeError, ValueError, AttributeError) as exc:
+        raise SnapshotError(f"malformed: {type(exc).__name__}: {exc}") from exc
+    return state
+
+
+def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
+    rules = [
+        {_text(path): _text(rule) for path, rule in _check(row, dict).items()} for row in _check(body["rules"], list)
+    ]  # one dict per distinct rules, shared by every Held that has them (never changed in place)
+    for row in _check(body["facts"], list):
+        report = _read_report(row)
+        state.facts[report.report_id] = report
+    state.links = _read_links(body["links"])
+    for rid, scopes in _check(body["grants"], dict).items():
+        state.grants[rid] = {_text(s): _read_held(h, rules) for s, h in _check(scopes, dict).items()}
+    state.erased = set(_texts(body["erased"]))
+    state.retracted = set(_texts(body["retracted"]))
+    scopes = _check(body["scopes"], dict)
+    for name in sorted(scopes, key=lambda n: n != HUB_SCOPE):
+        encoded = _check(scopes[name], dict)
+        scope = state.scope(_text(name))  # a correlator for every scope but a partner's, named for the scope
+        if (scope.correlator is None) != (encoded["correlator"] is None):
+            raise SnapshotError(f"scope {name}: a correlator where this configuration has none, or the reverse")
+        scope.seq = int(_check(encoded["seq"], int))
+        scope.held = {_text(rid): _read_held(h, rules) for rid, h in _check(encoded["held"], dict).items()}
+        book = SignalBook()
+        for version, row in _check(encoded["versions"], list):
+            signal = _read_signal(row)
+            book.load(int(_check(version, int)), signal, signal.requirement_id)
+        scope.book = book
+        if scope.correlator is not None:
+            scope.correlator.uf = _UnionFind()
+            _read_correlator(encoded["correlator"], scope.correlator, state.facts, scope.held)
+
+
+def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
+    """Make a state read from a snapshot (its tail replayed) what a full restore at `now` would have built.
+
+    A full restore judges every sharing decision at `now`: a report whose share has ended since the snapshot
+    was never in the recipient's scope. Here it leaves the scope, and its correlator does not keep it as
+    withdrawn (a later share brings it back, as it would after a full restore). The books forget which entity
+    each signal is of and the batch's bookkeeping, as loaded books do: `settle_loaded` maps them again.
+    Returns the (scope, report) pairs that left."""
+    left: set[tuple[str, str]] = set()
+    for scope in list(state.scopes.values()):
+        over = {r for r, held in scope.held.items() if held.retain_until is not None and held.retain_until <= now}
+        scope.remove(over)
+        if scope.correlator is not None:
+            scope.correlator.retracted -= over - state.retracted
+        left |= {(scope.name, r) for r in over}
+    for scope in state.scopes.values():
+        scope.book.by_entity = {}
+        scope.keys, scope.absorbed, scope.touched, scope.stale = {}, {}, set(), []
+        scope.coverage = {}
+        if scope.correlator is not None:
+            scope.correlator.absorbed = {}
+    return left
