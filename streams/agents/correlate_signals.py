@@ -51,6 +51,11 @@ COVERAGE = "tiphub.Coverage"
 DECISION = "tiphub.SharingDecision"
 EXPIRY_CHECK_S = 5.0
 SNAPSHOT_SHARE = 10  # at least this many times a snapshot's cost between two (but forced ones)
+# A snapshot blocks the worker's event loop, heartbeats included: once one takes longer than this (a third of
+# the group's 10 s session timeout), no more are written while the stage runs (only at a clean stop), and an
+# erasure drops the one held rather than write another. Past this the snapshot is no longer the answer to
+# the history's size (docs/performance.md, "Correlator snapshot").
+SNAPSHOT_MOST_BLOCKING_S = 3.0
 STATE_VERSION = 1  # the stage's store holds one snapshot (domain/correlation_snapshot.py), no entries
 
 
@@ -455,10 +460,22 @@ class CorrelateSignals:
         if self._snapshot_due or (affordable and due):
             self._write_snapshot()
 
-    def _write_snapshot(self) -> None:
+    def _write_snapshot(self, closing: bool = False) -> None:
         """The whole state with the positions it reflects, replacing the one held. Only where the state is
-        exactly what Kafka committed: after a restore, or after a committed transaction."""
+        exactly what Kafka committed: after a restore, or after a committed transaction. While the stage runs,
+        not once a snapshot blocks the event loop too long (the worker would miss its heartbeats): an erasure
+        then drops the one held (it may hold the person's occurrences) and the next restart replays history."""
         if self.store is None or not self._positions or not self._ready or self._in_flight:
+            return
+        if not closing and self._snapshot_cost > SNAPSHOT_MOST_BLOCKING_S:
+            if self._snapshot_due:
+                try:
+                    self.store.drop_snapshot()
+                except Exception:
+                    log.exception("correlator snapshot could not be dropped")
+                    return
+                self._snapshot_due = False
+                log.warning("correlator snapshot dropped after an erasure: writing one blocks the worker too long")
             return
         started = time.monotonic()
         try:
@@ -478,7 +495,7 @@ class CorrelateSignals:
 
     async def close(self) -> None:
         if self._since_snapshot or self._snapshot_due:
-            self._write_snapshot()  # a clean stop: the next start reads no tail (not if a batch is in flight)
+            self._write_snapshot(closing=True)  # a clean stop: the next start reads no tail (not mid-batch)
         await self._facts.stop()
 
 

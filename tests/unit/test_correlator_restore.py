@@ -230,3 +230,31 @@ async def test_a_batch_whose_transaction_never_reported_its_end_is_not_carried_o
     await full.handle(batch)
     full.committed()
     assert answers(handler.state) == answers(full.state)
+
+
+@on_memory_hub
+async def test_once_a_snapshot_blocks_too_long_none_is_written_while_running_and_an_erasure_drops_it(
+    hub: MemoryHub,
+) -> None:
+    """A snapshot is written on the worker's event loop: past a few seconds the worker would miss its group
+    heartbeats (and be thrown out). Then the stage writes none while it runs, and an erasure drops the one held
+    (it may hold the person) instead of writing another; a clean stop still writes one."""
+    hub.start()
+    ids = submit(hub, 6)
+    await hub.run()
+    handler = union(hub)
+    handler._write_snapshot()
+    store = handler.store
+    assert store is not None and store.snapshot() is not None
+    handler._snapshot_cost = 60.0  # as a history of ~10^5 reports would make it
+    held = store.snapshot()
+    submit(hub, 4, start=6)
+    await hub.run()
+    assert store.snapshot() == held, "no snapshot written while one blocks the worker too long"
+    subject = hub.accepted()[ids[1]]["subjects"][0]["subject_key_id"]
+    hub.erase(subject, ids[1])
+    submit(hub, 1, start=10)
+    await hub.run()
+    assert store.snapshot() is None, "the snapshot that may hold the erased person was dropped"
+    await hub.runners.pop("correlate").close()
+    assert store.snapshot() is not None, "a clean stop writes one all the same"
