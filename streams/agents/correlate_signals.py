@@ -51,11 +51,11 @@ COVERAGE = "tiphub.Coverage"
 DECISION = "tiphub.SharingDecision"
 EXPIRY_CHECK_S = 5.0
 SNAPSHOT_SHARE = 10  # at least this many times a snapshot's cost between two (but forced ones)
-# A snapshot blocks the worker's event loop, heartbeats included: once one takes longer than this (a third of
-# the group's 10 s session timeout), no more are written while the stage runs (only at a clean stop), and an
-# erasure drops the one held rather than write another. Past this the snapshot is no longer the answer to
-# the history's size (docs/performance.md, "Correlator snapshot").
-SNAPSHOT_MOST_BLOCKING_S = 3.0
+# A snapshot is encoded on a thread (the event loop, where every stage heartbeats, runs on), but the stage
+# processes nothing until it is written: once one takes longer than this, no more are written while the
+# stage runs (only at a clean stop), and an erasure drops the one held rather than write another. Past this
+# the snapshot is no longer the answer to the history's size (docs/performance.md, "Correlator snapshot").
+SNAPSHOT_MOST_BLOCKING_S = 10.0
 STATE_VERSION = 1  # the stage's store holds one snapshot (domain/correlation_snapshot.py), no entries
 
 
@@ -125,6 +125,7 @@ class CorrelateSignals:
         self._snapshot_at = time.monotonic()
         self._snapshot_due = False
         self._snapshot_cost = 0.0  # seconds the last snapshot took to encode and write
+        self._snapshot_task: asyncio.Future[None] | None = None  # one being encoded on its thread
         self.codec = WireCodec()
         self.state = ScopedCorrelation(plan, pseudonym_key, partners)
         self._pending_erasures: set[str] = set()
@@ -166,6 +167,7 @@ class CorrelateSignals:
         return [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
 
     async def _restore(self) -> None:
+        await self._snapshot_written()
         async with self._lock:
             if self._ready:
                 return
@@ -184,7 +186,7 @@ class CorrelateSignals:
                 now = datetime.now(UTC)
                 replayed = await self._replay_inputs(reader, positions, stop_at, now)
                 if held is not None:
-                    resume(self.state, now)
+                    await asyncio.to_thread(resume, self.state, now)
                 versions = await self._load_signals(reader, positions, signal_ends)
             self._positions = positions
             self._ready = True
@@ -205,7 +207,7 @@ class CorrelateSignals:
                     versions,
                 )
             if held is None or replayed or versions or self._snapshot_due:
-                self._write_snapshot()  # the next restart starts here, not from the beginning
+                await asyncio.to_thread(self._write_snapshot)  # the next restart starts here
             else:
                 self._since_snapshot, self._snapshot_at = 0, time.monotonic()
 
@@ -243,8 +245,8 @@ class CorrelateSignals:
                         "taken after (topic recreated?)"
                     ),
                 )
-        try:
-            state = from_json(snapshot.data, self.plan, self.pseudonym_key, self.partners)
+        try:  # seconds at 10^4 reports: on a thread, the event loop (every stage's heartbeat) runs on
+            state = await asyncio.to_thread(from_json, snapshot.data, self.plan, self.pseudonym_key, self.partners)
         except SnapshotError as exc:
             return None, None, self._ignore(str(exc))
         return state, snapshot.positions, ""
@@ -277,10 +279,16 @@ class CorrelateSignals:
         start_at = {tp: held.position for tp, held in positions.items() if tp in stop_at}
         records = await reader.read(stop_at, start_at)
         order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.links: 2}
-        for record in sorted(records, key=lambda r: order[r.topic]):  # stable: log order within each topic
-            self._apply(record, now)
+        ordered = sorted(records, key=lambda r: order[r.topic])  # stable: log order within each topic
+        # Applied on a thread: a long replay must not stop the event loop, where every stage of this worker
+        # heartbeats to its group (a 10 s session); nothing else touches the state while the lock is held.
+        await asyncio.to_thread(self._apply_all, ordered, now)
         _advance(positions, records, stop_at)
         return len(records)
+
+    def _apply_all(self, records: Sequence[Any], now: datetime) -> None:
+        for record in records:
+            self._apply(record, now)
 
     def _apply(self, record: Any, now: datetime) -> None:
         """One input record into the state (erasures and retractions come through the feed)."""
@@ -322,13 +330,16 @@ class CorrelateSignals:
         end; then every open signal is mapped to its entity again. Moves `positions` to `ends`."""
         start_at = {tp: held.position for tp, held in positions.items() if tp in ends}
         records = await reader.read(ends, start_at)
+        await asyncio.to_thread(self._load_all, records)
+        _advance(positions, records, ends)
+        return len(records)
+
+    def _load_all(self, records: Sequence[Any]) -> None:
         for record in records:
             value = self.codec.decode(record.value)[1]
             version, signal = signal_from_record(value)
             self.state.load_signal(value.get("scope", HUB_SCOPE), value.get("seq", 0), version, signal)
         self.state.settle_loaded()
-        _advance(positions, records, ends)
-        return len(records)
 
     def _lost_track(self) -> None:
         """A transaction that neither committed nor aborted (the Kafka runtime logs a KafkaError of an idle
@@ -339,6 +350,7 @@ class CorrelateSignals:
             self.aborted()
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
+        await self._snapshot_written()  # a snapshot encoding on its thread reads the state: let it finish
         self._lost_track()
         await self._restore()
         await self._facts.catch_up()
@@ -362,6 +374,7 @@ class CorrelateSignals:
 
     async def tick(self) -> list[Output]:
         """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
+        await self._snapshot_written()
         self._lost_track()
         if not self._ready:
             return []
@@ -376,7 +389,7 @@ class CorrelateSignals:
         self._sent = self._outputs([])
         self._in_flight = bool(self._sent)  # nothing to write: no transaction, the state is what Kafka holds
         if not self._sent and self._snapshot_due:
-            self._write_snapshot()  # an erasure changed the state and wrote nothing: replace the snapshot now
+            await asyncio.to_thread(self._write_snapshot)  # an erasure changed the state, wrote nothing: now
         return self._sent
 
     def _outputs(self, records: Sequence[Any]) -> list[Output]:
@@ -458,7 +471,9 @@ class CorrelateSignals:
         affordable = elapsed >= SNAPSHOT_SHARE * self._snapshot_cost
         due = self._since_snapshot >= self.every.records or (self._since_snapshot and elapsed >= self.every.seconds)
         if self._snapshot_due or (affordable and due):
-            self._write_snapshot()
+            # Encoded on a thread while the event loop runs on (heartbeats); the next batch waits for it,
+            # so the state it encodes is the one Kafka committed.
+            self._snapshot_task = asyncio.ensure_future(asyncio.to_thread(self._write_snapshot))
 
     def _write_snapshot(self, closing: bool = False) -> None:
         """The whole state with the positions it reflects, replacing the one held. Only where the state is
@@ -493,9 +508,17 @@ class CorrelateSignals:
         # The books and correlators already hold this batch: rebuild them from the topics before retrying.
         self._ready = False
 
+    async def _snapshot_written(self) -> None:
+        """Wait for a snapshot being encoded on its thread: the state must not change under it."""
+        task, self._snapshot_task = self._snapshot_task, None
+        if task is not None:
+            await task
+
     async def close(self) -> None:
+        await self._snapshot_written()
         if self._since_snapshot or self._snapshot_due:
-            self._write_snapshot(closing=True)  # a clean stop: the next start reads no tail (not mid-batch)
+            # a clean stop: the next start reads no tail (not mid-batch)
+            await asyncio.to_thread(self._write_snapshot, True)
         await self._facts.stop()
 
 
