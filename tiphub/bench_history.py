@@ -572,8 +572,10 @@ def timed_queries(history: History) -> tuple[dict[str, Any], dict[str, Any]]:
     return out, processes
 
 
-def verdicts(sizes: list[dict[str, Any]]) -> dict[str, Any]:
+def verdicts(sizes: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The issue's targets, against what was measured (None: not measured at the size the target names)."""
+    if not sizes:
+        return None
     restart = [
         max(s["restart"]["workers"]["to_all_stages_restored_s"], s["restart"]["gateway"]["to_serving_s"]) for s in sizes
     ]
@@ -648,6 +650,62 @@ def copy_kafka_classpath(home: Path) -> None:
             shutil.copyfile(listing, home / listing.name)
 
 
+def load_average() -> float:
+    """The machine's 1-minute load average: how much else ran on its cores."""
+    return round(os.getloadavg()[0], 2)
+
+
+async def measure_size(history: History, target: int, current: dict[str, Any], first: bool) -> None:
+    """Grow the history to `target`, then restart the workers and the gateway and time the queries; fills
+    `current` as it goes (so that a failure keeps what was measured before it)."""
+    console = history.console
+    current["phase"] = "seeding"
+    current["seeding"] = await seed_to(history, target)
+    current["history_reports"] = history.published
+    seeding_processes, _ = ProcessMeter(history.pids()).report()
+    # CPU seconds since each process started; peak RSS over its life (the workers: since their last restart).
+    current["seeding_processes"] = {k: v for k, v in seeding_processes.items() if k != "gateway"}
+    seeding = current["seeding"]
+    console.print(
+        f"{target:,} reports: seeded at {seeding['reports_per_s']}/s to every stage quiet "
+        f"({seeding['accepted_per_s']}/s through verify+accept)"
+    )
+    current["phase"] = "worker restart"
+    current["load_avg_1m_at_restart"] = load_average()
+    workers = await restart_workers(history)
+    current["restart"] = {"workers": workers}
+    current["phase"] = "gateway restart"
+    gateway = start_gateway(history)
+    current["restart"]["gateway"] = gateway
+    if first:
+        current["phase"] = "releasing summaries"
+        history.released = release_summaries(history)
+        history.who_saw_token = await choose_who_saw_token(history)
+    current["phase"] = "queries"
+    queries, processes = timed_queries(history)
+    if history.first_signal is None:
+        client = Http(history.port)
+        body = json.loads(client.get("/v1/signals?limit=1", history.tokens["analyst"])[1])
+        client.close()
+        history.first_signal = body["signals"][0]["signal_id"] if body["signals"] else None
+    console.print(
+        f"{target:,} reports: workers restored in {workers['to_all_stages_restored_s']}s, gateway "
+        f"served in {gateway['to_serving_s']}s; p50 ms " + ", ".join(f"{k} {queries[k]['p50']}" for k in QUERY_KINDS)
+    )
+    current.update(
+        {
+            "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in processes.items()},
+            "processes": processes,
+            "queries": queries,
+            "load_avg_1m_at_end": load_average(),
+        }
+    )
+    del current["phase"]
+    if history.gateway is not None:  # not running while the history grows
+        stop_process(history.gateway, 60.0)
+        history.gateway = None
+
+
 async def _run(
     settings: Settings, bootstrap: str, config: HistoryConfig, owned: LocalBroker | None, console: Console
 ) -> dict[str, Any]:
@@ -662,6 +720,7 @@ async def _run(
     pool = ProcessPoolExecutor(max_workers=config.sealers, mp_context=multiprocessing.get_context("spawn"))
     history: History | None = None
     watcher: asyncio.Task[None] | None = None
+    failure: dict[str, Any] | None = None
     started = time.monotonic()
     try:
         with Progress(*columns, console=console, transient=False) as progress:
@@ -674,44 +733,16 @@ async def _run(
                 watcher = asyncio.create_task(watch_rejections(history, stop))
                 history.start_workers()
                 for target in config.sizes:
-                    seeding = await seed_to(history, target)
-                    seeding_processes, _ = ProcessMeter(history.pids()).report()
-                    console.print(
-                        f"{target:,} reports: seeded at {seeding['reports_per_s']}/s to every stage quiet "
-                        f"({seeding['accepted_per_s']}/s through verify+accept)"
-                    )
-                    workers = await restart_workers(history)
-                    gateway = start_gateway(history)
-                    if not sizes:
-                        history.released = release_summaries(history)
-                        history.who_saw_token = await choose_who_saw_token(history)
-                    queries, processes = timed_queries(history)
-                    if history.first_signal is None and history.gateway is not None:
-                        client = Http(history.port)
-                        body = json.loads(client.get("/v1/signals?limit=1", history.tokens["analyst"])[1])
-                        client.close()
-                        history.first_signal = body["signals"][0]["signal_id"] if body["signals"] else None
-                    console.print(
-                        f"{target:,} reports: workers restored in {workers['to_all_stages_restored_s']}s, gateway "
-                        f"served in {gateway['to_serving_s']}s; p50 ms "
-                        + ", ".join(f"{k} {queries[k]['p50']}" for k in QUERY_KINDS)
-                    )
-                    sizes.append(
-                        {
-                            "reports": target,
-                            "history_reports": history.published,
-                            "seeding": seeding,
-                            "seeding_processes": {k: v for k, v in seeding_processes.items() if k != "gateway"},
-                            "restart": {"workers": workers, "gateway": gateway},
-                            "peak_rss_mb": {k: v["peak_rss_mb"] for k, v in processes.items()},
-                            "processes": processes,
-                            "queries": queries,
-                        }
-                    )
-                    if history.gateway is not None:  # not running while the history grows
-                        stop_process(history.gateway, 60.0)
-                        history.gateway = None
-                lag_at_end = await history.lags()
+                    current: dict[str, Any] = {"reports": target, "load_avg_1m_at_start": load_average()}
+                    try:
+                        await measure_size(history, target, current, first=not sizes)
+                    except BenchError as exc:
+                        # What was measured so far is kept: a worker that cannot restart is itself a result.
+                        failure = {"reports": target, "phase": current.get("phase"), "error": str(exc)}
+                        sizes.append(current)
+                        break
+                    sizes.append(current)
+                lag_at_end = None if failure else await history.lags()
     finally:
         stop.set()
         if watcher is not None:
@@ -742,5 +773,6 @@ async def _run(
         "lag_at_end": lag_at_end,
         "wall_s": round(time.monotonic() - started, 1),
         "sizes": sizes,
-        "targets": verdicts(sizes),
+        "targets": verdicts([s for s in sizes if "queries" in s]),
+        **({"failed": failure} if failure else {}),
     }

@@ -162,6 +162,11 @@ def bench_history(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     out.print_json(text) if out.is_terminal else print(text)
+    if "failed" in result:  # what was measured before the failure is printed and written all the same
+        console.print(
+            f"[red]bench history failed[/red] at {result['failed']['reports']:,} reports: {result['failed']['error']}"
+        )
+        raise typer.Exit(1)
 
 
 def up(
