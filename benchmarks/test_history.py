@@ -43,7 +43,7 @@ def test_history_bench_measures_restarts_memory_and_queries_at_each_size(tmp_pat
         assert size["history_reports"] >= size["reports"]
         assert size["seeding"]["reports_per_s"] > 0
         workers, gateway = size["restart"]["workers"], size["restart"]["gateway"]
-        assert 0 < workers["to_probe_accepted_s"] <= workers["to_all_stages_restored_s"]
+        assert workers["restored"] and 0 < workers["to_probe_accepted_s"] <= workers["to_all_stages_restored_s"]
         assert 0 < gateway["to_first_signals_s"] <= gateway["to_serving_s"]
         assert size["peak_rss_mb"]["worker-0"] > 0 and size["peak_rss_mb"]["gateway"] > 0
         for kind in KINDS:
