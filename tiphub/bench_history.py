@@ -439,7 +439,9 @@ def start_gateway(history: History) -> dict[str, Any]:
     shown = {k: (None if v is None or v < 0 else round(v, 2)) for k, v in marks.items()}
     # Serving: the views say they are rebuilt (where /readyz exists) and the feed shows the history.
     serving = max(v for v in (shown["to_ready_s"], shown["to_first_signals_s"]) if v is not None)
-    return {**shown, "to_serving_s": serving, "readyz": readyz}
+    # The gateway's high-water mark once serving: what rebuilding its views from the topics took.
+    at_serving = meter.report()[0]["gateway"]["peak_rss_mb"]
+    return {**shown, "to_serving_s": serving, "readyz": readyz, "peak_rss_mb_when_serving": at_serving}
 
 
 def issue_tokens(history: History) -> None:
@@ -562,7 +564,14 @@ def timed_queries(history: History) -> tuple[dict[str, Any], dict[str, Any]]:
                     after(json.loads(body))
             if len(samples) % 10 == 0:
                 meter.sample()
-        out[kind] = {**percentiles(samples), "statuses": statuses, "seconds": round(time.monotonic() - started, 1)}
+        meter.sample()
+        out[kind] = {
+            **percentiles(samples),
+            "statuses": statuses,
+            "seconds": round(time.monotonic() - started, 1),
+            # The gateway's high-water mark after this kind (the kinds run in this order): which one raised it.
+            "gateway_peak_rss_mb_after": round(meter.peak_rss.get("gateway", 0) / 2**20, 1),
+        }
         history.check_alive()
 
     cursor: list[str | None] = [None]
