@@ -46,6 +46,7 @@ def test_history_bench_measures_restarts_memory_and_queries_at_each_size(tmp_pat
         assert workers["restored"] and 0 < workers["to_probe_accepted_s"] <= workers["to_all_stages_restored_s"]
         assert 0 < gateway["to_first_signals_s"] <= gateway["to_serving_s"]
         assert size["peak_rss_mb"]["worker-0"] > 0 and size["peak_rss_mb"]["gateway"] > 0
+        assert workers["peak_rss_mb"]["worker-0"] > 0
         for kind in KINDS:
             query = size["queries"][kind]
             assert query["count"] > 0 and set(query["statuses"]) == {"200"}, (kind, query)

@@ -343,7 +343,9 @@ async def restart_workers(history: History) -> dict[str, Any]:
     accepted_s: float | None = None
     exits: list[dict[str, Any]] = []
     restored = True
+    meter = ProcessMeter({f"worker-{i}": w.pid for i, w in enumerate(history.workers)})
     while True:
+        meter.sample()
         for i, worker in enumerate(history.workers):
             if worker.poll() is not None:
                 exits.append(
@@ -365,6 +367,7 @@ async def restart_workers(history: History) -> dict[str, Any]:
             break
         if now > history.config.restart_limit_s:
             restored = False
+            meter.sample()
             history.console.print(
                 f"[red]the restarted workers were not through in {now:.0f}s[/red] ({len(exits)} exits; lags {lags})"
             )
@@ -377,6 +380,8 @@ async def restart_workers(history: History) -> dict[str, Any]:
         "to_probe_accepted_s": round(accepted_s, 2) if accepted_s is not None else None,
         "to_all_stages_restored_s": round(now, 2) if restored else None,
         "exits": exits,
+        # Each worker's high-water mark over its restore (of its first incarnation, if it exited).
+        "peak_rss_mb": {k: round(v / 2**20, 1) for k, v in meter.peak_rss.items()},
         **({} if restored else {"lags_when_given_up": lags}),
     }
 
