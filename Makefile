@@ -41,8 +41,8 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Benchmarks and the soak on Apache Kafka (TIPHUB_TEST_BROKER's default), the soak again on noida-db, and
-# `tiphub bench` on each broker with one and two workers.
+# Benchmarks and the soak on Apache Kafka (TIPHUB_TEST_BROKER's default), the soak again on noida-db,
+# `tiphub bench` on each broker with one and two workers, and `tiphub bench history` on Apache Kafka.
 bench: $(STAMP)
 	@scripts/ensure-java
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
@@ -54,6 +54,8 @@ bench: $(STAMP)
 	$(VENV)/bin/tiphub bench --broker-kind kafka --workers 2 --out build/bench-kafka-2-workers.json
 	$(VENV)/bin/tiphub bench --broker-kind noida --out build/bench-1-worker.json
 	$(VENV)/bin/tiphub bench --broker-kind noida --workers 2 --out build/bench-2-workers.json
+	@# restarts, peak RSS and query latencies as one history grows (docs/performance.md, "History")
+	$(VENV)/bin/tiphub bench history --reports 10000 --reports 100000 --out build/bench-history.json
 
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida

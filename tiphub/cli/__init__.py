@@ -17,7 +17,11 @@ app.command()(publishing.publish)
 app.command()(running.worker)
 app.command()(running.gateway)
 app.command()(rebuild.rebuild)
-app.command()(running.bench)
+# `tiphub bench` runs the pipeline benchmark; `tiphub bench history` the history one.
+bench_app = typer.Typer()
+bench_app.callback(invoke_without_command=True)(running.bench)
+bench_app.command("history")(running.bench_history)
+app.add_typer(bench_app, name="bench")
 app.command()(running.up)
 
 app.add_typer(keys.app, name="keys")

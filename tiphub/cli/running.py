@@ -54,6 +54,7 @@ def gateway(
 
 
 def bench(
+    ctx: typer.Context,
     reports: Annotated[int, typer.Option("--reports", help="Reports in the as-fast-as-possible phase.")] = 10_000,
     rate: Annotated[float, typer.Option("--rate", help="Reports per second in the steady phase.")] = 250.0,
     seconds: Annotated[float, typer.Option("--seconds", help="Length of the steady phase.")] = 30.0,
@@ -77,7 +78,9 @@ def bench(
     ] = None,
 ) -> None:
     """Throughput and latency of the whole pipeline, with two ceilings measured in the same run; prints JSON.
-    The result names the broker it ran on."""
+    The result names the broker it ran on. `tiphub bench history`: restarts and queries as a history grows."""
+    if ctx.invoked_subcommand is not None:
+        return  # `tiphub bench history`: its own options
     from tiphub.bench import BenchConfig, BenchError, dumps, run_bench
 
     config = BenchConfig(
@@ -100,6 +103,70 @@ def bench(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
     out.print_json(text) if out.is_terminal else print(text)
+
+
+def bench_history(
+    reports: Annotated[
+        list[int],
+        typer.Option(
+            "--reports",
+            help="History sizes, smallest first; repeat the option (one history grows through each).",
+        ),
+    ] = [10_000],  # noqa: B006  # typer reads the default; it is never mutated
+    workers: Annotated[int, typer.Option("--workers", min=1, help="tiphub worker processes.")] = 1,
+    partitions: Annotated[int, typer.Option("--partitions", min=1, help="Partitions of the topics.")] = 6,
+    requests: Annotated[int, typer.Option("--requests", min=1, help="Timed requests per kind and size.")] = 200,
+    query_budget_s: Annotated[
+        float, typer.Option("--query-budget-s", help="Seconds at most per kind of request and size.")
+    ] = 120.0,
+    releases: Annotated[int, typer.Option("--releases", min=0, help="Summaries released to the partner.")] = 3,
+    sealers: Annotated[int, typer.Option("--sealers", min=1, help="Processes sealing and signing reports.")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 11,
+    ctdc: Annotated[Path | None, typer.Option("--ctdc", exists=True, dir_okay=False)] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="Also write the JSON result here.")] = None,
+    broker: BrokerOpt = None,
+    home: Annotated[
+        Path | None, typer.Option("--home", help="Keys, broker data and logs (default: a temporary directory).")
+    ] = None,
+    broker_kind: Annotated[
+        str,
+        typer.Option(
+            "--broker-kind",
+            help="Without --broker: start kafka (one Apache Kafka node, default) or noida. With it: its kind.",
+        ),
+    ] = "kafka",
+) -> None:
+    """Restart to serving, peak RSS and query latencies (signal page, detail, partner pull, who-saw) as one
+    history grows through each --reports size; prints JSON."""
+    from tiphub.bench import BenchError, dumps
+    from tiphub.bench_history import HistoryConfig, run_history
+
+    config = HistoryConfig(
+        sizes=tuple(reports),
+        workers=workers,
+        partitions=partitions,
+        requests=requests,
+        query_budget_s=query_budget_s,
+        releases=releases,
+        sealers=sealers,
+        seed=seed,
+        ctdc=ctdc,
+    )
+    try:
+        result = run_history(config, broker, home, console, broker_kind)
+    except BenchError as exc:
+        console.print(f"[red]bench history failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    text = dumps(result)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+    out.print_json(text) if out.is_terminal else print(text)
+    if "failed" in result:  # what was measured before the failure is printed and written all the same
+        console.print(
+            f"[red]bench history failed[/red] at {result['failed']['reports']:,} reports: {result['failed']['error']}"
+        )
+        raise typer.Exit(1)
 
 
 def up(
