@@ -69,8 +69,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.processor.generation += 1
         self.processor.forget_commits()
+        # The restore starts here but is not awaited: aiokafka sends no heartbeat until this callback returns,
+        # and a restore longer than the 10 s session would have the member thrown out of its group, rejoin,
+        # and restore again, for ever (seen at 10^4 reports). Every handler restores (or waits for this
+        # restore, under its lock) before it handles a batch, so nothing is judged against missing state.
+        self.processor.restoring = asyncio.ensure_future(self._restore(set(assigned)))
+
+    async def _restore(self, assigned: set[TopicPartition]) -> None:
         try:
-            await self.processor.handler.on_assigned(set(assigned))
+            await self.processor.handler.on_assigned(assigned)
         except Exception as exc:  # the broker away, say: every handler restores before its first batch anyway
             log.warning("restoring state at assignment failed (%s); the first batch restores it", type(exc).__name__)
 
@@ -113,6 +120,7 @@ class TransactionalProcessor:
         self._committed: dict[TopicPartition, int] = {}
         self.in_flight = asyncio.Lock()  # held for a batch's whole transaction; a revocation waits for it
         self.generation = 0  # moves on every revocation and assignment
+        self.restoring: asyncio.Future[None] | None = None  # the restore an assignment started
         self._idle_check = 0.0
         self._written: set[tuple[str, int]] = set()  # every partition of the topics this processor writes
         self._sweep_due = False
@@ -186,6 +194,9 @@ class TransactionalProcessor:
                         raise
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
         finally:
+            if self.restoring is not None and not self.restoring.done():
+                self.restoring.cancel()
+                await asyncio.gather(self.restoring, return_exceptions=True)
             await self.consumer.stop()
             await self.producer.stop()
             await self.handler.close()

@@ -126,6 +126,7 @@ class CorrelateSignals:
         self._snapshot_due = False
         self._snapshot_cost = 0.0  # seconds the last snapshot took to encode and write
         self._snapshot_task: asyncio.Future[None] | None = None  # one being encoded on its thread
+        self._revocations = 0
         self.codec = WireCodec()
         self.state = ScopedCorrelation(plan, pseudonym_key, partners)
         self._pending_erasures: set[str] = set()
@@ -155,6 +156,7 @@ class CorrelateSignals:
     def on_revoked(self, partitions: set[TopicPartition]) -> None:
         if partitions:
             self._ready = False  # state covers every partition: rebuild it whole on the next assignment
+            self._revocations += 1  # a restore still running (an assignment starts one) is not to be trusted
 
     def _input_partitions(self) -> list[TopicPartition]:
         every = range(self.topics.partitions)
@@ -171,6 +173,7 @@ class CorrelateSignals:
         async with self._lock:
             if self._ready:
                 return
+            revocations = self._revocations
             await self._facts.stop()
             self._pending_erasures, self._pending_retractions = set(), set()
             self._pending_positions, self._sent = {}, []
@@ -189,7 +192,7 @@ class CorrelateSignals:
                     await asyncio.to_thread(resume, self.state, now)
                 versions = await self._load_signals(reader, positions, signal_ends)
             self._positions = positions
-            self._ready = True
+            self._ready = revocations == self._revocations
             restored = Restored(held, replayed, versions, ignored)
             self.restores.append(restored)
             if held is None:

@@ -392,3 +392,46 @@ async def test_an_operation_reads_whole_topics_committed_only_and_what_it_wrote(
     assert all(a < b for records in raw.values() for (a, _), (b, _) in itertools.pairwise(records))
     decoded = await io.read_decoded(backend.source, 2, expect=AUDIT_EVENT)
     assert sorted(event["item_id"] for event in decoded) == ["r1", "r2"]  # b"a" is not an audit event: skipped
+
+
+@dataclass
+class SlowToRestore(Echo):
+    """A stage whose restore at assignment takes longer than its group's session (10 s): its batches wait
+    for it, as every stage's do."""
+
+    restore_s: float = 0.0
+    restored: bool = False
+
+    async def on_assigned(self, partitions: set[TopicPartition]) -> None:
+        await super().on_assigned(partitions)
+        await asyncio.sleep(self.restore_s)
+        self.restored = True
+
+    async def handle(self, records: Sequence[Any]) -> list[Output]:
+        while not self.restored:
+            await asyncio.sleep(0.1)
+        return await super().handle(records)
+
+
+@contract
+async def test_a_restore_longer_than_the_group_session_keeps_the_stage_in_its_group(backend: Backend) -> None:
+    """aiokafka sends no heartbeat while an assignment callback runs: a restore awaited there for longer
+    than the session had the member thrown out, its commit refused, and the next assignment restore again,
+    for ever (a worker with 10^4 reports of history never served again). The restore runs beside the
+    heartbeats: the stage keeps its group, and writes each output once, with no batch aborted."""
+    s, group = backend.source, f"contract-{uuid.uuid4().hex[:6]}"
+    tps = [TopicPartition(s, 0), TopicPartition(s, 1)]
+    await backend.append(*(record(s, i % 2, f"r{i}") for i in range(6)))
+    slow = SlowToRestore(backend.sink, restore_s=14.0)
+
+    async def through() -> bool:
+        written = await read_all(backend.log, backend.sink)
+        committed = await backend.log.committed(group, tps)
+        async with backend.log.reading() as reader:
+            ends = await reader.settled_ends(tps)
+        return sum(map(len, written.values())) >= 6 and committed == ends
+
+    await run_until(backend, slow, group, through)
+    assert slow.restored and slow.aborts == 0 and slow.commits >= 1
+    written = await read_all(backend.log, backend.sink)
+    assert sorted(v for p in written.values() for _, v in p) == sorted(f"R{i}".encode() for i in range(6))
