@@ -9,10 +9,11 @@ size is reached when every stage's consumer-group lag is 0. Then, at each size:
    once: `to_probe_accepted_s` is when the verify and accept stages have committed past them,
    `to_all_stages_restored_s` when every stage has (their lag is 0 again, so each has restored its state
    and processed the new reports);
-2. a `tiphub gateway` is started (it is not running while the history is seeded) and polled:
-   `to_ready_s` is the first 200 of /readyz, `to_first_signals_s` the first 200 of `GET /v1/signals`
-   carrying the history's first signal, `to_serving_s` the later of the two, `to_caught_up_s` the first
-   /readyz saying every topic is read;
+2. a `tiphub gateway` is started (it is not running while the history is seeded, so this first start
+   reads all that was written meanwhile: `gateway_after_downtime`), then stopped and started again (the
+   restart, `gateway`), each polled: `to_ready_s` is the first 200 of /readyz, `to_first_signals_s` the
+   first 200 of `GET /v1/signals` carrying the history's first signal, `to_serving_s` the later of the
+   two, `to_caught_up_s` the first /readyz saying every topic is read;
 3. at the first size only, summaries are drafted, approved and consented to through the API (the release
    workflow of docs/gateway.md), so that a partner's pull returns something;
 4. timed requests, one at a time over one keep-alive connection: a page of signals (cursor paging from
@@ -723,6 +724,11 @@ async def measure_size(history: History, target: int, current: dict[str, Any], f
     current["load_avg_1m_at_restart"] = load_average()
     workers = await restart_workers(history)
     current["restart"] = {"workers": workers}
+    current["phase"] = "gateway catching up"
+    # The gateway is down while the history grows: its first start reads all that was written meanwhile
+    # (a read-model store resumes from where it stood; a tree without one reads every topic whole). Then a
+    # restart, the target's number: what a gateway stopped and started again on this history takes.
+    current["restart"]["gateway_after_downtime"] = start_gateway(history)
     current["phase"] = "gateway restart"
     gateway = start_gateway(history)
     current["restart"]["gateway"] = gateway
