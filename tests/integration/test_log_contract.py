@@ -400,16 +400,19 @@ class SlowToRestore(Echo):
     for it, as every stage's do."""
 
     restore_s: float = 0.0
-    restored: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def restored(self) -> bool:
+        return self.done.is_set()
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         await super().on_assigned(partitions)
         await asyncio.sleep(self.restore_s)
-        self.restored = True
+        self.done.set()
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
-        while not self.restored:
-            await asyncio.sleep(0.1)
+        await self.done.wait()
         return await super().handle(records)
 
 
