@@ -98,7 +98,11 @@ def bench(
     except BenchError as exc:
         console.print(f"[red]bench failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    text = dumps(result)
+    emit(dumps(result), output)
+
+
+def emit(text: str, output: Path | None) -> None:
+    """A bench's JSON result: written to `output` if given, and printed (highlighted on a terminal)."""
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(text + "\n")
@@ -157,11 +161,7 @@ def bench_history(
     except BenchError as exc:
         console.print(f"[red]bench history failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    text = dumps(result)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text + "\n")
-    out.print_json(text) if out.is_terminal else print(text)
+    emit(dumps(result), output)
     if "failed" in result:  # what was measured before the failure is printed and written all the same
         console.print(
             f"[red]bench history failed[/red] at {result['failed']['reports']:,} reports: {result['failed']['error']}"
