@@ -169,8 +169,13 @@ def _under_replicated(admin: Any) -> list[str]:
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form, never starting with "-" (as Kafka's
+    own Uuid.randomUuid ensures): `kafka-storage format -t -abc...` reads such an id as an option and fails,
+    one start in 64."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 @dataclass

@@ -66,3 +66,17 @@ def test_the_pom_pins_the_release_the_launcher_names() -> None:
 def test_only_one_or_three_nodes() -> None:
     with pytest.raises(BrokerError, match="--brokers must be 1 or 3"):
         KafkaCluster(Path("unused"), 2)
+
+
+def test_a_kraft_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kafka-storage format -t ID` reads an id starting with "-" as an option: one Apache Kafka start in
+    64 failed so. Such ids are drawn again, as Kafka's own Uuid.randomUuid does."""
+    import uuid as uuid_module
+
+    from adapters.kafka import apache_kafka
+
+    dashed = uuid_module.UUID(bytes=b"\xfb" + b"\x00" * 15)  # base64url "-w..."
+    drawn = iter([dashed, uuid_module.UUID(int=1)])
+    monkeypatch.setattr(apache_kafka.uuid, "uuid4", lambda: next(drawn))
+    found = apache_kafka.cluster_id()
+    assert not found.startswith("-") and found == "AAAAAAAAAAAAAAAAAAAAAQ"
