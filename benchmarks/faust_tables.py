@@ -377,7 +377,7 @@ def sqlite(keys: int, batch: int = 500) -> dict[str, Any]:
     return out
 
 
-def main(kind: str, keys: int, parts: list[str], kill_keys: int) -> None:
+def main(kind: str, keys: int, parts: list[str], kill_keys: int, stores: list[str]) -> None:
     from adapters.kafka.apache_kafka import KAFKA_VERSION, KafkaCluster
     from adapters.kafka.embedded import EmbeddedBroker
 
@@ -399,7 +399,7 @@ def main(kind: str, keys: int, parts: list[str], kill_keys: int) -> None:
     name = f"Apache Kafka {KAFKA_VERSION}, one node" if kind == "kafka" else "noida-db"
     try:
         if "tables" in parts:
-            for store in ("rocksdb", "memory", "dict"):
+            for store in stores:
                 result = tables(broker.bootstrap, broker.pids, work, keys, store)
                 print(json.dumps({"broker": name, **result}), flush=True)
         if "kill" in parts:
@@ -420,9 +420,10 @@ if __name__ == "__main__":
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--kill-keys", type=int, default=10_000, help="records of the SIGKILL runs")
     parser.add_argument("--parts", default="sqlite,tables,kill", help="of sqlite, tables, kill")
+    parser.add_argument("--stores", default="rocksdb,memory,dict", help="of rocksdb, memory, dict (part tables)")
     parser.add_argument("--sqlite-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sqlite_child:
         print(json.dumps(sqlite(args.keys)))
     else:
-        main(args.broker_kind, args.keys, args.parts.split(","), args.kill_keys)
+        main(args.broker_kind, args.keys, args.parts.split(","), args.kill_keys, args.stores.split(","))
