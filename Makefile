@@ -54,6 +54,9 @@ bench: $(STAMP)
 	$(VENV)/bin/tiphub bench --broker-kind kafka --workers 2 --out build/bench-kafka-2-workers.json
 	$(VENV)/bin/tiphub bench --broker-kind noida --out build/bench-1-worker.json
 	$(VENV)/bin/tiphub bench --broker-kind noida --workers 2 --out build/bench-2-workers.json
+	@# faust Tables against the stage state store (docs/performance.md); faust's RocksDB store needs rocksdict
+	$(PY) -m pip install -q 'rocksdict==0.3.29'
+	$(PY) -m benchmarks.faust_tables --broker-kind kafka --keys 10000
 
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida
