@@ -56,6 +56,9 @@ bench: $(STAMP)
 	$(VENV)/bin/tiphub bench --broker-kind noida --workers 2 --out build/bench-2-workers.json
 	@# restarts, peak RSS and query latencies as one history grows (docs/performance.md, "History")
 	$(VENV)/bin/tiphub bench history --reports 10000 --reports 100000 --out build/bench-history.json
+	@# faust Tables against the stage state store (docs/performance.md); faust's RocksDB store needs rocksdict
+	$(PY) -m pip install -q 'rocksdict==0.3.29'
+	$(PY) -m benchmarks.faust_tables --broker-kind kafka --keys 10000
 
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida
