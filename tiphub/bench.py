@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import time
@@ -338,25 +339,46 @@ def run_bench(
 ) -> dict[str, Any]:
     """With `broker`: on that Kafka (its kind `kind`, or asked). Without: on a local broker of `kind`
     (noida-db by default, or one Apache Kafka node) started and stopped here."""
+    with bench_broker(home, broker, kind, "bench", config.partitions, console) as (settings, bootstrap, owned):
+        return asyncio.run(_run(settings, bootstrap, config, owned, console))
+
+
+@contextlib.contextmanager
+def bench_broker(
+    home: Path | None, broker: str | None, kind: str | None, name: str, partitions: int, console: Console
+) -> Iterator[tuple[Settings, str, LocalBroker | None]]:
+    """A bench's home (fresh unless given) with keys, topics under a fresh prefix `name-...`, and its broker:
+    `broker`, or a local one of `kind` started here and stopped on the way out. (settings, bootstrap, the
+    local broker if one was started.)"""
     if kind not in (None, "noida", "kafka"):
         raise BenchError(f"--broker-kind {kind!r}: one of noida, kafka")
     with bench_home(home) as path:
+        copy_kafka_classpath(path)
         settings = Settings(
             home=path.resolve(),
             broker=broker,
             broker_kind=kind,  # type: ignore[arg-type]  # checked above
-            topic_prefix=f"bench-{uuid.uuid4().hex[:8]}.",
-            partitions=config.partitions,
+            topic_prefix=f"{name}-{uuid.uuid4().hex[:8]}.",
+            partitions=partitions,
         )
         init_keys(settings)
         connection = connect_broker(settings, progress=console.print)  # a fresh home: a local broker is started
-        owned, bootstrap = connection.started, connection.bootstrap
+        owned = connection.started
         try:
-            settings = settings.model_copy(update={"broker_kind": connection.quirks.kind})
-            return asyncio.run(_run(settings, bootstrap, config, owned, console))
+            yield settings.model_copy(update={"broker_kind": connection.quirks.kind}), connection.bootstrap, owned
         finally:
             if owned is not None:
                 owned.stop()
+
+
+def copy_kafka_classpath(home: Path) -> None:
+    """The pinned Apache Kafka's classpath listing, resolved once per machine (TIPHUB_KAFKA_CACHE, else
+    build/kafka), so that a fresh home does not ask Maven again."""
+    cache = Path(os.environ.get("TIPHUB_KAFKA_CACHE", "build/kafka"))
+    home.mkdir(parents=True, exist_ok=True)
+    for listing in cache.glob("kafka-*.classpath") if cache.is_dir() else ():
+        if not (home / listing.name).exists():
+            shutil.copyfile(listing, home / listing.name)
 
 
 async def _run(

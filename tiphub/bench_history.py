@@ -36,11 +36,9 @@ import multiprocessing
 import os
 import platform
 import random
-import shutil
 import subprocess
 import sys
 import time
-import uuid
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -56,12 +54,10 @@ from adapters.kafka.probes import CommittedReader
 from adapters.kafka.producer import Producer
 from producers.simulate import Simulator
 from schemas.codec import WireCodec
-from tiphub.bench import BenchError, LagProbe, ProcessMeter, bench_home, broker_name, percentiles
+from tiphub.bench import BenchError, LagProbe, ProcessMeter, bench_broker, broker_name, percentiles
 from tiphub.hub import spawn_tiphub, stop_process
 from tiphub.runtime import (
     LocalBroker,
-    connect_broker,
-    init_keys,
     new_producer,
     publishers_for,
     token_authority,
@@ -656,46 +652,18 @@ def run_history(
 ) -> dict[str, Any]:
     """With `broker`: on that Kafka. Without: on a local broker of `kind` (Apache Kafka by default) started and
     stopped here, in a fresh home."""
-    if kind not in (None, "noida", "kafka"):
-        raise BenchError(f"--broker-kind {kind!r}: one of noida, kafka")
     if sorted(config.sizes) != list(config.sizes) or len(set(config.sizes)) != len(config.sizes):
         raise BenchError("--reports: give the sizes in increasing order")
     # The Kafka client's warnings about a topic whose leader is still being elected are noise here.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    with bench_home(home) as path:
-        copy_kafka_classpath(path)
-        settings = Settings(
-            home=path.resolve(),
-            broker=broker,
-            broker_kind=kind,  # type: ignore[arg-type]  # checked above
-            topic_prefix=f"hist-{uuid.uuid4().hex[:8]}.",
-            partitions=config.partitions,
-        )
-        init_keys(settings)
-        connection = connect_broker(settings, progress=console.print)
-        owned, bootstrap = connection.started, connection.bootstrap
-        try:
-            settings = settings.model_copy(update={"broker_kind": connection.quirks.kind})
-            return asyncio.run(_run(settings, bootstrap, config, owned, console))
-        finally:
-            if owned is not None:
-                owned.stop()
+    with bench_broker(home, broker, kind, "hist", config.partitions, console) as (settings, bootstrap, owned):
+        return asyncio.run(_run(settings, bootstrap, config, owned, console))
 
 
 def cli_start_s() -> float:
     start = time.monotonic()
     subprocess.run([sys.executable, "-m", "tiphub", "worker", "--help"], capture_output=True, check=False)
     return round(time.monotonic() - start, 2)
-
-
-def copy_kafka_classpath(home: Path) -> None:
-    """The pinned Apache Kafka's classpath listing, resolved once per machine (TIPHUB_KAFKA_CACHE, else
-    build/kafka), so that a fresh home does not ask Maven again."""
-    cache = Path(os.environ.get("TIPHUB_KAFKA_CACHE", "build/kafka"))
-    home.mkdir(parents=True, exist_ok=True)
-    for listing in cache.glob("kafka-*.classpath") if cache.is_dir() else ():
-        if not (home / listing.name).exists():
-            shutil.copyfile(listing, home / listing.name)
 
 
 def load_average() -> float:
