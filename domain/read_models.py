@@ -93,7 +93,7 @@ class ReadModels(Protocol):
     # -- tip.erasures, tip.retractions -----------------------------------------------------
     def retracted(self, report_id: str) -> bool: ...
 
-    def erased(self) -> Collection[str]:
+    def erased(self) -> frozenset[str]:
         """The subject key ids erased (whatever was sealed under them reads as erased)."""
 
     # -- tip.decisions ---------------------------------------------------------------------

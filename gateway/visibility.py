@@ -75,7 +75,7 @@ class Visibility:
         accepted = self.views.accepted(report_id)
         assert accepted is not None  # visible: its header was found
         if found.own:
-            erased = frozenset(self.views.erased())
+            erased = self.views.erased()
             decision = decide(accepted, acts_for, AgreementSet(), accepted["accepted_at"], erased)
             fields = [{"path": f.path, "field": f.field, "rule": f.rule, "basis": f.basis} for f in decision.fields]
             return decision.view, fields

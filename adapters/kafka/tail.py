@@ -67,7 +67,6 @@ class Tail:
         self.views = views
         self.options = client_options or {}
         self.folder = ThreadPoolExecutor(1, thread_name_prefix="read-models")
-        self.resumed_from: dict[tuple[str, int], int] = {}  # where this start resumed (0: from the beginning)
         self.folded = 0  # records folded since this start
         self.read_at_start = 0  # of which before `ready`: what was written while the gateway was down
         self.changed = asyncio.Condition()  # notified after each batch folded
@@ -103,9 +102,7 @@ class Tail:
         # partition without a position
         self._consumer.assign(tps)
         for tp in tps:
-            at = max(stored.get((tp.topic, tp.partition), 0), beginnings[tp])
-            self.resumed_from[(tp.topic, tp.partition)] = at
-            self._consumer.seek(tp, at)
+            self._consumer.seek(tp, max(stored.get((tp.topic, tp.partition), 0), beginnings[tp]))
         self._task = asyncio.create_task(self._tail())
 
     async def _not_holding(

@@ -607,7 +607,7 @@ class SqlReadModels:
     def retracted(self, report_id: str) -> bool:
         return bool(self.db.query("SELECT 1 FROM rm_retracted WHERE report_id = ?", (report_id,)))
 
-    def erased(self) -> Collection[str]:
+    def erased(self) -> frozenset[str]:
         """Erasures are few: the set is held, and read again once a batch with an erasure has committed. A
         set read while one committed is not held (it may predate it)."""
         folded = self._erasures_folded
