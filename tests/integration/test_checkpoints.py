@@ -142,6 +142,10 @@ def test_after_a_sigkill_a_restart_replays_only_the_tail_and_accepts_each_report
     hub.publish(first)
     hub.start_worker(TIPHUB_CORRELATOR_SNAPSHOT_RECORDS=str(SNAPSHOT_RECORDS))
     hub.wait_for_outcomes(len(first))
+    # The union must have run (and so snapshotted, every SNAPSHOT_RECORDS records) before the kill: on a
+    # loaded machine it could still be joining its group when accept was through, and a union that never
+    # ran has no snapshot to restore from.
+    hub.wait_for_quiet()
     hub.kill_worker()  # SIGKILL: whatever was in flight is left for the next incarnation to fence
     lacking, dropped = roll_back(hub, lag=10)
     history = union_inputs(hub)
