@@ -381,6 +381,11 @@ class CorrelateSignals:
         self._lost_track()
         if not self._ready:
             return []
+        affordable = time.monotonic() - self._snapshot_at >= SNAPSHOT_SHARE * self._snapshot_cost
+        if self._since_snapshot and not self._in_flight and affordable:
+            # Idle, with committed records the snapshot lacks (spacing deferred it): take it now, so that a
+            # quiet hub's restart reads no tail.
+            await asyncio.to_thread(self._write_snapshot)
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_expiry < EXPIRY_CHECK_S:
             return []
