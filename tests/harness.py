@@ -402,7 +402,11 @@ def assert_everything_once(hub: Hub, reports: list[dict]) -> dict[str, int]:
     versions gapless; the audit chain verifies; every lag 0. Returns the counts it checked."""
     accepted = Counter(r.key.decode() for r in hub.read(hub.topics.accepted))
     assert accepted == Counter({r["report_id"]: 1 for r in reports})
-    assert hub.decoded(hub.topics.rejected) == []
+    rejected = hub.decoded(hub.topics.rejected)
+    assert rejected == [], [
+        (r["reason"], r["report_id"], f"{r['source_topic']}:{r['source_partition']}:{r['source_offset']}")
+        for r in rejected[:10]
+    ]
     decisions = Counter((d["item_id"], d["recipient"]) for d in hub.decoded(hub.topics.decisions))
     assert len(decisions) == 5 * len(reports)  # nothing missing
     assert set(decisions.values()) == {1}, [k for k, n in decisions.items() if n > 1][:5]  # nothing twice

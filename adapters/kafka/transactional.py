@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
 from adapters.kafka.broker_quirks import BrokerQuirks
+from adapters.kafka.stable_offsets import stable_committed
 from domain.log import BatchHandler, Output, Stop, Written
 from domain.log import TopicPartition as LogPartition
 
@@ -50,7 +50,7 @@ PRODUCER_STATE_LOST = (
 # An idle stage commits positions that moved over commit markers this often: its lag reads 0 that much
 # sooner after the last batch (a local check when nothing moved; one commit when something did).
 IDLE_COMMIT_S = 0.25
-REWIND_ATTEMPTS = 12  # about 40 s of a broker being away before the worker stops and waits for a restart
+REWIND_WITHIN_S = 75.0  # a broker away (or a dead producer's transaction pending) this long stops the worker
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -117,7 +117,8 @@ class TransactionalProcessor:
         self.poll_ms = poll_ms
         self.max_consecutive_failures = max_consecutive_failures
         self.stats = ProcessorStats()
-        self._committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}  # what this worker committed since its assignment
+        self._checked: set[TopicPartition] = set()  # partitions whose first batch was checked against the group
         self.in_flight = asyncio.Lock()  # held for a batch's whole transaction; a revocation waits for it
         self.generation = 0  # moves on every revocation and assignment
         self.restoring: asyncio.Future[None] | None = None  # the restore an assignment started
@@ -187,9 +188,11 @@ class TransactionalProcessor:
                     log.warning("batch aborted (%s); reading it again", self.stats.last_error)
                     self.handler.aborted()
                     self._sweep_due = True
-                    await self._rewind(batch)
                     if isinstance(exc, PRODUCER_STATE_LOST) or producer_broken(self.producer):
+                        # First: the new producer's initialisation ends a transaction the old one left open,
+                        # which the rewind would otherwise wait for.
                         await self._replace_producer()
+                    await self._rewind(batch)
                     if failures >= self.max_consecutive_failures:
                         raise
                     await asyncio.sleep(min(0.1 * 2**failures, 5.0))
@@ -211,6 +214,7 @@ class TransactionalProcessor:
     def forget_commits(self) -> None:
         """After a rebalance: what this worker committed before is no guide to the new assignment."""
         self._committed.clear()
+        self._checked.clear()
 
     async def _process(self, batch: dict[TopicPartition, list[Any]], generation: int) -> None:
         async with self.in_flight:
@@ -222,10 +226,32 @@ class TransactionalProcessor:
                 log.info("a rebalance overtook a batch: reading its partitions again from the commits")
                 await self._rewind(batch)
                 return
+            if not await self._from_where_the_group_committed(batch):
+                return
             if self._sweep_due:
                 await self._sweep()
                 self._sweep_due = False
             await self._transact(batch)
+
+    async def _from_where_the_group_committed(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        """Whether the first batch of newly assigned partitions starts where the group committed, as it
+        stands once every pending transaction ended. aiokafka positions them from a plain OffsetFetch,
+        which answers the offsets from before a transaction that committed but whose markers are not
+        written yet (the previous owner's last batch, say): its records would be processed twice. If
+        so, the batch is dropped and its partitions read again from the stable offsets."""
+        unchecked = set(batch) - self._checked
+        if not unchecked:
+            return True
+        stable = await stable_committed(self.consumer, unchecked, within_s=REWIND_WITHIN_S)
+        self._checked |= unchecked
+        behind = {tp for tp in unchecked if (stable[tp] or 0) > batch[tp][0].offset}
+        if not behind:
+            return True
+        log.warning("positioned before the group's commit on %s: reading from the commit", sorted(behind))
+        for tp, records in batch.items():
+            with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its new owner positions it
+                self.consumer.seek(tp, stable[tp] if tp in behind else records[0].offset)
+        return False
 
     async def _check_membership(self) -> None:
         """Just before a batch commits: is this worker still in the group's current generation?
@@ -339,11 +365,13 @@ class TransactionalProcessor:
             return
         self._idle_check = now
         moved = {}
-        for tp in self.consumer.assignment():
-            if tp not in self._committed:
-                # After a restart: what the group had committed. Aborted records and markers left by a
-                # killed predecessor are skipped without ever reaching us; their offsets must be committed too.
-                self._committed[tp] = await self.consumer.committed(tp) or 0
+        assigned = self.consumer.assignment()
+        if unknown := assigned - self._committed.keys():
+            # After a restart: what the group had committed. Aborted records and markers left by a
+            # killed predecessor are skipped without ever reaching us; their offsets must be committed too.
+            stable = await stable_committed(self.consumer, unknown, within_s=IDLE_COMMIT_S * 20)
+            self._committed.update({tp: offset or 0 for tp, offset in stable.items()})
+        for tp in assigned:
             position = await self.consumer.position(tp)
             if position > self._committed[tp]:
                 moved[tp] = position
@@ -352,31 +380,26 @@ class TransactionalProcessor:
             self._committed.update(moved)
 
     async def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        """After an abort, read the batch again from the last committed offsets.
+        """After an abort, read the batch again from where the group committed.
 
-        Where the group committed is asked of the broker, which may be away (restarting, a leader
-        moving). Then ask again: a batch must be read again, never skipped and never re-read from
-        the partition's beginning. If the broker stays away, stop: a restart resumes from the commit.
+        That is asked of the broker as it stands once pending transactions ended (a plain OffsetFetch
+        can answer the offsets from before this worker's last commit while its markers are being
+        written: adapters/kafka/stable_offsets.py), and never below what this worker itself committed.
+        The broker may be away (restarting, a leader moving); then ask again: a batch must be read again,
+        never skipped and never re-read from the partition's beginning. If the broker stays away, stop:
+        a restart resumes from the commit.
         """
-        for tp in batch:
-            if tp not in self.consumer.assignment():
-                continue  # revoked meanwhile: its new owner reads it from the committed offset
-            for attempt in itertools.count():
-                try:
-                    committed = await self.consumer.committed(tp)
-                    break
-                except KafkaError as exc:
-                    if attempt + 1 >= REWIND_ATTEMPTS:
-                        raise
-                    log.warning("where %s committed is unknown (%s); asking again", tp, type(exc).__name__)
-                    await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
+        mine = {tp for tp in batch if tp in self.consumer.assignment()}  # the others' new owners position them
+        committed = await stable_committed(self.consumer, mine, within_s=REWIND_WITHIN_S)
+        for tp in sorted(mine):
+            at = max(committed[tp] or 0, self._committed.get(tp, 0))
             if tp not in self.consumer.assignment():
                 continue  # revoked while the broker was asked: not ours to position any more
             try:
-                if committed is None:
+                if at == 0 and committed[tp] is None:
                     await self.consumer.seek_to_beginning(tp)
                 else:
-                    self.consumer.seek(tp, committed)
+                    self.consumer.seek(tp, at)
             except IllegalStateError:
                 continue  # revoked between the check and the seek
 
