@@ -57,6 +57,34 @@ def record_digest(value: bytes | None) -> str:
 Position = list[int]  # one offset per partition: where a caller's page of a topic-ordered log resumes
 
 
+@dataclass(frozen=True)
+class PageFacts:
+    """What showing a page of signal versions to one scope looks up, read for the whole page at once (a few
+    queries per page, not several per report): the headers of the reports the versions name, which of them
+    are retracted, the scope's decisions on them, and the signals' triage states. It answers the same
+    questions as the read models, for those reports and signals only."""
+
+    acts_for: str
+    headers: Mapping[str, ReportHeader]
+    retracted_ids: frozenset[str]
+    decisions: Mapping[str, Decided]
+    triage: Mapping[str, str]
+
+    def header(self, report_id: str) -> ReportHeader | None:
+        return self.headers.get(report_id)
+
+    def retracted(self, report_id: str) -> bool:
+        return report_id in self.retracted_ids
+
+    def decision(self, recipient: str, report_id: str) -> Decided | None:
+        if recipient != self.acts_for:
+            raise ValueError(f"these facts are {self.acts_for}'s, not {recipient}'s")
+        return self.decisions.get(report_id)
+
+    def triage_state(self, signal_id: str) -> str:
+        return self.triage.get(signal_id, "new")
+
+
 class ReadModels(Protocol):
     # -- folding ---------------------------------------------------------------------------
     def positions(self) -> dict[tuple[str, int], int]:
@@ -136,6 +164,9 @@ class ReadModels(Protocol):
     def triage_events(self, signal_id: str) -> list[dict[str, Any]]: ...
 
     def triage_state(self, signal_id: str) -> str: ...
+
+    def page_facts(self, acts_for: str, report_ids: Collection[str], signal_ids: Collection[str]) -> PageFacts:
+        """Everything showing these reports and signals to `acts_for` looks up, in a few queries."""
 
     def coverage(self, scope: str) -> dict[str, dict[str, Any]]: ...
 

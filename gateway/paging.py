@@ -33,8 +33,9 @@ def signal_page(
     while len(items) < limit and read < most_read:
         versions = views.signal_versions(scope, position, min(max(limit - len(items), READ_AHEAD), most_read - read))
         read += len(versions)
+        lookups = visibility.page_lookups(scope, versions)
         for version in versions:
-            shown = visibility.render(scope, version, now)
+            shown = visibility.render(scope, version, now, lookups)
             if shown is UNKNOWN:
                 return items, position
             position = version["seq"]

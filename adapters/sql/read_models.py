@@ -30,7 +30,7 @@ from adapters.sql.database import Database
 from domain.audit_chain import NO_MAC, forgery, unusable
 from domain.facts import ReportHeader, header_of
 from domain.log import Record
-from domain.read_models import READ_MODEL_FORMAT, Decided, PartnerEvent, Position, record_digest
+from domain.read_models import READ_MODEL_FORMAT, Decided, PageFacts, PartnerEvent, Position, record_digest
 from domain.release import Summary, SummaryBook
 from domain.scoped import HUB_SCOPE
 from domain.withdrawals import kind_of
@@ -623,9 +623,9 @@ class SqlReadModels:
             "SELECT allowed, retain_until, value FROM rm_decisions WHERE recipient = ? AND report_id = ?",
             (recipient, report_id),
         )
-        if not found:
-            return None
-        allowed, retain_until, value = found[0]
+        return self._decided(*found[0]) if found else None
+
+    def _decided(self, allowed: Any, retain_until: int | None, value: bytes | None) -> Decided:
         if value is None:  # past its retention: its view is gone
             return Decided(False, _at(retain_until), {}, None, ())
         decided = self.codec.decode(value)[1]
@@ -738,6 +738,28 @@ class SqlReadModels:
         )
         return str(self._decoded(("triage", rows[0][0]), rows[0][1])["state"]) if rows else "new"
 
+    def page_facts(self, acts_for: str, report_ids: Collection[str], signal_ids: Collection[str]) -> PageFacts:
+        headers: dict[str, ReportHeader] = {}
+        retracted: set[str] = set()
+        decisions: dict[str, Decided] = {}
+        triage: dict[str, str] = {}
+        for ids in _chunks(sorted(set(report_ids))):
+            marks = ",".join("?" * len(ids))  # placeholders only: the ids are parameters
+            accepted = f"SELECT report_id, value FROM rm_accepted WHERE report_id IN ({marks})"  # noqa: S608
+            for report_id, value in self.db.query(accepted, ids):
+                headers[report_id] = header_of(self._decoded(("accepted", report_id), value))
+            withdrawn = f"SELECT report_id FROM rm_retracted WHERE report_id IN ({marks})"  # noqa: S608
+            retracted.update(report_id for (report_id,) in self.db.query(withdrawn, ids))
+            decided = f"SELECT report_id, allowed, retain_until, value FROM rm_decisions WHERE recipient = ? AND report_id IN ({marks})"  # noqa: S608, E501
+            for report_id, *row in self.db.query(decided, (acts_for, *ids)):
+                decisions[report_id] = self._decided(*row)
+        for ids in _chunks(sorted(set(signal_ids))):
+            marks = ",".join("?" * len(ids))
+            events = f"SELECT signal_id, part, off, event_id, value FROM rm_triage WHERE signal_id IN ({marks})"  # noqa: S608
+            for signal_id, _, _, event_id, value in sorted(self.db.query(events, ids), key=lambda row: row[:3]):
+                triage[signal_id] = str(self._decoded(("triage", event_id), value)["state"])  # the last one wins
+        return PageFacts(acts_for, headers, frozenset(retracted), decisions, triage)
+
     def coverage(self, scope: str) -> dict[str, dict[str, Any]]:
         rows = self.db.query("SELECT requirement_id, value FROM rm_coverage WHERE scope = ?", (scope,))
         return {requirement_id: self.codec.decode(value)[1] for requirement_id, value in rows}
@@ -773,6 +795,11 @@ class SqlReadModels:
             if held:
                 rows.append((held[0][0], part, off, held[0][1]))
         return [self._decoded(("audit", part, off), value) for _, part, off, value in sorted(rows)]
+
+
+def _chunks(items: list[str], size: int = 400) -> list[list[str]]:
+    """IN lists short enough for any SQLite build (999 parameters at least) and for PostgreSQL."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def tailed_topics(topics: Topics) -> list[str]:

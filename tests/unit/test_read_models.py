@@ -193,6 +193,63 @@ def test_a_page_steps_over_what_the_caller_may_no_longer_see_and_ends_at_what_is
     assert visibility.visible("NZ-CUSTOMS", r2) is not None  # an agency always sees its own reports
 
 
+def triage_event(signal_id: str, state: str, n: int) -> bytes:
+    event = {"event_id": f"t-{signal_id}-{n}", "signal_id": signal_id, "state": state, "actor": "analyst:a"}
+    return CODEC.encode("tiphub.TriageEvent", event | {"actor_agency": "NZ-NIC", "at": AT, "note_sealed": None})
+
+
+def test_a_pages_facts_read_at_once_answer_what_each_lookup_answers(views: SqlReadModels, tmp_path: Path) -> None:
+    """Showing a page looks up every report's header, retraction and decision and every signal's triage: read
+    for the page in a few queries, whatever its size, and answering exactly what one lookup at a time does."""
+    hub = MemoryHub(tmp_path / "hub")
+
+    async def accept() -> list[bytes]:
+        hub.start("verify", "accept")
+        for agency in ("NZ-CUSTOMS", "NZ-POLICE", "NZ-CUSTOMS", "NZ-DIA"):
+            hub.submit(make_report(source_agency=agency))
+        await hub.run()
+        await hub.close()
+        return [r.value for r in hub.log.records(hub.topics.accepted) if r.value]
+
+    accepted = asyncio.run(accept())
+    ids = [CODEC.decode(value)[1]["report_id"] for value in accepted]
+    topics = views.topics
+    now = datetime.now(UTC)
+    views.apply([Topic(topics.accepted)(value) for value in accepted])
+    decisions, triage = Topic(topics.decisions), Topic(topics.triage)
+    views.apply([decisions(decision("NZ-NIC", ids[0])), decisions(decision("NZ-NIC", ids[2], allowed=False))])
+    views.apply([decisions(decision("NZ-NIC", ids[3], now - timedelta(days=1))), decisions(decision("HSU-TH", ids[1]))])
+    views.expire(now)
+    retracted = {"report_id": ids[2], "source_agency": "NZ-CUSTOMS", "reason": "ENTERED_IN_ERROR", "corrected_by": None}
+    retracted |= {"signing_key_id": "k", "retracted_at": now}
+    views.apply([Topic(topics.retractions)(CODEC.encode("tiphub.ReportRetracted", retracted))])
+    views.apply([triage(triage_event("sig-1", "reviewing", 1)), triage(triage_event("sig-1", "actioned", 2))])
+    views.apply([triage(triage_event("sig-2", "dismissed", 1))])
+    report_ids, signal_ids = [*ids, "r-unknown"], ["sig-1", "sig-2", "sig-3"]
+
+    queries = 0
+    counted = views.db.query
+
+    def counting(*args: Any) -> Any:
+        nonlocal queries
+        queries += 1
+        return counted(*args)
+
+    views.db.query = counting  # type: ignore[method-assign]
+    facts = views.page_facts("NZ-NIC", report_ids, signal_ids)
+    assert queries == 4  # headers, retractions, decisions, triage
+    views.db.query = counted  # type: ignore[method-assign]
+    for report_id in report_ids:
+        assert facts.header(report_id) == views.header(report_id)
+        assert facts.retracted(report_id) == views.retracted(report_id)
+        assert facts.decision("NZ-NIC", report_id) == views.decision("NZ-NIC", report_id)
+    assert [facts.triage_state(s) for s in signal_ids] == [views.triage_state(s) for s in signal_ids]
+    assert [facts.triage_state(s) for s in signal_ids] == ["actioned", "dismissed", "new"]
+    assert facts.decision("NZ-NIC", ids[1]) is None  # HSU-TH's decision is not NZ-NIC's
+    with pytest.raises(ValueError, match="NZ-NIC's, not HSU-TH's"):
+        facts.decision("HSU-TH", ids[1])  # the facts are one scope's: never asked for another's
+
+
 def decision(recipient: str, report_id: str, retain_until: datetime | None = None, allowed: bool = True) -> bytes:
     return CODEC.encode(
         "tiphub.SharingDecision",
@@ -406,7 +463,10 @@ def test_a_page_reads_a_bounded_number_of_versions_however_many_the_caller_may_n
     class HidesAllButTheLast:
         reads = 0
 
-        def render(self, scope: str, version: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+        def page_lookups(self, scope: str, versions: list[dict[str, Any]]) -> None:
+            return None
+
+        def render(self, scope: str, version: dict[str, Any], now: datetime, lookups: None) -> dict[str, Any] | None:
             self.reads += 1
             return {"seq": version["seq"]} if version["seq"] == 2600 else None
 
