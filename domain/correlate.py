@@ -303,7 +303,8 @@ class Correlator:
             return set()  # re-delivery changes nothing; a retracted report is never evidence
         report = self._named(report)
         people = [p for p in report.people if p.subject_key_id not in self.erased]
-        report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
+        if len(people) != len(report.people):  # else the scopes share one object: memory per report, not per scope
+            report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
         self.reports[report.report_id] = report
         for requirement in self.plan:
             if self._considers(requirement, report):

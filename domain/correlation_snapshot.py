@@ -412,6 +412,7 @@ def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
     rules = [
         {_text(path): _text(rule) for path, rule in _check(row, dict).items()} for row in _check(body["rules"], list)
     ]  # one dict per distinct rules, shared by every Held that has them (never changed in place)
+    rules = [state.shared_rules(row) for row in rules]  # and by the decisions that come after the restore
     for row in _check(body["facts"], list):
         report = _read_report(row)
         state.facts[report.report_id] = report

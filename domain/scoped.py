@@ -292,6 +292,13 @@ class ScopedCorrelation:
         self.grants: dict[str, dict[str, Held]] = defaultdict(dict)  # report -> scope -> as decided
         self.erased: set[str] = set()
         self.retracted: set[str] = set()
+        # Every decision under one agreement gives a report of one shape the same rules: each distinct set is
+        # held once and shared by the grants (never changed in place), not once per decision.
+        self._rules: dict[tuple[tuple[str, str], ...], Rules] = {}
+
+    def shared_rules(self, rules: Rules) -> Rules:
+        """The one held copy of these rules."""
+        return self._rules.setdefault(tuple(sorted(rules.items())), rules)
 
     def scope(self, name: str) -> _Scope:
         found = self.scopes.get(name)
@@ -364,7 +371,7 @@ class ScopedCorrelation:
         if report_id in self.retracted or (facts is not None and facts.agency == recipient):
             return  # retracted for good; an agency sees its own report whole, whatever a decision for it says
         if allowed and (retain_until is None or retain_until > now):
-            held = Held(retain_until, rules if rules is not None else {})
+            held = Held(retain_until, self.shared_rules(rules if rules is not None else {}))
             self.grants[report_id][recipient] = held
             if facts is not None:
                 self._grant(recipient, facts, held)
