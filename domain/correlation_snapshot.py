@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from domain.correlate import Correlator, Requirement, Signal, SignalBook, _UnionFind
 from domain.facts import PersonOccurrence, ReportFacts
-from domain.scoped import HUB_SCOPE, Held, ScopedCorrelation, _Scope, restrict
+from domain.scoped import HUB_SCOPE, Held, Rules, ScopedCorrelation, _Scope, restrict
 
 FORMAT = "tiphub.correlation-snapshot"
 VERSION = 1
@@ -303,7 +303,7 @@ def _read_signal(row: Any) -> Signal:
     )
 
 
-def _read_held(row: Any, rules: list[dict[str, str]]) -> Held:
+def _read_held(row: Any, rules: list[Rules]) -> Held:
     until, ref = _check(row, list)
     if ref is not None and not 0 <= _check(ref, int) < len(rules):
         raise SnapshotError("a reference to rules not held")
@@ -409,10 +409,12 @@ def from_json(
 
 
 def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
+    # One dict per distinct rules, shared by every Held that has them (never changed in place), and by the
+    # decisions that come after the restore.
     rules = [
-        {_text(path): _text(rule) for path, rule in _check(row, dict).items()} for row in _check(body["rules"], list)
-    ]  # one dict per distinct rules, shared by every Held that has them (never changed in place)
-    rules = [state.shared_rules(row) for row in rules]  # and by the decisions that come after the restore
+        state.shared_rules({_text(path): _text(rule) for path, rule in _check(row, dict).items()})
+        for row in _check(body["rules"], list)
+    ]
     for row in _check(body["facts"], list):
         report = _read_report(row)
         state.facts[report.report_id] = report
