@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka.stable_offsets import stable_group_offsets
 from domain.log import RawRecord, UnsettledTopic
 from schemas.codec import CodecError, WireCodec
 
@@ -95,16 +96,18 @@ async def committed_offsets(
     bootstrap: str, group_id: str, partitions: list[TopicPartition], client_options: dict[str, Any] | None = None
 ) -> dict[TopicPartition, int]:
     """Where a consumer group has committed on these partitions (0 where it has not): a stage
-    restoring its state replays its input up to here, then reprocesses the rest as batches."""
+    restoring its state replays its input up to here, then reprocesses the rest as batches. Asked as the
+    stage's processor asks where to resume (adapters/kafka/stable_offsets.py): once pending transactions
+    ended, so that the restore stops exactly where the processing resumes, with no record in between."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_options or {}))
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id)
+        committed = await stable_group_offsets(admin, group_id, set(partitions))
     finally:
         await admin.close()
-    return {tp: committed[tp].offset if tp in committed else 0 for tp in partitions}
+    return {tp: committed.get(tp) or 0 for tp in partitions}
 
 
 async def group_lag(admin: Any, consumer: AIOKafkaConsumer, group_id: str, partitions: list[TopicPartition]) -> int:

@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import (
     GroupAuthorizationFailedError,
+    GroupCoordinatorNotAvailableError,
     KafkaError,
+    KafkaTimeoutError,
     NotCoordinatorForGroupError,
     UnknownTopicOrPartitionError,
     for_code,
@@ -32,6 +35,7 @@ from aiokafka.protocol.types import Boolean, CompactArray, CompactString, Int16,
 log = logging.getLogger(__name__)
 UNSTABLE_OFFSET_COMMIT = 88  # a transaction with offsets for the partition is pending (KIP-447)
 RETRY_S = 0.1
+COORDINATOR_GONE = (NotCoordinatorForGroupError, GroupCoordinatorNotAvailableError)
 
 
 class OffsetFetchResponse_v7(Response):  # type: ignore[misc]
@@ -104,34 +108,67 @@ class Unstable(KafkaError):  # type: ignore[misc]
     retriable = True
 
 
+Ask = Callable[[StableOffsetFetch], Awaitable[Any]]  # send the request to the group's coordinator
+
+
 async def stable_committed(
     consumer: Any, partitions: set[TopicPartition], *, within_s: float = 75.0
 ) -> dict[TopicPartition, int | None]:
-    """The group's committed offset of each partition (None: never committed), waiting while a transaction
-    that commits offsets for any of them is pending. A pending transaction of a dead producer ends when the
-    coordinator aborts it (the producer's transaction timeout, 60 s by default), hence `within_s`; after it
-    the last error is raised: a broker away that long is the caller's to handle."""
+    """The group's committed offset of each partition (None: never committed), asked through a member's
+    coordinator, waiting while a transaction that commits offsets for any of them is pending."""
+    coordinator = consumer._coordinator
+
+    async def ask(request: StableOffsetFetch) -> Any:
+        await coordinator.ensure_coordinator_known()
+        return await coordinator._send_req(request)
+
+    return await _stable(ask, coordinator.coordinator_dead, coordinator.group_id, partitions, within_s)
+
+
+async def stable_group_offsets(
+    admin: Any, group_id: str, partitions: set[TopicPartition], *, within_s: float = 75.0
+) -> dict[TopicPartition, int | None]:
+    """The same, asked by an admin client (a stage's restore: it must stop where the stage then resumes)."""
+
+    async def ask(request: StableOffsetFetch) -> Any:
+        return await admin._send_request(request, await admin.find_coordinator(group_id))
+
+    return await _stable(ask, lambda: None, group_id, partitions, within_s)
+
+
+async def _stable(
+    ask: Ask, forget: Callable[[], None], group_id: str, partitions: set[TopicPartition], within_s: float
+) -> dict[TopicPartition, int | None]:
+    """A pending transaction of a dead producer ends when the coordinator aborts it (the producer's
+    transaction timeout, 60 s by default), hence `within_s`, which bounds every request too; after it the
+    last error is raised (a KafkaError): a broker away that long is the caller's to handle."""
     if not partitions:
         return {}
-    coordinator = consumer._coordinator
     wanted: dict[str, list[int]] = {}
     for tp in sorted(partitions):
         wanted.setdefault(tp.topic, []).append(tp.partition)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
+    last: KafkaError | None = None
     for attempt in itertools.count():
         try:
-            await asyncio.wait_for(coordinator.ensure_coordinator_known(), max(deadline - loop.time(), 0.1))
-            response = await coordinator._send_req(StableOffsetFetch(coordinator.group_id, wanted))
+            response = await asyncio.wait_for(ask(StableOffsetFetch(group_id, wanted)), deadline - loop.time())
             return _offsets(response, partitions)
         except (TimeoutError, KafkaError) as exc:
-            if isinstance(exc, NotCoordinatorForGroupError):
-                coordinator.coordinator_dead()
-            if (isinstance(exc, KafkaError) and not exc.retriable) or loop.time() >= deadline:
+            if isinstance(exc, COORDINATOR_GONE):
+                forget()
+            if isinstance(exc, KafkaError) and not exc.retriable:
                 raise
+            last = exc if isinstance(exc, KafkaError) else last
+            if loop.time() >= deadline:
+                if last is exc:
+                    raise
+                if last is not None:  # the request timed out after the broker had answered why it could not say
+                    raise last from exc
+                raise KafkaTimeoutError(f"where group {group_id} committed: no answer in {within_s} s") from exc
             if not isinstance(exc, Unstable):
                 log.warning("where the group committed is unknown (%s); asking again", type(exc).__name__)
-        await asyncio.sleep(RETRY_S if attempt < 10 else min(RETRY_S * 2 ** (attempt - 9), 2.0))
+        await asyncio.sleep(min(RETRY_S if attempt < 10 else RETRY_S * 2 ** (attempt - 9), 2.0))
     raise AssertionError("unreachable")
 
 
@@ -148,8 +185,9 @@ def _offsets(response: Any, partitions: set[TopicPartition]) -> dict[TopicPartit
             if error_code == UNSTABLE_OFFSET_COMMIT:
                 raise Unstable(f"a transaction committing offsets of {tp} is pending")
             if error_code == UnknownTopicOrPartitionError.errno:
-                found[tp] = None
-                continue
+                # The partition is assigned, so its topic exists: metadata catching up. Not "never committed",
+                # which would read the partition again from its beginning.
+                raise Unstable(f"{tp} not known to the coordinator yet")
             if error_code:
                 error = for_code(error_code)
                 raise error(tp) if error is GroupAuthorizationFailedError else error()

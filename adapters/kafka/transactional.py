@@ -117,7 +117,7 @@ class TransactionalProcessor:
         self.poll_ms = poll_ms
         self.max_consecutive_failures = max_consecutive_failures
         self.stats = ProcessorStats()
-        self._committed: dict[TopicPartition, int] = {}  # what this worker committed since its assignment
+        self._committed: dict[TopicPartition, int] = {}  # committed since its assignment (idle commits)
         self._checked: set[TopicPartition] = set()  # partitions whose first batch was checked against the group
         self.in_flight = asyncio.Lock()  # held for a batch's whole transaction; a revocation waits for it
         self.generation = 0  # moves on every revocation and assignment
@@ -382,24 +382,27 @@ class TransactionalProcessor:
     async def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
         """After an abort, read the batch again from where the group committed.
 
-        That is asked of the broker as it stands once pending transactions ended (a plain OffsetFetch
-        can answer the offsets from before this worker's last commit while its markers are being
-        written: adapters/kafka/stable_offsets.py), and never below what this worker itself committed.
-        The broker may be away (restarting, a leader moving); then ask again: a batch must be read again,
-        never skipped and never re-read from the partition's beginning. If the broker stays away, stop:
-        a restart resumes from the commit.
+        That is asked of the broker as it stands once pending transactions ended: a plain OffsetFetch can
+        answer the offsets from before this worker's last commit while its markers are being written
+        (adapters/kafka/stable_offsets.py). A stage that restores its state again after an abort replays its
+        input up to the same answer (`committed_offsets`), so the two meet with no record in between. The
+        broker may be away (restarting, a leader moving); then ask again: a batch must be read again, never
+        skipped and never re-read from the partition's beginning. If the broker stays away, stop: a restart
+        resumes from the commit.
         """
+        generation = self.generation
         mine = {tp for tp in batch if tp in self.consumer.assignment()}  # the others' new owners position them
         committed = await stable_committed(self.consumer, mine, within_s=REWIND_WITHIN_S)
+        if generation != self.generation:
+            return  # a rebalance meanwhile: the partitions still ours are positioned from the commits anyway
         for tp in sorted(mine):
-            at = max(committed[tp] or 0, self._committed.get(tp, 0))
             if tp not in self.consumer.assignment():
                 continue  # revoked while the broker was asked: not ours to position any more
             try:
-                if at == 0 and committed[tp] is None:
+                if committed[tp] is None:
                     await self.consumer.seek_to_beginning(tp)
                 else:
-                    self.consumer.seek(tp, at)
+                    self.consumer.seek(tp, committed[tp])
             except IllegalStateError:
                 continue  # revoked between the check and the seek
 

@@ -756,8 +756,9 @@ class SqlReadModels:
         for ids in _chunks(sorted(set(signal_ids))):
             marks = ",".join("?" * len(ids))
             events = f"SELECT signal_id, part, off, event_id, value FROM rm_triage WHERE signal_id IN ({marks})"  # noqa: S608
-            for signal_id, _, _, event_id, value in sorted(self.db.query(events, ids), key=lambda row: row[:3]):
-                triage[signal_id] = str(self._decoded(("triage", event_id), value)["state"])  # the last one wins
+            latest = {row[0]: row for row in sorted(self.db.query(events, ids), key=lambda row: row[:3])}
+            for signal_id, _, _, event_id, value in latest.values():  # the last by (partition, offset) wins
+                triage[signal_id] = str(self._decoded(("triage", event_id), value)["state"])
         return PageFacts(acts_for, headers, frozenset(retracted), decisions, triage)
 
     def coverage(self, scope: str) -> dict[str, dict[str, Any]]:

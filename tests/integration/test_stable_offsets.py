@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from adapters.kafka.embedded import ensure_topics, with_admin
+from adapters.kafka.feeds import committed_offsets
 from adapters.kafka.stable_offsets import Unstable, stable_committed
 from domain.log import TopicSpec
 from tests.harness import broker_kind
@@ -60,7 +61,8 @@ def test_the_offsets_a_committed_transaction_sent_are_what_the_group_committed(b
 @pytest.mark.skipif(broker_kind() != "kafka", reason="require_stable (KIP-447) is Apache Kafka's")
 def test_while_a_transaction_with_the_groups_offsets_is_pending_no_offset_is_answered(broker: str) -> None:
     """The plain fetch answers the offset from before the transaction; the stable one waits for it to end,
-    and then answers what it committed."""
+    and then answers what it committed. A stage's restore asks the same (`committed_offsets`): it replays its
+    input up to exactly where its processor then resumes."""
 
     async def scenario() -> None:
         async with group_and_producer(broker) as (group, tp, consumer, producer):
@@ -72,9 +74,11 @@ def test_while_a_transaction_with_the_groups_offsets_is_pending_no_offset_is_ans
             with pytest.raises(Unstable):
                 await stable_committed(consumer, {tp}, within_s=1.5)
             waiting = asyncio.ensure_future(stable_committed(consumer, {tp}, within_s=30))
-            await asyncio.sleep(0.5)
-            assert not waiting.done()
+            restoring = asyncio.ensure_future(committed_offsets(broker, group, [tp]))
+            await asyncio.sleep(1.0)
+            assert not waiting.done() and not restoring.done()
             await producer.commit_transaction()
             assert await asyncio.wait_for(waiting, 30) == {tp: 42}
+            assert await asyncio.wait_for(restoring, 30) == {tp: 42}
 
     run(scenario)
