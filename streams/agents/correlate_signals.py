@@ -264,10 +264,20 @@ class CorrelateSignals:
         return why
 
     def _apply_facts(self) -> None:
-        if self._pending_erasures:
-            self._snapshot_due = True  # the snapshot held may have the erased person's occurrences: replace it
-        self.state.forget(self._pending_erasures, self._pending_retractions)
+        erasures, retractions = self._take_facts()
+        self._forget(erasures, retractions)
+
+    def _take_facts(self) -> tuple[set[str], set[str]]:
+        """The erasures and retractions the feed brought since the last call (on the event loop, where the
+        feed adds to them)."""
+        taken = self._pending_erasures, self._pending_retractions
         self._pending_erasures, self._pending_retractions = set(), set()
+        return taken
+
+    def _forget(self, erasures: set[str], retractions: set[str]) -> None:
+        if erasures:
+            self._snapshot_due = True  # the snapshot held may have the erased person's occurrences: replace it
+        self.state.forget(erasures, retractions)
 
     async def _replay_inputs(
         self,
@@ -358,22 +368,35 @@ class CorrelateSignals:
         await self._restore()
         await self._facts.catch_up()
         now = datetime.now(UTC)
-        self._apply_facts()
-        self.state.expire(now)
-        ordered = sorted(records, key=lambda r: r.topic != self.topics.accepted)  # reports before their decisions
+        facts = self._take_facts()
         self._pending_positions, self._pending_records = {}, 0
         self._in_flight = True
-        for record in ordered:
-            if record.topic in (self.topics.erasures, self.topics.retractions):
-                continue  # applied above, through the feed, before any report of this batch
-            self._apply(record, now)
         for record in records:  # in log order: the last of each partition is where the state stands
             if record.topic not in (self.topics.erasures, self.topics.retractions):
                 tp = TopicPartition(record.topic, record.partition)
                 self._pending_positions[tp] = checkpoint_after(record, record.offset + 1)
                 self._pending_records += 1
-        self._sent = self._outputs(records)
+        # On a thread: what a batch costs can follow the state's size (an erasure or retraction rebuilds it, the
+        # first flush after a restore or a report leaving a scope re-evaluates the scope whole: ~20 s at 10^5
+        # reports), and the event loop must keep every stage of this worker heartbeating to its group (a 10 s
+        # session: seen, a restored union thrown out of its group by its first batch, again and again).
+        # Nothing else touches the state meanwhile: the processor runs one batch or tick at a time.
+        self._sent = await asyncio.to_thread(self._batch, records, facts, now)
         return self._sent
+
+    def _batch(self, records: Sequence[Any], facts: tuple[set[str], set[str]], now: datetime) -> list[Output]:
+        self._forget(*facts)
+        self.state.expire(now)
+        for record in sorted(records, key=lambda r: r.topic != self.topics.accepted):  # reports before decisions
+            if record.topic in (self.topics.erasures, self.topics.retractions):
+                continue  # applied above, through the feed, before any report of this batch
+            self._apply(record, now)
+        return self._outputs(records)
+
+    def _idle(self, facts: tuple[set[str], set[str]], now: datetime) -> list[Output]:
+        self._forget(*facts)
+        self.state.expire(now)
+        return self._outputs([])
 
     async def tick(self) -> list[Output]:
         """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
@@ -391,10 +414,8 @@ class CorrelateSignals:
             return []
         self._last_expiry = loop_now
         await self._facts.catch_up()
-        self._apply_facts()
-        self.state.expire(datetime.now(UTC))
         self._pending_positions, self._pending_records = {}, 0
-        self._sent = self._outputs([])
+        self._sent = await asyncio.to_thread(self._idle, self._take_facts(), datetime.now(UTC))
         self._in_flight = bool(self._sent)  # nothing to write: no transaction, the state is what Kafka holds
         if not self._sent and self._snapshot_due:
             await asyncio.to_thread(self._write_snapshot)  # an erasure changed the state, wrote nothing: now
