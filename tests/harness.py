@@ -200,9 +200,13 @@ class Hub:
         """Wait until every stage has committed everything before it (transaction markers aside)."""
         deadline = time.monotonic() + timeout
         while any(self.lag(stage.name) > 0 for stage in STAGES):
-            assert time.monotonic() < deadline, "stages did not catch up:\n" + "\n".join(
-                self.worker_log(i)[-3000:] for i in self.workers
-            )
+            if time.monotonic() >= deadline:
+                behind = {stage.name: {tp: n for tp, n in self.lags(stage.name).items() if n} for stage in STAGES}
+                raise AssertionError(
+                    f"stages did not catch up: { ({name: tps for name, tps in behind.items() if tps}) }; "
+                    f"transactions nobody ends (stable offset stuck below the end): {self.orphaned_transactions(5)}\n"
+                    + "\n".join(self.worker_log(i)[-3000:] for i in self.workers)
+                )
             time.sleep(0.5)
 
     def wait_for_outcomes(self, total: int, timeout: float = 120.0) -> tuple[list[Record], list[dict[str, Any]]]:
@@ -224,8 +228,12 @@ class Hub:
 
     def lag(self, stage: str = "accept") -> int:
         """Records a stage has not committed yet: verify, accept, decide, audit, link or correlate (the union)."""
+        return sum(self.lags(stage).values())
 
-        async def run() -> int:
+    def lags(self, stage: str) -> dict[str, int]:
+        """A stage's lag per input partition: {topic[partition]: end - committed}."""
+
+        async def run() -> dict[str, int]:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
             consumer = AIOKafkaConsumer(bootstrap_servers=self.broker)
             await admin.start()
@@ -235,7 +243,10 @@ class Hub:
                 inputs = stage_named(stage).inputs(self.topics)
                 tps = [TopicPartition(topic, p) for topic, partitions in inputs for p in partitions]
                 ends = await consumer.end_offsets(tps)
-                return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+                return {
+                    f"{tp.topic}[{tp.partition}]": ends[tp] - (committed[tp].offset if tp in committed else 0)
+                    for tp in tps
+                }
             finally:
                 await consumer.stop()
                 await admin.close()
