@@ -217,6 +217,15 @@ class Correlator:
 
     def _matches(self, occ: PersonOccurrence) -> set[str]:
         """Level-1 links of a newcomer, found in this process (the link stage does this partitioned)."""
+        linked = self._matching(occ)
+        for _variant, key_index in self._fuzzy_keys(occ):
+            for key, index in key_index:
+                index[key].add(occ.occ_id)
+        return linked
+
+    def _matching(self, occ: PersonOccurrence, among: set[str] | None = None) -> set[str]:
+        """The occurrences held (or of `among`) that `occ` links to at level 1: a shared document, or a
+        strong fuzzy match."""
         linked = {other for token in occ.documents for other in self.by_document.get(token, ())}
         # With a full DOB, a candidate with another full DOB can never match: only the same DOB,
         # or name+year candidates that have no full DOB. This keeps candidate sets, and so the
@@ -227,14 +236,29 @@ class Correlator:
             ny_index = self.by_ny_without_dob if variant.dob_key else self.by_ny
             for key in variant.ny_keys:
                 candidates |= ny_index.get(key, set())
+            if among is not None:
+                candidates &= among
             linked |= {other for other in candidates if strong_match_any(variant, self.occurrences[other])}
-            if variant.dob_key:
-                self.by_dob[variant.dob_key].add(occ.occ_id)
-            for key in variant.ny_keys:
-                self.by_ny[key].add(occ.occ_id)
-                if not variant.dob_key:
-                    self.by_ny_without_dob[key].add(occ.occ_id)
+        if among is not None:
+            linked &= among
+        linked.discard(occ.occ_id)
         return linked
+
+    def _fuzzy_keys(
+        self, occ: PersonOccurrence
+    ) -> list[tuple[PersonOccurrence, list[tuple[str, dict[str, set[str]]]]]]:
+        """Per linkage key version of `occ`: the fuzzy indexes it is held in, and under which key."""
+        out = []
+        for variant in occ.variants():
+            keys: list[tuple[str, dict[str, set[str]]]] = []
+            if variant.dob_key:
+                keys.append((variant.dob_key, self.by_dob))
+            for key in variant.ny_keys:
+                keys.append((key, self.by_ny))
+                if not variant.dob_key:
+                    keys.append((key, self.by_ny_without_dob))
+            out.append((variant, keys))
+        return out
 
     # -- level 2 ---------------------------------------------------------------------------
     def _conflict(self, r1: str, r2: str) -> bool:
@@ -293,7 +317,9 @@ class Correlator:
             self.entity_members[entity] = members
             touched.add(entity)
         # An entity id that no longer exists went into whichever entity now holds that member.
-        self.absorbed = {old: self.entity_of[old] for old in touched if old not in self.entity_members}
+        self.absorbed = {
+            old: self.entity_of[old] for old in touched if old not in self.entity_members and old in self.entity_of
+        }
         return touched
 
     # -- the public steps ------------------------------------------------------------------
@@ -306,10 +332,7 @@ class Correlator:
         if len(people) != len(report.people):  # else the scopes share one object: memory per report, not per scope
             report = ReportFacts(**{**report.__dict__, "people": tuple(people)})
         self.reports[report.report_id] = report
-        for requirement in self.plan:
-            if self._considers(requirement, report):
-                self.considered[requirement.id] += 1
-                self.reporting[requirement.id][report.agency] += 1
+        self._count_considered(report, 1)
         for token in report.organisations:
             self.by_org[token].add(report.report_id)
         for occ in people:
@@ -396,31 +419,102 @@ class Correlator:
             occs = [self.occurrences[o] for o in self.by_contact.get(key.removeprefix("contact:"), ())]
         return [self.reports[r] for r in sorted({o.report_id for o in occs})], any(o.minor for o in occs)
 
-    def erase(self, subject_key_ids: Iterable[str]) -> None:
-        """Drop erased people and rebuild every link without them (erasures are rare)."""
-        self.erased |= set(subject_key_ids)
-        self._rebuild()
+    def erase(self, subject_key_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Drop erased people from every entity and link. Returns the entity keys, by kind, whose signals may
+        have changed (as `affected`)."""
+        new = set(subject_key_ids) - self.erased
+        self.erased |= new
+        if not new:
+            return {}
+        gone = {o for o, occ in self.occurrences.items() if occ.subject_key_id in new}
+        return self._remove(gone, set())
 
-    def retract(self, report_ids: Iterable[str]) -> None:
-        """Drop reports their agencies withdrew, and every link they made."""
-        self.retracted |= set(report_ids)
-        self._rebuild()
+    def retract(self, report_ids: Iterable[str]) -> dict[str, set[str]]:
+        """Drop reports their agencies withdrew (or a scope may no longer see), and every link they made.
+        Returns the entity keys, by kind, whose signals may have changed (as `affected`)."""
+        ids = set(report_ids) - self.retracted
+        self.retracted |= ids
+        held = {r for r in ids if r in self.reports}
+        if not held:
+            return {}
+        return self._remove({o.occ_id for r in held for o in self.reports[r].people}, held)
 
-    def _rebuild(self) -> None:
-        previous = {entity: set(members) for entity, members in self.entity_members.items()}
-        reports = sorted(
-            (r for r in self.reports.values() if r.report_id not in self.retracted), key=lambda r: r.report_id
-        )
-        self.reports, self.occurrences = {}, {}
-        self._reset()
-        for report in reports:
-            self.add(report)
-        # An entity whose smallest member left (erased, retracted) has a new id: its signal continues there.
+    def _remove(self, gone: set[str], reports: set[str]) -> dict[str, set[str]]:
+        """Take occurrences `gone` (and whole reports `reports`) out, as if they had never been added, touching
+        only the level-1 clusters and entities that held them (a rebuild would read every report)."""
+        entities = {self.entity_of[o] for o in gone if o in self.entity_of}
+        before = {e: set(self.entity_members.get(e, ())) for e in entities}
+        keys = self.affected(None, entities)
+        keys["organisation"] |= {"org:" + t for r in reports for t in self.reports[r].organisations}
+        changed = reports | {self.occurrences[o].report_id for o in gone}
+        for report_id in sorted(changed):
+            self._count_considered(self.reports[report_id], -1)
+        for report_id in reports:
+            for token in self.reports[report_id].organisations:
+                _discard(self.by_org, token, report_id)
+            del self.reports[report_id]
+        for report_id in changed - reports:  # people erased from a report that stays
+            report = self.reports[report_id]
+            people = tuple(p for p in report.people if p.occ_id not in gone)
+            self.reports[report_id] = kept = ReportFacts(**{**report.__dict__, "people": people})
+            self._count_considered(kept, 1)
+        freed: set[str] = set()  # contacts of the occurrences gone: clusters sharing them may link now
+        for occ_id in gone:
+            occ = self.occurrences.pop(occ_id)
+            for token in occ.documents:
+                _discard(self.by_document, token, occ_id)
+            for token in occ.contacts:
+                _discard(self.by_contact, token, occ_id)
+                freed |= self.by_contact.get(token, set())
+            for _, key_index in self._fuzzy_keys(occ):
+                for key, index in key_index:
+                    _discard(index, key, occ_id)
+            entity = self.entity_of.pop(occ_id, None)
+            if entity is not None and entity in self.entity_members:
+                self.entity_members[entity].discard(occ_id)
+        # Level 1: each cluster that held an occurrence gone is split into its remaining members, which link
+        # again among themselves only (any other link would have joined them to another cluster before).
+        remaining: set[str] = set()
+        for root in {self.uf.find(o) for o in gone}:
+            members = self.level1_members.pop(root)
+            for member in members:
+                del self.uf.parent[member]
+            rest = members - gone
+            for member in rest:
+                self.uf.add(member)
+                self.level1_members[member] = {member}
+            for member in sorted(rest):
+                if self.external_links:
+                    linked = self.links.get(member, set()) & rest
+                else:
+                    linked = self._matching(self.occurrences[member], rest)
+                for other in sorted(linked):
+                    self._union1(member, other)
+            remaining |= rest
+        for entity in entities:  # an entity whose every member went is gone
+            if not self.entity_members.get(entity, True):
+                del self.entity_members[entity]
+        start = remaining | (freed - gone) | {m for e in entities for m in self.entity_members.get(e, ())}
+        touched = (self._settle(start) if start else set()) | entities
+        # An entity whose smallest member left has a new id: its signal continues there (as after a rebuild).
         self.absorbed = {}
-        for entity, members in previous.items():
+        for entity, members in before.items():
             alive = sorted(m for m in members if m in self.entity_of)
             if entity not in self.entity_members and alive:
                 self.absorbed[entity] = self.entity_of[alive[0]]
+        for kind, found in self.affected(None, touched).items():
+            keys[kind] |= found
+        return keys
+
+    def _count_considered(self, report: ReportFacts, step: int) -> None:
+        for requirement in self.plan:
+            if self._considers(requirement, report):
+                self.considered[requirement.id] += step
+                self.reporting[requirement.id][report.agency] += step
+                if self.considered[requirement.id] <= 0:
+                    del self.considered[requirement.id]
+                if self.reporting[requirement.id][report.agency] <= 0:
+                    del self.reporting[requirement.id][report.agency]
 
     # -- requirements ----------------------------------------------------------------------
     def coverage(self, book: SignalBook) -> dict[str, dict[str, Any]]:
@@ -613,6 +707,15 @@ class SignalBook:
 
     def latest(self) -> list[tuple[int, Signal]]:
         return sorted(self.versions.values(), key=lambda v: v[1].signal_id)
+
+
+def _discard(index: dict[str, set[str]], key: str, item: str) -> None:
+    """Take `item` out of an index's set under `key`, and the key with its last item."""
+    items = index.get(key)
+    if items is not None:
+        items.discard(item)
+        if not items:
+            del index[key]
 
 
 def jaccard(a: Iterable[str], b: Iterable[str]) -> float:

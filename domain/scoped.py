@@ -228,20 +228,23 @@ class _Scope:
             for report_id in gone:
                 del self.held[report_id]
         if self.correlator is not None:
-            self.correlator.retract(gone)
-            self.absorbed.update(self.correlator.absorbed)
-            self.full = True
+            self._removed(self.correlator.retract(gone))
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
-        """People erased and reports retracted leave every entity (rare: the scope is re-evaluated whole)."""
+        """People erased and reports retracted leave every entity they were in."""
         for report_id in retracted:
             self.held.pop(report_id, None)
         if self.correlator is None:
             return
-        self.correlator.erased |= erased
-        self.correlator.retract(retracted)
+        self._removed(self.correlator.erase(erased))
+        self._removed(self.correlator.retract(retracted))
+
+    def _removed(self, keys: dict[str, set[str]]) -> None:
+        """After a removal from the correlator: the entity keys it changed are evaluated at the next flush."""
+        assert self.correlator is not None
         self.absorbed.update(self.correlator.absorbed)
-        self.full = True
+        for kind, entity_keys in keys.items():
+            self.keys.setdefault(kind, set()).update(entity_keys)
 
     def flush(self) -> list[tuple[int, Signal]]:
         if self.correlator is None:

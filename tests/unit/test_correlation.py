@@ -451,13 +451,98 @@ def test_coverage_kept_as_reports_and_signals_arrive_equals_a_full_recount(one_p
     assert correlator.coverage(book) == recount(correlator, book)
     assert correlator.coverage(book)["IR-1"]["open_signals"] > 5
 
-    # Withdraw the reports of one open signal and erase a person of another: everything re-evaluated.
+    # Erase a person of one open signal and withdraw the reports of another: the keys each names re-evaluated.
     ir1 = [s for _, s in book.versions.values() if s.requirement_id == "IR-1" and s.status == "open"]
-    before = set(book.by_entity)
-    correlator.erased |= {p.subject_key_id for p in correlator.reports[ir1[1].report_ids[0]].people}
-    correlator.retract(ir1[0].report_ids)
-    results: dict[tuple[str, str], Any] = dict.fromkeys(before)
-    results.update(correlator.evaluate())
-    book.apply(results, correlator.absorbed)
+    erased = {p.subject_key_id for p in correlator.reports[ir1[1].report_ids[0]].people}
+    book.apply(correlator.evaluate_keys(correlator.erase(erased)), correlator.absorbed)
+    book.apply(correlator.evaluate_keys(correlator.retract(ir1[0].report_ids)), correlator.absorbed)
     assert correlator.coverage(book) == recount(correlator, book)
+    everything: dict[tuple[str, str], Any] = dict.fromkeys(book.by_entity)
+    assert book.apply({**everything, **correlator.evaluate()}, {}) == []  # nothing a full evaluation would change
     assert correlator.coverage(book)["IR-1"]["open_signals"] < len(ir1)
+
+
+def _state(correlator: Correlator) -> dict[str, Any]:
+    """What a correlator knows, independent of the order it learnt it in."""
+    indexes = ("by_document", "by_dob", "by_ny", "by_ny_without_dob", "by_contact", "by_org")
+    return {
+        "reports": correlator.reports,
+        "occurrences": correlator.occurrences,
+        "level1": {frozenset(members) for members in correlator.level1_members.values()},
+        "roots": {o: correlator.uf.find(o) for o in correlator.occurrences},
+        "entity_of": correlator.entity_of,
+        "entity_members": correlator.entity_members,
+        **{name: {k: v for k, v in getattr(correlator, name).items() if v} for name in indexes},
+        "considered": +correlator.considered,
+        "reporting": {r: +c for r, c in correlator.reporting.items() if +c},
+        "signals": correlator.evaluate(),
+    }
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_erasing_people_and_retracting_reports_leaves_what_adding_only_the_rest_builds(
+    one_process: Pipeline, seed: int
+) -> None:
+    """Removal touches only the clusters and entities that held what left (no rebuild from every report),
+    and must end where a correlator that never saw it ends: the same clusters, entities, indexes, counts
+    and signals. Its signal book, kept by the keys each step names, is what a full evaluation gives."""
+    from domain.facts import facts_from_accepted
+
+    rng = random.Random(seed)
+    pool = [facts_from_accepted(r) for r in one_process.accept(simulate(60, seed=100 + seed).reports)]
+    correlator, book = Correlator(PLAN), SignalBook()
+    added: list[Any] = []
+    removals = 0
+    for facts in pool:
+        keys = correlator.affected(facts.report_id, correlator.add(facts))
+        book.apply(correlator.evaluate_keys(keys), correlator.absorbed)
+        added.append(facts)
+        if rng.random() < 0.15:
+            if rng.random() < 0.5:
+                keys = correlator.retract(rng.sample([f.report_id for f in added], k=min(3, len(added))))
+            else:
+                people = sorted({p.subject_key_id for p in correlator.occurrences.values()})
+                keys = correlator.erase(rng.sample(people, k=min(2, len(people))))
+            removals += 1
+            book.apply(correlator.evaluate_keys(keys), correlator.absorbed)
+            everything: dict[tuple[str, str], Any] = dict.fromkeys(book.by_entity)
+            assert book.apply({**everything, **correlator.evaluate()}, {}) == [], "a key the removal left out"
+    assert removals >= 3
+
+    fresh = Correlator(PLAN)
+    fresh.erased, fresh.retracted = set(correlator.erased), set(correlator.retracted)
+    for facts in pool:
+        fresh.add(facts)
+    assert _state(correlator) == _state(fresh)
+    assert any(len(members) > 1 for members in correlator.entity_members.values())  # the data links people
+
+
+def test_a_contact_that_stops_being_a_controllers_links_the_people_left_on_it(one_process: Pipeline) -> None:
+    """Five reports of one name, no birth date, one phone: five clusters on a phone is a controller's, so
+    nobody is linked by it. Withdraw two: three clusters are under the limit and, not conflicting, are one
+    person now, as if the two had never come."""
+    from domain.facts import facts_from_accepted
+
+    phone = ("PHONE", "+855 12 345 678")
+    reports = [
+        report(
+            "NZ-POLICE", "HOTLINE_TIP", f"2026-0{month}-05", ["ACT_RECRUITMENT"], [person("Sokha Chan", None, phone)]
+        )
+        for month in range(1, 6)
+    ]
+    pool = [facts_from_accepted(r) for r in one_process.accept(reports)]
+    correlator = Correlator(PLAN)
+    for facts in pool:
+        correlator.add(facts)
+    assert len(correlator.entity_members) == 5
+    keys = correlator.retract([pool[0].report_id, pool[3].report_id])
+    assert len(correlator.entity_members) == 1
+    assert {o.occ_id for f in pool for o in f.people if f.report_id not in correlator.retracted} <= set().union(
+        *correlator.entity_members.values()
+    )
+    assert set(correlator.entity_members) <= keys["person"]
+    fresh = Correlator(PLAN)
+    fresh.retracted = set(correlator.retracted)
+    for facts in pool:
+        fresh.add(facts)
+    assert _state(correlator) == _state(fresh)
