@@ -6,8 +6,8 @@ correlator holds, its level-1 roots, its entities, its coverage counts, its sign
 holds and until when; and the shared facts, links, grants, erasures and retractions. What is cheap to derive
 (the occurrences, the token indexes, level-1 members, the book's open counts) is derived on reading. What
 concerns one batch only (touched, absorbed, pending keys) and what a full restore does not have either (the
-books' entity map, the coverage as last written) is not kept: `resume` leaves the state as a full restore
-would, and `settle_loaded` maps the books again.
+coverage as last written) is not kept. Each book's entity map is kept (version 2): after `resume`,
+`settle_loaded` evaluates only the entity keys the tail changed, where a full restore evaluates every one.
 
 Text only: a snapshot someone altered can hold wrong state, never run code. Another format version, another
 plan, other partners or another pseudonym key, or anything malformed: `SnapshotError`, and the stage replays
@@ -31,7 +31,7 @@ from domain.facts import PersonOccurrence, ReportFacts
 from domain.scoped import HUB_SCOPE, Held, Rules, ScopedCorrelation, _Scope, restrict
 
 FORMAT = "tiphub.correlation-snapshot"
-VERSION = 1
+VERSION = 2  # 2: each book's entity map is kept (a restore maps only what its tail changed)
 T = TypeVar("T")
 
 
@@ -169,6 +169,7 @@ def _scope(scope: _Scope, facts: Mapping[str, ReportFacts], rules: _RulesTable) 
         "seq": scope.seq,
         "held": {rid: rules.held(held) for rid, held in scope.held.items()},
         "versions": [[version, _signal(signal)] for version, signal in scope.book.versions.values()],
+        "by_entity": [[rid, key, sid] for (rid, key), sid in sorted(scope.book.by_entity.items())],
         "correlator": None if scope.correlator is None else _correlator(scope.correlator, facts, scope.held),
     }
 
@@ -435,6 +436,10 @@ def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
         for version, row in _check(encoded["versions"], list):
             signal = _read_signal(row)
             book.load(int(_check(version, int)), signal, signal.requirement_id)
+        for requirement_id, key, signal_id in _check(encoded["by_entity"], list):
+            if _text(signal_id) not in book.versions:
+                raise SnapshotError(f"scope {name}: its book maps an entity to a signal it does not hold")
+            book.by_entity[(_text(requirement_id), _text(key))] = signal_id
         scope.book = book
         if scope.correlator is not None:
             scope.correlator.uf = _UnionFind()
@@ -446,8 +451,9 @@ def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
 
     A full restore judges every sharing decision at `now`: a report whose share has ended since the snapshot
     was never in the recipient's scope. Here it leaves the scope, and its correlator does not keep it as
-    withdrawn (a later share brings it back, as it would after a full restore). The books forget which entity
-    each signal is of and the batch's bookkeeping, as loaded books do: `settle_loaded` maps them again.
+    withdrawn (a later share brings it back, as it would after a full restore). The books keep the entity map
+    the snapshot held; the entity keys the tail and the ended shares changed stay pending, for
+    `settle_loaded` to map the versions the tail wrote (`_Scope.settle_tail`).
     Returns the (scope, report) pairs that left."""
     left: set[tuple[str, str]] = set()
     for scope in list(state.scopes.values()):
@@ -457,9 +463,7 @@ def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
             scope.correlator.retracted -= over - state.retracted
         left |= {(scope.name, r) for r in over}
     for scope in state.scopes.values():
-        scope.book.by_entity = {}
-        scope.keys, scope.absorbed, scope.touched, scope.stale = {}, {}, set(), []
+        scope.full = False  # its book is mapped: `settle_loaded` maps only what the tail changed
+        scope.touched, scope.stale = set(), []
         scope.coverage = {}
-        if scope.correlator is not None:
-            scope.correlator.absorbed = {}
     return left

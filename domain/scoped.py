@@ -175,7 +175,7 @@ class _Scope:
     book: SignalBook = field(default_factory=SignalBook)
     seq: int = 0
     held: dict[str, Held] = field(default_factory=dict)
-    full: bool = True  # re-evaluate everything at the next flush (restored, or a report left)
+    full: bool = True  # its book is not mapped to its entities: map it and evaluate everything at the next flush
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
@@ -245,6 +245,29 @@ class _Scope:
         self.absorbed.update(self.correlator.absorbed)
         for kind, entity_keys in keys.items():
             self.keys.setdefault(kind, set()).update(entity_keys)
+
+    def settle_tail(self) -> bool:
+        """After `resume`: map the book's versions the tail wrote to the entity keys the tail changed; keep
+        for the next flush only the keys whose answer is not what was written. False (and the scope marked to
+        be mapped whole) when an open signal is left unmapped."""
+        assert self.correlator is not None
+        book, pending = self.book, dict[str, set[str]]()
+        kind_of = {requirement.id: requirement.entity for requirement in self.correlator.plan}
+        for (requirement_id, key), signal in self.correlator.evaluate_keys(self.keys).items():
+            written = book.versions.get(signal.signal_id if signal is not None else "")
+            if signal is None:
+                book.by_entity.pop((requirement_id, key), None)
+            elif written is not None and written[1] == signal:
+                book.by_entity[(requirement_id, key)] = signal.signal_id
+            else:
+                pending.setdefault(kind_of[requirement_id], set()).add(key)
+        book.by_entity = {k: sid for k, sid in book.by_entity.items() if book.versions[sid][1].status == "open"}
+        mapped = set(book.by_entity.values())
+        if any(s.status == "open" and s.signal_id not in mapped for _, s in book.versions.values()):
+            self.full, book.by_entity = True, {}
+            return False
+        self.keys, self.absorbed = pending, {}
+        return True
 
     def flush(self) -> list[tuple[int, Signal]]:
         if self.correlator is None:
@@ -431,9 +454,16 @@ class ScopedCorrelation:
 
     def settle_loaded(self) -> None:
         """After a restore: map each open signal to its entity again, and close those the rebuilt state no
-        longer produces (the plan changed, say). Every scope is re-evaluated whole at the next flush."""
+        longer produces (the plan changed, say). Such a scope is re-evaluated whole at the next flush.
+
+        A scope a snapshot brought back (`resume`) kept its book's map as of the snapshot: only the entity keys
+        its tail changed are evaluated, to map the versions the tail wrote. A key whose answer differs from
+        what was written stays for the next flush. Should an open signal be left that no entity maps to (a
+        version the tail wrote on an idle tick, say), the scope is mapped whole after all."""
         for scope in self.scopes.values():
             if scope.correlator is None:
+                continue
+            if not scope.full and scope.settle_tail():
                 continue
             current = scope.correlator.evaluate()
             key_of = {s.signal_id: key for key, s in current.items()}

@@ -17,7 +17,7 @@ from streams.agents.correlate_signals import CorrelateSignals
 from streams.stage_context import StageContext, build_handler
 from streams.stages import group_id, stage_named
 from tests.factories import make_report
-from tests.unit.test_correlation_snapshot import answers, but_erased_lists
+from tests.unit.test_correlation_snapshot import answers, but_erased_lists, without_maps
 from tests.unit.test_stage_handlers import PERSON, MemoryHub, on_memory_hub
 from tiphub.worker import SettingsProvisions
 
@@ -73,8 +73,10 @@ def written(outputs: Sequence[Any], topic: str) -> list[tuple[bytes | None, dict
     return [(o.key, CODEC.decode(o.value)[1]) for o in outputs if o.topic == topic]
 
 
-@on_memory_hub
-async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_a_full_restore(hub: MemoryHub) -> None:
+async def restarted_midway(hub: MemoryHub, keep_map: bool) -> None:
+    """A snapshot taken midway, the union stopped later and restarted from it: it answers, and writes for the
+    next batch, what a union restored from the whole history answers and writes. `keep_map`: as written;
+    else the books' entity maps are emptied (every entity here is one the tail changes: its keys map them)."""
     hub.start()
     submit(hub, 8)
     await hub.run()
@@ -82,6 +84,8 @@ async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_
     store = union(hub).store
     midway = store.snapshot() if store is not None else None
     assert store is not None and midway is not None
+    if not keep_map:
+        midway = Snapshot(json.dumps(without_maps(json.loads(midway.data))), midway.positions)
     submit(hub, 8, start=8)
     await hub.run()
     await hub.runners.pop("correlate").close()  # the union stops; the other stages go on
@@ -96,6 +100,8 @@ async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_
     assert 0 < restored.restores[-1].replayed < full.restores[-1].replayed, "only the tail after the snapshot"
     assert restored.restores[-1].versions < full.restores[-1].versions
     assert answers(restored.state) == answers(full.state)
+    if keep_map:  # a book that kept its map is evaluated at the next flush only where the tail changed it
+        assert not any(scope.full for scope in restored.state.scopes.values() if scope.correlator is not None)
 
     batch = await unread(hub)
     assert batch
@@ -106,6 +112,18 @@ async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_
     assert answers(restored.state) == answers(full.state)
     for handler in (restored, full):
         await handler.close()
+
+
+@on_memory_hub
+async def test_restarted_from_a_snapshot_midway_the_union_answers_and_writes_as_a_full_restore(hub: MemoryHub) -> None:
+    await restarted_midway(hub, keep_map=True)
+
+
+@on_memory_hub
+async def test_a_snapshot_whose_books_lost_their_entity_maps_is_mapped_from_the_tail_and_writes_as_a_full_restore(
+    hub: MemoryHub,
+) -> None:
+    await restarted_midway(hub, keep_map=False)
 
 
 @on_memory_hub
@@ -199,7 +217,7 @@ async def test_a_snapshot_the_topics_do_not_bear_out_or_that_cannot_be_read_is_i
         (lambda s: moved(s, ahead=10_000), "beyond the end"),
         (lambda s: moved(s, digest="0" * 32), "not the one it was taken after"),
         (lambda s: Snapshot("{", s.positions), "not JSON"),
-        (lambda s: Snapshot(s.data.replace('"version":1', '"version":9', 1), s.positions), "format version 9"),
+        (lambda s: Snapshot(s.data.replace('"version":2', '"version":9', 1), s.positions), "format version 9"),
     ):
         handler = await restart_with(hub, change)
         [restored] = handler.restores
