@@ -495,9 +495,11 @@ class Correlator:
             if not self.entity_members.get(entity, True):
                 del self.entity_members[entity]
         start = remaining | (freed - gone) | {m for e in entities for m in self.entity_members.get(e, ())}
-        touched = (self._settle(start) if start else set()) | entities
-        # An entity whose smallest member left has a new id: its signal continues there (as after a rebuild).
         self.absorbed = {}
+        touched = (self._settle(start) if start else set()) | entities
+        # Entities that joined (a contact back under the limit, a conflict gone) continue in the one that took
+        # them in, as `_relabel` found; an entity whose smallest member left has a new id, and its signal
+        # continues there too (as after a rebuild).
         for entity, members in before.items():
             alive = sorted(m for m in members if m in self.entity_of)
             if entity not in self.entity_members and alive:
