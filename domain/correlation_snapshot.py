@@ -169,7 +169,11 @@ def _scope(scope: _Scope, facts: Mapping[str, ReportFacts], rules: _RulesTable) 
         "seq": scope.seq,
         "held": {rid: rules.held(held) for rid, held in scope.held.items()},
         "versions": [[version, _signal(signal)] for version, signal in scope.book.versions.values()],
-        "by_entity": [[rid, key, sid] for (rid, key), sid in sorted(scope.book.by_entity.items())],
+        # A book is written mapped only when nothing waits for a flush (a snapshot a restore writes may come
+        # before its first flush): else it is mapped whole again after reading.
+        "by_entity": [[rid, key, sid] for (rid, key), sid in sorted(scope.book.by_entity.items())]
+        if not (scope.full or any(scope.keys.values()) or scope.stale)
+        else None,
         "correlator": None if scope.correlator is None else _correlator(scope.correlator, facts, scope.held),
     }
 
@@ -436,14 +440,23 @@ def _read_state(body: dict[str, Any], state: ScopedCorrelation) -> None:
         for version, row in _check(encoded["versions"], list):
             signal = _read_signal(row)
             book.load(int(_check(version, int)), signal, signal.requirement_id)
-        for requirement_id, key, signal_id in _check(encoded["by_entity"], list):
-            if _text(signal_id) not in book.versions:
-                raise SnapshotError(f"scope {name}: its book maps an entity to a signal it does not hold")
-            book.by_entity[(_text(requirement_id), _text(key))] = signal_id
         scope.book = book
         if scope.correlator is not None:
             scope.correlator.uf = _UnionFind()
             _read_correlator(encoded["correlator"], scope.correlator, state.facts, scope.held)
+        scope.full = encoded["by_entity"] is None
+        for requirement_id, key, signal_id in [] if scope.full else _check(encoded["by_entity"], list):
+            # a signal's id is its requirement's and entity key's: a map that says otherwise was altered
+            held = book.versions.get(_text(signal_id))
+            if (
+                scope.correlator is None
+                or held is None
+                or held[1].status != "open"
+                or held[1].requirement_id != requirement_id
+                or scope.correlator.names.signal_id(_text(requirement_id), _text(key)) != signal_id
+            ):
+                raise SnapshotError(f"scope {name}: its book maps an entity to a signal not of it, or not open")
+            book.by_entity[(requirement_id, key)] = signal_id
 
 
 def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
@@ -452,8 +465,9 @@ def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
     A full restore judges every sharing decision at `now`: a report whose share has ended since the snapshot
     was never in the recipient's scope. Here it leaves the scope, and its correlator does not keep it as
     withdrawn (a later share brings it back, as it would after a full restore). The books keep the entity map
-    the snapshot held; the entity keys the tail and the ended shares changed stay pending, for
-    `settle_loaded` to map the versions the tail wrote (`_Scope.settle_tail`).
+    the snapshot held (a book written unmapped, or a scope the tail made, is mapped whole); the entity keys
+    the tail and the ended shares changed stay pending, for `settle_loaded` to map the versions the tail
+    wrote (`_Scope.settle_tail`).
     Returns the (scope, report) pairs that left."""
     left: set[tuple[str, str]] = set()
     for scope in list(state.scopes.values()):
@@ -463,7 +477,6 @@ def resume(state: ScopedCorrelation, now: datetime) -> set[tuple[str, str]]:
             scope.correlator.retracted -= over - state.retracted
         left |= {(scope.name, r) for r in over}
     for scope in state.scopes.values():
-        scope.full = False  # its book is mapped: `settle_loaded` maps only what the tail changed
         scope.touched, scope.stale = set(), []
         scope.coverage = {}
     return left

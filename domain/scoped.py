@@ -179,6 +179,7 @@ class _Scope:
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
     touched: set[str] = field(default_factory=set)
+    loaded: set[str] = field(default_factory=set)  # restoring: signals with versions loaded from the log
     stale: list[Signal] = field(default_factory=list)
     coverage: dict[str, dict[str, Any]] = field(default_factory=dict)  # as last written
 
@@ -247,26 +248,37 @@ class _Scope:
             self.keys.setdefault(kind, set()).update(entity_keys)
 
     def settle_tail(self) -> bool:
-        """After `resume`: map the book's versions the tail wrote to the entity keys the tail changed; keep
-        for the next flush only the keys whose answer is not what was written. False (and the scope marked to
-        be mapped whole) when an open signal is left unmapped."""
+        """After `resume`: map the book's versions the tail wrote (`loaded`) to their entity keys, evaluating
+        the keys the restore changed and those the snapshot's map names for signals the tail wrote (the tail
+        may have changed an entity the replay, judging at `now`, leaves as the snapshot had it: a share that
+        ended while down, a person erased meanwhile). Keep for the next flush only the keys whose answer is not
+        what was written. False (and the scope marked to be mapped whole) when a signal the tail wrote is of
+        no key known here, or an open signal is left unmapped."""
         assert self.correlator is not None
         book, pending = self.book, dict[str, set[str]]()
         kind_of = {requirement.id: requirement.entity for requirement in self.correlator.plan}
-        for (requirement_id, key), signal in self.correlator.evaluate_keys(self.keys).items():
-            written = book.versions.get(signal.signal_id if signal is not None else "")
-            if signal is None:
-                book.by_entity.pop((requirement_id, key), None)
-            elif written is not None and written[1] == signal:
-                book.by_entity[(requirement_id, key)] = signal.signal_id
+        key_of = {sid: entity for entity, sid in book.by_entity.items()}  # the snapshot's map, inverted
+        keys = {kind: set(entity_keys) for kind, entity_keys in self.keys.items()}
+        for signal_id in self.loaded & key_of.keys():
+            requirement_id, key = key_of[signal_id]
+            keys.setdefault(kind_of[requirement_id], set()).add(key)
+        known = set(key_of)
+        for (requirement_id, key), signal in self.correlator.evaluate_keys(keys).items():
+            known.add(self.correlator.names.signal_id(requirement_id, key))
+            written = book.versions.get(signal.signal_id) if signal is not None else None
+            if signal is not None and written is not None and written[1].status == "open":
+                book.by_entity[(requirement_id, key)] = signal.signal_id  # as a full restore maps it
             else:
+                book.by_entity.pop((requirement_id, key), None)
+            if signal is not None and (written is None or written[1] != signal):
                 pending.setdefault(kind_of[requirement_id], set()).add(key)
         book.by_entity = {k: sid for k, sid in book.by_entity.items() if book.versions[sid][1].status == "open"}
         mapped = set(book.by_entity.values())
-        if any(s.status == "open" and s.signal_id not in mapped for _, s in book.versions.values()):
-            self.full, book.by_entity = True, {}
+        unmapped = any(s.status == "open" and s.signal_id not in mapped for _, s in book.versions.values())
+        if unmapped or not self.loaded <= known:
+            self.full, book.by_entity, self.loaded = True, {}, set()
             return False
-        self.keys, self.absorbed = pending, {}
+        self.keys, self.absorbed, self.loaded = pending, {}, set()
         return True
 
     def flush(self) -> list[tuple[int, Signal]]:
@@ -451,6 +463,7 @@ class ScopedCorrelation:
         scope = self.scope(scope_name)
         scope.seq = max(scope.seq, seq)
         scope.book.load(version, signal, signal.requirement_id)
+        scope.loaded.add(signal.signal_id)
 
     def settle_loaded(self) -> None:
         """After a restore: map each open signal to its entity again, and close those the rebuilt state no
@@ -472,4 +485,4 @@ class ScopedCorrelation:
                 if key is not None and signal.status == "open":
                     scope.book.by_entity[key] = signal_id
             scope.stale = [s for _, s in scope.book.latest() if s.status == "open" and s.signal_id not in key_of]
-            scope.full = True
+            scope.full, scope.loaded = True, set()
