@@ -202,10 +202,14 @@ class Hub:
         while any(self.lag(stage.name) > 0 for stage in STAGES):
             if time.monotonic() >= deadline:
                 behind = {stage.name: {tp: n for tp, n in self.lags(stage.name).items() if n} for stage in STAGES}
+                for process in self.workers.values():  # each logs where its tasks wait (tiphub/worker.py)
+                    if process.poll() is None:
+                        process.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 raise AssertionError(
                     f"stages did not catch up: { ({name: tps for name, tps in behind.items() if tps}) }; "
                     f"transactions nobody ends (stable offset stuck below the end): {self.orphaned_transactions(5)}\n"
-                    + "\n".join(self.worker_log(i)[-3000:] for i in self.workers)
+                    + "\n".join(self.worker_log(i)[-30000:] for i in self.workers)
                 )
             time.sleep(0.5)
 
@@ -220,7 +224,7 @@ class Hub:
                 raise AssertionError(
                     f"after {timeout:.0f}s: {len(accepted)} accepted + {len(rejected)} rejected of {total}, "
                     f"lag {self.lag('verify')}+{self.lag('accept')}; worker log tail:\n"
-                    + "\n".join(self.worker_log(i)[-3000:] for i in self.workers)
+                    + "\n".join(self.worker_log(i)[-30000:] for i in self.workers)
                     if self.workers
                     else ""
                 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 from collections.abc import Callable
@@ -158,6 +159,14 @@ async def destroy_spent_envelope_keys(settings: Settings, kafka: KafkaLog, stop:
             await asyncio.wait_for(stop.wait(), settings.envelope_check_s)
 
 
+def log_tasks() -> None:
+    """Log where every task of the worker waits: what a stage that stopped making progress is stuck on."""
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=12, file=stack)
+        log.warning("task %s: %s", task.get_name(), stack.getvalue().replace("\n", " | "))
+
+
 async def _heartbeat(path: Path, stages: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
     """Touch `path` while every stage runs: a liveness probe that checks its age sees a stuck or dead stage."""
     while not stop.is_set() and not any(task.done() for task in stages):
@@ -173,6 +182,7 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, log_tasks)  # `kill -USR1`: where each stage is waiting
     kafka = KafkaLog(bootstrap, settings.kafka_options(), quirks.kind)  # every stage's reads and writes
     published = await load_agreements(settings, kafka)
     log.info("%d new agreement version(s) loaded", published)
@@ -183,7 +193,7 @@ async def run_worker(settings: Settings, bootstrap: str) -> None:
         if not stage.single or settings.instance_id == "0"  # a single-instance stage runs on worker 0
     ]
     log.info("worker %s running %d stage(s) on %s", settings.instance_id, len(processors), bootstrap)
-    tasks = [asyncio.create_task(p.run(stop)) for p in processors]
+    tasks = [asyncio.create_task(p.run(stop), name=p.group_id) for p in processors]
     tasks.append(asyncio.create_task(destroy_spent_envelope_keys(settings, kafka, stop)))
     if settings.health_file is not None:
         tasks.append(asyncio.create_task(_heartbeat(settings.health_file, tasks[:], stop)))

@@ -29,14 +29,25 @@ async def read_until(
     """
     out: list[Any] = []
     remaining = {tp for tp in partitions if await consumer.position(tp) < stop_at[tp]}
+    loop = asyncio.get_running_loop()
+    quiet_since, warned = loop.time(), 0
     while remaining:
         batch = await consumer.getmany(*remaining, timeout_ms=300, max_records=max_records)
         for tp, records in batch.items():
             out += [r for r in records if r.offset < stop_at[tp]]
+        if batch:
+            quiet_since, warned = loop.time(), 0
+        elif loop.time() - quiet_since > STALLED_READ_S * (warned + 1):
+            warned += 1  # a read that never gets there hangs its stage silently: say where it stands
+            at = {f"{tp.topic}[{tp.partition}]": (await consumer.position(tp), stop_at[tp]) for tp in remaining}
+            log.warning("no record for %.0f s reading up to the end: (position, end) %s", loop.time() - quiet_since, at)
         for tp in list(remaining):
             if await consumer.position(tp) >= stop_at[tp]:
                 remaining.discard(tp)
     return out
+
+
+STALLED_READ_S = 30.0
 
 
 SETTLE_TIMEOUT_S = 30.0

@@ -73,7 +73,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         # and a restore longer than the 10 s session would have the member thrown out of its group, rejoin,
         # and restore again, for ever (seen at 10^4 reports). Every handler restores (or waits for this
         # restore, under its lock) before it handles a batch, so nothing is judged against missing state.
-        self.processor.restoring = asyncio.ensure_future(self._restore(set(assigned)))
+        self.processor.restoring = asyncio.create_task(
+            self._restore(set(assigned)), name=f"{self.processor.group_id} restore"
+        )
 
     async def _restore(self, assigned: set[TopicPartition]) -> None:
         try:

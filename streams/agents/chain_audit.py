@@ -91,6 +91,7 @@ class ChainAudit:
         async with self.log.reading() as reader:
             anchors = self.anchors.all(self.topics.audit)  # before the ends: an anchor never runs ahead of them
             ends = await reader.settled_ends(tps)
+            log.info("audit chain heads: reading back from the ends %s", {tp.partition: ends[tp] for tp in tps})
             return {tp.partition: await self._read_head(reader, tp, ends[tp], anchors.get(tp.partition)) for tp in tps}
 
     async def _read_head(self, reader: LogReader, tp: TopicPartition, end: int, anchor: Anchor | None) -> RestoredHead:
