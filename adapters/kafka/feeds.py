@@ -25,7 +25,8 @@ async def read_until(
     """Every record from the consumer's current positions up to (not including) `stop_at`.
 
     Waits on positions, not record offsets: under read_committed, commit markers and aborted
-    records occupy offsets that are never returned.
+    records occupy offsets that are never returned. A read that gets nothing for STALLED_READ_S says where it
+    stands; after GIVE_UP_AFTER such stalls it raises UnsettledTopic (restore later), never hangs its stage.
     """
     out: list[Any] = []
     remaining = {tp for tp in partitions if await consumer.position(tp) < stop_at[tp]}
@@ -38,9 +39,12 @@ async def read_until(
         if batch:
             quiet_since, warned = loop.time(), 0
         elif loop.time() - quiet_since > STALLED_READ_S * (warned + 1):
-            warned += 1  # a read that never gets there hangs its stage silently: say where it stands
+            warned += 1  # a read that never gets there would hang its stage silently: say where it stands
             at = {f"{tp.topic}[{tp.partition}]": (await consumer.position(tp), stop_at[tp]) for tp in remaining}
-            log.warning("no record for %.0f s reading up to the end: (position, end) %s", loop.time() - quiet_since, at)
+            quiet = loop.time() - quiet_since
+            if warned >= GIVE_UP_AFTER:  # the caller restores again later, on a new connection
+                raise UnsettledTopic(f"no record for {quiet:.0f} s below the end: (position, end) {at}")
+            log.warning("no record for %.0f s reading up to the end: (position, end) %s", quiet, at)
         for tp in list(remaining):
             if await consumer.position(tp) >= stop_at[tp]:
                 remaining.discard(tp)
@@ -48,6 +52,7 @@ async def read_until(
 
 
 STALLED_READ_S = 30.0
+GIVE_UP_AFTER = 3  # stalls of STALLED_READ_S: a read with nothing for 90 s gives up
 
 
 SETTLE_TIMEOUT_S = 30.0
