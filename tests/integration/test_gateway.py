@@ -933,12 +933,19 @@ def test_floods_get_429_per_credential_and_each_episode_is_audited_once(live: Li
             assert get(bystander).status_code == 200  # another credential has its own budget
             assert client.get("/healthz").status_code == 200  # probes are never limited
             time.sleep(1.2)
-            assert get(flooder).status_code == 200  # refilled at 2/s
-            assert [get(flooder).status_code for _ in range(10)].count(429) >= 5  # a second flood
+            codes.append(get(flooder).status_code)
+            assert codes[-1] == 200  # refilled at 2/s
+            second = [get(flooder).status_code for _ in range(10)]
+            assert second.count(429) >= 5  # a second flood
+            codes += second
 
-        denials = wait_for_denials(live, "rate_limited", 2)
+        # An episode of refusals ends when a request is allowed again: on a loaded machine a slow request can
+        # let a token refill mid-flood, so count the episodes the flooder saw (2 when requests came fast).
+        episodes = sum(1 for i, code in enumerate(codes) if code == 429 and (i == 0 or codes[i - 1] != 429))
+        assert 2 <= episodes < codes.count(429), codes
+        denials = wait_for_denials(live, "rate_limited", episodes)
         ours = [d for d in denials if d["actor"] == "analyst:test analyst"]
-        assert len(ours) == 2, denials  # one per episode, not one per refused request
+        assert len(ours) == episodes, denials  # one per episode, not one per refused request
     finally:
         process.terminate()
         process.wait(20)
