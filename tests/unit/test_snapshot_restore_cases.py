@@ -17,6 +17,7 @@ from domain.correlate import Correlator, SignalBook, load_plan
 from domain.correlation_snapshot import SnapshotError, from_json, resume, to_json
 from domain.facts import PersonOccurrence, ReportFacts
 from domain.scoped import Emitted, ScopedCorrelation
+from tests.unit.test_correlation_snapshot import rules_for
 
 PLAN = load_plan(yaml.safe_load((Path(__file__).parents[2] / "policies" / "collection_plan.yaml").read_text()))
 KEY = b"k" * 32
@@ -51,21 +52,10 @@ def report(
     return ReportFacts(report_id, agency, T, T, "NGO_REFERRAL", frozenset(elements), "B", "2", tuple(occs), ())
 
 
-def shared(facts: ReportFacts) -> dict[str, str]:
-    """A decision's field rules that share every field of the report."""
-    paths = ["observed_at", "source_agency", "elements", "indicator_type", "source_reliability", "info_credibility"]
-    for occ in facts.people:
-        base = "subjects[" + occ.occ_id.rsplit("#", 1)[1] + "]"
-        paths += [f"{base}.{name}" for name in ("role", "minor", "name", "date_of_birth", "nationality")]
-        for j, _ in enumerate(occ.identifiers):
-            paths += [f"{base}.identifiers[{j}].{name}" for name in ("value", "kind", "issuer")]
-    return dict.fromkeys(paths, "share")
-
-
 def grant(state: ScopedCorrelation, facts: ReportFacts, now: datetime, until: datetime | None = None) -> None:
     """The report accepted, and shared with NZ-NIC (until `until`, if given)."""
     state.accept(facts, now)
-    state.decided(NIC, facts.report_id, True, until, now, shared(facts))
+    state.decided(NIC, facts.report_id, True, until, now, rules_for(facts, frozenset()))
 
 
 def load(state: ScopedCorrelation, versions: list[Emitted]) -> ScopedCorrelation:
