@@ -469,10 +469,8 @@ class ScopedCorrelation:
         """After a restore: map each open signal to its entity again, and close those the rebuilt state no
         longer produces (the plan changed, say). Such a scope is re-evaluated whole at the next flush.
 
-        A scope a snapshot brought back (`resume`) kept its book's map as of the snapshot: only the entity keys
-        its tail changed are evaluated, to map the versions the tail wrote. A key whose answer differs from
-        what was written stays for the next flush. Should an open signal be left that no entity maps to (a
-        version the tail wrote on an idle tick, say), the scope is mapped whole after all."""
+        A scope a snapshot brought back with its book's map is mapped by `_Scope.settle_tail` (only what the
+        tail touched), unless that finds what it cannot map: then it is mapped whole, as here."""
         for scope in self.scopes.values():
             if scope.correlator is None:
                 continue
