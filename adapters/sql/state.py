@@ -20,7 +20,15 @@ from domain.state_store import NO_RECORD, Checkpoint, Entry, Snapshot
 log = logging.getLogger(__name__)
 LAYOUT = "1"  # the tables below; another value in a file means: drop them all and start again
 CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
-TABLES = ("state_entries", "state_checkpoints", "state_snapshots", "state_snapshot_positions", "state_meta")
+TABLES = (
+    "state_entries",
+    "state_checkpoints",
+    "state_snapshots",
+    "state_snapshot_positions",
+    "state_tables",
+    "state_table_positions",
+    "state_meta",
+)
 SCOPE = "WHERE stage = ? AND topic = ? AND partition_id = ?"
 
 
@@ -75,10 +83,23 @@ def _ensure_layout(db: Database) -> None:
                 position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
                 PRIMARY KEY (stage, topic, partition_id))"""
         )
+        # A stage whose state is tables of text worked on through a cache (domain/working_set.py), with the
+        # positions the tables reflect (adapters/sql/tables.py). Added to layout 1 as the snapshots were.
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS state_tables (
+                stage TEXT NOT NULL, tbl TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                PRIMARY KEY (stage, tbl, key)) WITHOUT ROWID"""
+        )
+        db.execute(
+            """CREATE TABLE IF NOT EXISTS state_table_positions (
+                stage TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
+                position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
+                PRIMARY KEY (stage, topic, partition_id))"""
+        )
         db.execute("INSERT INTO state_meta (name, value) VALUES ('layout', ?) ON CONFLICT (name) DO NOTHING", (LAYOUT,))
 
 
-def _checkpoint(position: object, last_offset: object, digest: object) -> Checkpoint | None:
+def read_checkpoint(position: object, last_offset: object, digest: object) -> Checkpoint | None:
     """A checkpoint row read back, or None if it makes no sense."""
     if (
         isinstance(position, int)
@@ -91,7 +112,7 @@ def _checkpoint(position: object, last_offset: object, digest: object) -> Checkp
     return None
 
 
-def _chunks(values: Collection[str]) -> Iterator[list[str]]:
+def chunks(values: Collection[str]) -> Iterator[list[str]]:
     values = list(values)
     for start in range(0, len(values), CHUNK):
         yield values[start : start + CHUNK]
@@ -125,6 +146,8 @@ class SqlStageState:
             self.db.execute("DELETE FROM state_checkpoints WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_snapshots WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_tables WHERE stage = ?", (self.stage,))
+            self.db.execute("DELETE FROM state_table_positions WHERE stage = ?", (self.stage,))
 
     def checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
         rows = self.db.query(
@@ -134,7 +157,7 @@ class SqlStageState:
         )
         if not rows:
             return None
-        checkpoint = _checkpoint(*rows[0])
+        checkpoint = read_checkpoint(*rows[0])
         if checkpoint is None:
             log.warning("checkpoint of %s %s[%d] is not valid: wiping the partition", self.stage, *tp)
             self.wipe(tp)
@@ -142,7 +165,7 @@ class SqlStageState:
 
     def get(self, tp: TopicPartition, keys: Collection[str]) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
-        for chunk in _chunks(set(keys)):
+        for chunk in chunks(set(keys)):
             marks = ", ".join("?" * len(chunk))
             sql = f"SELECT key, item, value FROM state_entries {SCOPE} AND key IN ({marks})"  # noqa: S608
             for key, item, value in self.db.query(sql, (self.stage, tp.topic, tp.partition, *chunk)):
@@ -167,7 +190,7 @@ class SqlStageState:
     def delete_tagged(self, tags: Collection[str]) -> int:
         deleted = 0
         with self.db.transaction():
-            for chunk in _chunks({t for t in tags if t}):
+            for chunk in chunks({t for t in tags if t}):
                 marks = ", ".join("?" * len(chunk))
                 deleted += self.db.execute(
                     f"DELETE FROM state_entries WHERE stage = ? AND tag IN ({marks})",  # noqa: S608 (placeholders only)
@@ -200,7 +223,7 @@ class SqlStageState:
             return None
         positions: dict[TopicPartition, Checkpoint] = {}
         for topic, partition, *checkpoint in places:
-            held = _checkpoint(*checkpoint)
+            held = read_checkpoint(*checkpoint)
             if held is None or not isinstance(topic, str) or not isinstance(partition, int):
                 positions = {}
                 break
