@@ -17,14 +17,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any
 from domain.linking import Link
+from domain.state_codec import OCCURRENCE, REPORT
+from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, stored_set
 from schemas.elements import covers_requirement, groups_covered
+
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,8 @@ def score(reports: list[ReportFacts], coverage: float) -> float:
 
 
 class _UnionFind:
-    def __init__(self) -> None:
-        self.parent: dict[str, str] = {}
+    def __init__(self, parent: MutableMapping[str, str] | None = None) -> None:
+        self.parent: MutableMapping[str, str] = {} if parent is None else parent
 
     def add(self, x: str) -> None:
         self.parent.setdefault(x, x)
@@ -160,37 +164,57 @@ class _UnionFind:
 class Correlator:
     plan: list[Requirement]
     contact_limit: int = 3
-    reports: dict[str, ReportFacts] = field(default_factory=dict)
-    occurrences: dict[str, PersonOccurrence] = field(default_factory=dict)
+    reports: MutableMapping[str, ReportFacts] = field(default_factory=dict)
+    occurrences: MutableMapping[str, PersonOccurrence] = field(default_factory=dict)
     erased: set[str] = field(default_factory=set)
     retracted: set[str] = field(default_factory=set)
     # The union stage: level-1 links arrive from the partitioned link stage instead of being found here.
     external_links: bool = False
-    links: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    links: MutableMapping[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     # Linkage key rotation: each token of a bridged identifier -> the one token the identifier is
     # named by here (the oldest version it was seen under), so documents, contacts and
     # organisations stay one entity across a rotation and after the earlier key is retired.
-    token_names: dict[str, str] = field(default_factory=dict)
+    token_names: MutableMapping[str, str] = field(default_factory=dict)
     names: Names = field(default_factory=PlainNames)
+    # Where the maps below are kept: None, in this process's memory; else tables on disk, worked on through a
+    # bounded cache (domain/working_set.py), so that memory does not follow the history.
+    tables: Tables | None = None
 
     def __post_init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self.uf = _UnionFind()
-        self.level1_members: dict[str, set[str]] = {}
-        self.by_document: dict[str, set[str]] = defaultdict(set)
-        self.by_dob: dict[str, set[str]] = defaultdict(set)
-        self.by_ny: dict[str, set[str]] = defaultdict(set)
-        self.by_ny_without_dob: dict[str, set[str]] = defaultdict(set)
-        self.by_contact: dict[str, set[str]] = defaultdict(set)
-        self.by_org: dict[str, set[str]] = defaultdict(set)
-        self.entity_of: dict[str, str] = {}
-        self.entity_members: dict[str, set[str]] = {}
+        if self.tables is not None:
+            self.reports = self._map("reports", REPORT)
+            self.occurrences = self._map("occurrences", OCCURRENCE)
+            self.erased = stored_set(self.tables, "erased")  # type: ignore[assignment]
+            self.retracted = stored_set(self.tables, "retracted")  # type: ignore[assignment]
+            self.links = self._map("links", TEXT_SET, set, mutable=True)
+            self.token_names = self._map("token_names", TEXT)
+        self.uf = _UnionFind(self._map("parent", TEXT))
+        self.level1_members: MutableMapping[str, set[str]] = self._map("level1", TEXT_SET, mutable=True)
+        self.by_document = self._map("by_document", TEXT_SET, set, mutable=True)
+        self.by_dob = self._map("by_dob", TEXT_SET, set, mutable=True)
+        self.by_ny = self._map("by_ny", TEXT_SET, set, mutable=True)
+        self.by_ny_without_dob = self._map("by_ny_without_dob", TEXT_SET, set, mutable=True)
+        self.by_contact = self._map("by_contact", TEXT_SET, set, mutable=True)
+        self.by_org = self._map("by_org", TEXT_SET, set, mutable=True)
+        self.by_subject = self._map("by_subject", TEXT_SET, set, mutable=True)  # erasure finds its people here
+        self.entity_of: MutableMapping[str, str] = self._map("entity_of", TEXT)
+        self.entity_members: MutableMapping[str, set[str]] = self._map("entities", TEXT_SET, mutable=True)
         self.absorbed: dict[str, str] = {}  # after add(): vanished entity id -> the entity that took it in
         # Coverage kept as reports arrive: a batch must not rescan every report the hub has seen.
-        self.considered: Counter[str] = Counter()  # requirement -> reports it considers
-        self.reporting: dict[str, Counter[str]] = defaultdict(Counter)  # requirement -> agency -> reports
+        self.considered: MutableMapping[str, int] = (  # requirement -> reports
+            Counter() if self.tables is None else self._map("considered", INTEGER, int)
+        )
+        self.reporting: MutableMapping[str, Counter[str]] = self._map(  # requirement -> agency -> reports
+            "reporting", COUNTS, Counter, mutable=True
+        )
+
+    def _map(
+        self, name: str, codec: Codec[V], default: Callable[[], V] | None = None, *, mutable: bool = False
+    ) -> MutableMapping[str, V]:
+        """A map of this correlator's state: a dict (a defaultdict with `default`), or a table of `tables`."""
+        if self.tables is not None:
+            return self.tables.map(name, codec, default, mutable=mutable)
+        return {} if default is None else defaultdict(default)
 
     # -- level 1 ---------------------------------------------------------------------------
     def _union1(self, a: str, b: str) -> None:
@@ -214,6 +238,7 @@ class Correlator:
             self.by_document[token].add(occ.occ_id)
         for token in occ.contacts:
             self.by_contact[token].add(occ.occ_id)
+        self.by_subject[occ.subject_key_id].add(occ.occ_id)
 
     def _matches(self, occ: PersonOccurrence) -> set[str]:
         """Level-1 links of a newcomer, found in this process (the link stage does this partitioned)."""
@@ -246,11 +271,11 @@ class Correlator:
 
     def _fuzzy_keys(
         self, occ: PersonOccurrence
-    ) -> list[tuple[PersonOccurrence, list[tuple[str, dict[str, set[str]]]]]]:
+    ) -> list[tuple[PersonOccurrence, list[tuple[str, MutableMapping[str, set[str]]]]]]:
         """Per linkage key version of `occ`: the fuzzy indexes it is held in, and under which key."""
         out = []
         for variant in occ.variants():
-            keys: list[tuple[str, dict[str, set[str]]]] = []
+            keys: list[tuple[str, MutableMapping[str, set[str]]]] = []
             if variant.dob_key:
                 keys.append((variant.dob_key, self.by_dob))
             for key in variant.ny_keys:
@@ -426,7 +451,7 @@ class Correlator:
         self.erased |= new
         if not new:
             return {}
-        gone = {o for o, occ in self.occurrences.items() if occ.subject_key_id in new}
+        gone = {o for subject in new for o in self.by_subject.pop(subject, ())}
         return self._remove(gone, set())
 
     def retract(self, report_ids: Iterable[str]) -> dict[str, set[str]]:
@@ -466,6 +491,7 @@ class Correlator:
             for token in occ.contacts:
                 _discard(self.by_contact, token, occ_id)
                 freed |= self.by_contact.get(token, set())
+            _discard(self.by_subject, occ.subject_key_id, occ_id)
             for _, key_index in self._fuzzy_keys(occ):
                 for key, index in key_index:
                     _discard(index, key, occ_id)
@@ -531,10 +557,10 @@ class Correlator:
                 "question": requirement.question,
                 "priority": requirement.priority,
                 "open_signals": book.open_signals[rid],
-                "reports_considered": self.considered[rid],
+                "reports_considered": self.considered.get(rid, 0),
                 "reports_in_signals": len(book.open_reports[rid]),
                 "agencies_contributing": sorted(book.open_agencies[rid]),
-                "agencies_reporting": sorted(self.reporting[rid]),
+                "agencies_reporting": sorted(self.reporting.get(rid, ())),
             }
         return out
 
@@ -711,7 +737,7 @@ class SignalBook:
         return sorted(self.versions.values(), key=lambda v: v[1].signal_id)
 
 
-def _discard(index: dict[str, set[str]], key: str, item: str) -> None:
+def _discard(index: MutableMapping[str, set[str]], key: str, item: str) -> None:
     """Take `item` out of an index's set under `key`, and the key with its last item."""
     items = index.get(key)
     if items is not None:

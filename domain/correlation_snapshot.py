@@ -16,27 +16,54 @@ history instead. An erased subject's people are left out of the report facts a s
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from domain.correlate import Correlator, Requirement, Signal, SignalBook, _UnionFind
-from domain.facts import PersonOccurrence, ReportFacts
+from domain.facts import ReportFacts
 from domain.scoped import HUB_SCOPE, Held, Rules, ScopedCorrelation, _Scope, restrict
+from domain.state_codec import (
+    checked as _check,
+)
+from domain.state_codec import (
+    flag as _flag,
+)
+from domain.state_codec import (
+    maybe as _maybe,
+)
+from domain.state_codec import (
+    moment as _moment,
+)
+from domain.state_codec import (
+    read_report as _read_report,
+)
+from domain.state_codec import (
+    report_row as _report,
+)
+from domain.state_codec import (
+    text as _text,
+)
+from domain.state_codec import (
+    texts as _texts,
+)
+from domain.state_codec import (
+    when as _when,
+)
+from domain.working_set import StateError
 
 FORMAT = "tiphub.correlation-snapshot"
 VERSION = 2  # 2: each book's entity map is kept (a restore maps only what its tail changed)
 T = TypeVar("T")
 
 
-class SnapshotError(ValueError):
-    """A snapshot this release cannot use (format, configuration, or content): replay history instead."""
+# A snapshot this release cannot use (format, configuration, or content): replay history instead.
+SnapshotError = StateError
 
 
 def fingerprint(plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str], contact_limit: int) -> str:
@@ -59,50 +86,6 @@ def _plain(value: Any) -> Any:
 
 
 # -- encoding -------------------------------------------------------------------------------------------------
-def _b64(data: bytes | None) -> str | None:
-    return None if data is None else base64.b64encode(data).decode()
-
-
-def _when(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
-
-
-def _occurrence(occ: PersonOccurrence) -> list[Any]:
-    return [
-        occ.occ_id,
-        occ.report_id,
-        occ.role,
-        occ.minor,
-        occ.subject_key_id,
-        list(occ.documents),
-        list(occ.contacts),
-        _b64(occ.clk),
-        occ.dob_key,
-        list(occ.ny_keys),
-        [[_b64(clk), dob, list(ny)] for clk, dob, ny in occ.bridges],
-        [[kind, list(tokens)] for kind, tokens in occ.identifiers],
-        occ.named,
-        occ.dated,
-    ]
-
-
-def _report(report: ReportFacts) -> list[Any]:
-    return [
-        report.report_id,
-        report.agency,
-        _when(report.observed_at),
-        _when(report.accepted_at),
-        report.indicator_type,
-        sorted(report.elements),
-        report.reliability,
-        report.credibility,
-        [_occurrence(o) for o in report.people],
-        list(report.organisations),
-        [list(g) for g in report.aliases],
-        [list(g) for g in report.registrations],
-    ]
-
-
 def _signal(signal: Signal) -> list[Any]:
     return [
         signal.signal_id,
@@ -207,85 +190,6 @@ def to_json(state: ScopedCorrelation) -> str:
 
 
 # -- decoding -------------------------------------------------------------------------------------------------
-def _check(value: Any, kind: type[T] | tuple[type, ...]) -> Any:
-    if not isinstance(value, kind):
-        raise SnapshotError(f"expected {kind}, found {type(value).__name__}")
-    return value
-
-
-def _text(value: Any) -> str:
-    if type(value) is not str:
-        raise SnapshotError(f"expected text, found {type(value).__name__}")
-    return value
-
-
-def _maybe(value: Any, read: Callable[[Any], T]) -> T | None:
-    return None if value is None else read(value)
-
-
-def _texts(value: Any) -> tuple[str, ...]:
-    if type(value) is not list or not all(type(v) is str for v in value):
-        raise SnapshotError("expected a list of texts")
-    return tuple(value)
-
-
-def _bytes(value: Any) -> bytes:
-    return base64.b64decode(_text(value), validate=True)
-
-
-def _moment(value: Any) -> datetime:
-    return datetime.fromisoformat(_text(value))
-
-
-def _flag(value: Any) -> bool:
-    return bool(_check(value, bool))
-
-
-def _read_occurrence(row: Any) -> PersonOccurrence:
-    occ_id, report_id, role, minor, subject, documents, contacts, clk, dob, ny, bridges, idents, named, dated = _check(
-        row, list
-    )
-    return PersonOccurrence(
-        occ_id=_text(occ_id),
-        report_id=_text(report_id),
-        role=_text(role),
-        minor=_maybe(minor, _flag),
-        subject_key_id=_text(subject),
-        documents=_texts(documents),
-        contacts=_texts(contacts),
-        clk=_maybe(clk, _bytes),
-        dob_key=_maybe(dob, _text),
-        ny_keys=_texts(ny),
-        bridges=tuple(
-            (_maybe(b_clk, _bytes), _maybe(b_dob, _text), _texts(b_ny))
-            for b_clk, b_dob, b_ny in (_check(b, list) for b in _check(bridges, list))
-        ),
-        identifiers=tuple((_text(k), _texts(tokens)) for k, tokens in (_check(i, list) for i in _check(idents, list))),
-        named=_flag(named),
-        dated=_flag(dated),
-    )
-
-
-def _read_report(row: Any) -> ReportFacts:
-    rid, agency, observed, accepted, indicator, elements, reliability, credibility, people, orgs, aliases, regs = (
-        _check(row, list)
-    )
-    return ReportFacts(
-        report_id=_text(rid),
-        agency=_text(agency),
-        observed_at=_moment(observed),
-        accepted_at=_moment(accepted),
-        indicator_type=_text(indicator),
-        elements=frozenset(_texts(elements)),
-        reliability=_maybe(reliability, _text),
-        credibility=_maybe(credibility, _text),
-        people=tuple(_read_occurrence(p) for p in _check(people, list)),
-        organisations=_texts(orgs),
-        aliases=tuple(_texts(g) for g in _check(aliases, list)),
-        registrations=tuple(_texts(g) for g in _check(regs, list)),
-    )
-
-
 def _read_signal(row: Any) -> Signal:
     sid, requirement, entity, status, merged, reports, agencies, elements, amp, minor, score, first, last, updated = (
         _check(row, list)
@@ -375,6 +279,7 @@ def _read_correlator(
         for token in report.organisations:
             c.by_org[token].add(report.report_id)
     for occ in c.occurrences.values():
+        c.by_subject[occ.subject_key_id].add(occ.occ_id)
         for token in occ.documents:
             c.by_document[token].add(occ.occ_id)
         for token in occ.contacts:

@@ -83,3 +83,22 @@ def correlate_partitioned(accepted: list[dict[str, Any]], partitions: int, seed:
         else:
             union.add_links(item)
     return union
+
+
+def state_of(correlator: Correlator) -> dict[str, Any]:
+    """What a correlator knows, independent of the order it learnt it in (and of where it keeps it)."""
+    indexes = ("by_document", "by_dob", "by_ny", "by_ny_without_dob", "by_contact", "by_org", "by_subject")
+    return {
+        "reports": dict(correlator.reports),
+        "occurrences": dict(correlator.occurrences),
+        "level1": {frozenset(members) for members in correlator.level1_members.values()},
+        "roots": {o: correlator.uf.find(o) for o in correlator.occurrences},
+        "entity_of": dict(correlator.entity_of),
+        "entity_members": dict(correlator.entity_members),
+        **{name: {k: v for k, v in getattr(correlator, name).items() if v} for name in indexes},
+        "considered": {r: n for r, n in correlator.considered.items() if n},
+        "reporting": {r: +c for r, c in correlator.reporting.items() if +c},
+        "erased": set(correlator.erased),
+        "retracted": set(correlator.retracted),
+        "signals": correlator.evaluate(),
+    }

@@ -9,7 +9,7 @@ import pytest
 
 from domain.correlate import Correlator, SignalBook, evaluate_against_truth
 from producers.simulate import simulate
-from tests.correlation_kit import PLAN, Pipeline, correlate_partitioned
+from tests.correlation_kit import PLAN, Pipeline, correlate_partitioned, state_of
 from tests.factories import make_report
 
 
@@ -462,23 +462,6 @@ def test_coverage_kept_as_reports_and_signals_arrive_equals_a_full_recount(one_p
     assert correlator.coverage(book)["IR-1"]["open_signals"] < len(ir1)
 
 
-def _state(correlator: Correlator) -> dict[str, Any]:
-    """What a correlator knows, independent of the order it learnt it in."""
-    indexes = ("by_document", "by_dob", "by_ny", "by_ny_without_dob", "by_contact", "by_org")
-    return {
-        "reports": correlator.reports,
-        "occurrences": correlator.occurrences,
-        "level1": {frozenset(members) for members in correlator.level1_members.values()},
-        "roots": {o: correlator.uf.find(o) for o in correlator.occurrences},
-        "entity_of": correlator.entity_of,
-        "entity_members": correlator.entity_members,
-        **{name: {k: v for k, v in getattr(correlator, name).items() if v} for name in indexes},
-        "considered": +correlator.considered,
-        "reporting": {r: +c for r, c in correlator.reporting.items() if +c},
-        "signals": correlator.evaluate(),
-    }
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_erasing_people_and_retracting_reports_leaves_what_adding_only_the_rest_builds(
     one_process: Pipeline, seed: int
@@ -513,7 +496,7 @@ def test_erasing_people_and_retracting_reports_leaves_what_adding_only_the_rest_
     fresh.erased, fresh.retracted = set(correlator.erased), set(correlator.retracted)
     for facts in pool:
         fresh.add(facts)
-    assert _state(correlator) == _state(fresh)
+    assert state_of(correlator) == state_of(fresh)
     assert any(len(members) > 1 for members in correlator.entity_members.values())  # the data links people
 
 
@@ -545,4 +528,4 @@ def test_a_contact_that_stops_being_a_controllers_links_the_people_left_on_it(on
     fresh.retracted = set(correlator.retracted)
     for facts in pool:
         fresh.add(facts)
-    assert _state(correlator) == _state(fresh)
+    assert state_of(correlator) == state_of(fresh)
