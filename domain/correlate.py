@@ -17,14 +17,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any
 from domain.linking import Link
-from domain.state_codec import OCCURRENCE, REPORT
+from domain.state_codec import OCCURRENCE, REPORT, checked, decode_json, dumps, flag, maybe, moment, text, texts, when
 from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, stored_set
 from schemas.elements import covers_requirement, groups_covered
 
@@ -556,10 +556,10 @@ class Correlator:
                 "requirement_id": rid,
                 "question": requirement.question,
                 "priority": requirement.priority,
-                "open_signals": book.open_signals[rid],
+                "open_signals": book.open_signals.get(rid, 0),
                 "reports_considered": self.considered.get(rid, 0),
-                "reports_in_signals": len(book.open_reports[rid]),
-                "agencies_contributing": sorted(book.open_agencies[rid]),
+                "reports_in_signals": book.reports_in_signals(rid),
+                "agencies_contributing": sorted(book.open_agencies.get(rid, ())),
                 "agencies_reporting": sorted(self.reporting.get(rid, ())),
             }
         return out
@@ -656,17 +656,133 @@ class Correlator:
         return True
 
 
+def signal_row(signal: Signal) -> list[Any]:
+    return [
+        signal.signal_id,
+        signal.requirement_id,
+        signal.entity,
+        signal.status,
+        signal.merged_into,
+        list(signal.report_ids),
+        list(signal.agencies),
+        list(signal.elements),
+        list(signal.act_means_purpose),
+        signal.minor_involved,
+        signal.score,
+        when(signal.first_seen),
+        when(signal.last_seen),
+        when(signal.updated_at),
+    ]
+
+
+def read_signal(row: Any) -> Signal:
+    sid, requirement, entity, status, merged, reports, agencies, elements, amp, minor, score, first, last, updated = (
+        checked(row, list)
+    )
+    return Signal(
+        signal_id=text(sid),
+        requirement_id=text(requirement),
+        entity=text(entity),
+        status=text(status),
+        merged_into=maybe(merged, text),
+        report_ids=texts(reports),
+        agencies=texts(agencies),
+        elements=texts(elements),
+        act_means_purpose=texts(amp),
+        minor_involved=flag(minor),
+        score=float(checked(score, (int, float))),
+        first_seen=moment(first),
+        last_seen=moment(last),
+        updated_at=moment(updated),
+    )
+
+
+class EntityMap(MutableMapping[tuple[str, str], str]):
+    """A signal book's map (requirement, entity key) -> signal id, over a map keyed by text, with the reverse
+    (signal id -> requirement and key) kept beside it: a restore finds the entity of a signal it read."""
+
+    def __init__(self, forward: MutableMapping[str, str], reverse: MutableMapping[str, str]) -> None:
+        self.forward = forward
+        self.reverse = reverse
+
+    def __getitem__(self, pair: tuple[str, str]) -> str:
+        return self.forward[_joined(pair)]
+
+    def get(self, pair: tuple[str, str], default: Any = None) -> Any:
+        return self.forward.get(_joined(pair), default)
+
+    def __contains__(self, pair: object) -> bool:
+        return isinstance(pair, tuple) and _joined(pair) in self.forward
+
+    def __setitem__(self, pair: tuple[str, str], signal_id: str) -> None:
+        joined = _joined(pair)
+        held = self.forward.get(joined)
+        if held == signal_id:
+            return
+        if held is not None:
+            self.reverse.pop(held, None)
+        self.forward[joined] = signal_id
+        self.reverse[signal_id] = joined
+
+    def __delitem__(self, pair: tuple[str, str]) -> None:
+        signal_id = self.forward.pop(_joined(pair))
+        self.reverse.pop(signal_id, None)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for joined in self.forward:
+            yield _split(joined)
+
+    def __len__(self) -> int:
+        return len(self.forward)
+
+    def key_of(self, signal_id: str) -> tuple[str, str] | None:
+        joined = self.reverse.get(signal_id)
+        return None if joined is None else _split(joined)
+
+
+def _joined(pair: tuple[str, str]) -> str:
+    return f"{pair[0]}|{pair[1]}"  # a requirement id has no "|"
+
+
+def _split(joined: str) -> tuple[str, str]:
+    requirement_id, key = joined.split("|", 1)
+    return requirement_id, key
+
+
+def _read_version(raw: str) -> tuple[int, Signal]:
+    row = decode_json(raw)
+    version, encoded = checked(row, list)
+    return int(checked(version, int)), read_signal(encoded)
+
+
+VERSION: Codec[tuple[int, Signal]] = Codec(lambda v: dumps([v[0], signal_row(v[1])]), _read_version)
+
+
 @dataclass
 class SignalBook:
     """Versions of emitted signals. A change of content is a new version; an entity absorbed into
     another re-emits its signal as merged; a signal whose question is no longer answered is closed."""
 
-    versions: dict[str, tuple[int, Signal]] = field(default_factory=dict)
-    by_entity: dict[tuple[str, str], str] = field(default_factory=dict)  # (requirement, entity key) -> signal id
-    # Over the open signals, per requirement: how many, and how often each report and agency appears.
-    open_signals: Counter[str] = field(default_factory=Counter)
-    open_reports: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    open_agencies: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    versions: MutableMapping[str, tuple[int, Signal]] = field(default_factory=dict)
+    # Over the open signals, per requirement: how many, how often each report (keyed "requirement|report") and
+    # agency appears, and how many distinct reports.
+    open_signals: MutableMapping[str, int] = field(default_factory=Counter)
+    open_reports: MutableMapping[str, int] = field(default_factory=dict)
+    reports_open: MutableMapping[str, int] = field(default_factory=Counter)
+    open_agencies: MutableMapping[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    tables: Tables | None = None  # None: in memory; else tables on disk (as `Correlator.tables`)
+
+    def __post_init__(self) -> None:
+        if self.tables is None:
+            self.by_entity = EntityMap({}, {})
+            return
+        t = self.tables
+        self.versions = t.map("versions", VERSION)
+        self.by_entity = EntityMap(t.map("by_entity", TEXT), t.map("entity_of_signal", TEXT))
+        self.open_signals = t.map("open_signals", INTEGER, int)
+        self.open_reports = t.map("open_reports", INTEGER)
+        self.reports_open = t.map("reports_open", INTEGER, int)
+        self.open_agencies = t.map("open_agencies", COUNTS, Counter, mutable=True)
 
     def _set(self, version: int, signal: Signal) -> None:
         """The one place a version is stored: the open-signal counts follow it."""
@@ -680,14 +796,23 @@ class SignalBook:
     def _count(self, signal: Signal, step: int) -> None:
         requirement = signal.requirement_id
         self.open_signals[requirement] += step
-        for counts, items in (
-            (self.open_reports[requirement], signal.report_ids),
-            (self.open_agencies[requirement], signal.agencies),
-        ):
-            for item in items:
-                counts[item] += step
-                if counts[item] <= 0:
-                    del counts[item]
+        for report in signal.report_ids:
+            key = f"{requirement}|{report}"
+            count = self.open_reports.get(key, 0) + step
+            if count > 0:
+                self.open_reports[key] = count
+            else:
+                self.open_reports.pop(key, None)
+            if count == (1 if step > 0 else 0):  # the report's first open signal came, or its last went
+                self.reports_open[requirement] += step
+        agencies = self.open_agencies[requirement]
+        for agency in signal.agencies:
+            agencies[agency] += step
+            if agencies[agency] <= 0:
+                del agencies[agency]
+
+    def reports_in_signals(self, requirement_id: str) -> int:
+        return self.reports_open.get(requirement_id, 0)
 
     def load(self, version: int, signal: Signal, requirement_id: str, entity_key: str | None = None) -> None:
         current = self.versions.get(signal.signal_id)

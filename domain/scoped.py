@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from collections.abc import Iterable, Mapping, MutableMapping, MutableSet
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.correlate import Correlator, Requirement, Signal, SignalBook
 from domain.facts import ReportFacts
+from domain.state_codec import REPORT, checked, decode_json, dumps, flag, maybe, moment, text, when
+from domain.working_set import PRESENT, TEXT, TEXT_SET, Codec, StateError, StoredMap, WorkingSet, stored_set
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
 
 if TYPE_CHECKING:
@@ -51,6 +54,25 @@ if TYPE_CHECKING:
 HUB_SCOPE = "hub"
 RELEASE = ">"  # release scopes are named AGENCY>PARTNER
 Rules = Mapping[str, str]  # field path of a report -> the rule its decision applied (share, generalise, drop)
+
+
+def fingerprint(plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str], contact_limit: int) -> str:
+    """What a stored state was built under: the plan, the partners, the contact limit and (by a MAC, not the key
+    itself) the pseudonym key. A change of any makes its entities and signals another state's."""
+    plan_text = json.dumps([_plain(asdict(r)) for r in plan], sort_keys=True)
+    key_id = hmac.new(pseudonym_key, b"tiphub/correlation-state/key", hashlib.sha256).hexdigest()[:16]
+    config = json.dumps([plan_text, sorted(partners), contact_limit, key_id])
+    return hashlib.sha256(config.encode()).hexdigest()[:32]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset | set):
+        return sorted(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def release_scope(agency: str, partner: str) -> str:
@@ -165,6 +187,38 @@ class Held:
     rules: Rules | None
 
 
+def _read_held(raw: str) -> Held:
+    until, rules = checked(decode_json(raw), list)
+    if rules is not None and not all(type(v) is str for v in checked(rules, dict).values()):
+        raise StateError("expected field rules")
+    return Held(maybe(until, moment), rules)
+
+
+HELD: Codec[Held] = Codec(lambda h: dumps([when(h.retain_until), h.rules]), _read_held)
+
+
+def _read_grants(raw: str) -> dict[str, Held]:
+    return {text(scope): _read_held(dumps(row)) for scope, row in checked(decode_json(raw), dict).items()}
+
+
+GRANTS: Codec[dict[str, Held]] = Codec(
+    lambda g: dumps({s: [when(h.retain_until), h.rules] for s, h in sorted(g.items())}), _read_grants
+)
+
+
+def _read_scope_row(raw: str) -> tuple[int, bool]:
+    seq, full = checked(decode_json(raw), list)
+    return int(checked(seq, int)), flag(full)
+
+
+SCOPE_ROW: Codec[tuple[int, bool]] = Codec(lambda row: dumps(list(row)), _read_scope_row)
+
+
+def _expiry_key(until: datetime, report_id: str) -> str:
+    """Keys that sort as their moments do (UTC, fixed width), then by report."""
+    return f"{until.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%f}|{report_id}"
+
+
 @dataclass
 class _Scope:
     """One scope's correlator and signal book, and what the current batch changed in it. A scope that does
@@ -174,7 +228,8 @@ class _Scope:
     correlator: Correlator | None
     book: SignalBook = field(default_factory=SignalBook)
     seq: int = 0
-    held: dict[str, Held] = field(default_factory=dict)
+    held: MutableMapping[str, Held] = field(default_factory=dict)
+    expiring: MutableMapping[str, bool] = field(default_factory=dict)  # _expiry_key(until, report) of `held`
     full: bool = True  # its book is not mapped to its entities: map it and evaluate everything at the next flush
     keys: dict[str, set[str]] = field(default_factory=dict)
     absorbed: dict[str, str] = field(default_factory=dict)
@@ -192,15 +247,37 @@ class _Scope:
         for kind, entity_keys in self.correlator.affected(report_id, touched).items():
             self.keys.setdefault(kind, set()).update(entity_keys)
 
-    def add(self, facts: ReportFacts, held: Held, links: dict[str, set[str]] | None = None) -> None:
+    def _hold(self, report_id: str, held: Held) -> Held | None:
+        """Hold the report as `held`; returns how it was held before (None: it was not)."""
+        before = self.held.get(report_id)
+        if before is not None and before.retain_until is not None:
+            self.expiring.pop(_expiry_key(before.retain_until, report_id), None)
+        self.held[report_id] = held
+        if held.retain_until is not None:
+            self.expiring[_expiry_key(held.retain_until, report_id)] = True
+        return before
+
+    def _unhold(self, report_id: str) -> None:
+        before = self.held.pop(report_id, None)
+        if before is not None and before.retain_until is not None:
+            self.expiring.pop(_expiry_key(before.retain_until, report_id), None)
+
+    def expired(self, now: datetime) -> set[str]:
+        """The reports held whose end is `now` or earlier (by the index, not a scan of what is held)."""
+        bound = _expiry_key(now, "\uffff")
+        if isinstance(self.expiring, StoredMap):
+            keys = self.expiring.keys_below(bound)
+        else:
+            keys = [k for k in self.expiring if k < bound]
+        return {key.split("|", 1)[1] for key in keys}
+
+    def add(self, facts: ReportFacts, held: Held, links: MutableMapping[str, set[str]] | None = None) -> None:
         """Hold a report (again: the latest grant decides its end and rules, as a restore would read it)."""
-        again = facts.report_id in self.held
-        before = self.held.get(facts.report_id)
-        self.held[facts.report_id] = held
+        before = self._hold(facts.report_id, held)
         if self.correlator is None:
             return
-        if again:
-            if before is not None and before.rules != held.rules:
+        if before is not None:
+            if before.rules != held.rules:
                 self.remove({facts.report_id}, keep_held=True)  # its material changed: correlate it anew
                 self.correlator.retracted.discard(facts.report_id)
             else:
@@ -222,19 +299,19 @@ class _Scope:
 
     def remove(self, report_ids: set[str], keep_held: bool = False) -> None:
         """Reports this scope may no longer see (retention over, decision withdrawn): as if never here."""
-        gone = report_ids & self.held.keys()
+        gone = {r for r in report_ids if r in self.held}
         if not gone:
             return
         if not keep_held:
             for report_id in gone:
-                del self.held[report_id]
+                self._unhold(report_id)
         if self.correlator is not None:
             self._removed(self.correlator.retract(gone))
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
         """People erased and reports retracted leave every entity they were in."""
         for report_id in retracted:
-            self.held.pop(report_id, None)
+            self._unhold(report_id)
         if self.correlator is None:
             return
         self._removed(self.correlator.erase(erased))
@@ -248,35 +325,49 @@ class _Scope:
             self.keys.setdefault(kind, set()).update(entity_keys)
 
     def settle_tail(self) -> bool:
-        """After `resume`: map the book's versions the tail wrote (`loaded`) to their entity keys, evaluating
-        the keys the restore changed and those the snapshot's map names for signals the tail wrote (the tail
-        may have changed an entity the replay, judging at `now`, leaves as the snapshot had it: a share that
-        ended while down, a person erased meanwhile). Keep for the next flush only the keys whose answer is not
-        what was written. False (and the scope marked to be mapped whole) when a signal the tail wrote is of
-        no key known here, or an open signal is left unmapped."""
+        """After a restore from stored state and a tail: map the book's versions the tail wrote (`loaded`) to
+        their entity keys, evaluating the keys the restore changed and those the stored map names for signals
+        the tail wrote (the tail may have changed an entity the replay, judging at `now`, leaves as it was
+        stored: a share that ended while down, a person erased meanwhile). Keep for the next flush only the keys
+        whose answer is not what was written. False (and the scope marked to be mapped whole) when a signal
+        the tail wrote is of no key known here, or an open signal is left unmapped.
+
+        Only the signals the tail wrote and the keys it touched are looked at: every other open signal was
+        mapped when the state was stored (a flush maps every signal it writes)."""
         assert self.correlator is not None
         book, pending = self.book, dict[str, set[str]]()
         kind_of = {requirement.id: requirement.entity for requirement in self.correlator.plan}
-        key_of = {sid: entity for entity, sid in book.by_entity.items()}  # the snapshot's map, inverted
         keys = {kind: set(entity_keys) for kind, entity_keys in self.keys.items()}
-        for signal_id in self.loaded & key_of.keys():
-            requirement_id, key = key_of[signal_id]
-            keys.setdefault(kind_of[requirement_id], set()).add(key)
-        known = set(key_of)
+        known: set[str] = set()
+        for signal_id in self.loaded:
+            stored = book.by_entity.key_of(signal_id)
+            if stored is not None:
+                known.add(signal_id)
+                keys.setdefault(kind_of[stored[0]], set()).add(stored[1])
+        looked_at = set(self.loaded)  # signals whose mapping this may change
         for (requirement_id, key), signal in self.correlator.evaluate_keys(keys).items():
             known.add(self.correlator.names.signal_id(requirement_id, key))
             written = book.versions.get(signal.signal_id) if signal is not None else None
+            mapped = book.by_entity.get((requirement_id, key))
+            if mapped is not None:
+                looked_at.add(mapped)
             if signal is not None and written is not None and written[1].status == "open":
                 book.by_entity[(requirement_id, key)] = signal.signal_id  # as a full restore maps it
             else:
                 book.by_entity.pop((requirement_id, key), None)
             if signal is not None and (written is None or written[1] != signal):
                 pending.setdefault(kind_of[requirement_id], set()).add(key)
-        book.by_entity = {k: sid for k, sid in book.by_entity.items() if book.versions[sid][1].status == "open"}
-        mapped = set(book.by_entity.values())
-        unmapped = any(s.status == "open" and s.signal_id not in mapped for _, s in book.versions.values())
+        unmapped = False
+        for signal_id in sorted(looked_at):
+            held = book.versions.get(signal_id)
+            pair = book.by_entity.key_of(signal_id)
+            if held is not None and held[1].status != "open" and pair is not None:
+                del book.by_entity[pair]  # a signal the tail closed or merged is no entity's
+            elif held is not None and held[1].status == "open" and pair is None:
+                unmapped = True
         if unmapped or not self.loaded <= known:
-            self.full, book.by_entity, self.loaded = True, {}, set()
+            self.full, self.loaded = True, set()
+            book.by_entity.clear()
             return False
         self.keys, self.absorbed, self.loaded = pending, {}, set()
         return True
@@ -319,17 +410,39 @@ class ScopedCorrelation:
         pseudonym_key: bytes,
         partners: Iterable[str] = (),
         contact_limit: int = 3,
+        tables: WorkingSet | None = None,
     ) -> None:
         self.plan = plan
         self.key = pseudonym_key
         self.partners = frozenset(partners)
         self.contact_limit = contact_limit
+        # None: every map in this process's memory; else tables on disk behind a bounded cache
+        # (domain/working_set.py): what the state holds is read as a batch touches it, not at start.
+        self.tables = tables
         self.scopes: dict[str, _Scope] = {}
-        self.facts: dict[str, ReportFacts] = {}
-        self.links: dict[str, set[str]] = defaultdict(set)  # occurrence -> occurrences it is linked to
-        self.grants: dict[str, dict[str, Held]] = defaultdict(dict)  # report -> scope -> as decided
-        self.erased: set[str] = set()
-        self.retracted: set[str] = set()
+        self.facts: MutableMapping[str, ReportFacts]
+        self.links: MutableMapping[str, set[str]]  # occurrence -> occurrences it is linked to
+        self.grants: MutableMapping[str, dict[str, Held]]  # report -> scope -> as decided
+        self.erased: MutableSet[str]
+        self.retracted: MutableSet[str]
+        if tables is None:
+            self.facts, self.links, self.grants = {}, defaultdict(set), defaultdict(dict)
+            self.erased, self.retracted = set(), set()
+        else:
+            self.facts = tables.map("facts", REPORT)
+            self.links = tables.map("links", TEXT_SET, set, mutable=True)
+            self.grants = tables.map("grants", GRANTS, dict, mutable=True)
+            self.erased, self.retracted = stored_set(tables, "erased"), stored_set(tables, "retracted")
+            meta = tables.map("meta", TEXT)
+            taken = fingerprint(plan, pseudonym_key, self.partners, contact_limit)
+            if meta.get("fingerprint", taken) != taken:
+                raise StateError(
+                    "the tables were written under another Collection Plan, partners, contact limit or pseudonym key"
+                )
+            meta["fingerprint"] = taken
+            self._rows = tables.map("scopes", SCOPE_ROW)  # scope -> (seq, full), as `stage` last wrote them
+            for name in sorted(self._rows):
+                self.scope(name)
         # Every decision under one agreement gives a report of one shape the same rules: each distinct set is
         # held once and shared by the grants (never changed in place), not once per decision.
         self._rules: dict[tuple[tuple[str, str], ...], Rules] = {}
@@ -340,19 +453,47 @@ class ScopedCorrelation:
 
     def scope(self, name: str) -> _Scope:
         found = self.scopes.get(name)
-        if found is None:
-            correlator = None
-            if name not in self.partners:
-                correlator = Correlator(
-                    self.plan,
-                    contact_limit=self.contact_limit,
-                    external_links=name == HUB_SCOPE,  # other scopes link on what they may see, themselves
-                    names=ScopeNames(self.key, name),
-                )
+        if found is not None:
+            return found
+        within = None if self.tables is None else self.tables.within(name + "/")
+        stored = None if self.tables is None else self._rows.get(name)
+        correlator = None
+        if name not in self.partners:
+            correlator = Correlator(
+                self.plan,
+                contact_limit=self.contact_limit,
+                external_links=name == HUB_SCOPE,  # other scopes link on what they may see, themselves
+                names=ScopeNames(self.key, name),
+                tables=within,
+            )
+            if stored is None:  # a new scope: nobody erased or retracted comes into it
                 correlator.erased |= self.erased
                 correlator.retracted |= self.retracted
-            found = self.scopes[name] = _Scope(name, correlator)
+        if within is None:
+            found = _Scope(name, correlator)
+        else:
+            found = _Scope(
+                name,
+                correlator,
+                book=SignalBook(tables=within.tables.within(name + "/book/")),
+                held=within.map("held", HELD),
+                expiring=within.map("expiring", PRESENT),
+            )
+            found.seq, found.full = stored if stored is not None else (0, True)
+        self.scopes[name] = found
         return found
+
+    def stage(self) -> None:
+        """Before the tables are written: each scope's feed position, and whether its book is mapped to its
+        entities with nothing waiting for a flush, go with them."""
+        if self.tables is None:
+            return
+        for name, scope in self.scopes.items():
+            # A book with keys still to evaluate is stored as not mapped: a restore from it maps it whole.
+            waiting = bool(scope.loaded or scope.stale or scope.absorbed or any(scope.keys.values()))
+            row = (scope.seq, scope.full or waiting)
+            if self._rows.get(name) != row:
+                self._rows[name] = row
 
     @property
     def hub(self) -> _Scope:
@@ -433,19 +574,47 @@ class ScopedCorrelation:
         erased, retracted = erased - self.erased, retracted - self.retracted
         if not erased and not retracted:
             return
+        hub = self.scopes.get(HUB_SCOPE)
+        holding: set[str] = set()  # the reports an erased person is in (every report held is in the hub's scope)
+        if erased and hub is not None and hub.correlator is not None:
+            occurrences = hub.correlator.occurrences
+            found = (occurrences.get(o) for subject in erased for o in hub.correlator.by_subject.get(subject, ()))
+            holding = {occ.report_id for occ in found if occ is not None}
         self.erased |= erased
         self.retracted |= retracted
         for report_id in retracted:
             self.grants.pop(report_id, None)
         for scope in self.scopes.values():
             scope.forget(erased, retracted)
+        # Nothing of an erased person, nor of a withdrawn report, stays in the facts a later share would use (nor
+        # in a state file: its rows are overwritten).
+        for report_id in retracted:
+            self.facts.pop(report_id, None)
+        for report_id in sorted(holding - retracted):
+            facts = self.facts.get(report_id)
+            if facts is not None:
+                people = tuple(p for p in facts.people if p.subject_key_id not in erased)
+                self.facts[report_id] = replace(facts, people=people)
+
+    def resume(self, now: datetime) -> None:
+        """After a restore from stored state and its tail: what a restore replaying everything at `now` builds.
+
+        Such a restore judges every sharing decision at `now`: a report whose share ended while the stage was
+        down was never in the recipient's scope. Here it leaves the scope, and its correlator does not keep it
+        as withdrawn (a later share brings it back, as it would after a full restore)."""
+        for scope in list(self.scopes.values()):
+            over = scope.expired(now)
+            scope.remove(over)
+            if scope.correlator is not None:
+                for report_id in over:
+                    if report_id not in self.retracted:
+                        scope.correlator.retracted.discard(report_id)
 
     def expire(self, now: datetime) -> None:
         """Reports whose sharing decision's retention is over leave the recipient's scope (and its release
         scopes, whose ends are never later)."""
         for scope in list(self.scopes.values()):
-            over = {r for r, held in scope.held.items() if held.retain_until is not None and held.retain_until <= now}
-            scope.remove(over)
+            scope.remove(scope.expired(now))
 
     # -- what to write ---------------------------------------------------------------------
     def flush(self) -> list[Emitted]:
@@ -469,7 +638,7 @@ class ScopedCorrelation:
         """After a restore: map each open signal to its entity again, and close those the rebuilt state no
         longer produces (the plan changed, say). Such a scope is re-evaluated whole at the next flush.
 
-        A scope a snapshot brought back with its book's map is mapped by `_Scope.settle_tail` (only what the
+        A scope restored from its tables, its book mapped, is mapped by `_Scope.settle_tail` (only what the
         tail touched), unless that finds what it cannot map: then it is mapped whole, as here."""
         for scope in self.scopes.values():
             if scope.correlator is None:

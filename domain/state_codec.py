@@ -1,5 +1,5 @@
-"""The correlator's facts as plain JSON values, and back: the report facts and person occurrences a snapshot
-(domain/correlation_snapshot.py) and the union's tables on disk (domain/working_set.py) hold.
+"""The correlator's facts as plain JSON values, and back: the report facts and person occurrences the union's
+tables on disk (domain/working_set.py) hold.
 
 Text only, never pickled objects; anything malformed is a `StateError`.
 """
@@ -141,18 +141,18 @@ def read_report(row: Any) -> ReportFacts:
     )
 
 
-def _decode_json(text: str) -> Any:
+def decode_json(text: str) -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
         raise StateError(f"not JSON: {exc}") from exc
 
 
-def _dumps(value: Any) -> str:
+def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-REPORT: Codec[ReportFacts] = Codec(lambda r: _dumps(report_row(r)), lambda raw: read_report(_decode_json(raw)))
+REPORT: Codec[ReportFacts] = Codec(lambda r: dumps(report_row(r)), lambda raw: read_report(decode_json(raw)))
 OCCURRENCE: Codec[PersonOccurrence] = Codec(
-    lambda o: _dumps(occurrence_row(o)), lambda raw: read_occurrence(_decode_json(raw))
+    lambda o: dumps(occurrence_row(o)), lambda raw: read_occurrence(decode_json(raw))
 )

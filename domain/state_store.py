@@ -18,8 +18,8 @@ one contract suite: tests/unit/test_state_store.py.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from domain.log import TopicPartition
@@ -67,16 +67,6 @@ class Entry:
     tag: str = ""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """A stage's whole state as one text (the stage's own encoding, never a pickled object), with the position
-    it reflects on every partition it folds: a stage whose state spans partitions (the union stage) restores
-    from it plus the tail of each partition, as a partitioned stage does from its checkpoints."""
-
-    data: str
-    positions: Mapping[TopicPartition, Checkpoint] = field(default_factory=dict)
-
-
 class StageState(Protocol):
     """One stage's durable state on this worker, per topic partition. Every method is one transaction."""
 
@@ -98,13 +88,3 @@ class StageState(Protocol):
 
     def size(self, tp: TopicPartition) -> int:
         """How many entries the partition holds."""
-
-    def snapshot(self) -> Snapshot | None:
-        """The stage's snapshot; None: there is none (never written, dropped, or not valid)."""
-
-    def put_snapshot(self, snapshot: Snapshot) -> None:
-        """Replace the stage's snapshot and its positions, atomically: after a crash the store holds the old one
-        whole or the new one whole. The old one is overwritten, not kept."""
-
-    def drop_snapshot(self) -> None:
-        """Delete the stage's snapshot: the next restore rebuilds the state from the topics."""

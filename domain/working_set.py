@@ -6,8 +6,8 @@ a `WorkingSet` does that for maps of Python values over a `TableStore` (adapters
 - `StoredMap` is a `MutableMapping` over one table: a key is read from the store the first time a batch asks
   for it, and kept in the cache; every key a batch changed (and every key of a map of mutable values it only
   read: it may have changed the value in place) is *pending* until `changes()` hands them to the store.
-- `changes()` gives what to write, `saved()` says it was written (the cache may now forget those entries, the
-  least recently used first, down to `cache_entries`), and `drop()` forgets every change since the last
+- `changes()` gives what to write, `saved()` says it was written (the cache may now forget entries, the least
+  recently first read or last written first, down to `cache_entries`), and `drop()` forgets every change since the last
   `saved()` (an aborted transaction): the next read takes the stored value again.
 The store is written by whoever owns the positions the state reflects, in the same transaction: the state on
 disk is always exactly a state Kafka committed, never ahead of it.
@@ -46,6 +46,9 @@ class TableStore(Protocol):
 
     def keys(self, table: str) -> list[str]:
         """Every key `table` holds."""
+
+    def keys_below(self, table: str, bound: str) -> list[str]:
+        """The keys of `table` that sort before `bound` (by code point)."""
 
     def write(
         self, changes: Sequence[tuple[str, str, str | None]], positions: Mapping[TopicPartition, Checkpoint]
@@ -129,7 +132,10 @@ class WorkingSet:
         self.store = store
         self.cache_entries = cache_entries
         self.maps: dict[str, StoredMap[Any]] = {}
-        self._clean: OrderedDict[tuple[str, str], None] = OrderedDict()  # cached, not pending: LRU order
+        # Cached and not pending, oldest first: in the order they were read or last written (a read of a clean
+        # entry does not move it: what a batch changes is written and moves; what it only reads may be let go
+        # and read again, which costs a read, never a wrong answer).
+        self._clean: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.loads = 0  # keys read from the store (a measure of what a batch cost)
 
     def map(
@@ -171,11 +177,6 @@ class WorkingSet:
 
     def cached(self) -> int:
         return sum(len(stored.cache) for stored in self.maps.values())
-
-    def _used(self, name: str, key: str) -> None:
-        entry = (name, key)
-        if entry in self._clean:
-            self._clean.move_to_end(entry)
 
     def _loaded(self, name: str, key: str) -> None:
         self._clean[(name, key)] = None
@@ -222,10 +223,9 @@ class StoredMap(MutableMapping[str, V]):
     def _fetch(self, key: str) -> Any:
         value = self.cache.get(key, _UNCACHED)
         if value is not _UNCACHED:
-            self.tables._used(self.name, key)
             return value
         found = self.tables.store.load(self.name, (key,)).get(key)
-        value = MISSING if found is None else self.codec.decode(found)
+        value = MISSING if found is None else self._decode(key, found)
         self.cache[key] = value
         self.tables._loaded(self.name, key)
         return value
@@ -238,8 +238,17 @@ class StoredMap(MutableMapping[str, V]):
         found = self.tables.store.load(self.name, wanted)
         for key in wanted:
             text = found.get(key)
-            self.cache[key] = MISSING if text is None else self.codec.decode(text)
+            self.cache[key] = MISSING if text is None else self._decode(key, text)
             self.tables._loaded(self.name, key)
+
+    def _decode(self, key: str, text: str) -> V:
+        """The value of a row; StateError, naming the table, for a row that is not what the table holds."""
+        try:
+            return self.codec.decode(text)
+        except StateError as exc:
+            raise StateError(f"table {self.name}: {exc}") from exc
+        except (LookupError, TypeError, ValueError, AttributeError) as exc:
+            raise StateError(f"table {self.name}: malformed: {type(exc).__name__}: {exc}") from exc
 
     def _mark(self, key: str) -> None:
         if key not in self.pending:
@@ -311,6 +320,14 @@ class StoredMap(MutableMapping[str, V]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+    def keys_below(self, bound: str) -> list[str]:
+        """The keys held that sort before `bound`, as the pending changes leave them (an index read in order)."""
+        stored = self.tables.store.keys_below(self.name, bound)
+        out = [key for key in stored if self.cache.get(key, None) is not MISSING]
+        held = set(stored)
+        out += [k for k, v in self.cache.items() if v is not MISSING and k < bound and k not in held]
+        return sorted(out)
 
     def __repr__(self) -> str:
         return f"StoredMap({self.name!r}, {len(self.cache)} cached, {len(self.pending)} pending)"

@@ -14,6 +14,7 @@ from domain.correlate import Requirement
 from domain.log import BatchHandler, EventLog
 from domain.ports import AuditAnchors
 from domain.state_store import StageState
+from domain.working_set import TableStore
 from streams.accept import AcceptStage
 from streams.stages import Stage
 from streams.topics import Topics
@@ -26,16 +27,6 @@ class AuditKeys:
     signing_key: Ed25519PrivateKey
     signing_key_id: str
     mac_key: bytes
-
-
-@dataclass(frozen=True)
-class SnapshotEvery:
-    """How often a stage that keeps its whole state as a snapshot writes it (each costs a write of the whole
-    state): once `records` input records were committed since the last one, or once `seconds` have passed
-    since it and anything was committed, whichever comes first."""
-
-    seconds: float = 30.0
-    records: int = 5000
 
 
 class Provisions(Protocol):
@@ -61,8 +52,12 @@ class Provisions(Protocol):
         """Stage `stage`'s durable state on this worker (domain/state_store.py), its entries in format
         `version`: a store holding another format is wiped and rebuilt from the topics."""
 
-    def snapshot_every(self) -> SnapshotEvery:
-        """How often the union stage writes the snapshot of its state."""
+    def stage_tables(self, stage: str) -> TableStore:
+        """Stage `stage`'s tables on this worker (domain/working_set.py), in the file of its `stage_state` (whose
+        format check covers them)."""
+
+    def correlator_cache(self) -> int:
+        """How many entries of its tables the union stage keeps decoded in memory between batches."""
 
 
 @dataclass(frozen=True)

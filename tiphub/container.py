@@ -13,6 +13,7 @@ from adapters.sql.anchors import AnchorStore
 from adapters.sql.database import Database
 from adapters.sql.registry import KeyRegistry
 from adapters.sql.state import SqlStageState, open_state_database
+from adapters.sql.tables import SqlTables
 from adapters.sql.tokens import TokenAuthority
 from adapters.sql.vault import SqlKeyVault
 from domain.envelope_keys import EnvelopeKeys
@@ -68,6 +69,10 @@ class Container:
     def stage_state(self, stage: str, version: int) -> SqlStageState:
         """Stage `stage`'s durable state, its entries in format `version`."""
         return SqlStageState(self.state_database, stage, version)
+
+    def stage_tables(self, stage: str) -> SqlTables:
+        """Stage `stage`'s tables, in the same file (domain/working_set.py)."""
+        return SqlTables(self.state_database, stage)
 
     @cached_property
     def envelope_keys(self) -> EnvelopeKeys:

@@ -40,15 +40,12 @@ class Settings(BaseSettings):
         description="Where a worker keeps its stages' state and checkpoints (one SQLite file per instance); "
         "default: TIPHUB_HOME/state. Deleting it is safe: the state is rebuilt from the topics.",
     )
-    correlator_snapshot_s: float = Field(
-        default=30.0,
+    correlator_cache_entries: int = Field(
+        default=50_000,
         gt=0,
-        description="The union stage writes a snapshot of its state (to restore from it plus the tail) at most "
-        "this often, once it has processed TIPHUB_CORRELATOR_SNAPSHOT_RECORDS input records or this many seconds "
-        "have passed since the last one, whichever is first.",
-    )
-    correlator_snapshot_records: int = Field(
-        default=5000, gt=0, description="Input records after which the union stage writes a snapshot (see above)."
+        description="The union stage's state is tables in the worker's state file; this many of their entries are "
+        "kept decoded in memory between batches (the least recently used are let go). Larger: fewer reads from "
+        "the file; smaller: less memory.",
     )
     health_file: Path | None = Field(
         default=None,

@@ -23,11 +23,12 @@ from domain.correlate import Requirement, load_plan
 from domain.linkage import Linker
 from domain.log import TopicPartition
 from domain.state_store import StageState
+from domain.working_set import TableStore
 from policies.loader import AGREEMENTS_DIR, foreign_partners, load_directory
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage
 from streams.agreements import AgreementHistory, publish_new_agreements
-from streams.stage_context import AuditKeys, Provisions, SnapshotEvery, StageContext, build_handler
+from streams.stage_context import AuditKeys, Provisions, StageContext, build_handler
 from streams.stages import STAGES, Stage, group_id, stage_named
 from tiphub.container import Container
 from tiphub.runtime import topics_for
@@ -82,8 +83,11 @@ class SettingsProvisions:
     def stage_state(self, stage: str, version: int) -> StageState:
         return self.stores.stage_state(stage, version)
 
-    def snapshot_every(self) -> SnapshotEvery:
-        return SnapshotEvery(self.settings.correlator_snapshot_s, self.settings.correlator_snapshot_records)
+    def stage_tables(self, stage: str) -> TableStore:
+        return self.stores.stage_tables(stage)
+
+    def correlator_cache(self) -> int:
+        return self.settings.correlator_cache_entries
 
 
 def build_processor(

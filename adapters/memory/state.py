@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from domain.log import TopicPartition
-from domain.state_store import Checkpoint, Entry, Snapshot
+from domain.state_store import Checkpoint, Entry
 
 
 class InMemoryStageState:
@@ -13,7 +13,6 @@ class InMemoryStageState:
         self.entries: dict[TopicPartition, dict[tuple[str, str], Entry]] = {}
         self.checkpoints: dict[TopicPartition, Checkpoint] = {}
         self.commits = 0
-        self.held_snapshot: Snapshot | None = None
 
     def checkpoint(self, tp: TopicPartition) -> Checkpoint | None:
         return self.checkpoints.get(tp)
@@ -51,15 +50,3 @@ class InMemoryStageState:
 
     def size(self, tp: TopicPartition) -> int:
         return len(self.entries.get(tp, {}))
-
-    def snapshot(self) -> Snapshot | None:
-        return self.held_snapshot
-
-    def put_snapshot(self, snapshot: Snapshot) -> None:
-        positions = snapshot.positions.values()
-        if not isinstance(snapshot.data, str) or not all(isinstance(c, Checkpoint) for c in positions):
-            raise TypeError("a snapshot is text, with a checkpoint per partition")
-        self.held_snapshot = Snapshot(snapshot.data, dict(snapshot.positions))
-
-    def drop_snapshot(self) -> None:
-        self.held_snapshot = None

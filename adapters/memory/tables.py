@@ -21,6 +21,9 @@ class InMemoryTables:
     def keys(self, table: str) -> list[str]:
         return list(self.tables.get(table, {}))
 
+    def keys_below(self, table: str, bound: str) -> list[str]:
+        return sorted(k for k in self.tables.get(table, {}) if k < bound)
+
     def write(
         self, changes: Sequence[tuple[str, str, str | None]], positions: Mapping[TopicPartition, Checkpoint]
     ) -> None:

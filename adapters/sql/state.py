@@ -15,7 +15,7 @@ from pathlib import Path
 
 from adapters.sql.database import Database
 from domain.log import TopicPartition
-from domain.state_store import NO_RECORD, Checkpoint, Entry, Snapshot
+from domain.state_store import NO_RECORD, Checkpoint, Entry
 
 log = logging.getLogger(__name__)
 LAYOUT = "1"  # the tables below; another value in a file means: drop them all and start again
@@ -23,8 +23,6 @@ CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
 TABLES = (
     "state_entries",
     "state_checkpoints",
-    "state_snapshots",
-    "state_snapshot_positions",
     "state_tables",
     "state_table_positions",
     "state_meta",
@@ -74,17 +72,12 @@ def _ensure_layout(db: Database) -> None:
                 position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
                 PRIMARY KEY (stage, topic, partition_id))"""
         )
-        # A stage whose state spans partitions keeps it whole (text) with a position per partition. Added to
-        # layout 1 without a new layout number: a file of the previous release gains the two tables.
-        db.execute("CREATE TABLE IF NOT EXISTS state_snapshots (stage TEXT PRIMARY KEY, data TEXT NOT NULL)")
-        db.execute(
-            """CREATE TABLE IF NOT EXISTS state_snapshot_positions (
-                stage TEXT NOT NULL, topic TEXT NOT NULL, partition_id INTEGER NOT NULL,
-                position INTEGER NOT NULL, last_offset INTEGER NOT NULL, last_digest TEXT NOT NULL,
-                PRIMARY KEY (stage, topic, partition_id))"""
-        )
+        # The union stage kept its state as one snapshot until its tables (stage format 2): a file of that
+        # release loses them here (secure_delete overwrites their pages).
+        db.execute("DROP TABLE IF EXISTS state_snapshots")
+        db.execute("DROP TABLE IF EXISTS state_snapshot_positions")
         # A stage whose state is tables of text worked on through a cache (domain/working_set.py), with the
-        # positions the tables reflect (adapters/sql/tables.py). Added to layout 1 as the snapshots were.
+        # positions the tables reflect (adapters/sql/tables.py). Added to layout 1 without a new layout number.
         db.execute(
             """CREATE TABLE IF NOT EXISTS state_tables (
                 stage TEXT NOT NULL, tbl TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -144,8 +137,6 @@ class SqlStageState:
         with self.db.transaction():
             self.db.execute("DELETE FROM state_entries WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_checkpoints WHERE stage = ?", (self.stage,))
-            self.db.execute("DELETE FROM state_snapshots WHERE stage = ?", (self.stage,))
-            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_tables WHERE stage = ?", (self.stage,))
             self.db.execute("DELETE FROM state_table_positions WHERE stage = ?", (self.stage,))
 
@@ -210,48 +201,3 @@ class SqlStageState:
             (self.stage, tp.topic, tp.partition),
         )
         return int(rows[0][0])
-
-    def snapshot(self) -> Snapshot | None:
-        with self.db.transaction():  # the data and its positions as one commit left them
-            rows = self.db.query("SELECT data FROM state_snapshots WHERE stage = ?", (self.stage,))
-            places = self.db.query(
-                "SELECT topic, partition_id, position, last_offset, last_digest FROM state_snapshot_positions "
-                "WHERE stage = ?",
-                (self.stage,),
-            )
-        if not rows:
-            return None
-        positions: dict[TopicPartition, Checkpoint] = {}
-        for topic, partition, *checkpoint in places:
-            held = read_checkpoint(*checkpoint)
-            if held is None or not isinstance(topic, str) or not isinstance(partition, int):
-                positions = {}
-                break
-            positions[TopicPartition(topic, partition)] = held
-        if not isinstance(rows[0][0], str) or (places and not positions):
-            log.warning("snapshot of %s is not valid: dropping it", self.stage)
-            self.drop_snapshot()
-            return None
-        return Snapshot(rows[0][0], positions)
-
-    def put_snapshot(self, snapshot: Snapshot) -> None:
-        with self.db.transaction():
-            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))
-            self.db.execute(
-                "INSERT INTO state_snapshots (stage, data) VALUES (?, ?) "
-                "ON CONFLICT (stage) DO UPDATE SET data = excluded.data",
-                (self.stage, snapshot.data),
-            )
-            self.db.executemany(
-                "INSERT INTO state_snapshot_positions (stage, topic, partition_id, position, last_offset, last_digest) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (self.stage, tp.topic, tp.partition, c.position, c.last_offset, c.last_digest)
-                    for tp, c in sorted(snapshot.positions.items())
-                ],
-            )
-
-    def drop_snapshot(self) -> None:
-        with self.db.transaction():
-            self.db.execute("DELETE FROM state_snapshots WHERE stage = ?", (self.stage,))
-            self.db.execute("DELETE FROM state_snapshot_positions WHERE stage = ?", (self.stage,))

@@ -40,6 +40,13 @@ class SqlTables:
         rows = self.db.query("SELECT key FROM state_tables WHERE stage = ? AND tbl = ?", (self.stage, table))
         return [key for (key,) in rows]
 
+    def keys_below(self, table: str, bound: str) -> list[str]:
+        rows = self.db.query(
+            "SELECT key FROM state_tables WHERE stage = ? AND tbl = ? AND key < ? ORDER BY key",
+            (self.stage, table, bound),
+        )
+        return [key for (key,) in rows]
+
     def write(
         self, changes: Sequence[tuple[str, str, str | None]], positions: Mapping[TopicPartition, Checkpoint]
     ) -> None:

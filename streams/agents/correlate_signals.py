@@ -9,40 +9,39 @@ hub over all of them (domain/scoped.py says why filtering one global correlation
 It emits an EntityMerged fact when a hub entity gains a member or absorbs another.
 
 Entities span every partition, so one instance holds the union: the worker with instance id 0
-(docs/correlation.md: the limit). At assignment it restores its state from the last snapshot in the
-worker's state file (domain/correlation_snapshot.py) plus the tail: accepted reports, decisions and
-links from the snapshot's positions up to its committed offsets (erasures and retractions first), and
-the signal versions written after the snapshot's positions on tip.signals, so a restart emits nothing
-twice. Without a usable snapshot (none, another format or configuration, positions the topics do not
-bear out) it replays all of them from the beginning, as a full restore. A snapshot is written only
-after a transaction committed (`committed`), with the input positions of that moment and where its
-signal versions landed (`written`), at most every `SnapshotEvery`: never ahead of Kafka. After that, each
-batch emits a new version of every signal whose content changed, in each scope, each with the
-next number of its scope's feed (`seq`), and when idle it lets decisions whose retention is over
-take their reports out of the recipient's scope.
+(docs/correlation.md: the limit). Its state is tables in the worker's state file, worked on through a
+bounded cache (domain/working_set.py): a batch reads the keys it touches, and its changes are written with
+the input positions and the signal positions its outputs reached, in one SQLite transaction, after its Kafka
+transaction committed (`committed`): never ahead of Kafka. An aborted batch's changes are dropped and the state
+is read from the tables again. At assignment the stage restores: it reads nothing whole, only the stored
+positions; it replays the inputs committed after them (erasures and retractions first) and loads the signal
+versions written after them on tip.signals, so a restart emits nothing twice. Without usable tables (none,
+another format, positions the topics do not bear out) it replays every input from the beginning, writing
+the tables as it goes. After that, each batch emits a new version of every signal whose content changed, in
+each scope, each with the next number of its scope's feed (`seq`), and when idle it lets decisions whose
+retention is over take their reports out of the recipient's scope.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from domain.correlate import Requirement, Signal
-from domain.correlation_snapshot import SnapshotError, from_json, resume, to_json
 from domain.facts import facts_from_accepted
 from domain.linking import ENTITY_MERGED, LINKS, Link
 from domain.log import EventLog, FactFeed, LogReader, LogRecord, Output, TopicPartition, Written
 from domain.scoped import HUB_SCOPE, Emitted, ScopedCorrelation
-from domain.state_store import Checkpoint, Snapshot, StageState, record_digest
+from domain.state_store import Checkpoint, StageState, record_digest
 from domain.withdrawals import kind_of
+from domain.working_set import DEFAULT_CACHE_ENTRIES, StateError, TableStore, WorkingSet
 from schemas.codec import CodecError, WireCodec
-from streams.checkpointed import checkpoint_after, taken_after
-from streams.stage_context import SnapshotEvery, StageContext
+from streams.checkpointed import CHUNK_OFFSETS, checkpoint_after, taken_after
+from streams.stage_context import StageContext
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -50,21 +49,15 @@ SIGNAL = "tiphub.Signal"
 COVERAGE = "tiphub.Coverage"
 DECISION = "tiphub.SharingDecision"
 EXPIRY_CHECK_S = 5.0
-SNAPSHOT_SHARE = 10  # at least this many times a snapshot's cost between two (but forced ones)
-# A snapshot is encoded on a thread (the event loop, where every stage heartbeats, runs on), but the stage
-# processes nothing until it is written: once one takes longer than this, no more are written while the
-# stage runs (only at a clean stop), and an erasure drops the one held rather than write another. Past this
-# the snapshot is no longer the answer to the history's size (docs/performance.md, "Correlator snapshot").
-SNAPSHOT_MOST_BLOCKING_S = 10.0
-STATE_VERSION = 1  # the stage's store holds one snapshot (domain/correlation_snapshot.py), no entries
+STATE_VERSION = 2  # 2: the state as tables (domain/working_set.py); 1 held it as one snapshot
 
 
 @dataclass(frozen=True)
 class Restored:
-    """What a restore did: from a snapshot (its positions) or from the beginning (None), how many input
-    records it replayed, how many signal versions it loaded, and why it did not use the snapshot ("")."""
+    """What a restore did: from the tables' positions, or from the beginning (None), how many input records it
+    replayed, how many signal versions it loaded, and why it did not use the tables ("")."""
 
-    snapshot: Mapping[TopicPartition, Checkpoint] | None
+    stored: Mapping[TopicPartition, Checkpoint] | None
     replayed: int
     versions: int
     ignored: str = ""
@@ -103,7 +96,8 @@ class CorrelateSignals:
         pseudonym_key: bytes,
         partners: frozenset[str] = frozenset(),
         store: StageState | None = None,
-        every: SnapshotEvery | None = None,
+        tables: TableStore | None = None,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
     ) -> None:
         self.topics = topics
         self.log = log
@@ -111,24 +105,21 @@ class CorrelateSignals:
         self.plan = plan
         self.pseudonym_key = pseudonym_key
         self.partners = partners
-        self.store = store  # None: no snapshots (every restore replays history)
-        self.every = every or SnapshotEvery()
+        self.store = store  # its format check wipes the tables of another release
+        self.tables = tables  # None: the state in memory only (every restore replays history)
+        self.cache_entries = cache_entries
         self.restores: list[Restored] = []
-        # Where the state stands on each input partition and on tip.signals (valid while _ready), what the
-        # batch in flight adds to it, and how much was committed since the last snapshot.
+        self.saves = 0
+        # Where the state stands on each input partition and on tip.signals (valid while _ready), and what the
+        # batch in flight adds to it.
         self._positions: dict[TopicPartition, Checkpoint] = {}
         self._pending_positions: dict[TopicPartition, Checkpoint] = {}
-        self._pending_records = 0
-        self._in_flight = False  # the state holds a batch whose transaction has not ended: never snapshot it
+        self._in_flight = False  # the state holds a batch whose transaction has not ended: never write it
         self._sent: list[Output] = []
-        self._since_snapshot = 0
-        self._snapshot_at = time.monotonic()
-        self._snapshot_due = False
-        self._snapshot_cost = 0.0  # seconds the last snapshot took to encode and write
-        self._snapshot_task: asyncio.Future[None] | None = None  # one being encoded on its thread
+        self._save_task: asyncio.Future[None] | None = None  # the tables being written on their thread
         self._revocations = 0
         self.codec = WireCodec()
-        self.state = ScopedCorrelation(plan, pseudonym_key, partners)
+        self.state = ScopedCorrelation(plan, pseudonym_key, partners)  # until the first restore opens the tables
         self._pending_erasures: set[str] = set()
         self._pending_retractions: set[str] = set()
         self._facts = self._new_feed()
@@ -136,6 +127,11 @@ class CorrelateSignals:
         self._lock = asyncio.Lock()
         self._pending_coverage: dict[tuple[str, str], dict[str, Any]] = {}
         self._last_expiry = 0.0
+
+    def _new_state(self) -> ScopedCorrelation:
+        """The state as the tables hold it (reading nothing yet), or empty in memory."""
+        tables = None if self.tables is None else WorkingSet(self.tables, self.cache_entries)
+        return ScopedCorrelation(self.plan, self.pseudonym_key, self.partners, tables=tables)
 
     def _new_feed(self) -> FactFeed:
         """Erasures and retractions, each read from its own topic: a fact is taken only from the topic of
@@ -169,99 +165,86 @@ class CorrelateSignals:
         return [TopicPartition(self.topics.signals, p) for p in range(self.topics.partitions)]
 
     async def _restore(self) -> None:
-        await self._snapshot_written()
+        await self._saved()
         async with self._lock:
             if self._ready:
                 return
             revocations = self._revocations
             await self._facts.stop()
             self._pending_erasures, self._pending_retractions = set(), set()
-            self._pending_positions, self._sent = {}, []
+            self._pending_positions, self._sent, self._in_flight = {}, [], False
             async with self.log.reading() as reader:
                 stop_at = await self.log.committed(self.group_id, self._input_partitions())
                 signal_ends = await reader.settled_ends(self._signal_partitions())
-                state, held, ignored = await self._snapshot(reader, {**stop_at, **signal_ends})
-                self.state = state or ScopedCorrelation(self.plan, self.pseudonym_key, self.partners)
+                held, ignored = await self._stored(reader, {**stop_at, **signal_ends})
+                try:
+                    self.state = self._new_state()  # reads nothing until a record asks for it
+                except StateError as exc:  # another configuration's tables
+                    held, ignored = None, self._ignore(str(exc))
+                    self.state = self._new_state()
                 positions = dict(held or {})
-                self._facts = self._new_feed()  # after the state: its feed skips the facts the snapshot holds
+                if not positions:  # from the beginning: the signals' positions too (written with the chunks)
+                    positions = {tp: Checkpoint(0) for tp in [*stop_at, *signal_ends]}
+                self._facts = self._new_feed()  # after the state: its feed skips the facts the state holds
                 await self._facts.start()
                 self._apply_facts()
                 now = datetime.now(UTC)
-                replayed = await self._replay_inputs(reader, positions, stop_at, now)
+                replayed = await self._replay_inputs(reader, positions, stop_at, now, chunked=held is None)
                 if held is not None:
-                    await asyncio.to_thread(resume, self.state, now)
-                versions = await self._load_signals(reader, positions, signal_ends)
+                    await asyncio.to_thread(self.state.resume, now)
+                versions = await self._load_signals(reader, positions, signal_ends, chunked=held is None)
             self._positions = positions
             self._ready = revocations == self._revocations
             restored = Restored(held, replayed, versions, ignored)
             self.restores.append(restored)
-            if held is None:
-                log.info(
-                    "correlator restored: %d records replayed, %d signal versions loaded, %d scopes",
-                    replayed,
-                    versions,
-                    len(self.state.scopes),
-                )
-            else:
-                log.info(
-                    "correlator restored from snapshot at %s: %d records replayed, %d signal versions loaded",
-                    describe(held),
-                    replayed,
-                    versions,
-                )
-            if held is None or replayed or versions or self._snapshot_due:
-                await asyncio.to_thread(self._write_snapshot)  # the next restart starts here
-            else:
-                self._since_snapshot, self._snapshot_at = 0, time.monotonic()
+            where = "from the beginning" if held is None else f"from its tables at {describe(held)}"
+            log.info(
+                "correlator restored %s: %d records replayed, %d signal versions loaded, %d scopes",
+                where,
+                replayed,
+                versions,
+                len(self.state.scopes),
+            )
+            if self._ready and (held is None or replayed or versions):
+                await asyncio.to_thread(self._save)  # the next restart starts here
 
-    async def _snapshot(
+    async def _stored(
         self, reader: LogReader, ends: Mapping[TopicPartition, int]
-    ) -> tuple[ScopedCorrelation | None, Mapping[TopicPartition, Checkpoint] | None, str]:
-        """The state of the stored snapshot and its positions, if the topics bear them out; else (None, None,
-        why), with the snapshot dropped and the reason logged."""
-        if self.store is None:
-            return None, None, ""
+    ) -> tuple[Mapping[TopicPartition, Checkpoint] | None, str]:
+        """The tables' positions, if the topics bear them out; else (None, why), with the tables cleared and the
+        reason logged."""
+        if self.tables is None:
+            return None, ""
         try:
-            snapshot = self.store.snapshot()
+            held = self.tables.positions()
         except Exception as exc:  # a file that cannot be read is rebuilt, never trusted
-            return None, None, self._ignore(f"it cannot be read ({type(exc).__name__}: {exc})")
-        if snapshot is None:
-            return None, None, ""
-        if snapshot.positions.keys() != ends.keys():
-            return None, None, self._ignore("its partitions are not the stage's (topics or partition count changed)")
-        for tp, held in sorted(snapshot.positions.items()):
-            if held.position > ends[tp]:
-                return (
-                    None,
-                    None,
-                    self._ignore(
-                        f"its position {held.position} on {tp.topic}[{tp.partition}] is beyond the end {ends[tp]} "
-                        "(topic recreated or offsets reset)"
-                    ),
+            return None, self._ignore(f"they cannot be read ({type(exc).__name__}: {exc})")
+        if not held:
+            self._clear()  # rows without positions are no state Kafka committed
+            return None, ""
+        if held.keys() != ends.keys():
+            return None, self._ignore("their partitions are not the stage's (topics or partition count changed)")
+        for tp, checkpoint in sorted(held.items()):
+            if checkpoint.position > ends[tp]:
+                return None, self._ignore(
+                    f"their position {checkpoint.position} on {tp.topic}[{tp.partition}] is beyond the end "
+                    f"{ends[tp]} (topic recreated or offsets reset)"
                 )
-            if not await taken_after(reader, tp, held):
-                return (
-                    None,
-                    None,
-                    self._ignore(
-                        f"the record at offset {held.last_offset} of {tp.topic}[{tp.partition}] is not the one it was "
-                        "taken after (topic recreated?)"
-                    ),
+            if not await taken_after(reader, tp, checkpoint):
+                return None, self._ignore(
+                    f"the record at offset {checkpoint.last_offset} of {tp.topic}[{tp.partition}] is not the one "
+                    "they were taken after (topic recreated?)"
                 )
-        try:  # seconds at 10^4 reports: on a thread, the event loop (every stage's heartbeat) runs on
-            state = await asyncio.to_thread(from_json, snapshot.data, self.plan, self.pseudonym_key, self.partners)
-        except SnapshotError as exc:
-            return None, None, self._ignore(str(exc))
-        return state, snapshot.positions, ""
+        return held, ""
 
     def _ignore(self, why: str) -> str:
-        log.warning("correlator snapshot ignored: %s; replaying the inputs from the beginning", why)
-        assert self.store is not None
-        try:
-            self.store.drop_snapshot()
-        except Exception:
-            log.exception("correlator snapshot could not be dropped")
+        log.warning("correlator tables ignored: %s; replaying the inputs from the beginning", why)
+        self._clear()
         return why
+
+    def _clear(self) -> None:
+        assert self.tables is not None
+        self.tables.clear()
 
     def _apply_facts(self) -> None:
         erasures, retractions = self._take_facts()
@@ -275,8 +258,6 @@ class CorrelateSignals:
         return taken
 
     def _forget(self, erasures: set[str], retractions: set[str]) -> None:
-        if erasures:
-            self._snapshot_due = True  # the snapshot held may have the erased person's occurrences: replace it
         self.state.forget(erasures, retractions)
 
     async def _replay_inputs(
@@ -285,19 +266,29 @@ class CorrelateSignals:
         positions: dict[TopicPartition, Checkpoint],
         stop_at: Mapping[TopicPartition, int],
         now: datetime,
+        chunked: bool,
     ) -> int:
-        """Accepted reports, then decisions, then links, from `positions` (the snapshot's, or the beginning) up
-        to what this stage committed: the state they leave does not depend on the order they are applied in.
-        Moves `positions` to `stop_at`."""
-        start_at = {tp: held.position for tp, held in positions.items() if tp in stop_at}
-        records = await reader.read(stop_at, start_at)
+        """Accepted reports, then decisions, then links, from `positions` up to what this stage committed, a
+        chunk of offsets at a time: the state they leave does not depend on the order they are applied in.
+        `chunked` (from the beginning): the tables are written after each chunk with the positions it reached,
+        so memory follows the cache, not the history, and a restore killed half-way goes on from there. Moves
+        `positions` to `stop_at`."""
+        replayed = 0
         order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.links: 2}
-        ordered = sorted(records, key=lambda r: order[r.topic])  # stable: log order within each topic
-        # Applied on a thread: a long replay must not stop the event loop, where every stage of this worker
-        # heartbeats to its group (a 10 s session); nothing else touches the state while the lock is held.
-        await asyncio.to_thread(self._apply_all, ordered, now)
-        _advance(positions, records, stop_at)
-        return len(records)
+        while True:
+            start_at = {tp: positions[tp].position for tp in stop_at}
+            upto = {tp: min(start_at[tp] + CHUNK_OFFSETS, end) for tp, end in stop_at.items()}
+            if upto == start_at:
+                return replayed
+            records = await reader.read(upto, start_at)
+            ordered = sorted(records, key=lambda r: order[r.topic])  # stable: log order within each topic
+            # Applied on a thread: a long replay must not stop the event loop, where every stage of this worker
+            # heartbeats to its group (a 10 s session); nothing else touches the state while the lock is held.
+            await asyncio.to_thread(self._apply_all, ordered, now)
+            _advance(positions, records, upto)
+            replayed += len(records)
+            if chunked and self.tables is not None:
+                await asyncio.to_thread(self._write, positions)
 
     def _apply_all(self, records: Sequence[Any], now: datetime) -> None:
         for record in records:
@@ -337,50 +328,61 @@ class CorrelateSignals:
         return [Link(**link) for link in batch["links"]]
 
     async def _load_signals(
-        self, reader: LogReader, positions: dict[TopicPartition, Checkpoint], ends: Mapping[TopicPartition, int]
+        self,
+        reader: LogReader,
+        positions: dict[TopicPartition, Checkpoint],
+        ends: Mapping[TopicPartition, int],
+        chunked: bool,
     ) -> int:
-        """The signal versions written after `positions` (the snapshot's, or the beginning) up to the settled
-        end; then every open signal is mapped to its entity again. Moves `positions` to `ends`."""
-        start_at = {tp: held.position for tp, held in positions.items() if tp in ends}
-        records = await reader.read(ends, start_at)
-        await asyncio.to_thread(self._load_all, records)
-        _advance(positions, records, ends)
-        return len(records)
+        """The signal versions written after `positions` up to the settled end, a chunk of offsets at a time
+        (`chunked`: the tables written after each, as the inputs'); then every open signal is mapped to its
+        entity again. Moves `positions` to `ends`."""
+        loaded = 0
+        while True:
+            start_at = {tp: positions[tp].position for tp in ends}
+            upto = {tp: min(start_at[tp] + CHUNK_OFFSETS, end) for tp, end in ends.items()}
+            if upto == start_at:
+                break
+            records = await reader.read(upto, start_at)
+            await asyncio.to_thread(self._load_all, records)
+            _advance(positions, records, upto)
+            loaded += len(records)
+            if chunked and self.tables is not None:
+                await asyncio.to_thread(self._write, positions)
+        await asyncio.to_thread(self.state.settle_loaded)
+        return loaded
 
     def _load_all(self, records: Sequence[Any]) -> None:
         for record in records:
             value = self.codec.decode(record.value)[1]
             version, signal = signal_from_record(value)
             self.state.load_signal(value.get("scope", HUB_SCOPE), value.get("seq", 0), version, signal)
-        self.state.settle_loaded()
 
     def _lost_track(self) -> None:
         """A transaction that neither committed nor aborted (the Kafka runtime logs a KafkaError of an idle
-        tick and goes on): the state may hold versions never written. Rebuild it before going on, as after
-        an abort, rather than carry them on (and into a snapshot)."""
+        tick and goes on): the state may hold versions never written. Read it from the tables again before going
+        on, as after an abort, rather than carry them on (and into the tables)."""
         if self._in_flight:
             log.warning("the last transaction did not report its end; restoring the correlator")
             self.aborted()
 
     async def handle(self, records: Sequence[Any]) -> list[Output]:
-        await self._snapshot_written()  # a snapshot encoding on its thread reads the state: let it finish
+        await self._saved()  # the tables being written read the state: let them finish
         self._lost_track()
         await self._restore()
         await self._facts.catch_up()
         now = datetime.now(UTC)
         facts = self._take_facts()
-        self._pending_positions, self._pending_records = {}, 0
+        self._pending_positions = {}
         self._in_flight = True
         for record in records:  # in log order: the last of each partition is where the state stands
             if record.topic not in (self.topics.erasures, self.topics.retractions):
                 tp = TopicPartition(record.topic, record.partition)
                 self._pending_positions[tp] = checkpoint_after(record, record.offset + 1)
-                self._pending_records += 1
-        # On a thread: what a batch costs can follow the state's size (an erasure or retraction rebuilds it, the
-        # first flush after a restore or a report leaving a scope re-evaluates the scope whole: ~20 s at 10^5
-        # reports), and the event loop must keep every stage of this worker heartbeating to its group (a 10 s
-        # session: seen, a restored union thrown out of its group by its first batch, again and again).
-        # Nothing else touches the state meanwhile: the processor runs one batch or tick at a time.
+        # On a thread: what a batch costs can follow the state's size (the first flush after a restore from the
+        # beginning re-evaluates each scope whole), and the event loop must keep every stage of this worker
+        # heartbeating to its group (a 10 s session). Nothing else touches the state meanwhile: the processor
+        # runs one batch or tick at a time.
         self._sent = await asyncio.to_thread(self._batch, records, facts, now)
         return self._sent
 
@@ -400,25 +402,20 @@ class CorrelateSignals:
 
     async def tick(self) -> list[Output]:
         """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
-        await self._snapshot_written()
+        await self._saved()
         self._lost_track()
         if not self._ready:
             return []
-        affordable = time.monotonic() - self._snapshot_at >= SNAPSHOT_SHARE * self._snapshot_cost
-        if self._since_snapshot and not self._in_flight and affordable:
-            # Idle, with committed records the snapshot lacks (spacing deferred it): take it now, so that a
-            # quiet hub's restart reads no tail.
-            await asyncio.to_thread(self._write_snapshot)
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_expiry < EXPIRY_CHECK_S:
             return []
         self._last_expiry = loop_now
         await self._facts.catch_up()
-        self._pending_positions, self._pending_records = {}, 0
+        self._pending_positions = {}
         self._sent = await asyncio.to_thread(self._idle, self._take_facts(), datetime.now(UTC))
-        self._in_flight = bool(self._sent)  # nothing to write: no transaction, the state is what Kafka holds
-        if not self._sent and self._snapshot_due:
-            await asyncio.to_thread(self._write_snapshot)  # an erasure changed the state, wrote nothing: now
+        self._in_flight = bool(self._sent)
+        if not self._sent:  # nothing to write, no transaction: what changed (an erasure) goes to the tables now
+            await asyncio.to_thread(self._save)
         return self._sent
 
     def _outputs(self, records: Sequence[Any]) -> list[Output]:
@@ -477,8 +474,8 @@ class CorrelateSignals:
     def written(self, at: Sequence[Written]) -> None:
         """Where the committed transaction's outputs landed: the signal versions the state holds end there."""
         if len(at) != len(self._sent):
-            log.error("%d outputs written, %d sent: no snapshot until the next restore", len(at), len(self._sent))
-            self._positions = {}
+            log.error("%d outputs written, %d sent: restoring the correlator from its tables", len(at), len(self._sent))
+            self._ready = False  # its positions are not known: nothing is written, the next batch restores first
             return
         for output, (tp, offset) in zip(self._sent, at, strict=True):
             if output.topic == self.topics.signals:
@@ -489,65 +486,49 @@ class CorrelateSignals:
             self.state.scope(name).coverage[requirement_id] = row
         self._pending_coverage = {}
         if self._positions:
-            self._since_snapshot += self._pending_records
             for tp, checkpoint in self._pending_positions.items():
                 self._positions[tp] = self._positions.get(tp, checkpoint).advanced(checkpoint)
-        self._pending_positions, self._sent, self._pending_records = {}, [], 0
+        self._pending_positions, self._sent = {}, []
         self._in_flight = False
-        elapsed = time.monotonic() - self._snapshot_at
-        # A snapshot is the whole state, written on the event loop: however the interval is set, the stage
-        # spends at most a tenth of its time writing them (at 10^4 reports one takes ~3 s).
-        affordable = elapsed >= SNAPSHOT_SHARE * self._snapshot_cost
-        due = self._since_snapshot >= self.every.records or (self._since_snapshot and elapsed >= self.every.seconds)
-        if self._snapshot_due or (affordable and due):
-            # Encoded on a thread while the event loop runs on (heartbeats); the next batch waits for it,
-            # so the state it encodes is the one Kafka committed.
-            self._snapshot_task = asyncio.ensure_future(asyncio.to_thread(self._write_snapshot))
+        # Written on a thread while the event loop runs on (heartbeats); the next batch waits for it, so the
+        # state it writes is the one Kafka committed.
+        self._save_task = asyncio.ensure_future(asyncio.to_thread(self._save))
 
-    def _write_snapshot(self, closing: bool = False) -> None:
-        """The whole state with the positions it reflects, replacing the one held. Only where the state is
-        exactly what Kafka committed: after a restore, or after a committed transaction. While the stage runs,
-        not once a snapshot blocks the event loop too long (the worker would miss its heartbeats): an erasure
-        then drops the one held (it may hold the person's occurrences) and the next restart replays history."""
-        if self.store is None or not self._positions or not self._ready or self._in_flight:
+    def _save(self) -> None:
+        """The changes since the last write, with the positions the state reflects. Only where the state is
+        exactly what Kafka committed: after a restore, or after a committed transaction (or an idle tick that
+        wrote nothing). A write that fails leaves the tables behind: the stage restores from them (and the tail)."""
+        if self.tables is None or not self._positions or not self._ready or self._in_flight:
             return
-        if not closing and self._snapshot_cost > SNAPSHOT_MOST_BLOCKING_S:
-            if self._snapshot_due:
-                try:
-                    self.store.drop_snapshot()
-                except Exception:
-                    log.exception("correlator snapshot could not be dropped")
-                    return
-                self._snapshot_due = False
-                log.warning("correlator snapshot dropped after an erasure: writing one blocks the worker too long")
-            return
-        started = time.monotonic()
         try:
-            self.store.put_snapshot(Snapshot(to_json(self.state), dict(self._positions)))
+            self._write(self._positions)
         except Exception:
-            log.exception("correlator snapshot not written; the next restart replays more")
-            return
-        self._snapshot_cost = time.monotonic() - started
-        self._since_snapshot, self._snapshot_at, self._snapshot_due = 0, time.monotonic(), False
+            log.exception("correlator tables not written; restoring from what they hold")
+            self._ready = False
+
+    def _write(self, positions: Mapping[TopicPartition, Checkpoint]) -> None:
+        assert self.tables is not None and self.state.tables is not None
+        self.state.stage()
+        self.tables.write(self.state.tables.changes(), positions)
+        self.state.tables.saved()
+        self.saves += 1
 
     def aborted(self) -> None:
         self._pending_coverage = {}
         self._pending_positions, self._sent = {}, []
         self._in_flight = False
-        # The books and correlators already hold this batch: rebuild them from the topics before retrying.
+        # The state holds this batch: read it from the tables again (they hold what Kafka committed) before
+        # retrying; in memory only, rebuild it from the topics.
         self._ready = False
 
-    async def _snapshot_written(self) -> None:
-        """Wait for a snapshot being encoded on its thread: the state must not change under it."""
-        task, self._snapshot_task = self._snapshot_task, None
+    async def _saved(self) -> None:
+        """Wait for the tables being written on their thread: the state must not change under them."""
+        task, self._save_task = self._save_task, None
         if task is not None:
             await task
 
     async def close(self) -> None:
-        await self._snapshot_written()
-        if self._since_snapshot or self._snapshot_due:
-            # a clean stop: the next start reads no tail (not mid-batch)
-            await asyncio.to_thread(self._write_snapshot, True)
+        await self._saved()
         await self._facts.stop()
 
 
@@ -583,5 +564,6 @@ def build(context: StageContext) -> CorrelateSignals:
         provisions.pseudonym_key(),
         provisions.partners(),
         provisions.stage_state("correlate", STATE_VERSION),
-        provisions.snapshot_every(),
+        provisions.stage_tables("correlate"),
+        provisions.correlator_cache(),
     )

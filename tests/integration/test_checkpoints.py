@@ -2,7 +2,7 @@
 accepted ids and the link stage's index are restored from the worker's state file plus the topic from its
 checkpoint on, counted in the worker's log ("restored ... from checkpoint at P: K records replayed"), after a
 clean stop and after a SIGKILL, and every report is still accepted exactly once. The union stage restores
-from its snapshot plus the tail ("correlator restored from snapshot at ...: K records replayed, S signal
+from its tables plus the tail ("correlator restored from its tables at ...: K records replayed, S signal
 versions loaded"), and writes every signal version once."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import pytest
 
 from adapters.sql.state import SqlStageState, open_state_database
+from adapters.sql.tables import SqlTables
 from domain.log import TopicPartition
 from domain.state_store import Checkpoint, record_digest
 from producers.simulate import simulate
 from streams.agents.accept_reports import STATE_VERSION
-from streams.agents.correlate_signals import STATE_VERSION as UNION_STATE_VERSION
 from tests.harness import PARTITIONS, Hub, assert_everything_once, versions_are_gapless
 
 pytestmark = pytest.mark.integration
@@ -28,14 +28,14 @@ RESTORED = re.compile(
 )
 BATCH = 500  # the most records one transaction of the accept stage holds (adapters/kafka/transactional.py)
 UNION = re.compile(
-    r"correlator restored(?: from snapshot at (?P<at>[^:]+))?: (?P<replayed>\d+) records replayed, "
+    r"correlator restored (?:from the beginning|from its tables at (?P<at>[^:]+)): (?P<replayed>\d+) records replayed, "
     r"(?P<versions>\d+) signal versions loaded"
 )
 
 
 @dataclass(frozen=True)
 class UnionRestored:
-    snapshot: str | None  # the positions it restored from; None: from the beginning
+    stored: str | None  # the positions it restored from; None: from the beginning
     replayed: int
     versions: int
 
@@ -49,10 +49,8 @@ def union_inputs(hub: Hub) -> int:
     return sum(len(hub.read(topic)) for topic in (hub.topics.accepted, hub.topics.decisions, hub.topics.links))
 
 
-def wait_for_union_snapshot(hub: Hub, timeout: float = 90.0) -> None:
-    """Until the union's stored snapshot holds every record of its inputs. Its snapshots are spaced by what
-    they cost (streams/agents/correlate_signals.py), so on a loaded machine the last batches may wait for the
-    idle union to take the one its spacing deferred."""
+def wait_for_union_tables(hub: Hub, timeout: float = 90.0) -> None:
+    """Until the union's tables hold every record of its inputs (it writes them after each commit)."""
     inputs = (hub.topics.accepted, hub.topics.decisions, hub.topics.links)
     deadline = time.monotonic() + timeout
     while True:
@@ -63,13 +61,12 @@ def wait_for_union_snapshot(hub: Hub, timeout: float = 90.0) -> None:
                 ends[tp] = max(ends.get(tp, 0), r.offset + 1)
         db = open_state_database(hub.settings.state_file)
         try:
-            snapshot = SqlStageState(db, "correlate", UNION_STATE_VERSION).snapshot()
+            held = SqlTables(db, "correlate").positions()
         finally:
             db.close()
-        held = snapshot.positions if snapshot is not None else {}
         if all(tp in held and held[tp].position >= end for tp, end in ends.items()):
             return
-        assert time.monotonic() < deadline, f"the union's snapshot never caught up: {held} of {ends}"
+        assert time.monotonic() < deadline, f"the union's tables never caught up: {held} of {ends}"
         time.sleep(0.5)
 
 
@@ -102,7 +99,7 @@ def test_a_worker_stopped_and_restarted_replays_nothing_its_checkpoints_hold(hub
     hub.wait_for_outcomes(len(first))
     hub.wait_for_quiet()
     assert {r.checkpoint for r in restored(hub.worker_log(), "accepted ids")} == {None}  # a first start
-    assert union_restores(hub.worker_log())[0].snapshot is None
+    assert union_restores(hub.worker_log())[0].stored is None
     hub.stop_worker()
 
     seen = len(hub.worker_log())
@@ -119,8 +116,8 @@ def test_a_worker_stopped_and_restarted_replays_nothing_its_checkpoints_hold(hub
     assert sum(r.checkpoint or 0 for r in accept) >= len(first)  # the checkpoints cover the first reports
     assert sum(r.replayed for r in accept + link) == 0, "a clean stop leaves no tail to read again"
     union = union_restores(log)[0]
-    assert union.snapshot is not None, "the union restored from its snapshot, not from the beginning"
-    assert (union.replayed, union.versions) == (0, 0), "its snapshot, written as it stopped, is the whole state"
+    assert union.stored is not None, "the union restored from its tables, not from the beginning"
+    assert (union.replayed, union.versions) == (0, 0), "its tables, written after each commit, are the whole state"
     assert_everything_once(hub, first + rest)
     versions_are_gapless(hub)
 
@@ -159,20 +156,16 @@ def roll_back(hub: Hub, lag: int) -> tuple[int, set[str]]:
     return lacking, dropped
 
 
-SNAPSHOT_RECORDS = 40  # the union's snapshots, every so many input records (default 5,000: a short test writes one)
-
-
 def test_after_a_sigkill_a_restart_replays_only_the_tail_and_accepts_each_report_once(hub: Hub) -> None:
     everything = reports(360, seed=43)
     first, rest = everything[:240], everything[240:]
     hub.publish(first)
-    hub.start_worker(TIPHUB_CORRELATOR_SNAPSHOT_RECORDS=str(SNAPSHOT_RECORDS))
+    hub.start_worker()
     hub.wait_for_outcomes(len(first))
-    # The union must have run (and so snapshotted, every SNAPSHOT_RECORDS records) before the kill: on a
-    # loaded machine it could still be joining its group when accept was through, and a union that never
-    # ran has no snapshot to restore from.
+    # The union must have run (and so written its tables) before the kill: on a loaded machine it could still be
+    # joining its group when accept was through, and a union that never ran has no tables to restore from.
     hub.wait_for_quiet()
-    wait_for_union_snapshot(hub)
+    wait_for_union_tables(hub)
     hub.kill_worker()  # SIGKILL: whatever was in flight is left for the next incarnation to fence
     lacking, dropped = roll_back(hub, lag=10)
     history = union_inputs(hub)
@@ -184,10 +177,10 @@ def test_after_a_sigkill_a_restart_replays_only_the_tail_and_accepts_each_report
     hub.wait_for_quiet(timeout=120)
 
     union = union_restores(hub.worker_log()[seen:])[0]
-    assert union.snapshot is not None, "the union restored from its snapshot, not from the beginning"
-    # It stopped with a snapshot of everything it had committed (waited for above): what it replays is what
-    # reached its inputs while it was down and before its group's commit, never the history before the kill.
-    assert union.replayed < SNAPSHOT_RECORDS + BATCH and union.replayed < history // 2, (union, history)
+    assert union.stored is not None, "the union restored from its tables, not from the beginning"
+    # Its tables held everything it had committed (waited for above): what it replays is what reached its
+    # inputs while it was down and before its group's commit, never the history before the kill.
+    assert union.replayed < BATCH and union.replayed < history // 2, (union, history)
     versions_are_gapless(hub)
     accept = restored(hub.worker_log()[seen:], "accepted ids")
     assert {r.partition for r in accept} == set(range(PARTITIONS)) and all(r.checkpoint is not None for r in accept)

@@ -17,8 +17,9 @@ import pytest
 
 from adapters.memory.state import InMemoryStageState
 from adapters.sql.state import SqlStageState, open_state_database
+from adapters.sql.tables import SqlTables
 from domain.log import TopicPartition
-from domain.state_store import ORIGIN, Checkpoint, Entry, Snapshot, StageState, record_digest
+from domain.state_store import ORIGIN, Checkpoint, Entry, StageState, record_digest
 
 P0 = TopicPartition("t.accepted", 0)
 P1 = TopicPartition("t.accepted", 1)
@@ -75,28 +76,6 @@ def test_a_commit_that_fails_changes_nothing(store: StageState) -> None:
     with pytest.raises((TypeError, sqlite3.Error)):
         store.commit(P0, [Entry("b", "B"), Entry("c", None)], Checkpoint(9, 8, "e"))  # type: ignore[arg-type]
     assert store.checkpoint(P0) == Checkpoint(3, 2, "d") and store.get(P0, ["a", "b"]) == {"a": {"": "A"}}
-
-
-def test_a_snapshot_and_its_positions_are_replaced_whole_and_dropped(store: StageState) -> None:
-    assert store.snapshot() is None
-    first = Snapshot('{"n": 1}', {P0: Checkpoint(3, 2, "d"), P1: ORIGIN})
-    store.put_snapshot(first)
-    assert store.snapshot() == first
-    second = Snapshot('{"n": 2}', {P1: Checkpoint(9, 8, "e")})
-    store.put_snapshot(second)
-    assert store.snapshot() == second, "the positions of the first are gone with it"
-    store.commit(P0, [Entry("a", "A")], Checkpoint(1, 0, "d"))  # entries and checkpoints are another matter
-    assert store.snapshot() == second
-    store.drop_snapshot()
-    assert store.snapshot() is None and store.size(P0) == 1
-
-
-def test_a_snapshot_that_fails_to_be_written_leaves_the_previous_one(store: StageState) -> None:
-    held = Snapshot("{}", {P0: Checkpoint(3, 2, "d")})
-    store.put_snapshot(held)
-    with pytest.raises((TypeError, sqlite3.Error)):
-        store.put_snapshot(Snapshot(None, {P1: ORIGIN}))  # type: ignore[arg-type]
-    assert store.snapshot() == held
 
 
 def test_a_record_digest_tells_records_apart_by_key_and_value() -> None:
@@ -164,44 +143,44 @@ def test_a_checkpoint_row_that_makes_no_sense_is_wiped(tmp_path: Path) -> None:
     assert state.checkpoint(P0) is None and state.size(P0) == 0
 
 
-def test_a_snapshot_survives_the_process_per_stage_and_goes_with_its_stages_format(tmp_path: Path) -> None:
+def test_the_snapshot_a_release_before_kept_is_dropped_from_the_file_on_opening(tmp_path: Path) -> None:
+    """Until the union kept tables, its state was one snapshot: opening a file of that release drops it (it may
+    hold an erased person's occurrences) and overwrites its pages."""
     path = tmp_path / "s.sqlite3"
     db = open_state_database(path)
-    SqlStageState(db, "correlate", 1).put_snapshot(Snapshot("[1]", {P0: Checkpoint(5, 4, "d")}))
-    SqlStageState(db, "other", 1).put_snapshot(Snapshot("[2]"))
+    db.execute("CREATE TABLE state_snapshots (stage TEXT PRIMARY KEY, data TEXT NOT NULL)")
+    db.execute("INSERT INTO state_snapshots VALUES ('correlate', ?)", ('{"occ": "' + "old-snapshot-" * 4000 + '"}',))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
+    assert b"old-snapshot-" in path.read_bytes()
     db = open_state_database(path)
-    assert SqlStageState(db, "correlate", 1).snapshot() == Snapshot("[1]", {P0: Checkpoint(5, 4, "d")})
-    assert SqlStageState(db, "correlate", 2).snapshot() is None  # another format: wiped, never read
-    assert SqlStageState(db, "other", 1).snapshot() == Snapshot("[2]")
+    assert db.query("SELECT name FROM sqlite_master WHERE name = 'state_snapshots'") == []
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert b"old-snapshot-" not in path.read_bytes()
 
 
-def test_a_snapshot_whose_positions_make_no_sense_is_dropped(tmp_path: Path) -> None:
-    db = open_state_database(tmp_path / "s.sqlite3")
-    state = SqlStageState(db, "correlate", 1)
-    state.put_snapshot(Snapshot("{}", {P0: Checkpoint(5, 4, "d")}))
-    db.execute("UPDATE state_snapshot_positions SET last_offset = 7")  # beyond its own position
-    assert state.snapshot() is None
-    assert db.query("SELECT COUNT(*) FROM state_snapshots") == [(0,)]
-
-
-def test_a_replaced_snapshot_leaves_no_trace_in_the_file(tmp_path: Path) -> None:
-    """An erased person's pseudonymous occurrences may be in a snapshot written before the erasure: once the
-    next one replaces it, its bytes are overwritten (secure_delete), not left in free pages."""
+def test_a_rewritten_or_deleted_table_row_leaves_no_trace_in_the_file(tmp_path: Path) -> None:
+    """An erasure rewrites the union's rows that held the person (and deletes some): their old bytes are
+    overwritten (secure_delete), not left in free pages."""
     path = tmp_path / "s.sqlite3"
     db = open_state_database(path)
-    state = SqlStageState(db, "correlate", 1)
-    state.put_snapshot(Snapshot('{"occ": "' + "erased-subject-occurrence-" * 4000 + '"}'))
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert b"erased-subject-occurrence-" in path.read_bytes()
-    state.put_snapshot(Snapshot('{"occ": "kept"}'))
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.close()
-    assert b"erased-subject-occurrence-" not in path.read_bytes()
-    assert (
-        not path.with_name(path.name + "-wal").exists()
-        or b"erased-subject" not in path.with_name(path.name + "-wal").read_bytes()
+    tables = SqlTables(db, "correlate")
+    tables.write(
+        [
+            ("hub/reports", "r1", '"' + "erased-subject-occurrence-" * 4000 + '"'),
+            ("hub/x", "gone", '"' + "deleted-row-" * 4000 + '"'),
+        ],
+        {},
     )
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert b"erased-subject-occurrence-" in path.read_bytes() and b"deleted-row-" in path.read_bytes()
+    tables.write([("hub/reports", "r1", '"kept"'), ("hub/x", "gone", None)], {})
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert b"erased-subject-occurrence-" not in path.read_bytes() and b"deleted-row-" not in path.read_bytes()
+    wal = path.with_name(path.name + "-wal")
+    assert not wal.exists() or b"erased-subject" not in wal.read_bytes()
 
 
 WRITER = """
