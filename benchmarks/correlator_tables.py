@@ -68,35 +68,48 @@ def feed(state: ScopedCorrelation, index: KeyIndex, facts: ReportFacts, n: int) 
         state.decided(recipient, facts.report_id, True, NOW + timedelta(days=365), NOW, rules(facts))
 
 
-def fold(facts: list[ReportFacts], store: SqlTables | None) -> tuple[float, int, ScopedCorrelation, KeyIndex]:
-    """Seconds per report and peak traced bytes of feeding `facts` batch by batch (written after each batch)."""
+def fold(
+    facts: list[ReportFacts], store: SqlTables | None, trace: bool = False
+) -> tuple[float, int, ScopedCorrelation, KeyIndex]:
+    """Seconds per report and (`trace`) peak traced bytes of feeding `facts` batch by batch (written after each
+    batch). Timed without tracing: tracemalloc slows allocation-heavy code several times."""
     gc.collect()
-    tracemalloc.start()
+    if trace:
+        tracemalloc.start()
     tables = None if store is None else WorkingSet(store, DEFAULT_CACHE_ENTRIES)
     state = ScopedCorrelation(PLAN, KEY, tables=tables)
     index = KeyIndex()
     started = time.perf_counter()
-    for n, one in enumerate(facts):
-        feed(state, index, one, n)
-        if n % BATCH == BATCH - 1 or n == len(facts) - 1:
-            state.flush()
-            if store is not None and tables is not None:
-                state.stage()
-                store.write(tables.changes(), {TP: Checkpoint(n + 1)})
-                tables.saved()
+    for start in range(0, len(facts), BATCH):
+        batch = facts[start : start + BATCH]
+        state.prefetch(batch)  # as the stage does: a query per table for the keys the batch touches first
+        for n, one in enumerate(batch, start=start):
+            feed(state, index, one, n)
+        state.flush()
+        if store is not None and tables is not None:
+            state.stage()
+            store.write(tables.changes(), {TP: Checkpoint(start + len(batch))})
+            tables.saved()
     elapsed = time.perf_counter() - started
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = 0
+    if trace:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
     return elapsed / len(facts), peak, state, index
 
 
 def measure(count: int, workdir: Path) -> dict[str, Any]:
     facts = history(count + BATCH, workdir / f"home-{count}")
     seeded, extra = facts[:count], facts[count:]
-    per_memory, peak_memory, _, _ = fold(seeded, None)
+    per_memory, _, _, _ = fold(seeded, None)
+    _, peak_memory, _, _ = fold(seeded, None, trace=True)
+    traced = workdir / f"traced-{count}.sqlite3"
+    db = open_state_database(traced)
+    _, peak_tables, _, _ = fold(seeded, SqlTables(db, "correlate"), trace=True)
+    db.close()
     path = workdir / f"state-{count}.sqlite3"
     db = open_state_database(path)
-    per_tables, peak_tables, _, index = fold(seeded, SqlTables(db, "correlate"))
+    per_tables, _, _, index = fold(seeded, SqlTables(db, "correlate"))
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     size = path.stat().st_size
@@ -109,6 +122,7 @@ def measure(count: int, workdir: Path) -> dict[str, Any]:
     tables = WorkingSet(store, DEFAULT_CACHE_ENTRIES)
     state = ScopedCorrelation(PLAN, KEY, tables=tables)
     opened = time.perf_counter() - started
+    state.prefetch(extra)
     for n, one in enumerate(extra, start=count):
         feed(state, index, one, n)
     state.flush()

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any
 from domain.linking import Link
 from domain.state_codec import OCCURRENCE, REPORT, checked, decode_json, dumps, flag, maybe, moment, text, texts, when
-from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, stored_set
+from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, StoredMap, StoredSet, Tables, stored_set
 from schemas.elements import covers_requirement, groups_covered
 
 V = TypeVar("V")
@@ -208,6 +208,41 @@ class Correlator:
             "reporting", COUNTS, Counter, mutable=True
         )
 
+    def prefetch(self, reports: Iterable[ReportFacts]) -> None:
+        """Read from the tables, a query per table, the keys adding these reports will touch first (in memory:
+        nothing to do). Keys reached through them (a cluster's other members, say) are read key by key."""
+        if self.tables is None:
+            return
+        reports = list(reports)
+        people = [p for r in reports for p in r.people]
+        occ_ids = {p.occ_id for p in people}
+        subjects = {p.subject_key_id for p in people}
+        documents = {t for p in people for t in p.documents} | {t for r in reports for g in r.aliases for t in g}
+        contacts = {t for p in people for t in p.contacts}
+        organisations = {t for r in reports for t in r.organisations}
+        fetch: list[tuple[object, set[str]]] = [
+            (self.reports, {r.report_id for r in reports}),
+            (self.retracted, {r.report_id for r in reports}),
+            (self.erased, subjects),
+            (self.by_subject, subjects),
+            (self.token_names, documents | contacts | organisations),
+            (self.by_document, documents),
+            (self.by_contact, contacts),
+            (self.by_org, organisations),
+        ]
+        fetch += [(table, occ_ids) for table in (self.occurrences, self.uf.parent, self.level1_members, self.links)]
+        fetch.append((self.entity_of, occ_ids))
+        if not self.external_links:
+            variants = [v for p in people for v in p.variants()]
+            fetch.append((self.by_dob, {v.dob_key for v in variants if v.dob_key}))
+            ny = {k for v in variants for k in v.ny_keys}
+            fetch += [(self.by_ny, ny), (self.by_ny_without_dob, ny)]
+        for table, keys in fetch:
+            if isinstance(table, StoredSet):
+                table = table.table
+            if isinstance(table, StoredMap) and keys:
+                table.prefetch(keys)
+
     def _map(
         self, name: str, codec: Codec[V], default: Callable[[], V] | None = None, *, mutable: bool = False
     ) -> MutableMapping[str, V]:
@@ -370,8 +405,8 @@ class Correlator:
             name = next((self.token_names[t] for t in group if t in self.token_names), group[-1])
             for token in group:
                 self.token_names.setdefault(token, name)
-        if not self.token_names:
-            return report  # no rotation has happened: every token is its own name
+        if self.tables is None and not self.token_names:
+            return report  # no rotation has happened: every token is its own name (on disk: that is a scan)
 
         def named(tokens: Iterable[str]) -> tuple[str, ...]:
             return tuple(sorted({self.token_names.get(t, t) for t in tokens}))
@@ -826,6 +861,7 @@ class SignalBook:
     ) -> list[tuple[int, Signal]]:
         """New versions to emit for these results. `entity_of_key` maps a vanished person entity key
         to the entity that absorbed it (for merged)."""
+        self._prefetch(results)
         emitted: list[tuple[int, Signal]] = []
         for (requirement_id, key), signal in sorted(results.items(), key=lambda kv: kv[0]):
             previous_id = self.by_entity.get((requirement_id, key))
@@ -849,6 +885,19 @@ class SignalBook:
                 Signal(**{**last.__dict__, "status": status, "merged_into": into if status == "merged" else None})
             )
         return emitted
+
+    def _prefetch(self, results: dict[tuple[str, str], Signal | None]) -> None:
+        """On disk: read what applying these results looks up, a query per table (most keys have no signal)."""
+        if self.tables is None or not results:
+            return
+        signals = [s for s in results.values() if s is not None]
+        for table, keys in (
+            (self.by_entity.forward, {_joined(pair) for pair in results}),
+            (self.versions, {s.signal_id for s in signals}),
+            (self.open_reports, {f"{s.requirement_id}|{r}" for s in signals for r in s.report_ids}),
+        ):
+            if isinstance(table, StoredMap):
+                table.prefetch(keys)
 
     def put(self, signal: Signal) -> list[tuple[int, Signal]]:
         current = self.versions.get(signal.signal_id)

@@ -45,7 +45,17 @@ from typing import TYPE_CHECKING, Any
 from domain.correlate import Correlator, Requirement, Signal, SignalBook
 from domain.facts import ReportFacts
 from domain.state_codec import REPORT, checked, decode_json, dumps, flag, maybe, moment, text, when
-from domain.working_set import PRESENT, TEXT, TEXT_SET, Codec, StateError, StoredMap, WorkingSet, stored_set
+from domain.working_set import (
+    PRESENT,
+    TEXT,
+    TEXT_SET,
+    Codec,
+    StateError,
+    StoredMap,
+    StoredSet,
+    WorkingSet,
+    stored_set,
+)
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
 
 if TYPE_CHECKING:
@@ -395,6 +405,14 @@ class _Scope:
         return emitted
 
 
+def _prefetch(table: object, keys: Iterable[str]) -> None:
+    """Read these keys of a table on disk in one query (a map in memory: nothing to do)."""
+    if isinstance(table, StoredSet):
+        table = table.table
+    if isinstance(table, StoredMap):
+        table.prefetch(keys)
+
+
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else min(a, b)
 
@@ -482,6 +500,25 @@ class ScopedCorrelation:
             found.seq, found.full = stored if stored is not None else (0, True)
         self.scopes[name] = found
         return found
+
+    def prefetch(self, reports: Iterable[ReportFacts], decided: Iterable[str] = ()) -> None:
+        """Read from the tables, a query per table, the keys a batch of these reports and of decisions on these
+        report ids will touch (in memory: nothing to do). What it misses is read key by key, as before."""
+        if self.tables is None:
+            return
+        known = {r.report_id: r for r in reports}
+        ids = set(known) | set(decided)
+        for table in (self.facts, self.grants, self.retracted):
+            _prefetch(table, ids)
+        for report_id in sorted(ids - known.keys()):
+            facts = self.facts.get(report_id)
+            if facts is not None:
+                known[report_id] = facts
+        _prefetch(self.links, {o.occ_id for r in known.values() for o in r.people})
+        for scope in self.scopes.values():
+            _prefetch(scope.held, ids)
+            if scope.correlator is not None:
+                scope.correlator.prefetch(known.values())
 
     def stage(self) -> None:
         """Before the tables are written: each scope's feed position, and whether its book is mapped to its

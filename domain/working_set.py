@@ -151,11 +151,14 @@ class WorkingSet:
         return Prefixed(self, prefix)
 
     def changes(self) -> list[tuple[str, str, str | None]]:
-        """Every pending change as (table, key, text), text None for a deleted key; sorted."""
+        """Every pending change as (table, key, text), text None for a deleted key; sorted. A key a batch only
+        read (or set back to what it was) is left out: its value is what the store holds."""
         out = []
         for name, stored in sorted(self.maps.items()):
             for key in sorted(stored.pending):
                 value = stored.cache[key]
+                if _same(value, stored.originals.get(key, _UNCACHED)):
+                    continue
                 out.append((name, key, None if value is MISSING else stored.codec.encode(value)))
         return out
 
@@ -165,14 +168,14 @@ class WorkingSet:
             for key in stored.pending:
                 self._clean[(name, key)] = None
                 self._clean.move_to_end((name, key))
-            stored.pending = set()
+            stored.pending, stored.originals = set(), {}
         self._trim()
 
     def drop(self) -> None:
         """Forget every pending change (and the cache): the next read takes what the store holds."""
         for stored in self.maps.values():
             stored.cache.clear()
-            stored.pending = set()
+            stored.pending, stored.originals = set(), {}
         self._clean.clear()
 
     def cached(self) -> int:
@@ -219,6 +222,7 @@ class StoredMap(MutableMapping[str, V]):
         self.mutable = mutable
         self.cache: dict[str, Any] = {}
         self.pending: set[str] = set()
+        self.originals: dict[str, Any] = {}  # pending key -> its value when it became pending (a copy)
 
     def _fetch(self, key: str) -> Any:
         value = self.cache.get(key, _UNCACHED)
@@ -251,8 +255,11 @@ class StoredMap(MutableMapping[str, V]):
             raise StateError(f"table {self.name}: malformed: {type(exc).__name__}: {exc}") from exc
 
     def _mark(self, key: str) -> None:
+        """The key may change in this batch: called before it does, so its value now (the store's) is kept to
+        compare with when the changes are written."""
         if key not in self.pending:
             self.pending.add(key)
+            self.originals[key] = _frozen(self.cache.get(key, _UNCACHED))
             self.tables._pending(self.name, key)
 
     def __getitem__(self, key: str) -> V:
@@ -260,8 +267,8 @@ class StoredMap(MutableMapping[str, V]):
         if value is MISSING:
             if self.default is None:
                 raise KeyError(key)
-            value = self.cache[key] = self.default()
             self._mark(key)
+            value = self.cache[key] = self.default()
         elif self.mutable:
             self._mark(key)
         return value  # type: ignore[no-any-return]
@@ -278,14 +285,14 @@ class StoredMap(MutableMapping[str, V]):
         return isinstance(key, str) and self._fetch(key) is not MISSING
 
     def __setitem__(self, key: str, value: V) -> None:
-        self.cache[key] = value
         self._mark(key)
+        self.cache[key] = value
 
     def __delitem__(self, key: str) -> None:
         if self._fetch(key) is MISSING:
             raise KeyError(key)
-        self.cache[key] = MISSING
         self._mark(key)
+        self.cache[key] = MISSING
 
     def pop(self, key: str, *default: Any) -> Any:
         value = self._fetch(key)
@@ -293,8 +300,8 @@ class StoredMap(MutableMapping[str, V]):
             if default:
                 return default[0]
             raise KeyError(key)
-        self.cache[key] = MISSING
         self._mark(key)
+        self.cache[key] = MISSING
         return value
 
     def setdefault(self, key: str, default: Any = None) -> Any:
@@ -319,7 +326,11 @@ class StoredMap(MutableMapping[str, V]):
                 yield key
 
     def __len__(self) -> int:
+        """How many keys are held: reads the table's keys whole (never on a batch's path)."""
         return sum(1 for _ in self)
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"the truth of table {self.name} would read it whole: ask for a key")
 
     def keys_below(self, bound: str) -> list[str]:
         """The keys held that sort before `bound`, as the pending changes leave them (an index read in order)."""
@@ -334,6 +345,24 @@ class StoredMap(MutableMapping[str, V]):
 
 
 _UNCACHED: Any = object()
+
+
+def _frozen(value: Any) -> Any:
+    """A copy of a value that later changes in place cannot reach (sets and counts; the rest is immutable)."""
+    if isinstance(value, set):
+        return frozenset(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _same(value: Any, original: Any) -> bool:
+    """Whether a pending value is the one the store holds (`original` _UNCACHED: not known, so no)."""
+    if original is _UNCACHED:
+        return False
+    if value is MISSING or original is MISSING:
+        return value is original
+    return bool(value == original)
 
 
 class StoredSet(MutableSet[str]):
@@ -354,6 +383,9 @@ class StoredSet(MutableSet[str]):
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def __bool__(self) -> bool:
+        raise TypeError("the truth of a stored set would read it whole: ask for a member")
 
     def add(self, value: str) -> None:
         if value not in self.table:

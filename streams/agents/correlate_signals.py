@@ -290,35 +290,43 @@ class CorrelateSignals:
             if chunked and self.tables is not None:
                 await asyncio.to_thread(self._write, positions)
 
-    def _apply_all(self, records: Sequence[Any], now: datetime) -> None:
-        for record in records:
-            self._apply(record, now)
-
-    def _apply(self, record: Any, now: datetime) -> None:
-        """One input record into the state (erasures and retractions come through the feed)."""
+    def _decode(self, record: Any) -> Any:
+        """What an input record holds: its links, its decision (None: not about a report) or its report's facts;
+        None for what does not decode."""
         if record.topic == self.topics.links:
-            self.state.add_links(self._links(record))
-        elif record.topic == self.topics.decisions:
-            try:
+            return self._links(record)
+        try:
+            if record.topic == self.topics.decisions:
                 decision = self.codec.decode(record.value, expect=DECISION)[1]
-            except CodecError:
-                return
-            if decision["item_kind"] == "report":
-                rules = {f["path"]: f["rule"] for f in decision["fields"] or ()}
-                self.state.decided(
-                    decision["recipient"],
-                    decision["item_id"],
-                    decision["allowed"],
-                    decision["retain_until"],
-                    now,
-                    rules,
-                )
+                return decision if decision["item_kind"] == "report" else None
+            if record.topic == self.topics.accepted:
+                return facts_from_accepted(self.codec.decode(record.value, expect="tiphub.AcceptedReport")[1])
+        except CodecError:
+            return None
+        return None
+
+    def _apply_all(self, records: Sequence[Any], now: datetime) -> None:
+        """Input records into the state, in this order (erasures and retractions come through the feed), the
+        keys they touch read from the tables first, a query per table rather than one per key."""
+        facts_topics = (self.topics.erasures, self.topics.retractions)
+        decoded = [(r, self._decode(r)) for r in records if r.topic not in facts_topics]
+        reports = [value for r, value in decoded if r.topic == self.topics.accepted and value is not None]
+        decided = [value["item_id"] for r, value in decoded if r.topic == self.topics.decisions and value is not None]
+        self.state.prefetch(reports, decided)
+        for record, value in decoded:
+            if value is not None:
+                self._apply(record, value, now)
+
+    def _apply(self, record: Any, value: Any, now: datetime) -> None:
+        if record.topic == self.topics.links:
+            self.state.add_links(value)
+        elif record.topic == self.topics.decisions:
+            rules = {f["path"]: f["rule"] for f in value["fields"] or ()}
+            self.state.decided(
+                value["recipient"], value["item_id"], value["allowed"], value["retain_until"], now, rules
+            )
         elif record.topic == self.topics.accepted:
-            try:
-                accepted = self.codec.decode(record.value, expect="tiphub.AcceptedReport")[1]
-            except CodecError:
-                return
-            self.state.accept(facts_from_accepted(accepted), now)
+            self.state.accept(value, now)
 
     def _links(self, record: Any) -> list[Link]:
         try:
@@ -389,10 +397,8 @@ class CorrelateSignals:
     def _batch(self, records: Sequence[Any], facts: tuple[set[str], set[str]], now: datetime) -> list[Output]:
         self._forget(*facts)
         self.state.expire(now)
-        for record in sorted(records, key=lambda r: r.topic != self.topics.accepted):  # reports before decisions
-            if record.topic in (self.topics.erasures, self.topics.retractions):
-                continue  # applied above, through the feed, before any report of this batch
-            self._apply(record, now)
+        # Reports before decisions; erasures and retractions were applied above, through the feed.
+        self._apply_all(sorted(records, key=lambda r: r.topic != self.topics.accepted), now)
         return self._outputs(records)
 
     def _idle(self, facts: tuple[set[str], set[str]], now: datetime) -> list[Output]:
