@@ -501,13 +501,15 @@ class ScopedCorrelation:
         self.scopes[name] = found
         return found
 
-    def prefetch(self, reports: Iterable[ReportFacts], decided: Iterable[str] = ()) -> None:
-        """Read from the tables, a query per table, the keys a batch of these reports and of decisions on these
-        report ids will touch (in memory: nothing to do). What it misses is read key by key, as before."""
+    def prefetch(self, reports: Iterable[ReportFacts], decided: Iterable[tuple[str, str]] = ()) -> None:
+        """Read from the tables, a query per table, the keys a batch of these reports and of decisions (recipient,
+        report id) will touch first, in the scopes they go to: the hub's and the agency's for a report, the
+        recipient's for a decision (in memory: nothing to do). What it misses is read key by key, as before."""
         if self.tables is None:
             return
         known = {r.report_id: r for r in reports}
-        ids = set(known) | set(decided)
+        decided = list(decided)
+        ids = set(known) | {report_id for _, report_id in decided}
         for table in (self.facts, self.grants, self.retracted):
             _prefetch(table, ids)
         for report_id in sorted(ids - known.keys()):
@@ -515,10 +517,25 @@ class ScopedCorrelation:
             if facts is not None:
                 known[report_id] = facts
         _prefetch(self.links, {o.occ_id for r in known.values() for o in r.people})
-        for scope in self.scopes.values():
+        for scope in self.scopes.values():  # a grant asks every scope whether it holds the report
             _prefetch(scope.held, ids)
-            if scope.correlator is not None:
-                scope.correlator.prefetch(known.values())
+
+        def sides(name: str) -> list[str]:
+            """The scope and the release scopes it is a side of."""
+            return [s for s in self.scopes if s == name or (RELEASE in s and name in s.split(RELEASE))]
+
+        going: dict[str, list[ReportFacts]] = {}
+        for facts in known.values():
+            for name in [HUB_SCOPE, *sides(facts.agency)]:
+                going.setdefault(name, []).append(facts)
+        for recipient, report_id in decided:
+            if report_id in known:
+                for name in sides(recipient):
+                    going.setdefault(name, []).append(known[report_id])
+        for name, batch in sorted(going.items()):
+            scope = self.scopes.get(name)  # a scope this batch makes has nothing to read
+            if scope is not None and scope.correlator is not None:
+                scope.correlator.prefetch(batch)
 
     def stage(self) -> None:
         """Before the tables are written: each scope's feed position, and whether its book is mapped to its

@@ -311,7 +311,11 @@ class CorrelateSignals:
         facts_topics = (self.topics.erasures, self.topics.retractions)
         decoded = [(r, self._decode(r)) for r in records if r.topic not in facts_topics]
         reports = [value for r, value in decoded if r.topic == self.topics.accepted and value is not None]
-        decided = [value["item_id"] for r, value in decoded if r.topic == self.topics.decisions and value is not None]
+        decided = [
+            (value["recipient"], value["item_id"])
+            for r, value in decoded
+            if r.topic == self.topics.decisions and value is not None
+        ]
         self.state.prefetch(reports, decided)
         for record, value in decoded:
             if value is not None:
