@@ -533,9 +533,9 @@ class ScopedCorrelation:
                 for name in sides(recipient):
                     going.setdefault(name, []).append(known[report_id])
         for name, batch in sorted(going.items()):
-            scope = self.scopes.get(name)  # a scope this batch makes has nothing to read
-            if scope is not None and scope.correlator is not None:
-                scope.correlator.prefetch(batch)
+            going_to = self.scopes.get(name)  # a scope this batch makes has nothing to read
+            if going_to is not None and going_to.correlator is not None:
+                going_to.correlator.prefetch(batch)
 
     def stage(self) -> None:
         """Before the tables are written: each scope's feed position, and whether its book is mapped to its

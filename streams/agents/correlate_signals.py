@@ -189,10 +189,10 @@ class CorrelateSignals:
                 await self._facts.start()
                 self._apply_facts()
                 now = datetime.now(UTC)
-                replayed = await self._replay_inputs(reader, positions, stop_at, now, chunked=held is None)
+                replayed = await self._replay_inputs(reader, positions, stop_at, now)
                 if held is not None:
                     await asyncio.to_thread(self.state.resume, now)
-                versions = await self._load_signals(reader, positions, signal_ends, chunked=held is None)
+                versions = await self._load_signals(reader, positions, signal_ends)
             self._positions = positions
             self._ready = revocations == self._revocations
             restored = Restored(held, replayed, versions, ignored)
@@ -266,13 +266,12 @@ class CorrelateSignals:
         positions: dict[TopicPartition, Checkpoint],
         stop_at: Mapping[TopicPartition, int],
         now: datetime,
-        chunked: bool,
     ) -> int:
         """Accepted reports, then decisions, then links, from `positions` up to what this stage committed, a
         chunk of offsets at a time: the state they leave does not depend on the order they are applied in.
-        `chunked` (from the beginning): the tables are written after each chunk with the positions it reached,
-        so memory follows the cache, not the history, and a restore killed half-way goes on from there. Moves
-        `positions` to `stop_at`."""
+        The tables are written after each chunk with the positions it reached, so memory follows the cache,
+        not the history, and a restore killed half-way goes on from there (a book with keys still to evaluate is
+        written as not mapped: `ScopedCorrelation.stage`). Moves `positions` to `stop_at`."""
         replayed = 0
         order = {self.topics.accepted: 0, self.topics.decisions: 1, self.topics.links: 2}
         while True:
@@ -287,7 +286,7 @@ class CorrelateSignals:
             await asyncio.to_thread(self._apply_all, ordered, now)
             _advance(positions, records, upto)
             replayed += len(records)
-            if chunked and self.tables is not None:
+            if self.tables is not None:
                 await asyncio.to_thread(self._write, positions)
 
     def _decode(self, record: Any) -> Any:
@@ -344,10 +343,9 @@ class CorrelateSignals:
         reader: LogReader,
         positions: dict[TopicPartition, Checkpoint],
         ends: Mapping[TopicPartition, int],
-        chunked: bool,
     ) -> int:
         """The signal versions written after `positions` up to the settled end, a chunk of offsets at a time
-        (`chunked`: the tables written after each, as the inputs'); then every open signal is mapped to its
+        (the tables written after each, as the inputs'); then every open signal is mapped to its
         entity again. Moves `positions` to `ends`."""
         loaded = 0
         while True:
@@ -359,7 +357,7 @@ class CorrelateSignals:
             await asyncio.to_thread(self._load_all, records)
             _advance(positions, records, upto)
             loaded += len(records)
-            if chunked and self.tables is not None:
+            if self.tables is not None:
                 await asyncio.to_thread(self._write, positions)
         await asyncio.to_thread(self.state.settle_loaded)
         return loaded
