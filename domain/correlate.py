@@ -516,7 +516,9 @@ class Correlator:
         for report_id in changed - reports:  # people erased from a report that stays
             report = self.reports[report_id]
             people = tuple(p for p in report.people if p.occ_id not in gone)
-            self.reports[report_id] = kept = ReportFacts(**{**report.__dict__, "people": people})
+            held = {t for p in people for t in (*p.documents, *p.contacts)} | set(report.organisations)
+            aliases = tuple(group for group in report.aliases if set(group) & held)
+            self.reports[report_id] = kept = ReportFacts(**{**report.__dict__, "people": people, "aliases": aliases})
             self._count_considered(kept, 1)
         freed: set[str] = set()  # contacts of the occurrences gone: clusters sharing them may link now
         for occ_id in gone:

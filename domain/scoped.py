@@ -226,7 +226,8 @@ SCOPE_ROW: Codec[tuple[int, bool]] = Codec(lambda row: dumps(list(row)), _read_s
 
 def _expiry_key(until: datetime, report_id: str) -> str:
     """Keys that sort as their moments do (UTC, fixed width), then by report."""
-    return f"{until.astimezone(UTC):%Y-%m-%dT%H:%M:%S.%f}|{report_id}"
+    moment = until.astimezone(UTC)
+    return f"{moment.year:04d}-{moment:%m-%dT%H:%M:%S.%f}|{report_id}"
 
 
 @dataclass
@@ -405,6 +406,18 @@ class _Scope:
         return emitted
 
 
+def without(report: ReportFacts, occurrences: set[str]) -> ReportFacts:
+    """The report without these occurrences, and without the key-version aliases of identifiers only they had."""
+    people = tuple(p for p in report.people if p.occ_id not in occurrences)
+    kept = {t for p in people for t in (*p.documents, *p.contacts)} | set(report.organisations)
+    aliases = tuple(group for group in report.aliases if set(group) & kept)
+    return replace(report, people=people, aliases=aliases)
+
+
+def _report_of(occurrence: str) -> str:
+    return occurrence.rsplit("#", 1)[0]
+
+
 def _prefetch(table: object, keys: Iterable[str]) -> None:
     """Read these keys of a table on disk in one query (a map in memory: nothing to do)."""
     if isinstance(table, StoredSet):
@@ -443,14 +456,17 @@ class ScopedCorrelation:
         self.grants: MutableMapping[str, dict[str, Held]]  # report -> scope -> as decided
         self.erased: MutableSet[str]
         self.retracted: MutableSet[str]
+        # Occurrences of erased people and withdrawn reports: no link to them is kept, or taken in again.
+        self.gone: MutableSet[str]
         if tables is None:
             self.facts, self.links, self.grants = {}, defaultdict(set), defaultdict(dict)
-            self.erased, self.retracted = set(), set()
+            self.erased, self.retracted, self.gone = set(), set(), set()
         else:
             self.facts = tables.map("facts", REPORT)
             self.links = tables.map("links", TEXT_SET, set, mutable=True)
             self.grants = tables.map("grants", GRANTS, dict, mutable=True)
             self.erased, self.retracted = stored_set(tables, "erased"), stored_set(tables, "retracted")
+            self.gone = stored_set(tables, "gone_occurrences")
             meta = tables.map("meta", TEXT)
             taken = fingerprint(plan, pseudonym_key, self.partners, contact_limit)
             if meta.get("fingerprint", taken) != taken:
@@ -501,10 +517,13 @@ class ScopedCorrelation:
         self.scopes[name] = found
         return found
 
-    def prefetch(self, reports: Iterable[ReportFacts], decided: Iterable[tuple[str, str]] = ()) -> None:
-        """Read from the tables, a query per table, the keys a batch of these reports and of decisions (recipient,
-        report id) will touch first, in the scopes they go to: the hub's and the agency's for a report, the
-        recipient's for a decision (in memory: nothing to do). What it misses is read key by key, as before."""
+    def prefetch(
+        self, reports: Iterable[ReportFacts], decided: Iterable[tuple[str, str]] = (), linked: Iterable[str] = ()
+    ) -> None:
+        """Read from the tables, a query per table, the keys a batch of these reports, of decisions (recipient,
+        report id) and of links between these occurrences (`linked`) will touch first, in the scopes they go to:
+        the hub's and the agency's for a report, the recipient's for a decision (in memory: nothing to do). What
+        it misses is read key by key, as before."""
         if self.tables is None:
             return
         known = {r.report_id: r for r in reports}
@@ -516,7 +535,10 @@ class ScopedCorrelation:
             facts = self.facts.get(report_id)
             if facts is not None:
                 known[report_id] = facts
-        _prefetch(self.links, {o.occ_id for r in known.values() for o in r.people})
+        linked = set(linked)
+        _prefetch(self.links, {o.occ_id for r in known.values() for o in r.people} | linked)
+        _prefetch(self.gone, linked)
+        _prefetch(self.retracted, {_report_of(o) for o in linked})
         for scope in self.scopes.values():  # a grant asks every scope whether it holds the report
             _prefetch(scope.held, ids)
 
@@ -582,6 +604,10 @@ class ScopedCorrelation:
         decision already shared it with."""
         if facts.report_id in self.facts or facts.report_id in self.retracted:
             return
+        erased = {p.occ_id for p in facts.people if p.subject_key_id in self.erased}
+        if erased:  # a person erased before the report was read (a replay): never held, not even in the facts
+            facts = without(facts, erased)
+            self._unlink(erased)
         self.facts[facts.report_id] = facts
         self.hub.add(facts, Held(None, None), self.links)
         self._grant(facts.agency, facts, Held(None, None))
@@ -617,7 +643,8 @@ class ScopedCorrelation:
         """Level-1 links from the link stage, for the hub's scope (the others link on what they may see)."""
         hub = self.hub
         for link in links:
-            if link.b in self.links[link.a]:
+            ends = (link.a, link.b)
+            if any(o in self.gone or _report_of(o) in self.retracted for o in ends) or link.b in self.links[link.a]:
                 continue
             self.links[link.a].add(link.b)
             self.links[link.b].add(link.a)
@@ -630,10 +657,13 @@ class ScopedCorrelation:
             return
         hub = self.scopes.get(HUB_SCOPE)
         holding: set[str] = set()  # the reports an erased person is in (every report held is in the hub's scope)
+        gone: set[str] = set()  # their occurrences, and those of the reports withdrawn
         if erased and hub is not None and hub.correlator is not None:
-            occurrences = hub.correlator.occurrences
-            found = (occurrences.get(o) for subject in erased for o in hub.correlator.by_subject.get(subject, ()))
-            holding = {occ.report_id for occ in found if occ is not None}
+            gone = {o for subject in erased for o in hub.correlator.by_subject.get(subject, ())}
+            holding = {_report_of(o) for o in gone}
+        for report_id in retracted:
+            withdrawn = self.facts.get(report_id)
+            gone |= {p.occ_id for p in withdrawn.people} if withdrawn is not None else set()
         self.erased |= erased
         self.retracted |= retracted
         for report_id in retracted:
@@ -647,8 +677,22 @@ class ScopedCorrelation:
         for report_id in sorted(holding - retracted):
             facts = self.facts.get(report_id)
             if facts is not None:
-                people = tuple(p for p in facts.people if p.subject_key_id not in erased)
-                self.facts[report_id] = replace(facts, people=people)
+                self.facts[report_id] = without(facts, {p.occ_id for p in facts.people if p.subject_key_id in erased})
+        self._unlink(gone)
+
+    def _unlink(self, occurrences: set[str]) -> None:
+        """No link to these occurrences any more, here or in the hub's correlator, and none taken in later."""
+        hub = self.scopes.get(HUB_SCOPE)
+        tables = [self.links] + ([hub.correlator.links] if hub is not None and hub.correlator is not None else [])
+        for occ in sorted(occurrences):
+            self.gone.add(occ)
+            for links in tables:
+                for other in links.pop(occ, None) or ():
+                    held = links.get(other)
+                    if held is not None:
+                        held.discard(occ)
+                        if not held:
+                            del links[other]
 
     def resume(self, now: datetime) -> None:
         """After a restore from stored state and its tail: what a restore replaying everything at `now` builds.

@@ -59,6 +59,10 @@ class TableStore(Protocol):
     def positions(self) -> dict[TopicPartition, Checkpoint]:
         """The positions of the last write ({}: never written, or cleared)."""
 
+    def compact_log(self) -> None:
+        """Overwrite what the last writes left of deleted and rewritten rows outside the tables (SQLite's
+        write-ahead log keeps old pages until it is checkpointed and truncated): after an erasure."""
+
     def clear(self) -> None:
         """Forget every table and the positions: the state is rebuilt from the topics."""
 
@@ -210,7 +214,8 @@ class Prefixed:
 class StoredMap(MutableMapping[str, V]):
     """One table as a mapping (see the module's docstring). `default`: what a missing key reads as through
     `m[key]` (as a defaultdict), stored from then on. `mutable`: its values may be changed in place, so a
-    read is a pending change too."""
+    read is a pending change too. A map of values changed in place must be declared mutable: else a change
+    in place followed by `m[key] = value` is taken for no change, and not written."""
 
     def __init__(
         self, tables: WorkingSet, name: str, codec: Codec[V], default: Callable[[], V] | None, mutable: bool

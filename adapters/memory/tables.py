@@ -38,5 +38,8 @@ class InMemoryTables:
     def positions(self) -> dict[TopicPartition, Checkpoint]:
         return dict(self.held_positions)
 
+    def compact_log(self) -> None:
+        return None  # no log
+
     def clear(self) -> None:
         self.tables, self.held_positions = {}, {}

@@ -13,8 +13,10 @@ from typing import Any
 class Database:
     """Runs parameterised SQL written with `?` placeholders on either engine."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pragmas: Sequence[str] = ()) -> None:
+        """`pragmas`: SQLite settings for every connection (each thread has its own), e.g. synchronous=NORMAL."""
         self.url = url
+        self.pragmas = tuple(pragmas)
         self._local = threading.local()
         if url.startswith("sqlite:///"):
             self.engine = "sqlite"
@@ -34,6 +36,8 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA secure_delete=ON")  # erased keys are overwritten, not just unlinked
             conn.execute("PRAGMA busy_timeout=30000")
+            for pragma in self.pragmas:
+                conn.execute(f"PRAGMA {pragma}")
             self.path.chmod(0o600)
         else:
             import psycopg

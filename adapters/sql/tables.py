@@ -83,6 +83,11 @@ class SqlTables:
             out[TopicPartition(topic, partition)] = held
         return out
 
+    def compact_log(self) -> None:
+        # TRUNCATE: the log's frames copied into the file and the log emptied; busy (a reader) leaves it as it
+        # is until the next erasure's write tries again.
+        self.db.query("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def clear(self) -> None:
         with self.db.transaction():
             self.db.execute("DELETE FROM state_tables WHERE stage = ?", (self.stage,))

@@ -110,6 +110,7 @@ class CorrelateSignals:
         self.cache_entries = cache_entries
         self.restores: list[Restored] = []
         self.saves = 0
+        self._forgetting = False  # an erasure or retraction was applied since the last write
         # Where the state stands on each input partition and on tip.signals (valid while _ready), and what the
         # batch in flight adds to it.
         self._positions: dict[TopicPartition, Checkpoint] = {}
@@ -258,6 +259,8 @@ class CorrelateSignals:
         return taken
 
     def _forget(self, erasures: set[str], retractions: set[str]) -> None:
+        if erasures or retractions:
+            self._forgetting = True  # once written, what the rows held is also wiped from the write-ahead log
         self.state.forget(erasures, retractions)
 
     async def _replay_inputs(
@@ -315,7 +318,8 @@ class CorrelateSignals:
             for r, value in decoded
             if r.topic == self.topics.decisions and value is not None
         ]
-        self.state.prefetch(reports, decided)
+        links = [value for r, value in decoded if r.topic == self.topics.links]
+        self.state.prefetch(reports, decided, {o for batch in links for link in batch for o in (link.a, link.b)})
         for record, value in decoded:
             if value is not None:
                 self._apply(record, value, now)
@@ -412,7 +416,7 @@ class CorrelateSignals:
         """When idle: decisions whose retention is over take their reports out of the recipients' scopes."""
         await self._saved()
         self._lost_track()
-        if not self._ready:
+        if not self._ready or self._lock.locked():  # a restore (or its last write) is running: not now
             return []
         loop_now = asyncio.get_running_loop().time()
         if loop_now - self._last_expiry < EXPIRY_CHECK_S:
@@ -433,7 +437,8 @@ class CorrelateSignals:
         outputs = self._coverage_changes(records)
         if records:
             outputs += self._entities(touched, absorbed, records)
-        hub.touched = set()
+        for scope in self.state.scopes.values():
+            scope.touched = set()
         return outputs + [self._signal_output(e) for e in emitted]
 
     def _signal_output(self, emitted: Emitted) -> Output:
@@ -520,6 +525,9 @@ class CorrelateSignals:
         self.tables.write(self.state.tables.changes(), positions)
         self.state.tables.saved()
         self.saves += 1
+        if self._forgetting:
+            self.tables.compact_log()
+            self._forgetting = False
 
     def aborted(self) -> None:
         self._pending_coverage = {}

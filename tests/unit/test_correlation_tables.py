@@ -347,3 +347,34 @@ def test_tables_of_another_configuration_or_a_row_not_of_its_table_are_refused(p
             state.facts.get("x")
             assert state.hub.correlator is not None
             state.hub.correlator.entity_members.get("x")
+
+
+def test_no_row_keeps_a_link_to_an_erased_persons_occurrence_or_a_withdrawn_reports(
+    pool: tuple[ReportFacts, ...],
+) -> None:
+    """Links are between occurrences (pseudonymous ids): once a person is erased, or a report withdrawn, no row
+    is keyed by their occurrences or lists them, and a link to them arriving later is not taken in."""
+    store = InMemoryTables()
+    union = build(pool, [(i, 0, True, None, frozenset()) for i in range(40)], store=store)
+    people = [p for f in union.state.facts.values() for p in f.people]
+    linked = next(p for p in people if union.state.links.get(p.occ_id))
+    erased = {p.occ_id for p in people if p.subject_key_id == linked.subject_key_id}
+    withdrawn = next(f for f in union.state.facts.values() if f.people and not {p.occ_id for p in f.people} & erased)
+    gone = erased | {p.occ_id for p in withdrawn.people}
+    union.state.forget({linked.subject_key_id}, {withdrawn.report_id})
+    union.flush(NOW + timedelta(days=1))
+
+    def naming() -> list[tuple[str, str]]:
+        return [
+            (table, key)
+            for table, held in store.tables.items()
+            if table != "gone_occurrences"
+            for key, value in held.items()
+            if any(o == key or f'"{o}"' in value for o in gone)
+        ]
+
+    assert naming() == []
+    other = next(p.occ_id for p in people if p.occ_id not in gone)
+    union.state.add_links([Link(a, other, "document") for a in sorted(gone)])
+    union.flush(NOW + timedelta(days=2))
+    assert naming() == [], "a link arriving after the erasure is not taken in"

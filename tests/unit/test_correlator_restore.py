@@ -272,3 +272,31 @@ async def test_a_batch_whose_transaction_never_reported_its_end_is_not_carried_o
     await full.handle(batch)
     full.committed()
     assert answers(handler.state) == answers(full.state)
+
+
+@on_memory_hub
+async def test_a_rebuild_from_the_beginning_after_an_erasure_writes_the_person_nowhere(hub: MemoryHub) -> None:
+    """A new worker, a wiped file, tables of another configuration: the union replays every report, the erased
+    person's among them, after applying the erasure; no row it writes names that person (found by a review:
+    the shared facts kept them)."""
+    hub.start()
+    ids = submit(hub, 6)
+    await hub.run()
+    subject = hub.accepted()[ids[1]]["subjects"][0]["subject_key_id"]
+    hub.erase(subject, ids[1])
+    await hub.run()
+    store = store_of(union(hub))
+
+    def naming() -> list[tuple[str, str]]:
+        return [(t, k) for (t, k), v in rows(store).items() if not t.endswith("erased") and subject in k + v]
+
+    assert naming() == []
+    await hub.runners.pop("correlate").close()
+    store.clear()
+    handler = a_handler(hub)
+    await handler.on_assigned(set())
+    assert handler.restores[-1].stored is None and handler.restores[-1].replayed
+    await handler.close()
+    assert naming() == []
+    gone = {(t, k) for (t, k), v in rows(store).items() if t.endswith("links") and ids[1] + "#" in k + v}
+    assert gone == set(), "no link to the erased person's occurrence is kept"
