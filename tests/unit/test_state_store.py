@@ -183,7 +183,6 @@ def test_a_rewritten_or_deleted_table_row_leaves_no_trace_in_the_file(tmp_path: 
     assert not wal.exists() or b"erased-subject" not in wal.read_bytes()
 
 
-
 def test_compacting_the_log_after_an_erasure_leaves_no_deleted_row_in_it(tmp_path: Path) -> None:
     """secure_delete overwrites a deleted row in the file, but SQLite's write-ahead log keeps the frames that
     held it until it is checkpointed and truncated: the union does so after writing an erasure (found by a
@@ -199,6 +198,7 @@ def test_compacting_the_log_after_an_erasure_leaves_no_deleted_row_in_it(tmp_pat
     assert b"erased-subject-occurrence-" not in wal.read_bytes() + path.read_bytes()
     assert tables.load("hub/reports", ["r1", "r2"]) == {"r2": '"kept"'}
     db.close()
+
 
 WRITER = """
 import sys
