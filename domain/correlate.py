@@ -22,10 +22,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any
+from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any, without
 from domain.linking import Link
 from domain.state_codec import OCCURRENCE, REPORT, checked, decode_json, dumps, flag, maybe, moment, text, texts, when
-from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, StoredMap, StoredSet, Tables, stored_set
+from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, prefetch, stored_set
 from schemas.elements import covers_requirement, groups_covered
 
 V = TypeVar("V")
@@ -238,10 +238,7 @@ class Correlator:
             ny = {k for v in variants for k in v.ny_keys}
             fetch += [(self.by_ny, ny), (self.by_ny_without_dob, ny)]
         for table, keys in fetch:
-            if isinstance(table, StoredSet):
-                table = table.table
-            if isinstance(table, StoredMap) and keys:
-                table.prefetch(keys)
+            prefetch(table, keys)
 
     def _map(
         self, name: str, codec: Codec[V], default: Callable[[], V] | None = None, *, mutable: bool = False
@@ -515,10 +512,7 @@ class Correlator:
             del self.reports[report_id]
         for report_id in changed - reports:  # people erased from a report that stays
             report = self.reports[report_id]
-            people = tuple(p for p in report.people if p.occ_id not in gone)
-            held = {t for p in people for t in (*p.documents, *p.contacts)} | set(report.organisations)
-            aliases = tuple(group for group in report.aliases if set(group) & held)
-            self.reports[report_id] = kept = ReportFacts(**{**report.__dict__, "people": people, "aliases": aliases})
+            self.reports[report_id] = kept = without(report, gone)
             self._count_considered(kept, 1)
         freed: set[str] = set()  # contacts of the occurrences gone: clusters sharing them may link now
         for occ_id in gone:
@@ -898,8 +892,7 @@ class SignalBook:
             (self.versions, {s.signal_id for s in signals}),
             (self.open_reports, {f"{s.requirement_id}|{r}" for s in signals for r in s.report_ids}),
         ):
-            if isinstance(table, StoredMap):
-                table.prefetch(keys)
+            prefetch(table, keys)
 
     def put(self, signal: Signal) -> list[tuple[int, Signal]]:
         current = self.versions.get(signal.signal_id)

@@ -4,7 +4,7 @@ level-1 match between two such occurrences."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -167,3 +167,12 @@ def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:
         aliases=tuple(aliases),
         registrations=tuple(registrations),
     )
+
+
+def without(report: ReportFacts, occurrences: set[str]) -> ReportFacts:
+    """The report without these occurrences, and without the key-version aliases of identifiers only they had
+    (an erasure leaves nothing of the person, not the other versions of their tokens)."""
+    people = tuple(p for p in report.people if p.occ_id not in occurrences)
+    kept = {t for p in people for t in (*p.documents, *p.contacts)} | set(report.organisations)
+    aliases = tuple(group for group in report.aliases if set(group) & kept)
+    return replace(report, people=people, aliases=aliases)

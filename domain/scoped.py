@@ -43,7 +43,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.correlate import Correlator, Requirement, Signal, SignalBook
-from domain.facts import ReportFacts
+from domain.facts import ReportFacts, without
 from domain.state_codec import REPORT, checked, decode_json, dumps, flag, maybe, moment, text, when
 from domain.working_set import (
     PRESENT,
@@ -51,9 +51,9 @@ from domain.working_set import (
     TEXT_SET,
     Codec,
     StateError,
-    StoredMap,
-    StoredSet,
     WorkingSet,
+    keys_below,
+    prefetch,
     stored_set,
 )
 from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
@@ -275,12 +275,7 @@ class _Scope:
 
     def expired(self, now: datetime) -> set[str]:
         """The reports held whose end is `now` or earlier (by the index, not a scan of what is held)."""
-        bound = _expiry_key(now, "\uffff")
-        if isinstance(self.expiring, StoredMap):
-            keys = self.expiring.keys_below(bound)
-        else:
-            keys = [k for k in self.expiring if k < bound]
-        return {key.split("|", 1)[1] for key in keys}
+        return {key.split("|", 1)[1] for key in keys_below(self.expiring, _expiry_key(now, "\uffff"))}
 
     def add(self, facts: ReportFacts, held: Held, links: MutableMapping[str, set[str]] | None = None) -> None:
         """Hold a report (again: the latest grant decides its end and rules, as a restore would read it)."""
@@ -406,24 +401,8 @@ class _Scope:
         return emitted
 
 
-def without(report: ReportFacts, occurrences: set[str]) -> ReportFacts:
-    """The report without these occurrences, and without the key-version aliases of identifiers only they had."""
-    people = tuple(p for p in report.people if p.occ_id not in occurrences)
-    kept = {t for p in people for t in (*p.documents, *p.contacts)} | set(report.organisations)
-    aliases = tuple(group for group in report.aliases if set(group) & kept)
-    return replace(report, people=people, aliases=aliases)
-
-
 def _report_of(occurrence: str) -> str:
     return occurrence.rsplit("#", 1)[0]
-
-
-def _prefetch(table: object, keys: Iterable[str]) -> None:
-    """Read these keys of a table on disk in one query (a map in memory: nothing to do)."""
-    if isinstance(table, StoredSet):
-        table = table.table
-    if isinstance(table, StoredMap):
-        table.prefetch(keys)
 
 
 def _earlier(a: datetime | None, b: datetime | None) -> datetime | None:
@@ -530,17 +509,17 @@ class ScopedCorrelation:
         decided = list(decided)
         ids = set(known) | {report_id for _, report_id in decided}
         for table in (self.facts, self.grants, self.retracted):
-            _prefetch(table, ids)
+            prefetch(table, ids)
         for report_id in sorted(ids - known.keys()):
             facts = self.facts.get(report_id)
             if facts is not None:
                 known[report_id] = facts
         linked = set(linked)
-        _prefetch(self.links, {o.occ_id for r in known.values() for o in r.people} | linked)
-        _prefetch(self.gone, linked)
-        _prefetch(self.retracted, {_report_of(o) for o in linked})
+        prefetch(self.links, {o.occ_id for r in known.values() for o in r.people} | linked)
+        prefetch(self.gone, linked)
+        prefetch(self.retracted, {_report_of(o) for o in linked})
         for scope in self.scopes.values():  # a grant asks every scope whether it holds the report
-            _prefetch(scope.held, ids)
+            prefetch(scope.held, ids)
 
         def sides(name: str) -> list[str]:
             """The scope and the release scopes it is a side of."""

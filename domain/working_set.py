@@ -402,3 +402,19 @@ class StoredSet(MutableSet[str]):
 
 def stored_set(tables: Tables, name: str) -> StoredSet:
     return StoredSet(tables.map(name, PRESENT))
+
+
+def prefetch(table: object, keys: Iterable[str]) -> None:
+    """Read these keys of a table on disk (a StoredMap or StoredSet) in one query; a map or set in memory:
+    nothing to do."""
+    if isinstance(table, StoredSet):
+        table = table.table
+    if isinstance(table, StoredMap):
+        table.prefetch(keys)
+
+
+def keys_below(table: Mapping[str, Any], bound: str) -> list[str]:
+    """The keys of a map that sort before `bound`: by an index on disk, by a scan in memory."""
+    if isinstance(table, StoredMap):
+        return table.keys_below(bound)
+    return sorted(k for k in table if k < bound)
