@@ -9,6 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from adapters.kafka.kafka_clients import stop_consumer
 from adapters.kafka.stable_offsets import stable_group_offsets
 from domain.log import RawRecord, UnsettledTopic
 from schemas.codec import CodecError, WireCodec
@@ -83,7 +84,7 @@ async def settled_end_offsets(
     try:
         written = await peek.end_offsets(partitions)
     finally:
-        await peek.stop()
+        await stop_consumer(peek)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         stable: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
@@ -105,7 +106,7 @@ async def end_offsets(
         ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
         return ends
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def committed_offsets(
@@ -181,7 +182,7 @@ class TopicFeed:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
         except BaseException:
-            await consumer.stop()
+            await stop_consumer(consumer)
             raise
         self._consumer, self._partitions = consumer, partitions
         await self.catch_up()
@@ -202,7 +203,7 @@ class TopicFeed:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
 
 
 async def _partitions_of(consumer: AIOKafkaConsumer, topic: str, limit_s: float = 30.0) -> set[int]:
@@ -240,7 +241,7 @@ async def read_partitions(
             out[record.partition].append((record.offset, record.value))
         return out
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def read_decoded(

@@ -147,3 +147,27 @@ def ignore_ended_aborts() -> None:
     aiokafka_fetcher.MemoryRecords = _RecordsWithBytes  # type: ignore[misc,assignment]
     aiokafka_fetcher.PartitionRecords.__init__ = init  # type: ignore[method-assign]
     aiokafka_fetcher.PartitionRecords._tiphub_ended_aborts = True  # type: ignore[attr-defined]
+
+
+STOP_PATIENCE_S = 5.0
+
+
+async def stop_consumer(consumer: Any, patience_s: float = STOP_PATIENCE_S) -> None:
+    """`consumer.stop()`, on any broker, that cannot hang on a cancel aiokafka swallowed.
+
+    aiokafka's fetch routine, when an assignment changes, cancels its requests in flight and awaits each under
+    `suppress(CancelledError)` (consumer/fetcher.py, 0.14.0). A stop that cancels the routine at that moment
+    (a request to a broker just killed is slow to end) is swallowed with theirs: the routine loops on, and
+    `Fetcher.close()` awaits it for ever. Seen in the controller-kill test: the audit stage's restore reader
+    never stopped and the stage never took another batch. A stop still waiting after `patience_s` cancels the
+    routine again, now at its wait, where the cancel ends it."""
+    stopping = asyncio.ensure_future(consumer.stop())
+    while True:
+        done, _ = await asyncio.wait({stopping}, timeout=patience_s)
+        if done:
+            stopping.result()
+            return
+        routine = getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None)
+        log.warning("a consumer's stop waited %.0f s for its fetch routine; cancelling the routine again", patience_s)
+        if routine is not None and not routine.done():
+            routine.cancel()

@@ -24,6 +24,7 @@ from adapters.kafka.feeds import (
     read_until,
     settled_end_offsets,
 )
+from adapters.kafka.kafka_clients import stop_consumer
 from adapters.kafka.transactional import TransactionalProcessor
 from domain.log import BatchHandler, LogRecord, TopicPartition
 
@@ -104,7 +105,7 @@ class KafkaLog:
             # started: aiokafka then cancels its group-less coordinator's task before that task ever ran, and
             # stop() raises CancelledError, which ended a worker. One turn of the loop lets the task start.
             await asyncio.sleep(0)
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def committed(self, group_id: str, partitions: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
         for attempt in itertools.count(1):

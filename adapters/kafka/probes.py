@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka.feeds import group_lag, read_until, stage_lags
+from adapters.kafka.kafka_clients import stop_consumer
 from adapters.kafka.producer import new_producer
 from domain.log import Record, TopicSpec
 
@@ -32,7 +33,7 @@ class LagProbe:
         await self.consumer.start()
 
     async def stop(self) -> None:
-        await self.consumer.stop()
+        await stop_consumer(self.consumer)
         await self.admin.close()
 
     async def __aenter__(self) -> LagProbe:
@@ -85,7 +86,7 @@ class CommittedReader:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        await self.consumer.stop()
+        await stop_consumer(self.consumer)
 
     async def batch(self, timeout_ms: int, max_records: int | None = None) -> list[tuple[str, list[Record]]]:
         """The next batch (empty after `timeout_ms` without records), as (topic, records) per partition."""
@@ -134,7 +135,7 @@ async def passthrough(
         return moved / (time.monotonic() - start)
     finally:
         await producer.stop()
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _records(bootstrap: str, topic: str, partitions: int, options: dict[str, Any]) -> list[Any]:
@@ -148,7 +149,7 @@ async def _records(bootstrap: str, topic: str, partitions: int, options: dict[st
         await consumer.seek_to_beginning(*tps)
         return await read_until(consumer, tps, await consumer.end_offsets(tps))
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def copy_topic(bootstrap: str, source: str, sink: str, partitions: int, options: dict[str, Any]) -> int:

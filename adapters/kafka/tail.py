@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import OffsetOutOfRangeError
 
+from adapters.kafka.kafka_clients import stop_consumer
 from domain.log import Record
 from domain.read_models import ReadModels, record_digest
 from streams.topics import Topics
@@ -141,7 +142,7 @@ class Tail:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         self.folder.shutdown(wait=True)
 
     async def _tail(self) -> None:

@@ -32,6 +32,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.group import HeartbeatRequest, LeaveGroupRequest
 
 from adapters.kafka.broker_quirks import BrokerQuirks
+from adapters.kafka.kafka_clients import stop_consumer
 from adapters.kafka.stable_offsets import stable_committed
 from domain.log import BatchHandler, Output, Stop, Written
 from domain.log import TopicPartition as LogPartition
@@ -202,7 +203,7 @@ class TransactionalProcessor:
             if self.restoring is not None and not self.restoring.done():
                 self.restoring.cancel()
                 await asyncio.gather(self.restoring, return_exceptions=True)
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
             await self.producer.stop()
             await self.handler.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import struct
 from collections.abc import Iterator
@@ -159,3 +160,74 @@ def test_a_producer_whose_sender_died_or_whose_transactions_failed_fatally_is_re
         return seen
 
     assert asyncio.run(check()) == [False, True, False, True]
+
+
+class _SwallowingFetcher:
+    """aiokafka's fetch routine as it stands (consumer/fetcher.py, `_fetch_requests_routine`): on a new
+    assignment it cancels its request in flight and awaits it under suppress(CancelledError), so a cancel of the
+    routine itself that lands there is swallowed and the routine loops on."""
+
+    def __init__(self) -> None:
+        self.reassigned = asyncio.Event()
+        self.awaiting_request = asyncio.Event()
+        self._fetch_task = asyncio.ensure_future(self._routine())
+
+    async def _routine(self) -> None:
+        try:
+            while True:
+                await self.reassigned.wait()
+                self.reassigned.clear()
+                request = asyncio.ensure_future(self._request())
+                await asyncio.sleep(0)
+                request.cancel()
+                self.awaiting_request.set()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                await asyncio.wait({asyncio.ensure_future(asyncio.sleep(3600))})
+        except asyncio.CancelledError:
+            pass
+
+    @staticmethod
+    async def _request() -> None:
+        """A fetch from a broker just killed: slow to end when cancelled."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.3)
+            raise
+
+    async def close(self) -> None:
+        self._fetch_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._fetch_task
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self._fetcher = _SwallowingFetcher()
+
+    async def stop(self) -> None:
+        await self._fetcher.close()
+
+
+def test_aiokafkas_fetch_routine_still_swallows_a_cancel_while_it_drops_its_requests() -> None:
+    """The defect stop_consumer works around; when an aiokafka release fixes it, this fails: drop the workaround."""
+    source = inspect.getsource(aiokafka_fetcher.Fetcher._fetch_requests_routine)
+    assert "contextlib.suppress(asyncio.CancelledError)" in source
+
+
+def test_a_stop_whose_cancel_was_swallowed_still_ends() -> None:
+    async def scenario() -> tuple[bool, bool]:
+        consumer = _Consumer()
+        consumer._fetcher.reassigned.set()
+        await consumer._fetcher.awaiting_request.wait()
+        plain = asyncio.ensure_future(consumer.stop())  # what a plain stop does: waits for ever
+        await asyncio.sleep(1.0)
+        hung = not plain.done()
+        await asyncio.wait_for(kafka_clients.stop_consumer(consumer, patience_s=0.2), 5)
+        await plain
+        return hung, consumer._fetcher._fetch_task.done()
+
+    hung, ended = asyncio.run(scenario())
+    assert hung, "the twin no longer shows the defect"
+    assert ended
