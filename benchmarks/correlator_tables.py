@@ -25,7 +25,7 @@ from typing import Any
 from adapters.sql.state import open_state_database
 from adapters.sql.tables import SqlTables
 from domain.facts import ReportFacts, facts_from_accepted
-from domain.linking import KeyIndex, by_partition, sightings_of
+from domain.linking import KeyIndex, Link, by_partition, sightings_of
 from domain.log import TopicPartition
 from domain.scoped import ScopedCorrelation
 from domain.state_store import Checkpoint
@@ -60,12 +60,27 @@ def history(count: int, home: Path) -> list[ReportFacts]:
     return [facts_from_accepted(record) for record in Pipeline(home).accept(reports)]
 
 
-def feed(state: ScopedCorrelation, index: KeyIndex, facts: ReportFacts, n: int) -> None:
-    state.accept(facts, NOW)
+def recipients(n: int) -> tuple[str, str]:
+    return RECIPIENTS[n % 4], RECIPIENTS[(n + 1) % 4]
+
+
+def links_of(index: KeyIndex, facts: ReportFacts) -> list[Link]:
+    """The level-1 links the link stage would give for this report."""
     sightings = [s for group in by_partition(sightings_of(facts), 1).values() for s in group]
-    state.add_links([link for s in sightings for link in index.add(s)])
-    for recipient in (RECIPIENTS[n % 4], RECIPIENTS[(n + 1) % 4]):
-        state.decided(recipient, facts.report_id, True, NOW + timedelta(days=365), NOW, rules(facts))
+    return [link for s in sightings for link in index.add(s)]
+
+
+def feed_batch(state: ScopedCorrelation, index: KeyIndex, batch: list[ReportFacts], start: int) -> None:
+    """A batch as the stage takes it: the keys it touches read first (a query per table, the decisions'
+    recipient scopes included), then each report, its links and its two sharing decisions."""
+    links = [links_of(index, facts) for facts in batch]
+    decided = [(r, facts.report_id) for n, facts in enumerate(batch, start=start) for r in recipients(n)]
+    state.prefetch(batch, decided, {o for group in links for link in group for o in (link.a, link.b)})
+    for n, (facts, linked) in enumerate(zip(batch, links, strict=True), start=start):
+        state.accept(facts, NOW)
+        state.add_links(linked)
+        for recipient in recipients(n):
+            state.decided(recipient, facts.report_id, True, NOW + timedelta(days=365), NOW, rules(facts))
 
 
 def fold(
@@ -81,14 +96,11 @@ def fold(
     index = KeyIndex()
     started = time.perf_counter()
     for start in range(0, len(facts), BATCH):
-        batch = facts[start : start + BATCH]
-        state.prefetch(batch)  # as the stage does: a query per table for the keys the batch touches first
-        for n, one in enumerate(batch, start=start):
-            feed(state, index, one, n)
+        feed_batch(state, index, facts[start : start + BATCH], start)
         state.flush()
         if store is not None and tables is not None:
             state.stage()
-            store.write(tables.changes(), {TP: Checkpoint(start + len(batch))})
+            store.write(tables.changes(), {TP: Checkpoint(min(start + BATCH, len(facts)))})
             tables.saved()
     elapsed = time.perf_counter() - started
     peak = 0
@@ -122,9 +134,7 @@ def measure(count: int, workdir: Path) -> dict[str, Any]:
     tables = WorkingSet(store, DEFAULT_CACHE_ENTRIES)
     state = ScopedCorrelation(PLAN, KEY, tables=tables)
     opened = time.perf_counter() - started
-    state.prefetch(extra)
-    for n, one in enumerate(extra, start=count):
-        feed(state, index, one, n)
+    feed_batch(state, index, extra, count)
     state.flush()
     state.stage()
     store.write(tables.changes(), {TP: Checkpoint(count + len(extra))})

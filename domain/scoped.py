@@ -468,8 +468,9 @@ class ScopedCorrelation:
         found = self.scopes.get(name)
         if found is not None:
             return found
-        within = None if self.tables is None else self.tables.within(name + "/")
         stored = None if self.tables is None else self._rows.get(name)
+        # A scope the committed rows do not name has nothing in the tables: its first batch reads nothing.
+        within = None if self.tables is None else self.tables.within(name + "/", fresh=stored is None)
         correlator = None
         if name not in self.partners:
             correlator = Correlator(
@@ -488,7 +489,7 @@ class ScopedCorrelation:
             found = _Scope(
                 name,
                 correlator,
-                book=SignalBook(tables=within.tables.within(name + "/book/")),
+                book=SignalBook(tables=within.tables.within(name + "/book/", fresh=stored is None)),
                 held=within.map("held", HELD),
                 expiring=within.map("expiring", PRESENT),
             )
@@ -514,6 +515,7 @@ class ScopedCorrelation:
             facts = self.facts.get(report_id)
             if facts is not None:
                 known[report_id] = facts
+        prefetch(self.erased, {o.subject_key_id for r in known.values() for o in r.people})
         linked = set(linked)
         prefetch(self.links, {o.occ_id for r in known.values() for o in r.people} | linked)
         prefetch(self.gone, linked)

@@ -6,6 +6,8 @@ a `WorkingSet` does that for maps of Python values over a `TableStore` (adapters
 - `StoredMap` is a `MutableMapping` over one table: a key is read from the store the first time a batch asks
   for it, and kept in the cache; every key a batch changed (and every key of a map of mutable values it only
   read: it may have changed the value in place) is *pending* until `changes()` hands them to the store.
+- `within(prefix, fresh=True)` says the store holds nothing under a prefix yet (a scope made in this batch):
+  its maps answer a miss without a query until the next `saved()`.
 - `changes()` gives what to write, `saved()` says it was written (the cache may now forget entries, the least
   recently first read or last written first, down to `cache_entries`), and `drop()` forgets every change since the last
   `saved()` (an aborted transaction): the next read takes the stored value again.
@@ -140,6 +142,7 @@ class WorkingSet:
         # entry does not move it: what a batch changes is written and moves; what it only reads may be let go
         # and read again, which costs a read, never a wrong answer).
         self._clean: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._fresh: set[str] = set()  # prefixes the store holds nothing under (until the next saved())
         self.loads = 0  # keys read from the store (a measure of what a batch cost)
 
     def map(
@@ -148,10 +151,15 @@ class WorkingSet:
         held = self.maps.get(name)
         if held is None:
             held = self.maps[name] = StoredMap(self, name, codec, default, mutable)
+            held.fresh = any(name.startswith(prefix) for prefix in self._fresh)
         return held
 
-    def within(self, prefix: str) -> Prefixed:
-        """These tables under a prefix (one scope's maps)."""
+    def within(self, prefix: str, fresh: bool = False) -> Prefixed:
+        """These tables under a prefix (one scope's maps). `fresh`: the store holds nothing under it (the
+        caller knows: a scope its own committed rows do not name), so the maps made under it read nothing
+        until the changes are saved."""
+        if fresh:
+            self._fresh.add(prefix)
         return Prefixed(self, prefix)
 
     def changes(self) -> list[tuple[str, str, str | None]]:
@@ -173,6 +181,8 @@ class WorkingSet:
                 self._clean[(name, key)] = None
                 self._clean.move_to_end((name, key))
             stored.pending, stored.originals = set(), {}
+            stored.fresh = False
+        self._fresh.clear()
         self._trim()
 
     def drop(self) -> None:
@@ -228,19 +238,29 @@ class StoredMap(MutableMapping[str, V]):
         self.cache: dict[str, Any] = {}
         self.pending: set[str] = set()
         self.originals: dict[str, Any] = {}  # pending key -> its value when it became pending (a copy)
+        self.fresh = False  # the store holds nothing in this table (WorkingSet.within): a miss reads nothing
 
     def _fetch(self, key: str) -> Any:
         value = self.cache.get(key, _UNCACHED)
         if value is not _UNCACHED:
             return value
-        found = self.tables.store.load(self.name, (key,)).get(key)
-        value = MISSING if found is None else self._decode(key, found)
+        return self._load(key)
+
+    def _load(self, key: str) -> Any:
+        """The stored value of a key not in the cache, cached (MISSING: the table does not hold it)."""
+        if self.fresh:
+            value = MISSING
+        else:
+            found = self.tables.store.load(self.name, (key,)).get(key)
+            value = MISSING if found is None else self._decode(key, found)
+            self.tables._loaded(self.name, key)
         self.cache[key] = value
-        self.tables._loaded(self.name, key)
         return value
 
     def prefetch(self, keys: Iterable[str]) -> None:
         """Read these keys in one query (a batch that knows what it will touch)."""
+        if self.fresh:
+            return
         wanted = [k for k in set(keys) if k not in self.cache]
         if not wanted:
             return
@@ -267,30 +287,42 @@ class StoredMap(MutableMapping[str, V]):
             self.originals[key] = _frozen(self.cache.get(key, _UNCACHED))
             self.tables._pending(self.name, key)
 
+    # The four below are on every batch's path: the cache hit is inline, and a key already pending is not
+    # marked again.
     def __getitem__(self, key: str) -> V:
-        value = self._fetch(key)
+        value = self.cache.get(key, _UNCACHED)
+        if value is _UNCACHED:
+            value = self._load(key)
         if value is MISSING:
             if self.default is None:
                 raise KeyError(key)
             self._mark(key)
             value = self.cache[key] = self.default()
-        elif self.mutable:
+        elif self.mutable and key not in self.pending:
             self._mark(key)
         return value  # type: ignore[no-any-return]
 
     def get(self, key: str, default: Any = None) -> Any:
-        value = self._fetch(key)
+        value = self.cache.get(key, _UNCACHED)
+        if value is _UNCACHED:
+            value = self._load(key)
         if value is MISSING:
             return default
-        if self.mutable:
+        if self.mutable and key not in self.pending:
             self._mark(key)
         return value
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self._fetch(key) is not MISSING
+        if not isinstance(key, str):
+            return False
+        value = self.cache.get(key, _UNCACHED)
+        if value is _UNCACHED:
+            value = self._load(key)
+        return value is not MISSING
 
     def __setitem__(self, key: str, value: V) -> None:
-        self._mark(key)
+        if key not in self.pending:
+            self._mark(key)
         self.cache[key] = value
 
     def __delitem__(self, key: str) -> None:
@@ -320,7 +352,7 @@ class StoredMap(MutableMapping[str, V]):
 
     def __iter__(self) -> Iterator[str]:
         """The keys held: the store's, as the pending changes leave them. Reads the table's keys whole."""
-        stored = self.tables.store.keys(self.name)
+        stored = [] if self.fresh else self.tables.store.keys(self.name)
         seen = set()
         for key in stored:
             if self.cache.get(key, None) is not MISSING:
@@ -339,7 +371,7 @@ class StoredMap(MutableMapping[str, V]):
 
     def keys_below(self, bound: str) -> list[str]:
         """The keys held that sort before `bound`, as the pending changes leave them (an index read in order)."""
-        stored = self.tables.store.keys_below(self.name, bound)
+        stored = [] if self.fresh else self.tables.store.keys_below(self.name, bound)
         out = [key for key in stored if self.cache.get(key, None) is not MISSING]
         held = set(stored)
         out += [k for k, v in self.cache.items() if v is not MISSING and k < bound and k not in held]

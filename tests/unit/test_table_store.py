@@ -102,3 +102,22 @@ def test_a_stored_map_is_a_dict_whose_changes_last_only_once_saved(store: TableS
             model = {k: set(v) for k, v in saved.items()}
         assert dict(stored) == model, step
     assert tables.loads > 0  # the cache was too small to hold them: they were read back
+
+
+def test_a_fresh_prefix_reads_nothing_until_saved_and_then_reads_what_it_wrote(store: TableStore) -> None:
+    """A scope made in this batch (WorkingSet.within(fresh=True)): its misses cost no read; once its changes
+    are saved, a map that let them go reads them back; a dropped batch leaves it empty."""
+    store.write([("old/m", "k", '["x"]')], {})
+    tables = WorkingSet(store, cache_entries=0)
+    new = tables.within("new/", fresh=True).map("m", TEXT_SET, set, mutable=True)
+    old = tables.within("old/").map("m", TEXT_SET, set, mutable=True)
+    assert "k" not in new and new.keys_below("z") == [] and tables.loads == 0
+    new["k"].add("a")
+    assert old["k"] == {"x"} and tables.loads == 1  # another prefix is read as ever
+    tables.drop()
+    assert "k" not in new and tables.loads == 1
+    new["k"].add("b")
+    store.write(tables.changes(), {TP: Checkpoint(1)})
+    tables.saved()  # the cache keeps nothing: the next read goes to the store
+    assert new["k"] == {"b"} and tables.loads == 2
+    assert WorkingSet(store).map("new/m", TEXT_SET)["k"] == {"b"}
