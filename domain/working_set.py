@@ -190,6 +190,8 @@ class WorkingSet:
         for stored in self.maps.values():
             stored.cache.clear()
             stored.pending, stored.originals = set(), {}
+            stored.fresh = False  # what reached the store since the last saved() is not known: read it
+        self._fresh.clear()
         self._clean.clear()
 
     def cached(self) -> int:
@@ -249,12 +251,11 @@ class StoredMap(MutableMapping[str, V]):
     def _load(self, key: str) -> Any:
         """The stored value of a key not in the cache, cached (MISSING: the table does not hold it)."""
         if self.fresh:
-            value = MISSING
-        else:
-            found = self.tables.store.load(self.name, (key,)).get(key)
-            value = MISSING if found is None else self._decode(key, found)
-            self.tables._loaded(self.name, key)
+            return MISSING  # not cached: a cached miss would be an entry the cache's bound never sees
+        found = self.tables.store.load(self.name, (key,)).get(key)
+        value = MISSING if found is None else self._decode(key, found)
         self.cache[key] = value
+        self.tables._loaded(self.name, key)
         return value
 
     def prefetch(self, keys: Iterable[str]) -> None:

@@ -150,6 +150,7 @@ def ignore_ended_aborts() -> None:
 
 
 STOP_PATIENCE_S = 5.0
+_stopping_alone: set[asyncio.Future[None]] = set()  # stops whose caller was cancelled, still watched
 
 
 async def stop_consumer(consumer: Any, patience_s: float = STOP_PATIENCE_S) -> None:
@@ -160,14 +161,40 @@ async def stop_consumer(consumer: Any, patience_s: float = STOP_PATIENCE_S) -> N
     (a request to a broker just killed is slow to end) is swallowed with theirs: the routine loops on, and
     `Fetcher.close()` awaits it for ever. Seen in the controller-kill test: the audit stage's restore reader
     never stopped and the stage never took another batch. A stop still waiting after `patience_s` cancels the
-    routine again, now at its wait, where the cancel ends it."""
+    routine again, now at its wait, where the cancel ends it. A caller cancelled meanwhile is let go at once;
+    the stop goes on being watched. A CancelledError that escapes aiokafka's close (one of its requests was
+    cancelled in its retry pause) while nobody cancelled the caller is logged, not raised: the consumer is
+    stopped as far as aiokafka lets it be."""
     stopping = asyncio.ensure_future(consumer.stop())
+    try:
+        await _watch(stopping, consumer, patience_s)
+    except asyncio.CancelledError:
+        if not stopping.done():
+            watcher = asyncio.ensure_future(_watch(stopping, consumer, patience_s))
+            _stopping_alone.add(watcher)
+            watcher.add_done_callback(_stopping_alone.discard)
+        raise
+    try:
+        stopping.result()
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+        log.warning("a consumer's stop ended in a cancel left inside aiokafka; its connections may stay open")
+
+
+async def _watch(stopping: asyncio.Future[None], consumer: Any, patience_s: float) -> None:
+    """Wait for a stop; while it waits longer than `patience_s`, cancel the consumer's fetch routine again."""
     while True:
         done, _ = await asyncio.wait({stopping}, timeout=patience_s)
         if done:
-            stopping.result()
+            if stopping.cancelled() or stopping.exception() is not None:
+                log.info("a consumer's stop ended in %s", "a cancel" if stopping.cancelled() else stopping.exception())
             return
-        routine = getattr(getattr(consumer, "_fetcher", None), "_fetch_task", None)
-        log.warning("a consumer's stop waited %.0f s for its fetch routine; cancelling the routine again", patience_s)
-        if routine is not None and not routine.done():
+        fetcher = getattr(consumer, "_fetcher", None)
+        routine = getattr(fetcher, "_fetch_task", None)
+        if routine is not None and not routine.done() and getattr(fetcher, "_closed", True):
+            log.warning(
+                "a consumer's stop waited %.0f s for its fetch routine; cancelling the routine again", patience_s
+            )
             routine.cancel()

@@ -231,3 +231,19 @@ def test_a_stop_whose_cancel_was_swallowed_still_ends() -> None:
     hung, ended = asyncio.run(scenario())
     assert hung, "the twin no longer shows the defect"
     assert ended
+
+
+def test_a_stop_whose_caller_is_cancelled_is_still_seen_through() -> None:
+    async def scenario() -> bool:
+        consumer = _Consumer()
+        consumer._fetcher.reassigned.set()
+        await consumer._fetcher.awaiting_request.wait()
+        caller = asyncio.ensure_future(kafka_clients.stop_consumer(consumer, patience_s=0.2))
+        await asyncio.sleep(0.05)
+        caller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await caller
+        await asyncio.wait_for(asyncio.shield(consumer._fetcher._fetch_task), 5)
+        return consumer._fetcher._fetch_task.done()
+
+    assert asyncio.run(scenario())

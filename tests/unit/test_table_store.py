@@ -114,10 +114,20 @@ def test_a_fresh_prefix_reads_nothing_until_saved_and_then_reads_what_it_wrote(s
     assert "k" not in new and new.keys_below("z") == [] and tables.loads == 0
     new["k"].add("a")
     assert old["k"] == {"x"} and tables.loads == 1  # another prefix is read as ever
-    tables.drop()
-    assert "k" not in new and tables.loads == 1
+    tables.drop()  # after a drop nothing is taken as fresh: the store is read again
+    assert "k" not in new and tables.loads == 2
     new["k"].add("b")
     store.write(tables.changes(), {TP: Checkpoint(1)})
     tables.saved()  # the cache keeps nothing: the next read goes to the store
-    assert new["k"] == {"b"} and tables.loads == 2
+    assert new["k"] == {"b"} and tables.loads == 3
     assert WorkingSet(store).map("new/m", TEXT_SET)["k"] == {"b"}
+
+
+def test_misses_in_a_fresh_prefix_stay_within_the_caches_bound(store: TableStore) -> None:
+    tables = WorkingSet(store, cache_entries=10)
+    new = tables.within("new/", fresh=True).map("m", TEXT_SET)
+    assert all(f"k{i}" not in new for i in range(5_000))
+    new["x"] = {"a"}
+    store.write(tables.changes(), {TP: Checkpoint(1)})
+    tables.saved()
+    assert tables.cached() <= 10
