@@ -11,11 +11,20 @@ import hashlib
 import hmac
 import struct
 from base64 import urlsafe_b64encode
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from schemas.normalise import fold_name
+from schemas.normalise import (
+    CURRENT_ENCODING,
+    ENCODINGS,
+    LEGACY_ENCODING,
+    fold_name_for,
+    normalise_identifier,
+)
+
+__all__ = ["CURRENT_ENCODING", "ENCODINGS", "LEGACY_ENCODING", "LinkageKey", "Linker"]
 
 ENCODING_BITS = 1024
 ENCODING_HASHES = 20
@@ -32,24 +41,47 @@ def age_band(age: int) -> str:
     return "unknown"
 
 
-class Linker:
-    """Derives linkage material with one version of the linkage key."""
+@dataclass(frozen=True)
+class LinkageKey:
+    """One linkage key version's secret and the encoding it derives with (fixed when it is made)."""
 
-    def __init__(self, key: bytes, version: int) -> None:
+    secret: bytes
+    encoding: int = LEGACY_ENCODING
+
+
+def _key(value: bytes | LinkageKey) -> LinkageKey:
+    return value if isinstance(value, LinkageKey) else LinkageKey(value)
+
+
+class Linker:
+    """Derives linkage material with one version of the linkage key, in that version's encoding."""
+
+    def __init__(self, key: bytes, version: int, encoding: int = LEGACY_ENCODING) -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"unknown linkage encoding {encoding}")
         self.version = version
-        self._fingerprint = hashlib.sha256(key).digest()
+        self.encoding = encoding
+        self._fold = fold_name_for(encoding)
+        self._fingerprint = hashlib.sha256(key).digest() + bytes([encoding])
         self._token_key = hmac.new(key, b"tiphub/linkage/token", hashlib.sha256).digest()
         self._clk_key = hmac.new(key, b"tiphub/linkage/clk", hashlib.sha256).digest()
         self._block_key = hmac.new(key, b"tiphub/linkage/block", hashlib.sha256).digest()
         self._feature_masks: dict[str, int] = {}
 
     @classmethod
-    def latest(cls, keys: dict[int, bytes]) -> Linker:
-        version = max(keys)
-        return cls(keys[version], version)
+    def of(cls, version: int, key: bytes | LinkageKey) -> Linker:
+        found = _key(key)
+        return cls(found.secret, version, found.encoding)
 
     @classmethod
-    def live(cls, keys: dict[int, bytes], reuse: tuple[Linker, ...] = ()) -> tuple[Linker, tuple[Linker, ...]]:
+    def latest(cls, keys: Mapping[int, bytes | LinkageKey]) -> Linker:
+        version = max(keys)
+        return cls.of(version, keys[version])
+
+    @classmethod
+    def live(
+        cls, keys: Mapping[int, bytes | LinkageKey], reuse: tuple[Linker, ...] = ()
+    ) -> tuple[Linker, tuple[Linker, ...]]:
         """(current, earlier): the latest version, and every earlier version still live (not retired).
 
         During a rotation's overlap the accept stage derives every report's link material with each
@@ -59,8 +91,9 @@ class Linker:
         known = {(linker.version, linker._fingerprint): linker for linker in reuse}
 
         def linker(version: int) -> Linker:
-            found = known.get((version, hashlib.sha256(keys[version]).digest()))
-            return found or cls(keys[version], version)
+            key = _key(keys[version])
+            found = known.get((version, hashlib.sha256(key.secret).digest() + bytes([key.encoding])))
+            return found or cls.of(version, key)
 
         versions = sorted(keys, reverse=True)
         return linker(versions[0]), tuple(linker(v) for v in versions[1:])
@@ -70,6 +103,14 @@ class Linker:
         digest = hmac.digest(self._token_key, domain.encode() + b"\x00" + canonical.encode(), "sha256")
         return f"lk{self.version}.{urlsafe_b64encode(digest[:16]).rstrip(b'=').decode()}"
 
+    def identifier_token(self, kind: str, value: str, issuer: str | None, nationality: str | None) -> str:
+        """The token of an identifier as written, in this version's canonical form."""
+        return self.token(kind, normalise_identifier(kind, value, issuer, nationality, self.encoding))
+
+    def fold(self, name: str) -> list[str]:
+        """Name tokens in this version's name fold."""
+        return self._fold(name)
+
     def name_dob_encoding(self, name: str | None, dob: str | None) -> bytes | None:
         """A 1024-bit keyed Bloom filter of name bigrams and date-of-birth parts (clkhash style).
 
@@ -78,7 +119,7 @@ class Linker:
         encoding guessed names.
         """
         features: list[str] = []
-        for part in fold_name(name or ""):
+        for part in self._fold(name or ""):
             padded = f"_{part}_"
             features.extend(f"n:{padded[i : i + 2]}" for i in range(len(padded) - 1))
         if dob:
@@ -108,7 +149,7 @@ class Linker:
     def blocking_keys(self, name: str | None, dob: str | None) -> list[str]:
         """Keyed candidate keys: `dob:` exact date of birth, `ny:` name-token skeleton + birth year."""
         keys = []
-        tokens = sorted(fold_name(name or ""))
+        tokens = sorted(self._fold(name or ""))
         year = dob[:4] if dob else None
         if dob and len(dob) == 10:
             keys.append("dob:" + self.token("block:dob", dob))

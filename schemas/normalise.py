@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 import phonenumbers
+
+from schemas.romanise import fold_name_v2
 
 DOCUMENT_KINDS = frozenset({"PASSPORT", "NATIONAL_ID", "VISA"})
 CONTACT_KINDS = frozenset({"PHONE", "EMAIL", "BANK_ACCOUNT", "SOCIAL_HANDLE"})
@@ -15,21 +18,41 @@ _PHONE_CHARS = re.compile(r"^\+?[0-9 ()./-]+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
+# Encodings: how names and identifiers are put in canonical form before they are keyed. Each linkage key
+# version derives with one of them, fixed when the key is made, so the values a key derives never change;
+# a new encoding is adopted by rotating the linkage key, whose bridge links people seen before and after
+# (docs/correlation.md, "Encodings").
+#   1: names folded by accents and case only; documents as written (upper-case alphanumerics).
+#   2: names romanised from their script and folded to sound keys (schemas/romanise.py); documents with
+#      OCR confusions folded and an MRZ check digit dropped.
+LEGACY_ENCODING = 1
+CURRENT_ENCODING = 2
+ENCODINGS = frozenset({1, 2})
+# Letters a scan or a clerk confuses with digits, folded in document numbers (encoding 2).
+_OCR_DIGITS = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "S": "5", "B": "8", "G": "6"})
+_MRZ_WEIGHTS = (7, 3, 1)
+
+
 class IdentifierError(ValueError):
     """An identifier that cannot be put in canonical form. The message never holds the value."""
 
 
-def normalise_identifier(kind: str, value: str, issuer: str | None, nationality: str | None) -> str:
+def normalise_identifier(
+    kind: str, value: str, issuer: str | None, nationality: str | None, encoding: int = LEGACY_ENCODING
+) -> str:
     """The canonical form of an identifier value, used as the input of its linkage token.
 
     Documents: issuer + upper-case alphanumerics (an unknown issuer stays '??', so the same
-    number from an unknown issuer links only to itself). Phones: E.164, read in the issuer's,
-    then the nationality's numbering plan when written nationally. Email: lower-case.
+    number from an unknown issuer links only to itself); from encoding 2 with OCR confusions
+    folded (`document_number`). Phones: E.164, read in the issuer's, then the nationality's
+    numbering plan when written nationally. Email: lower-case.
     """
     if kind in DOCUMENT_KINDS or kind in ("BANK_ACCOUNT", "VEHICLE"):
         canonical = _ALNUM.sub("", value.upper())
         if len(canonical) < 3:
             raise IdentifierError(f"a {kind} needs at least 3 letters or digits")
+        if kind in DOCUMENT_KINDS and encoding >= 2:
+            canonical = document_number(value)
         return f"{issuer or '??'}:{canonical}" if kind != "BANK_ACCOUNT" else canonical
     if kind == "PHONE":
         region = issuer or nationality
@@ -60,6 +83,33 @@ def normalise_identifier(kind: str, value: str, issuer: str | None, nationality:
             raise IdentifierError("empty handle")
         return canonical
     raise IdentifierError(f"unknown identifier kind {kind}")
+
+
+def document_number(value: str) -> str:
+    """A document number as encoding 2 keys it: upper-case alphanumerics with the letters a scan or a
+    clerk confuses with digits read as those digits (O Q D -> 0, I L -> 1, Z -> 2, S -> 5, B -> 8,
+    G -> 6), and, when it was copied from the machine-readable zone with its filler and check digit
+    (`N1234567<7`), the check digit dropped if it checks. Two numbers that differ only by such a letter
+    are one number here: the price of reading scanned and hand-typed numbers alike."""
+    text = value.upper().strip()
+    mrz = re.fullmatch(r"([A-Z0-9]+)<+([0-9])", text)
+    if mrz and _mrz_check_digit(mrz.group(1)) == int(mrz.group(2)):
+        text = mrz.group(1)
+    return _ALNUM.sub("", text).translate(_OCR_DIGITS)
+
+
+def _mrz_check_digit(field: str) -> int:
+    """ICAO 9303 check digit: digits as themselves, A-Z as 10-35, '<' as 0, weights 7 3 1."""
+    total = 0
+    for i, char in enumerate(field):
+        value = int(char) if char.isdigit() else ord(char) - 55 if char.isalpha() else 0
+        total += value * _MRZ_WEIGHTS[i % 3]
+    return total % 10
+
+
+def fold_name_for(encoding: int) -> Callable[[str], list[str]]:
+    """The name fold of an encoding."""
+    return fold_name if encoding == LEGACY_ENCODING else fold_name_v2
 
 
 def fold_name(name: str) -> list[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -25,14 +25,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from domain import crypto
 from domain.accepted import accepted_projection, registration_token, report_key_id, subject_key_id
 from domain.envelope_keys import EnvelopeKeys
-from domain.linkage import Linker
+from domain.linkage import LinkageKey, Linker
 from domain.ports import KeyRequest, KeyVault, SigningKeys
 from domain.reloading import Reloaded
 from domain.signing import RELAY_AGENCY, RegisteredKey
 from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
-from schemas.normalise import fold_name, normalise_identifier
 from schemas.registry import RegisteredSchema
 
 ACCEPTED = "tiphub.AcceptedReport"
@@ -74,7 +73,7 @@ def submission_key_prefix(agency: str, report_id: str, signature: bytes) -> str:
 
 def subject_token(linker: Linker, name: str, dob: str) -> str:
     """Exact keyed token of folded name + date of birth: how an erasure request names a person."""
-    return linker.token("SUBJECT", " ".join(sorted(fold_name(name))) + "|" + dob)
+    return linker.token("SUBJECT", " ".join(sorted(linker.fold(name))) + "|" + dob)
 
 
 def report_id_of_key(key_id: str) -> str:
@@ -143,7 +142,7 @@ class AcceptStage:
         max_envelope_age_s: float = 3600.0,
         max_future_skew_s: float = 300.0,
         hub_keys: Callable[[], dict[str, X25519PrivateKey]] | None = None,
-        linkage_keys: Callable[[], dict[int, bytes]] | None = None,
+        linkage_keys: Callable[[], Mapping[int, bytes | LinkageKey]] | None = None,
         key_reload_s: float = HUB_KEYS_RELOAD_S,
         envelope_keys: EnvelopeKeys | None = None,
         static_hub_keys: bool = True,
@@ -381,11 +380,8 @@ class AcceptStage:
                 [
                     (
                         ident["kind"],
-                        linker.token(
-                            ident["kind"],
-                            normalise_identifier(
-                                ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
-                            ),
+                        linker.identifier_token(
+                            ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
                         ),
                     )
                     for ident in subject["identifiers"]

@@ -21,7 +21,7 @@ from domain.log import TopicIO
 from domain.ports import KeyVault
 from domain.withdrawals import Withdrawals
 from schemas.codec import WireCodec
-from schemas.normalise import IDENTIFIER_KINDS, IdentifierError, normalise_identifier
+from schemas.normalise import IDENTIFIER_KINDS, IdentifierError
 from streams.accept import report_id_of_key, subject_token
 from streams.audit_events import AUDIT_EVENT, audit_event
 from streams.topics import Topics
@@ -51,10 +51,10 @@ def erasure_tokens(
         if not sep or not value:
             raise ErasureRequestError("--identifier: give KIND:VALUE[:ISSUER]")
         try:
-            canonical = normalise_identifier(kind, value, issuer or None, None)
+            # Each live version in its own encoding: the token the reports of that version carry.
+            return [linker.identifier_token(kind, value, issuer or None, None) for linker in linkers]
         except IdentifierError as exc:
             raise ErasureRequestError(f"--identifier: {exc}") from None
-        return [linker.token(kind, canonical) for linker in linkers]
     if name and dob:
         return [subject_token(linker, name, dob) for linker in linkers]
     raise ErasureRequestError("give --identifier KIND:VALUE[:ISSUER], or both --name and --dob")

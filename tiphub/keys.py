@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from domain.crypto import key_fingerprint, public_bytes
+from domain.linkage import CURRENT_ENCODING, ENCODINGS, LEGACY_ENCODING, LinkageKey
 
 DEMO_AGENCIES = ("NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI")
 
@@ -103,6 +104,15 @@ class KeyStore:
     def linkage_path(self, version: int) -> Path:
         return self.dir / "hub" / f"linkage-v{version}.bin"
 
+    def linkage_encoding_path(self, version: int) -> Path:
+        """Which encoding (name fold and identifier canonical forms) a linkage key version derives with.
+        A key made before encodings were versioned has no such file: encoding 1."""
+        return self.dir / "hub" / f"linkage-v{version}.encoding"
+
+    def _new_linkage_key(self, version: int) -> None:
+        self.linkage_encoding_path(version).write_text(f"{CURRENT_ENCODING}\n")
+        _write_secret(self.linkage_path(version), secrets.token_bytes(32))
+
     def agency_path(self, agency: str) -> Path:
         return self.dir / "agencies" / f"{agency}.pem"
 
@@ -124,7 +134,8 @@ class KeyStore:
         ensure(self.vault_kek_path, secrets.token_bytes(32))
         ensure(self.audit_mac_path, secrets.token_bytes(32))
         if not any(self.dir.glob("hub/linkage-v*.bin")):
-            ensure(self.linkage_path(1), secrets.token_bytes(32))
+            self._new_linkage_key(1)
+            created.append(self.linkage_path(1))
         for agency in agencies:
             ensure(self.agency_path(agency), _pem(Ed25519PrivateKey.generate()))
         return created
@@ -217,10 +228,12 @@ class KeyStore:
         path.unlink()
         return True
 
-    def linkage_keys(self) -> dict[int, bytes]:
+    def linkage_keys(self) -> dict[int, LinkageKey]:
+        """Every live linkage key version, with the encoding it derives with."""
         keys = {}
         for path in self.dir.glob("hub/linkage-v*.bin"):
-            keys[int(path.stem.removeprefix("linkage-v"))] = path.read_bytes()
+            version = int(path.stem.removeprefix("linkage-v"))
+            keys[version] = LinkageKey(path.read_bytes(), self._linkage_encoding(version))
         if not keys:
             raise FileNotFoundError(f"no linkage key under {self.dir / 'hub'}: run `tiphub keys init`")
         return keys
@@ -228,8 +241,17 @@ class KeyStore:
     def rotate_linkage_key(self) -> int:
         """A new linkage key version, which becomes current; earlier versions stay live (bridged) until retired."""
         version = max(self.linkage_keys()) + 1
-        _write_secret(self.linkage_path(version), secrets.token_bytes(32))
+        self._new_linkage_key(version)
         return version
+
+    def _linkage_encoding(self, version: int) -> int:
+        path = self.linkage_encoding_path(version)
+        if not path.exists():
+            return LEGACY_ENCODING
+        text = path.read_text().strip()
+        if not text.isdigit() or int(text) not in ENCODINGS:
+            raise ValueError(f"{path}: not a known linkage encoding ({', '.join(map(str, sorted(ENCODINGS)))})")
+        return int(text)
 
     def retire_linkage_key(self, version: int) -> bool:
         """Delete an earlier linkage key version. The current one cannot be retired: rotate first."""
@@ -239,6 +261,7 @@ class KeyStore:
         if version not in keys:
             return False
         self.linkage_path(version).unlink()
+        self.linkage_encoding_path(version).unlink(missing_ok=True)
         return True
 
     def agency_key(self, agency: str) -> Ed25519PrivateKey:

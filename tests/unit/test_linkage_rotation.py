@@ -188,3 +188,39 @@ def test_a_stage_not_yet_reloaded_and_one_already_rotated_still_link(store: KeyS
     b = accept_one(fresh, store, make_report(subjects=[person("Sokha Chan", "2008-04-02", PASSPORT)]))
     assert (a["linkage_key_version"], b["linkage_key_version"]) == (1, 2)
     assert ("document" in {basis for _, _, basis in links(a, b)}) and ("document" in {b for *_, b in links(b, a)})
+
+
+def test_a_new_encoding_is_adopted_by_rotation_and_the_bridge_links_people_seen_before_and_after(
+    store: KeyStore, vault: InMemoryKeyVault
+) -> None:
+    """A hub whose key was made before encodings were versioned (no `.encoding` file: encoding 1) keeps
+    its values; the rotated key derives with encoding 2, and the bridge carries encoding 1 beside it."""
+    store.linkage_encoding_path(1).unlink()
+    assert {v: k.encoding for v, k in store.linkage_keys().items()} == {1: 1}
+    stage = worker_stage(store, vault, reload_s=1e-6)
+    before = accept_one(stage, store, make_report(subjects=[person("Somchai Srisuk", "1999-04-02", [])]))
+    assert store.rotate_linkage_key() == 2
+    assert {v: k.encoding for v, k in store.linkage_keys().items()} == {1: 1, 2: 2}
+    # During the overlap the passport form links to the old report through the encoding-1 bridge...
+    during = accept_one(stage, store, make_report(subjects=[person("Somchai Srisuk", "1999-04-02", [])]))
+    # ...and the Thai officer's writing links to it under encoding 2, which encoding 1 could not do.
+    thai = accept_one(stage, store, make_report(subjects=[person("สมชาย ศรีสุข", "1999-04-02", [])]))
+    assert {frozenset((a, b)) for a, b, _ in links(before, during, thai)} == {
+        frozenset((before["report_id"], during["report_id"])),
+        frozenset((during["report_id"], thai["report_id"])),
+    }
+    correlator = Correlator(PLAN)
+    for record in (before, during, thai):
+        correlator.add(facts_from_accepted(record))
+    assert len({correlator.entity_of[f"{r['report_id']}#0"] for r in (before, during, thai)}) == 1
+
+
+def test_a_linkage_key_says_its_encoding_and_an_unknown_one_is_refused(store: KeyStore) -> None:
+    assert store.linkage_encoding_path(1).read_text() == "2\n"  # keys init makes encoding-2 keys
+    store.linkage_encoding_path(1).write_text("9\n")
+    with pytest.raises(ValueError, match=r"linkage-v1\.encoding: not a known linkage encoding"):
+        store.linkage_keys()
+    store.linkage_encoding_path(1).write_text("2\n")
+    store.rotate_linkage_key()
+    store.retire_linkage_key(1)
+    assert not store.linkage_encoding_path(1).exists()

@@ -141,11 +141,14 @@ def keys_rotate_linkage(home: HomeOpt = None, broker: BrokerOpt = None) -> None:
     from tiphub.keys import KeyStore
 
     settings = settings_from(home=home)
-    rotated = rotate_linkage_key(KeyStore(settings.home))
-    earlier = ", ".join(f"v{v}" for v in rotated.earlier)
+    store = KeyStore(settings.home)
+    rotated = rotate_linkage_key(store)
+    live = store.linkage_keys()
+    earlier = ", ".join(f"v{v} (encoding {live[v].encoding})" for v in rotated.earlier)
     out.print(
-        f"linkage key v{rotated.version} is current from the next batch (within {settings.key_reload_s:.0f} s); "
-        f"{earlier} still bridge old and new reports until retired (retire-linkage)"
+        f"linkage key v{rotated.version} (encoding {live[rotated.version].encoding}) is current from the next "
+        f"batch (within {settings.key_reload_s:.0f} s); {earlier} still bridge old and new reports until retired "
+        "(retire-linkage)"
     )
 
 
