@@ -331,6 +331,52 @@ POOLS: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
 }
 GENERIC = "US"
 
+# Pool names as a local officer or NGO writes them: in the country's script, or with Vietnamese
+# diacritics (the passport's form has none). Simulation only: the hub must link them to the passport's.
+NATIVE: dict[str, dict[str, str]] = {
+    "KH": {
+        **{"Sokha": "សុខា", "Dara": "ដារ៉ា", "Chanthy": "ចន្ធី", "Sophea": "សោភា", "Vannak": "វណ្ណៈ"},
+        **{"Sreymom": "ស្រីមុំ", "Bopha": "បុប្ផា", "Rithy": "រិទ្ធី", "Kosal": "កុសល", "Channary": "ចន្ទនារី"},
+        **{"Chan": "ចាន់", "Sok": "សុខ", "Kim": "គីម", "Heng": "ហេង", "Chea": "ជា", "Phan": "ផាន"},
+        **{"Nhem": "ញឹម", "Sorn": "សន", "Touch": "ទូច", "Meas": "មាស"},
+    },
+    "TH": {
+        **{"Somchai": "สมชาย", "Nattaya": "ณัฐยา", "Pranee": "ปราณี", "Kittisak": "กิตติศักดิ์", "Siriporn": "ศิริพร"},
+        **{"Anong": "อนงค์", "Wichai": "วิชัย", "Malee": "มาลี", "Chaiya": "ชัยยา", "Ratana": "รัตนา"},
+        **{"Srisuk": "ศรีสุข", "Boonmee": "บุญมี", "Chaiyaporn": "ชัยยาพร", "Wongsakul": "วงศ์สกุล"},
+        **{"Thongchai": "ธงชัย", "Saetang": "แซ่ตั้ง", "Kaewkla": "แก้วกล้า", "Phromma": "พรหมมา"},
+        **{"Intharat": "อินทรัตน์", "Rattanakorn": "รัตนากร"},
+    },
+    "MM": {
+        **{"Aung": "အောင်", "Thandar": "သန္တာ", "Kyaw": "ကျော်", "Hnin": "နှင်း", "Zaw": "ဇော်", "Ei": "အိ"},
+        **{"Min": "မင်း", "Su": "စု", "Htet": "ထက်", "Nilar": "နီလာ", "Win": "ဝင်း", "Myint": "မြင့်", "Oo": "ဦး"},
+        **{"Htun": "ထွန်း", "Aye": "အေး", "Soe": "စိုး", "Thein": "သိန်း", "Naing": "နိုင်", "Lwin": "လွင်"},
+        **{"Maung": "မောင်"},
+    },
+    "UA": {
+        **{"Olena": "Олена", "Oleksandr": "Олександр", "Iryna": "Ірина", "Andriy": "Андрій", "Natalia": "Наталія"},
+        **{"Yuriy": "Юрій", "Svitlana": "Світлана", "Dmytro": "Дмитро", "Tetiana": "Тетяна", "Serhiy": "Сергій"},
+        **{"Kovalenko": "Коваленко", "Shevchenko": "Шевченко", "Bondarenko": "Бондаренко", "Tkachenko": "Ткаченко"},
+        **{"Kravchenko": "Кравченко", "Oliynyk": "Олійник", "Melnyk": "Мельник", "Boyko": "Бойко"},
+        **{"Koval": "Коваль", "Moroz": "Мороз"},
+    },
+    "VN": {
+        **{"Huong": "Hương", "Tuan": "Tuấn", "Thi Mai": "Thị Mai", "Van Nam": "Văn Nam", "Duc": "Đức"},
+        **{"Ngoc Anh": "Ngọc Anh", "Nguyen": "Nguyễn", "Tran": "Trần", "Le": "Lê", "Pham": "Phạm"},
+        **{"Hoang": "Hoàng", "Vu": "Vũ", "Dang": "Đặng", "Bui": "Bùi", "Do": "Đỗ"},
+    },
+}
+
+
+def written_locally(given: str, family: str, family_first: bool, nationality: str) -> str | None:
+    """The name as written in the nationality's own script (or with its diacritics), when the pool has it."""
+    native = NATIVE.get(nationality, {})
+    parts = [native.get(given, given), native.get(family, family)]
+    if parts == [given, family]:
+        return None
+    return " ".join(parts[::-1] if family_first else parts)
+
+
 # (pattern, replacement): spellings that transliteration and clerks commonly swap.
 _SWAPS = (
     ("ou", "u"),

@@ -21,7 +21,7 @@ from typing import Any
 
 import phonenumbers
 
-from producers.names import GENERIC, POOLS, full_name, variant
+from producers.names import GENERIC, POOLS, full_name, variant, written_locally
 from schemas.elements import covers_requirement
 
 # CTDC marginals (from the shared 14,299-case sample), used when no --ctdc file is given.
@@ -153,6 +153,7 @@ SECTOR_EMPLOYER = {
     "Unknown": "Hospitality",
 }
 BASE_DATE = datetime(2025, 1, 1, tzinfo=UTC)
+_LOOK_ALIKE = {"0": "O", "1": "I", "5": "S", "8": "B"}
 
 
 @dataclass
@@ -165,6 +166,7 @@ class Person:
     passport: str
     phone: str
     email: str | None = None
+    local_name: str | None = None  # as written in the nationality's script (names.NATIVE), if the pool has it
 
 
 @dataclass
@@ -224,7 +226,8 @@ class Simulator:
         self._people += 1
         dob = (at - timedelta(days=int(age * 365.25) + self.rng.randrange(0, 365))).date()
         passport = self.rng.choice("NPEK") + "".join(str(self.rng.randrange(10)) for _ in range(8))
-        name = full_name(self.rng.choice(given), self.rng.choice(family), family_first)
+        given_name, family_name = self.rng.choice(given), self.rng.choice(family)
+        name = full_name(given_name, family_name, family_first)
         email = None
         if self.rng.random() < 0.3:
             email = f"{name.split()[0].lower()}{self.rng.randrange(100, 999)}@mail.example"
@@ -237,6 +240,7 @@ class Simulator:
             passport,
             self._phone(nationality),
             email,
+            written_locally(given_name, family_name, family_first, nationality),
         )
 
     def _phone_as_written(self, phone: str, nationality_known: bool) -> str:
@@ -252,12 +256,27 @@ class Simulator:
             text = "00" + text[1:].replace(" ", "")
         return text
 
+    def _typed(self, number: str) -> str:
+        """A document number as typed from the page: a digit read as its look-alike letter, or spaces."""
+        if self.rng.random() < 0.5:
+            return f"{number[:5]} {number[5:]}"
+        digits = [i for i, c in enumerate(number) if c in _LOOK_ALIKE]
+        if not digits:
+            return number
+        i = self.rng.choice(digits)
+        return number[:i] + _LOOK_ALIKE[number[i]] + number[i + 1 :]
+
     # -- reports -------------------------------------------------------------------------
     def _subject(self, person: Person, role: str, channel: str, *, need_link: bool) -> dict[str, Any]:
         noisy = self.rng.random() < self.noise
         documents = channel in ("VISA_APPLICATION_FLAG", "BORDER_CROSSING", "LOST_STOLEN_DOCUMENT")
         subject: dict[str, Any] = {"role": role, "sex": person.sex}
-        subject["name"] = variant(person.name, self.rng) if noisy and not documents else person.name
+        subject["name"] = person.name
+        if noisy and not documents:
+            # A local officer or NGO writes the name in its own script half the time it can; otherwise
+            # as heard (a transliteration swap, the order swapped, a letter dropped or doubled).
+            local = person.local_name and self.rng.random() < 0.5
+            subject["name"] = person.local_name if local else variant(person.name, self.rng)
         with_dob = documents or channel == "LABOUR_INSPECTION" or self.rng.random() > self.noise / 2
         if with_dob:
             subject["date_of_birth"] = person.dob.isoformat()
@@ -265,7 +284,10 @@ class Simulator:
             subject["nationality"] = person.nationality
         identifiers = []
         if documents or (channel == "LABOUR_INSPECTION" and self.rng.random() > self.noise):
-            identifiers.append({"kind": "PASSPORT", "value": person.passport, "issuer": person.nationality})
+            # Machine-read at a border or visa desk; typed by hand from the page elsewhere.
+            typed = not documents and noisy
+            value = self._typed(person.passport) if typed else person.passport
+            identifiers.append({"kind": "PASSPORT", "value": value, "issuer": person.nationality})
         if channel in ("NGO_REFERRAL", "HOTLINE_TIP", "VISA_APPLICATION_FLAG") or need_link:
             identifiers.append(
                 {

@@ -309,7 +309,11 @@ def test_a_restore_from_tables_and_the_tail_answers_as_a_full_restore(
 
     assert answers(from_tables) == answers(full.state)
     mapped_whole = {name for name, scope in from_tables.scopes.items() if scope.correlator and scope.full}
-    if keep_map:  # only scopes the tables did not hold are mapped whole
+    # Only scopes the tables did not hold are mapped whole, unless shares ended while the union was down (40
+    # days): then an entity the tail signalled can lose the report that was its smallest member, and with it
+    # its key, so the signal the tail wrote is no key's now; mapping that scope whole is the designed fallback
+    # (ScopedCorrelation.settle_loaded), and the answers above are what count.
+    if keep_map and restart_after_days == 1:
         assert not mapped_whole & in_tables
     else:
         assert mapped_whole & in_tables
