@@ -12,7 +12,7 @@ import hmac
 import struct
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -45,7 +45,7 @@ def age_band(age: int) -> str:
 class LinkageKey:
     """One linkage key version's secret and the encoding it derives with (fixed when it is made)."""
 
-    secret: bytes
+    secret: bytes = field(repr=False)  # never in a log line or a traceback
     encoding: int = LEGACY_ENCODING
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import phonenumbers
 
-from schemas.romanise import fold_name_v2
+from schemas.romanise import check_libraries, fold_name_v2
 
 DOCUMENT_KINDS = frozenset({"PASSPORT", "NATIONAL_ID", "VISA"})
 CONTACT_KINDS = frozenset({"PHONE", "EMAIL", "BANK_ACCOUNT", "SOCIAL_HANDLE"})
@@ -28,8 +28,10 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 LEGACY_ENCODING = 1
 CURRENT_ENCODING = 2
 ENCODINGS = frozenset({1, 2})
-# Letters a scan or a clerk confuses with digits, folded in document numbers (encoding 2).
-_OCR_DIGITS = str.maketrans({"O": "0", "Q": "0", "D": "0", "I": "1", "L": "1", "Z": "2", "S": "5", "B": "8", "G": "6"})
+# Letters a scan or a clerk confuses with digits, folded in document numbers (encoding 2). One letter per
+# digit, so that no two letters become one (D, Q and L, G also pass for 0, 1, 6 but would merge with O, I
+# and the series letters that use them).
+_OCR_DIGITS = str.maketrans({"O": "0", "I": "1", "Z": "2", "S": "5", "B": "8"})
 _MRZ_WEIGHTS = (7, 3, 1)
 
 
@@ -47,12 +49,14 @@ def normalise_identifier(
     folded (`document_number`). Phones: E.164, read in the issuer's, then the nationality's
     numbering plan when written nationally. Email: lower-case.
     """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown linkage encoding {encoding}")
     if kind in DOCUMENT_KINDS or kind in ("BANK_ACCOUNT", "VEHICLE"):
         canonical = _ALNUM.sub("", value.upper())
+        if kind in DOCUMENT_KINDS and encoding == 2:
+            canonical = document_number(value)
         if len(canonical) < 3:
             raise IdentifierError(f"a {kind} needs at least 3 letters or digits")
-        if kind in DOCUMENT_KINDS and encoding >= 2:
-            canonical = document_number(value)
         return f"{issuer or '??'}:{canonical}" if kind != "BANK_ACCOUNT" else canonical
     if kind == "PHONE":
         region = issuer or nationality
@@ -87,10 +91,11 @@ def normalise_identifier(
 
 def document_number(value: str) -> str:
     """A document number as encoding 2 keys it: upper-case alphanumerics with the letters a scan or a
-    clerk confuses with digits read as those digits (O Q D -> 0, I L -> 1, Z -> 2, S -> 5, B -> 8,
-    G -> 6), and, when it was copied from the machine-readable zone with its filler and check digit
-    (`N1234567<7`), the check digit dropped if it checks. Two numbers that differ only by such a letter
-    are one number here: the price of reading scanned and hand-typed numbers alike."""
+    clerk confuses with digits read as those digits (O -> 0, I -> 1, Z -> 2, S -> 5, B -> 8), and, when
+    it was copied from the machine-readable zone with its filler and check digit (`N1234567<7`), the
+    check digit dropped if it checks. Two numbers that differ only by such a letter and its digit are one
+    number here (a series letter S and a leading 5 too): the price of reading scanned and hand-typed
+    numbers alike. No two letters become one."""
     text = value.upper().strip()
     mrz = re.fullmatch(r"([A-Z0-9]+)<+([0-9])", text)
     if mrz and _mrz_check_digit(mrz.group(1)) == int(mrz.group(2)):
@@ -108,8 +113,13 @@ def _mrz_check_digit(field: str) -> int:
 
 
 def fold_name_for(encoding: int) -> Callable[[str], list[str]]:
-    """The name fold of an encoding."""
-    return fold_name if encoding == LEGACY_ENCODING else fold_name_v2
+    """The name fold of an encoding. Encoding 2's libraries are checked once, before its first use."""
+    if encoding == 1:
+        return fold_name
+    if encoding == 2:
+        check_libraries()
+        return fold_name_v2
+    raise ValueError(f"unknown linkage encoding {encoding}")
 
 
 def fold_name(name: str) -> list[str]:

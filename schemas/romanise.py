@@ -19,6 +19,11 @@ encodings compare letter pairs, so the three must first become one spelling. Two
    agencies swap (`b`/`p`, `v`/`w`, `z`/`s`), vowel length and glides (`ee`/`i`, `oo`/`ou`/`u`,
    `y`/`i`, `aw`/`ao`/`au`), a silent or tonal `h`, and doubled letters.
 
+Bounded work: a name is read up to its first 8 words and each word up to its first 32 characters
+(`MAX_WORDS`, `MAX_WORD_CHARS`; real names are far shorter), so a hostile agency cannot make the accept
+stage romanise without end. A word a library cannot romanise (an error inside it) falls back to
+anyascii, with its script logged, never the word.
+
 The fold is deliberately coarse: two people whose names fold alike are told apart by their dates of
 birth (the correlator never links on a name alone). It is version 2 of the name fold: the linkage
 key a hub creates says which fold its encodings use (docs/correlation.md, "Name fold versions").
@@ -26,16 +31,59 @@ key a hub creates says which fold its encodings use (docs/correlation.md, "Name 
 
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from functools import lru_cache
 
 import anyascii
 
+log = logging.getLogger(__name__)
+MAX_WORDS = 8
+MAX_WORD_CHARS = 32
+
 _ICU_PIPELINES = {"mymr": "Myanmar-Latin; Latin-ASCII", "cyrl": "Ukrainian-Latin/BGN; Latin-ASCII"}
 # Lao vowels written before the consonant they follow in speech.
 _LAO_PREPOSED = frozenset("\u0ec0\u0ec1\u0ec2\u0ec3\u0ec4")
 _LAO_CONSONANT = re.compile(r"[\u0e81-\u0eae\u0edc-\u0edf]")
+
+
+# Encoding 2's romanisation of one name per script and library, as the pinned libraries give it. Every
+# worker must romanise alike (its values meet other workers' on the same topics): a machine whose ICU
+# or Unicode data romanises otherwise is refused before its first encoding-2 value (`check_libraries`).
+REFERENCE = {
+    "สมชาย ศรีสุข": "somchai srisuk",  # pythainlp royin
+    "กิตติศักดิ์ ทองดี": "kittisak thongdi",
+    "ចាន់ សុខា": "chana sokha",  # anyascii
+    "ບຸນມີ ມະນີວົງ": "bounmi manivong",  # anyascii after the Lao reorder
+    "အောင် ကျော်": "aaung kyaw",  # ICU Myanmar-Latin and the passport conventions
+    "ဇော် မင်း": "zaw min",
+    "Олена Шевченко": "olena shevchenko",  # ICU Ukrainian-Latin/BGN
+    "Сергей Кузнецов": "serhey kuznetsov",
+    "Đặng Văn Đức": "dang van duc",  # Unicode decomposition and anyascii
+    "王秀英": "wangxiuying",
+}
+
+
+class RomanisationMismatch(RuntimeError):
+    """This machine's libraries romanise otherwise than encoding 2 was defined with."""
+
+
+@lru_cache(maxsize=1)
+def check_libraries() -> None:
+    """Romanise the reference names (which also loads every library once, before the first report);
+    raise if any differs. Run once per process, when an encoding-2 linkage key is first used."""
+    wrong = {name: got for name, want in REFERENCE.items() if (got := to_latin(name)) != want}
+    if wrong:
+        import icu
+
+        raise RomanisationMismatch(
+            f"this machine romanises {len(wrong)} of encoding 2's reference names otherwise "
+            f"({', '.join(f'{n!r} -> {g!r}' for n, g in wrong.items())}); encoding 2 was defined with "
+            f"ICU 72, PyICU 2.17, pythainlp 5.4.0, anyascii 0.3.3 and Unicode 14.0.0, this machine has "
+            f"ICU {icu.ICU_VERSION}, Unicode {unicodedata.unidata_version}: install those (deploy/Dockerfile) "
+            "so that its linkage values meet the other workers'"
+        )
 
 
 def script_of(char: str) -> str:
@@ -56,30 +104,38 @@ def script_of(char: str) -> str:
 
 
 def to_latin(name: str) -> str:
-    """`name` with every word romanised from its script, lower case, ASCII letters and spaces only."""
-    words = []
-    for word in unicodedata.normalize("NFC", name).split():
-        words.append(_word_to_latin(word))
-    return " ".join(" ".join(words).split())
+    """`name` with every word romanised from its script, lower case, ASCII letters and spaces only.
+    Only the first `MAX_WORDS` words, each to its first `MAX_WORD_CHARS` characters, are read."""
+    words = unicodedata.normalize("NFC", name).split()[:MAX_WORDS]
+    return " ".join(" ".join(_word_to_latin(word[:MAX_WORD_CHARS]) for word in words).split())
 
 
 @lru_cache(maxsize=20_000)
 def _word_to_latin(word: str) -> str:
     scripts = {script_of(c) for c in word if c.isalpha() or unicodedata.category(c).startswith("M")}
-    if "thai" in scripts:
-        latin = _thai(word)
-    elif "mymr" in scripts:
-        latin = _burmese(_icu("mymr", word))
-    elif "cyrl" in scripts:
-        latin = _icu("cyrl", word)
-    elif "laoo" in scripts:
-        latin = anyascii.anyascii(_lao_in_spoken_order(word))
-    else:
-        decomposed = unicodedata.normalize("NFKD", word)
-        latin = anyascii.anyascii("".join(c for c in decomposed if not unicodedata.combining(c)))
-    # Apostrophes (Mel'nyk, the soft sign) and hyphens join a name: they do not split it.
+    script = next((s for s in ("thai", "mymr", "cyrl") if s in scripts), None)
+    try:
+        if script == "thai":
+            latin = _thai(word)
+        elif script == "mymr":
+            latin = _burmese(_icu("mymr", word))
+        elif script == "cyrl":
+            latin = _icu("cyrl", word)
+        else:
+            latin = _anyascii(word, scripts)
+    except Exception as error:  # a library's fault must not stop the stage: the word still romanises
+        log.warning("romanising a %s word failed (%s); anyascii used instead", script, type(error).__name__)
+        latin = _anyascii(word, scripts)
+    # Apostrophes (Mel'nyk, the soft sign) join a word; hyphens and other marks split it (Jean-Pierre).
     latin = re.sub(r"['`]", "", latin.lower())
     return re.sub(r"[^a-z]+", " ", latin).strip()
+
+
+def _anyascii(word: str, scripts: set[str]) -> str:
+    if "laoo" in scripts:
+        return str(anyascii.anyascii(_lao_in_spoken_order(word)))
+    decomposed = unicodedata.normalize("NFKD", word)
+    return str(anyascii.anyascii("".join(c for c in decomposed if not unicodedata.combining(c))))
 
 
 def _thai(word: str) -> str:
@@ -190,10 +246,10 @@ def sound_key(word: str) -> str:
     for old, new in _VOWELS:
         text = text.replace(old, new)
     text = re.sub(r"(?<=a)r$", "", text)  # Burmese `-ar` for a long final a
-    text = re.sub(r"(.)\1+", r"\1", text)
-    return text or word
+    return re.sub(r"(.)\1+", r"\1", text)
 
 
 def fold_name_v2(name: str) -> list[str]:
-    """Name fold version 2: each word romanised, then its sound key ('สมชาย' -> ['somcai'])."""
-    return [sound_key(word) for word in to_latin(name).split()]
+    """Name fold version 2: each word romanised, then its sound key ('สมชาย' -> ['somcai']); a word
+    that folds to nothing (a lone `h`) is dropped."""
+    return [key for key in map(sound_key, to_latin(name).split()) if key]

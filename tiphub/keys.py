@@ -25,6 +25,32 @@ def _write_secret(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+LINKAGE_HEADER = b"tiphub linkage key, encoding "
+
+
+def linkage_key_file(encoding: int, secret: bytes) -> bytes:
+    """A linkage key file: a one-line header naming the encoding it derives with, then the 32-byte secret.
+    The encoding travels with the secret (a copied or restored key keeps it); a file of exactly 32 bytes
+    is a key made before encodings were versioned, and derives with encoding 1."""
+    return LINKAGE_HEADER + str(encoding).encode() + b"\n" + secret
+
+
+def read_linkage_key(path: Path) -> LinkageKey:
+    data = path.read_bytes()
+    if len(data) == 32:
+        return LinkageKey(data, LEGACY_ENCODING)
+    header, newline, secret = data.partition(b"\n")
+    known = ", ".join(map(str, sorted(ENCODINGS)))
+    if not header.startswith(LINKAGE_HEADER) or not newline or len(secret) != 32:
+        raise ValueError(
+            f"{path}: not a linkage key (32 bytes, or the line '{LINKAGE_HEADER.decode()}N' then 32 bytes)"
+        )
+    encoding = header.removeprefix(LINKAGE_HEADER)
+    if not encoding.isdigit() or int(encoding) not in ENCODINGS:
+        raise ValueError(f"{path}: encoding {encoding.decode(errors='replace')!r} is not a known one ({known})")
+    return LinkageKey(secret, int(encoding))
+
+
 def _hub_key_id(key: X25519PrivateKey) -> str:
     return "hub/" + key_fingerprint(public_bytes(key.public_key()))
 
@@ -104,14 +130,8 @@ class KeyStore:
     def linkage_path(self, version: int) -> Path:
         return self.dir / "hub" / f"linkage-v{version}.bin"
 
-    def linkage_encoding_path(self, version: int) -> Path:
-        """Which encoding (name fold and identifier canonical forms) a linkage key version derives with.
-        A key made before encodings were versioned has no such file: encoding 1."""
-        return self.dir / "hub" / f"linkage-v{version}.encoding"
-
     def _new_linkage_key(self, version: int) -> None:
-        self.linkage_encoding_path(version).write_text(f"{CURRENT_ENCODING}\n")
-        _write_secret(self.linkage_path(version), secrets.token_bytes(32))
+        _write_secret(self.linkage_path(version), linkage_key_file(CURRENT_ENCODING, secrets.token_bytes(32)))
 
     def agency_path(self, agency: str) -> Path:
         return self.dir / "agencies" / f"{agency}.pem"
@@ -233,7 +253,7 @@ class KeyStore:
         keys = {}
         for path in self.dir.glob("hub/linkage-v*.bin"):
             version = int(path.stem.removeprefix("linkage-v"))
-            keys[version] = LinkageKey(path.read_bytes(), self._linkage_encoding(version))
+            keys[version] = read_linkage_key(path)
         if not keys:
             raise FileNotFoundError(f"no linkage key under {self.dir / 'hub'}: run `tiphub keys init`")
         return keys
@@ -244,15 +264,6 @@ class KeyStore:
         self._new_linkage_key(version)
         return version
 
-    def _linkage_encoding(self, version: int) -> int:
-        path = self.linkage_encoding_path(version)
-        if not path.exists():
-            return LEGACY_ENCODING
-        text = path.read_text().strip()
-        if not text.isdigit() or int(text) not in ENCODINGS:
-            raise ValueError(f"{path}: not a known linkage encoding ({', '.join(map(str, sorted(ENCODINGS)))})")
-        return int(text)
-
     def retire_linkage_key(self, version: int) -> bool:
         """Delete an earlier linkage key version. The current one cannot be retired: rotate first."""
         keys = self.linkage_keys()
@@ -261,7 +272,6 @@ class KeyStore:
         if version not in keys:
             return False
         self.linkage_path(version).unlink()
-        self.linkage_encoding_path(version).unlink(missing_ok=True)
         return True
 
     def agency_key(self, agency: str) -> Ed25519PrivateKey:

@@ -15,8 +15,10 @@ written to the audit, in the same transaction.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +55,10 @@ class VerifyReports:
         self._accepted_schema = self.codec.registry.latest(ACCEPTED)
         self._rejected_schema = self.codec.registry.latest(REJECTED)
         self._retraction_id = self.codec.registry.latest(RETRACTION).schema_id.to_bytes(4, "big")
+        # The checks are CPU work (signatures, decryption, romanisation) and vault round trips: they run on
+        # one thread of their own, so a heavy batch never starves the event loop's heartbeats and fetches,
+        # and batches still run one at a time (a cancelled batch's work finishes before the next starts).
+        self._checks = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-checks")
 
     async def on_assigned(self, partitions: set[TopicPartition]) -> None:
         await self._read_timestamp_type()
@@ -89,16 +95,18 @@ class VerifyReports:
             )
             for r in records
         ]
+        verdicts = await asyncio.get_running_loop().run_in_executor(self._checks, self._verdicts, submissions, now)
+        outputs: list[Output] = []
+        for submission, verdict in zip(submissions, verdicts, strict=True):  # in input order
+            outputs += self._outputs(submission, verdict, now)
+        return outputs
+
+    def _verdicts(self, submissions: list[Submission], now: datetime) -> list[Verdict]:
+        """On the checks' thread: reports in one batch (one vault round trip), retractions one by one."""
         retractions = {id(s) for s in submissions if s.value and s.value[1:5] == self._retraction_id}
         reports = [s for s in submissions if id(s) not in retractions]
         verdicts = dict(zip((id(s) for s in reports), self.stage.process(reports, now), strict=True))
-        outputs: list[Output] = []
-        for submission in submissions:  # in input order
-            if id(submission) in retractions:
-                outputs += self._outputs(submission, self.stage.verify_retraction(submission, now), now)
-            else:
-                outputs += self._outputs(submission, verdicts[id(submission)], now)
-        return outputs
+        return [self.stage.verify_retraction(s, now) if id(s) in retractions else verdicts[id(s)] for s in submissions]
 
     def _outputs(self, submission: Submission, verdict: Verdict, now: datetime) -> list[Output]:
         if verdict.rejected is not None:
@@ -138,7 +146,7 @@ class VerifyReports:
         pass
 
     async def close(self) -> None:
-        pass
+        self._checks.shutdown(wait=False, cancel_futures=True)
 
 
 def build(context: StageContext) -> VerifyReports:

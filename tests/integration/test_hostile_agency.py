@@ -156,7 +156,7 @@ def test_an_agency_cannot_take_over_another_agencys_report_on_any_partition(hub:
     record = WireCodec().decode(accepted.value)[1]
     victim_key_id = record["subjects"][0]["subject_key_id"]
     vault = SqlKeyVault(Database(hub.settings.vault_database), KeyStore(hub.home).vault_keks)
-    decoy_token = Linker.latest(KeyStore(hub.home).linkage_keys()).token("PASSPORT", "NZ:ZZ7654321")
+    decoy_token = Linker.latest(KeyStore(hub.home).linkage_keys()).identifier_token("PASSPORT", "ZZ7654321", "NZ", None)
     decoy_keys = vault.key_ids_for_token(decoy_token)
     assert len(decoy_keys) == PARTITIONS and victim_key_id not in decoy_keys
     assert all(key.startswith(f"NZ-LABOUR/{report_id}/") for key in decoy_keys)

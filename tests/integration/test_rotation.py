@@ -71,7 +71,7 @@ def test_the_linkage_key_rotates_while_the_worker_runs_and_old_and_new_reports_a
 
     rotated = tiphub(hub, "keys", "rotate-linkage")
     assert rotated.returncode == 0, rotated.stderr
-    assert "v2 is current" in rotated.stdout
+    assert "v2 (encoding 2) is current" in " ".join(rotated.stdout.split())
     time.sleep(1.5)  # the worker reads the key directory again
     during = about_her("NZ-LABOUR", "Chan Sokha")
     hub.publish([during])

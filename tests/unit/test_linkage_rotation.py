@@ -17,7 +17,7 @@ from adapters.sql.database import Database
 from adapters.sql.registry import KeyRegistry
 from domain.correlate import Correlator
 from domain.facts import facts_from_accepted
-from domain.linkage import Linker, stranded_by_retiring
+from domain.linkage import LinkageKey, Linker, stranded_by_retiring
 from domain.linking import KeyIndex, Link, sightings_of
 from schemas.codec import WireCodec
 from streams.accept import AcceptStage, Submission
@@ -193,9 +193,10 @@ def test_a_stage_not_yet_reloaded_and_one_already_rotated_still_link(store: KeyS
 def test_a_new_encoding_is_adopted_by_rotation_and_the_bridge_links_people_seen_before_and_after(
     store: KeyStore, vault: InMemoryKeyVault
 ) -> None:
-    """A hub whose key was made before encodings were versioned (no `.encoding` file: encoding 1) keeps
+    """A hub whose key was made before encodings were versioned (a bare 32-byte file: encoding 1) keeps
     its values; the rotated key derives with encoding 2, and the bridge carries encoding 1 beside it."""
-    store.linkage_encoding_path(1).unlink()
+    path = store.linkage_path(1)
+    path.write_bytes(path.read_bytes()[-32:])
     assert {v: k.encoding for v, k in store.linkage_keys().items()} == {1: 1}
     stage = worker_stage(store, vault, reload_s=1e-6)
     before = accept_one(stage, store, make_report(subjects=[person("Somchai Srisuk", "1999-04-02", [])]))
@@ -215,12 +216,22 @@ def test_a_new_encoding_is_adopted_by_rotation_and_the_bridge_links_people_seen_
     assert len({correlator.entity_of[f"{r['report_id']}#0"] for r in (before, during, thai)}) == 1
 
 
-def test_a_linkage_key_says_its_encoding_and_an_unknown_one_is_refused(store: KeyStore) -> None:
-    assert store.linkage_encoding_path(1).read_text() == "2\n"  # keys init makes encoding-2 keys
-    store.linkage_encoding_path(1).write_text("9\n")
-    with pytest.raises(ValueError, match=r"linkage-v1\.encoding: not a known linkage encoding"):
-        store.linkage_keys()
-    store.linkage_encoding_path(1).write_text("2\n")
+def test_a_linkage_key_carries_its_encoding_and_a_damaged_or_unknown_one_is_refused(store: KeyStore) -> None:
+    path = store.linkage_path(1)
+    secret = path.read_bytes()[-32:]
+    assert path.read_bytes() == b"tiphub linkage key, encoding 2\n" + secret  # keys init makes encoding-2 keys
+    assert store.linkage_keys()[1] == LinkageKey(secret, 2)
+    # A copy of the file (a backup restored, a secret mounted) keeps its encoding: nothing beside it to lose.
+    for damaged, reason in [
+        (b"tiphub linkage key, encoding 9\n" + secret, r"encoding '9' is not a known one \(1, 2\)"),
+        (b"tiphub linkage key, encoding 2\n" + secret[:31], "not a linkage key"),
+        (secret + b"\n", "not a linkage key"),
+        (b"", "not a linkage key"),
+    ]:
+        path.write_bytes(damaged)
+        with pytest.raises(ValueError, match=rf"linkage-v1\.bin: {reason}"):
+            store.linkage_keys()
+    path.write_bytes(b"tiphub linkage key, encoding 2\n" + secret)
     store.rotate_linkage_key()
     store.retire_linkage_key(1)
-    assert not store.linkage_encoding_path(1).exists()
+    assert not path.exists() and set(store.linkage_keys()) == {2}

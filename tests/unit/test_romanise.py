@@ -12,7 +12,8 @@ import pytest
 
 from domain.facts import PersonOccurrence, strong_match
 from domain.linkage import Linker
-from schemas.normalise import document_number, normalise_identifier
+from schemas import romanise
+from schemas.normalise import IdentifierError, document_number, normalise_identifier
 from schemas.romanise import fold_name_v2, to_latin
 
 KEY = bytes(range(32))
@@ -140,6 +141,58 @@ def test_a_partial_birth_date_links_across_scripts_on_the_name_and_year() -> Non
     assert not links(V2, "Somchai Srisuk", "สมชาย ศรีสุข", "1999", "2001-04-02")
 
 
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("Le Thi Thuy", "Le Thi Tui"), ("Nguyen Van Thanh", "Nguyen Van Tan"), ("Tran Van Binh", "Tran Van Pinh")],
+)
+def test_names_the_fold_makes_one_are_told_apart_by_the_birth_date(a: str, b: str) -> None:
+    """Minimal pairs: distinct names (Thủy and Tùy) that fold alike. Another birth date, or another birth
+    year when one date is partial, keeps them two people; within one birth year they are one (the cost
+    of the coarse fold, docs/correlation.md "What the fold costs")."""
+    assert fold_name_v2(a) == fold_name_v2(b)
+    assert not links(V2, a, b, "1999-04-02", "1999-04-12")
+    assert not links(V2, a, b, "1999", "2000-04-02")
+
+
+def test_a_name_is_read_to_a_bound_so_a_hostile_one_costs_no_more_than_a_long_real_one() -> None:
+    word = "ศรีสุข" * 20  # 120 characters of Thai in one word
+    assert to_latin(word) == to_latin(word[:32])
+    many = " ".join(["สมชาย"] * 8 + ["กิตติศักดิ์"] * 50)
+    assert fold_name_v2(many) == ["somcai"] * 8
+    assert fold_name_v2("Somchai Srisuk") == ["somcai", "srisuk"]  # real names are far inside the bound
+    assert fold_name_v2("H Somchai") == ["somcai"]  # a word that folds to nothing is dropped, not kept raw
+
+
+def test_a_library_that_fails_on_a_word_falls_back_and_logs_no_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(word: str) -> str:
+        raise IndexError("inside the library")
+
+    monkeypatch.setattr(romanise, "_thai", broken)
+    romanise._word_to_latin.cache_clear()
+    try:
+        assert to_latin("มาลี") == "mali"  # anyascii's reading: still letters, the stage goes on
+    finally:
+        romanise._word_to_latin.cache_clear()
+    assert "romanising a thai word failed (IndexError)" in caplog.text and "มาลี" not in caplog.text
+
+
+def test_a_machine_whose_libraries_romanise_otherwise_is_refused_before_its_first_value() -> None:
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(romanise, "_burmese", lambda latin: latin)  # as if ICU's rules had changed
+            romanise._word_to_latin.cache_clear()
+            romanise.check_libraries.cache_clear()
+            with pytest.raises(romanise.RomanisationMismatch, match=r"1 of encoding 2's reference names .* ICU 72"):
+                Linker(KEY, 1, encoding=2)
+            assert Linker(KEY, 1, encoding=1).encoding == 1  # encoding 1 has no library to check
+    finally:
+        romanise._word_to_latin.cache_clear()
+        romanise.check_libraries.cache_clear()
+    assert Linker(KEY, 1, encoding=2).encoding == 2
+
+
 def test_the_fold_keeps_nothing_but_ascii_letters() -> None:
     for pairs in SAME_PERSON.values():
         for latin, written in pairs:
@@ -171,10 +224,28 @@ def test_a_document_number_written_with_a_confusion_is_one_number(written: str, 
         ("N01234567", "N01234568"),  # another digit: another passport
         ("N01234567", "P01234567"),  # another series letter (P is no digit's look-alike)
         ("N1234567", "N1234567<4"),  # a check digit that does not check is a digit of the number
+        ("MD1234567", "MO1234567"),  # letters are never folded into each other: D and O stay two
+        ("FI1234567", "FL1234567"),  # I passes for 1, L does not: I and L stay two
+        ("NQ1234567", "NO1234567"),
+        ("AG1234567", "A61234567"),  # G is a series letter, not a 6
     ],
 )
 def test_near_miss_document_numbers_stay_apart(written: str, other: str) -> None:
     assert V2.identifier_token("PASSPORT", written, "KH", None) != V2.identifier_token("PASSPORT", other, "KH", None)
+
+
+def test_a_series_letter_that_passes_for_a_digit_is_that_digit() -> None:
+    """The documented price of the fold: S1234567 and 51234567 are one number."""
+    assert V2.identifier_token("PASSPORT", "S1234567", "KH", None) == V2.identifier_token(
+        "PASSPORT", "51234567", "KH", None
+    )
+
+
+def test_a_number_too_short_once_its_check_digit_is_dropped_is_refused() -> None:
+    with pytest.raises(IdentifierError, match="at least 3"):
+        normalise_identifier("PASSPORT", "AB<3", "KH", None, encoding=2)  # 3 checks "AB": "A8" is left
+    with pytest.raises(ValueError, match="unknown linkage encoding 3"):
+        normalise_identifier("PASSPORT", "N1234567", "KH", None, encoding=3)
 
 
 def test_the_same_number_from_another_issuer_is_another_document() -> None:
