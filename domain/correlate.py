@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, strong_match_any, without
+from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, near_keys, strong_match_any, without
 from domain.linking import Link
 from domain.state_codec import OCCURRENCE, REPORT, checked, decode_json, dumps, flag, maybe, moment, text, texts, when
 from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, prefetch, stored_set
@@ -292,7 +292,8 @@ class Correlator:
             candidates = set(self.by_dob.get(variant.dob_key, ())) if variant.dob_key else set()
             ny_index = self.by_ny_without_dob if variant.dob_key else self.by_ny
             for key in variant.ny_keys:
-                candidates |= ny_index.get(key, set())
+                # `nd:` keys exist only with a full DOB: their candidates are all of the full-DOB side.
+                candidates |= (self.by_ny if key.startswith("nd:") else ny_index).get(key, set())
             if among is not None:
                 candidates &= among
             linked |= {other for other in candidates if strong_match_any(variant, self.occurrences[other])}
@@ -323,7 +324,10 @@ class Correlator:
         dobs1 = {self.occurrences[o].dob_key for o in m1} - {None}
         dobs2 = {self.occurrences[o].dob_key for o in m2} - {None}
         if dobs1 and dobs2 and not dobs1 & dobs2:
-            return True
+            # Two dates one slip apart under one name (a shared `nd:` key) are no conflict: one was mistyped.
+            near1 = {k for o in m1 for k in near_keys(self.occurrences[o])}
+            if not any(near1 & near_keys(self.occurrences[o]) for o in m2):
+                return True
         clks1 = [c for o in m1 if (c := self.occurrences[o].clk) is not None]
         clks2 = [c for o in m2 if (c := self.occurrences[o].clk) is not None]
         return bool(clks1 and clks2) and max(dice(a, b) for a in clks1 for b in clks2) < CONFLICT_DICE

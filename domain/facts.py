@@ -12,6 +12,7 @@ from schemas.normalise import CONTACT_KINDS, DOCUMENT_KINDS
 
 STRONG_DOB_DICE = 0.70
 WEAK_DICE = 0.80
+NEAR_DOB_DICE = 0.80  # a near full DOB asks what a partial one asks of the names
 CONFLICT_DICE = 0.60
 
 
@@ -58,12 +59,21 @@ def strong_match_any(a: PersonOccurrence, b: PersonOccurrence) -> bool:
     return any(strong_match(x, y) for x in a.variants() for y in b.variants())
 
 
+def near_keys(occ: PersonOccurrence) -> set[str]:
+    """The `nd:` keys among an occurrence's name keys: its whole folded name with its date's neighbours."""
+    return {k for k in occ.ny_keys if k.startswith("nd:")}
+
+
 def strong_match(a: PersonOccurrence, b: PersonOccurrence) -> bool:
-    """Level-1 fuzzy match: equal keyed full DOBs and Dice >= 0.70, or a shared name+year key and Dice >= 0.80."""
+    """Level-1 fuzzy match: equal keyed full DOBs and Dice >= 0.70; or full DOBs one typing error or a
+    day/month swap apart (a shared `nd:` key: a name word's skeleton and a neighbour date) and Dice >= 0.80;
+    or, when a DOB is partial, a shared name+year key and Dice >= 0.80."""
     if a.clk is None or b.clk is None:
         return False
     if a.dob_key and b.dob_key:
-        return a.dob_key == b.dob_key and dice(a.clk, b.clk) >= STRONG_DOB_DICE
+        if a.dob_key == b.dob_key:
+            return dice(a.clk, b.clk) >= STRONG_DOB_DICE
+        return bool(near_keys(a) & near_keys(b)) and dice(a.clk, b.clk) >= NEAR_DOB_DICE
     return bool(set(a.ny_keys) & set(b.ny_keys)) and dice(a.clk, b.clk) >= WEAK_DICE
 
 
@@ -109,7 +119,10 @@ def header_of(record: dict[str, Any]) -> ReportHeader:
 
 
 def _dob_and_ny(blocking: list[str]) -> tuple[str | None, tuple[str, ...]]:
-    return next((k for k in blocking if k.startswith("dob:")), None), tuple(k for k in blocking if k.startswith("ny:"))
+    """The exact DOB key, and the name keys: `ny:` (name + year) and `nd:` (name + a DOB's neighbours)."""
+    return next((k for k in blocking if k.startswith("dob:")), None), tuple(
+        k for k in blocking if k.startswith(("ny:", "nd:"))
+    )
 
 
 def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:

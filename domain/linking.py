@@ -30,7 +30,7 @@ ENTITY_MERGED = "tiphub.EntityMerged"
 class Link:
     a: str
     b: str
-    basis: str  # document | dob | name_year
+    basis: str  # document | dob | dob_near | name_year
 
     @staticmethod
     def of(x: str, y: str, basis: str) -> Link:
@@ -133,8 +133,11 @@ class KeyIndex:
             return Link.of(new.occ_id, other.occ_id, "document")
         if new.key.startswith("ny:") and new.dob_key and other.dob_key:
             return None  # two full DOBs are compared under their dob: key, never on name+year alone
+        if new.key.startswith("nd:") and new.dob_key == other.dob_key:
+            return None  # one DOB: the dob: key links them, once (equal dates share all their nd: keys)
         if strong_match(_occurrence(new), _occurrence(other)):
-            return Link.of(new.occ_id, other.occ_id, "dob" if new.key.startswith("dob:") else "name_year")
+            basis = {"dob:": "dob", "nd:": "dob_near"}.get(new.key[: new.key.index(":") + 1], "name_year")
+            return Link.of(new.occ_id, other.occ_id, basis)
         return None
 
     def erase(self, subject_key_ids: Iterable[str]) -> None:

@@ -2,7 +2,9 @@
 
 Each case is one victim (with a consistent identity and often a recruiter or employer),
 seen in 2-5 reports by different agencies, with the noise real records carry: missing
-identifiers, phone numbers written in several formats, names transliterated differently.
+identifiers, phone numbers written in several formats, names transliterated differently or in
+the victim's own script, passports typed with look-alike letters, dates of birth with day and
+month swapped, a digit mistyped or only the year.
 Decoys (single unrelated reports, near-namesakes, same-agency pairs) are mixed in.
 Deterministic for a seed. Figures derive from the Counter Trafficking Data Collaborative
 (CTDC, www.ctdatacollaborative.org) k-anonymised global dataset.
@@ -266,6 +268,30 @@ class Simulator:
         i = self.rng.choice(digits)
         return number[:i] + _LOOK_ALIKE[number[i]] + number[i + 1 :]
 
+    def _dob_as_written(self, dob: date) -> str:
+        """A date of birth as a person says it or a clerk types it: day and month swapped (when the day
+        can be a month), a digit mistyped, or only the year; else as it is."""
+        draw = self.rng.random()
+        if draw < 0.15 and dob.day <= 12 and dob.day != dob.month:
+            return f"{dob.year:04d}-{dob.day:02d}-{dob.month:02d}"
+        if draw < 0.30:
+            digits = list(dob.strftime("%Y%m%d"))
+            for _ in range(10):  # a slip that still makes a date, in the past
+                i = self.rng.randrange(2, 8)
+                typed = digits.copy()
+                typed[i] = self.rng.choice([d for d in "0123456789" if d != digits[i]])
+                text = "".join(typed)
+                try:
+                    slipped = date(int(text[:4]), int(text[4:6]), int(text[6:]))
+                except ValueError:
+                    continue
+                if slipped < BASE_DATE.date():  # before every report (and deterministic)
+                    return slipped.isoformat()
+            return dob.isoformat()
+        if draw < 0.45:
+            return f"{dob.year:04d}"
+        return dob.isoformat()
+
     # -- reports -------------------------------------------------------------------------
     def _subject(self, person: Person, role: str, channel: str, *, need_link: bool) -> dict[str, Any]:
         noisy = self.rng.random() < self.noise
@@ -279,7 +305,8 @@ class Simulator:
             subject["name"] = person.local_name if local else variant(person.name, self.rng)
         with_dob = documents or channel == "LABOUR_INSPECTION" or self.rng.random() > self.noise / 2
         if with_dob:
-            subject["date_of_birth"] = person.dob.isoformat()
+            hand_written = noisy and not documents
+            subject["date_of_birth"] = self._dob_as_written(person.dob) if hand_written else person.dob.isoformat()
         if documents or self.rng.random() > self.noise:
             subject["nationality"] = person.nationality
         identifiers = []

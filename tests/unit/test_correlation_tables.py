@@ -155,9 +155,14 @@ def indexes(c: Correlator) -> dict[str, Any]:
 
 
 def answers(state: ScopedCorrelation) -> dict[str, Any]:
-    """What a state answers, scope by scope: what it holds, its feed's place, its books, its correlation."""
+    """What a state answers, scope by scope: what it holds, its feed's place, its books, its correlation.
+    A scope that holds nothing and never wrote a signal answers what an absent one does (no signal, no
+    report): a restore from tables keeps one whose shares all ended while the union was down, where a full
+    restore never makes it, and neither a caller nor the next flush can tell them apart."""
     out: dict[str, Any] = {}
     for name, scope in sorted(state.scopes.items()):
+        if not dict(scope.held) and scope.seq == 0 and not scope.book.latest():
+            continue
         out[name] = {
             "held": dict(scope.held),
             "expiring": set(scope.expiring),
