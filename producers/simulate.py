@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -179,6 +179,26 @@ class SimulatedCase:
     reports: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Network:
+    """Cases run by one operation: one employer or venue that takes several victims in, and one
+    controller whose phone the victims give (IR-2, IR-4, IR-5 patterns)."""
+
+    network_id: str
+    employer: dict[str, Any]
+    controller: Person
+    start: datetime
+    size: int
+    members: int = 0
+
+
+NETWORK_SHARE = 0.3  # of cases run by a network of 3-6
+DOCUMENT_REUSE = 0.25
+# Of cases, victims of the region's scam compounds (CTDC codes them "Other"; the seeds' ASEAN reports put
+# them among the largest groups since 2021): recruited, then forced into online fraud (IR-6).
+SCAM_CENTRES = 0.08  # of passports reported lost that someone else presents later
+
+
 class Profiles:
     """Draws case profiles: rows of the CTDC file when given, else its built-in marginals."""
 
@@ -209,6 +229,11 @@ class Simulator:
         self.profiles = Profiles(self.rng, ctdc)
         self.noise = noise
         self._people = 0
+        self._network: Network | None = None
+        self._networks = 0
+        # Who each report's subjects really are (person, passport and phones as issued), for the truth.
+        self.identities: dict[str, list[dict[str, Any]]] = {}
+        self.reused: list[dict[str, Any]] = []  # lost passports presented by someone else (`_reuse`)
 
     # -- identities --------------------------------------------------------------------
     def _uuid(self) -> str:
@@ -325,6 +350,11 @@ class Simulator:
         if person.email and channel in ("VISA_APPLICATION_FLAG", "NGO_REFERRAL") and self.rng.random() < 0.5:
             identifiers.append({"kind": "EMAIL", "value": person.email.upper() if noisy else person.email})
         subject["identifiers"] = identifiers
+        subject["_truth"] = {
+            "person": person.person_id,
+            "passport": person.passport if any(i["kind"] == "PASSPORT" for i in identifiers) else None,
+            "phones": [person.phone] if any(i["kind"] == "PHONE" for i in identifiers) else [],
+        }
         return subject
 
     def _report(
@@ -337,8 +367,10 @@ class Simulator:
         narrative: str | None,
     ) -> dict[str, Any]:
         agency, _, _ = CHANNELS[channel]
+        report_id = self._uuid()
+        self.identities[report_id] = [subject.pop("_truth") for subject in subjects]
         report: dict[str, Any] = {
-            "report_id": self._uuid(),
+            "report_id": report_id,
             "source_agency": agency,
             "observed_at": at.isoformat().replace("+00:00", "Z"),
             "indicator_type": channel,
@@ -363,11 +395,18 @@ class Simulator:
         low, high = AGES.get(profile.get("ageCategories", ""), (20, 30))
         age = self.rng.randint(low, high)
         start = BASE_DATE + timedelta(days=self.rng.randrange(0, 600), minutes=self.rng.randrange(0, 1440))
+        network = self._join_network(start) if self.rng.random() < NETWORK_SHARE else None
+        if network is not None:  # the operation's victims arrive within four months of each other
+            start = network.start + timedelta(days=self.rng.randrange(0, 120), minutes=self.rng.randrange(0, 1440))
         victim = self.person(nationality, sex, age, start)
         minor = age < 18
         purpose = PURPOSE.get(profile.get("ExploitType", ""), "PURPOSE_FORCED_LABOUR")
+        if self.rng.random() < SCAM_CENTRES:  # recruited by a fake job offer into a scam compound
+            purpose, scam = "PURPOSE_FORCED_CRIMINALITY", True
+        else:
+            scam = False
         means = MEANS.get(profile.get("ControlCategory", ""), "MEANS_DECEPTION")
-        acts = ["ACT_RECRUITMENT"] if profile.get("RecruiterCategory") != "Not Specified" else []
+        acts = ["ACT_RECRUITMENT"] if scam or profile.get("RecruiterCategory") != "Not Specified" else []
         acts.append("ACT_TRANSPORT")
         groups = {
             "ACT": acts,
@@ -382,6 +421,8 @@ class Simulator:
             "registration": f"NZBN-94290{self.rng.randrange(10**7, 10**8)}",
             "country": "NZ",
         }
+        if network is not None:
+            employer = network.employer
         recruiter = None
         if acts[0] == "ACT_RECRUITMENT":
             recruiter = self.person(nationality, self.rng.choice("FM"), self.rng.randint(25, 55), start)
@@ -398,6 +439,11 @@ class Simulator:
                 elements = [e for e in elements if e == "MEANS_DOCUMENT_CONFISCATION"]
             need_link = channel == "HOTLINE_TIP" and not has_phone_elsewhere
             subjects = [self._subject(victim, "SUSPECTED_VICTIM", channel, need_link=need_link)]
+            if network is not None and channel in ("NGO_REFERRAL", "HOTLINE_TIP") and self.rng.random() < 0.8:
+                # The number the victim was told to call: the controller's, written as the victim gives it.
+                controller = network.controller.phone
+                subjects[0]["identifiers"].append({"kind": "PHONE", "value": self._phone_as_written(controller, False)})
+                subjects[0]["_truth"]["phones"].append(controller)
             if recruiter and channel in ("NGO_REFERRAL", "VISA_APPLICATION_FLAG") and self.rng.random() < 0.6:
                 subjects.append(
                     {
@@ -406,6 +452,7 @@ class Simulator:
                         "sex": recruiter.sex,
                         "nationality": recruiter.nationality,
                         "identifiers": [{"kind": "PHONE", "value": recruiter.phone}],
+                        "_truth": {"person": recruiter.person_id, "passport": None, "phones": [recruiter.phone]},
                     }
                 )
             organisations = (
@@ -414,7 +461,47 @@ class Simulator:
             narrative = f"{title}: {victim.name} reported concerns; see attached notes."
             case.reports.append(self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative))
             at += timedelta(days=self.rng.randrange(1, 60), minutes=self.rng.randrange(0, 1440))
+        if "LOST_STOLEN_DOCUMENT" in channels and self.rng.random() < DOCUMENT_REUSE:
+            self.reused.append(self._reuse(victim, at))
         return case
+
+    def _reuse(self, victim: Person, after: datetime) -> dict[str, Any]:
+        """The victim's passport, reported lost, presented later by someone else (IR-3): a facilitator moving
+        another person on it, read by the machine at the border or the visa desk."""
+        channel = self.rng.choice(["BORDER_CROSSING", "VISA_APPLICATION_FLAG"])
+        impostor = self.person(victim.nationality, victim.sex, self.rng.randint(18, 40), after)
+        subject = {
+            "role": "SUSPECTED_TRAFFICKER",
+            "sex": impostor.sex,
+            "name": impostor.name,
+            "date_of_birth": impostor.dob.isoformat(),
+            "nationality": victim.nationality,
+            "identifiers": [{"kind": "PASSPORT", "value": victim.passport, "issuer": victim.nationality}],
+            "_truth": {"person": impostor.person_id, "passport": victim.passport, "phones": []},
+        }
+        at = after + timedelta(days=self.rng.randrange(1, 200), minutes=self.rng.randrange(0, 1440))
+        return self._report(channel, at, ["ACT_TRANSPORT"], [subject], [], None)
+
+    def _join_network(self, start: datetime) -> Network:
+        """The network now taking victims in, or a new one of 3-6 cases when the last is full."""
+        network = self._network
+        if network is None or network.members >= network.size:
+            self._networks += 1
+            nationality = self.rng.choice([c for c, _ in REGIONAL_CITIZENSHIP])
+            network = self._network = Network(
+                f"N{self._networks:04d}",
+                {
+                    "role": "EMPLOYER",
+                    "name": f"{self.rng.choice(['Orchard', 'Coastal', 'Summit', 'Evergreen'])} Staffing Ltd",
+                    "registration": f"NZBN-94291{self.rng.randrange(10**7, 10**8)}",
+                    "country": "NZ",
+                },
+                self.person(nationality, self.rng.choice("FM"), self.rng.randint(30, 55), start),
+                start,
+                self.rng.randint(3, 6),
+            )
+        network.members += 1
+        return network
 
     def decoys(self, count: int, namesakes: list[Person]) -> list[dict[str, Any]]:
         """Unrelated single reports; near-namesakes of victims (same name, other birth date,
@@ -453,37 +540,117 @@ class Simulator:
 class Simulation:
     reports: list[dict[str, Any]]
     cases: list[SimulatedCase]
+    # report_id -> who its subjects really are ({"person", "passport", "phones"} per subject, in order)
+    identities: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def truth(self) -> dict[str, Any]:
-        """Per requirement, the report-id sets a perfect correlator would raise signals for."""
-        ir1 = []
+        """Per requirement, the report-id sets a perfect correlator would raise signals for: what the
+        plan asks (policies/collection_plan.yaml) judged on who the subjects really are, each set every
+        report of its entity (as a signal holds), once some window of the requirement answers it."""
+        ir1, ir6 = [], []
         for case in self.cases:
             agencies = {r["source_agency"] for r in case.reports}
             elements = {e for r in case.reports for e in r["elements"]}
-            times = [datetime.fromisoformat(r["observed_at"].replace("Z", "+00:00")) for r in case.reports]
+            times = [_at(r) for r in case.reports]
             within = max(times) - min(times) <= timedelta(days=365)
+            entry = {"case_id": case.case_id, "report_ids": sorted(r["report_id"] for r in case.reports)}
             if len(agencies) >= 2 and within and covers_requirement(elements, minor=case.minor):
-                ir1.append(
-                    {
-                        "case_id": case.case_id,
-                        "report_ids": sorted(r["report_id"] for r in case.reports),
-                    }
-                )
+                ir1.append(entry)
+            if _answered(case.reports, 365, _ir6):
+                ir6.append(entry)
+        by_org: dict[str, list[dict[str, Any]]] = {}
+        by_passport: dict[str, list[dict[str, Any]]] = {}
+        by_phone: dict[str, list[dict[str, Any]]] = {}
+        for report in self.reports:
+            for organisation in report["organisations"]:
+                by_org.setdefault(organisation["registration"], []).append(report)
+            for who in self.identities.get(report["report_id"], []):
+                if who["passport"]:
+                    by_passport.setdefault(who["passport"], []).append(report)
+                for phone in who["phones"]:
+                    by_phone.setdefault(phone, []).append(report)
+
+        def victims(span: list[dict[str, Any]]) -> set[str]:
+            return {
+                who["person"]
+                for r in span
+                for who, subject in zip(self.identities[r["report_id"]], r["subjects"], strict=True)
+                if subject["role"] == "SUSPECTED_VICTIM"
+            }
+
+        def holders(phone: str) -> Callable[[list[dict[str, Any]]], bool]:
+            def answers(span: list[dict[str, Any]]) -> bool:
+                people = {w["person"] for r in span for w in self.identities[r["report_id"]] if phone in w["phones"]}
+                return len(people) >= 3
+
+            return answers
+
+        def entries(kind: str, found: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+            # Labelled by number: the truth file holds no registration, passport or phone.
+            return [
+                {"entity": f"{kind} {n}", "report_ids": sorted({r["report_id"] for r in group})}
+                for n, group in enumerate(found)
+            ]
+
+        ir2 = [g for g in by_org.values() if _answered(g, 730, lambda span: len(victims(span)) >= 3)]
+        ir3 = [g for g in by_passport.values() if _answered(g, 730, _ir3)]
+        ir4 = [_unique(g) for k, g in by_phone.items() if _answered(_unique(g), 365, holders(k))]
+        ir5 = [g for g in by_org.values() if _answered(g, 730, _ir5)]
         return {
-            "requirements": {"IR-1": ir1},
+            "requirements": {
+                "IR-1": ir1,
+                "IR-2": entries("organisation", ir2),
+                "IR-3": entries("document", ir3),
+                "IR-4": entries("contact", ir4),
+                "IR-5": entries("organisation", ir5),
+                "IR-6": ir6,
+            },
             "cases": len(self.cases),
             "reports": len(self.reports),
         }
+
+
+def _at(report: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(report["observed_at"].replace("Z", "+00:00"))
+
+
+def _unique(reports: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list({r["report_id"]: r for r in reports}.values())
+
+
+def _answered(reports: list[dict[str, Any]], days: int, answers: Callable[[list[dict[str, Any]]], bool]) -> bool:
+    """As the correlator judges: some window of `days` from one of the reports answers the question."""
+    ordered = sorted(reports, key=lambda r: (_at(r), r["report_id"]))
+    window = timedelta(days=days)
+    return any(answers([r for r in ordered[i:] if _at(r) - _at(first) <= window]) for i, first in enumerate(ordered))
+
+
+def _ir3(span: list[dict[str, Any]]) -> bool:
+    lost = [_at(r) for r in span if r["indicator_type"] == "LOST_STOLEN_DOCUMENT"]
+    used = ("BORDER_CROSSING", "VISA_APPLICATION_FLAG")
+    return bool(lost) and any(r["indicator_type"] in used and _at(r) > min(lost) for r in span)
+
+
+def _ir5(span: list[dict[str, Any]]) -> bool:
+    bonded = any(r["indicator_type"] == "LABOUR_INSPECTION" and "MEANS_DEBT_BONDAGE" in r["elements"] for r in span)
+    return bonded and any(r["indicator_type"] == "VISA_APPLICATION_FLAG" for r in span)
+
+
+def _ir6(span: list[dict[str, Any]]) -> bool:
+    elements = {e for r in span for e in r["elements"]}
+    agencies = {r["source_agency"] for r in span}
+    return len(agencies) >= 2 and {"ACT_RECRUITMENT", "PURPOSE_FORCED_CRIMINALITY"} <= elements
 
 
 def simulate(cases: int, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3) -> Simulation:
     simulator = Simulator(seed, ctdc, noise)
     built = [simulator.case(i) for i in range(cases)]
     reports = [r for case in built for r in case.reports]
+    reports += simulator.reused
     reports += simulator.decoys(max(1, cases // 5), [c.victim for c in built])
     # Agencies report in their own time: interleave by observation time, as they would arrive.
     reports.sort(key=lambda r: (r["observed_at"], r["report_id"]))
-    return Simulation(reports, built)
+    return Simulation(reports, built, simulator.identities)
 
 
 def iter_jsonl_reports(simulation: Simulation) -> Iterator[dict[str, Any]]:

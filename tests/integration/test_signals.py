@@ -101,6 +101,7 @@ def test_eval_scores_the_stream_against_the_truth(hub: Hub, tmp_path: Path, simu
     assert result.returncode == 0, result.stderr
     scores = json.loads(result.stdout.strip().splitlines()[-1])
     assert scores["IR-1"]["precision"] >= 0.9 and scores["IR-1"]["recall"] >= 0.9, scores
+    assert sorted(scores) == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]  # every requirement scored
 
 
 def test_an_erased_person_drops_out_of_the_signals(hub: Hub) -> None:

@@ -277,19 +277,26 @@ def test_final_signals_do_not_depend_on_arrival_order_or_redelivery(pipeline: Pi
 
 
 def test_ir1_precision_and_recall_on_a_fixed_seed_simulation(pipeline: Pipeline) -> None:
-    simulation = simulate(250, seed=7)
+    simulation = simulate(400, seed=7)
     correlator = pipeline.correlate(pipeline.accept(simulation.reports))
     scores = evaluate_against_truth(list(correlator.evaluate().values()), simulation.truth()["requirements"])
-    assert scores["IR-1"]["precision"] >= 0.9 and scores["IR-1"]["recall"] >= 0.9, scores
+    # Every requirement of the plan is simulated with its truth (networks, controllers, lost passports
+    # presented by someone else, scam compounds) and scored.
+    assert sorted(scores) == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]
+    for requirement, score in scores.items():
+        assert score["truth"] >= 9 and score["precision"] >= 0.9 and score["recall"] >= 0.9, (requirement, scores)
     # The cases one agency wrote in the victim's own script (Thai, Khmer, Burmese, Cyrillic) or with
     # Vietnamese diacritics, and another as the passport does: found as well as the rest (encoding 2).
     native = {
         r["report_id"] for r in simulation.reports if any(not (s.get("name") or "").isascii() for s in r["subjects"])
     }
     crossing = [case for case in simulation.truth()["requirements"]["IR-1"] if native & set(case["report_ids"])]
-    assert len(crossing) >= 10
+    # 0.8, not 0.9: half of these reports are also hand-written with a date of birth swapped, mistyped or
+    # missing, and a name in another script with a degraded date is past what the hub links on (the bench
+    # scores 1,000 cases: docs/correlation.md "Measured").
+    assert len(crossing) >= 15
     across = evaluate_against_truth(list(correlator.evaluate().values()), {"IR-1": crossing})
-    assert across["IR-1"]["recall"] >= 0.9, across
+    assert across["IR-1"]["recall"] >= 0.8, across
 
 
 def test_merging_entities_re_emits_the_absorbed_signal_as_merged(pipeline: Pipeline) -> None:

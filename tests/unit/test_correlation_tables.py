@@ -38,7 +38,9 @@ def history(tmp: str) -> tuple[ReportFacts, ...]:
     from pathlib import Path
 
     pipeline = Pipeline(Path(tmp))
-    reports = simulate(cases=30, seed=11).reports[:90]
+    # A history in which some 30-day shares carry signals when they end (seed 11 stopped being one when the
+    # simulator gained networks; seeds 12-16 all are).
+    reports = simulate(cases=30, seed=12).reports[:90]
     return tuple(facts_from_accepted(record) for record in pipeline.accept(reports))
 
 
@@ -314,14 +316,15 @@ def test_a_restore_from_tables_and_the_tail_answers_as_a_full_restore(
 
     assert answers(from_tables) == answers(full.state)
     mapped_whole = {name for name, scope in from_tables.scopes.items() if scope.correlator and scope.full}
-    # Only scopes the tables did not hold are mapped whole, unless shares ended while the union was down (40
-    # days): then an entity the tail signalled can lose the report that was its smallest member, and with it
-    # its key, so the signal the tail wrote is no key's now; mapping that scope whole is the designed fallback
-    # (ScopedCorrelation.settle_loaded), and the answers above are what count.
-    if keep_map and restart_after_days == 1:
-        assert not mapped_whole & in_tables
-    else:
+    # Tables whose maps were lost are mapped whole. With their maps, only scopes the tables did not hold are,
+    # unless shares ended while the union was down (40 days): then an entity the tail signalled may lose the
+    # report that was its smallest member, and with it its key, so the signal the tail wrote is no key's now;
+    # mapping that scope whole is the designed fallback (ScopedCorrelation.settle_loaded). Whether a history
+    # needs it depends on the history; the answers above are what count.
+    if not keep_map:
         assert mapped_whole & in_tables
+    elif restart_after_days == 1:
+        assert not mapped_whole & in_tables
     emitted = [from_tables.flush(), full.state.flush()]
     assert emitted[0] == emitted[1]
     if restart_after_days == 40:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -66,3 +67,43 @@ def test_elements_follow_the_legal_definition() -> None:
     assert not covers_requirement({"ACT_TRANSPORT", "PURPOSE_FORCED_LABOUR"}, minor=False)
     assert covers_requirement({"ACT_TRANSPORT", "PURPOSE_FORCED_LABOUR"}, minor=True)
     assert not covers_requirement({"MEANS_FORCE", "PURPOSE_FORCED_LABOUR"}, minor=True)
+
+
+def test_truth_holds_every_requirement_judged_on_who_the_subjects_really_are() -> None:
+    """IR-2 to IR-6 from the simulated networks (one employer, one controller's phone for 3-6 cases), lost
+    passports presented later by someone else, and scam-compound recruitment; each entry checked here
+    against the reports themselves."""
+    simulation = simulate(300, seed=9)
+    truth = simulation.truth()["requirements"]
+    by_id = {r["report_id"]: r for r in simulation.reports}
+    for requirement in ("IR-2", "IR-3", "IR-4", "IR-5", "IR-6"):
+        assert len(truth[requirement]) >= 5, (requirement, len(truth[requirement]))
+    for entry in truth["IR-2"] + truth["IR-5"]:  # one organisation, named in every report of the set
+        reports = [by_id[r] for r in entry["report_ids"]]
+        [registration] = set.intersection(*({o["registration"] for o in r["organisations"]} for r in reports))
+        assert registration
+    for entry in truth["IR-2"]:
+        people = {
+            who["person"]
+            for r in entry["report_ids"]
+            for who, s in zip(simulation.identities[r], by_id[r]["subjects"], strict=True)
+            if s["role"] == "SUSPECTED_VICTIM"
+        }
+        assert len(people) >= 3
+    for entry in truth["IR-3"]:  # reported lost, then presented, by someone else at least once
+        kinds = [by_id[r]["indicator_type"] for r in sorted(entry["report_ids"], key=lambda r: by_id[r]["observed_at"])]
+        assert "LOST_STOLEN_DOCUMENT" in kinds
+        assert {"BORDER_CROSSING", "VISA_APPLICATION_FLAG"} & set(kinds[kinds.index("LOST_STOLEN_DOCUMENT") :])
+    for entry in truth["IR-4"]:
+        holders = Counter(w["person"] for r in entry["report_ids"] for w in simulation.identities[r] if w["phones"])
+        assert len(holders) >= 3
+    for entry in truth["IR-6"]:
+        elements = {e for r in entry["report_ids"] for e in by_id[r]["elements"]}
+        assert {"ACT_RECRUITMENT", "PURPOSE_FORCED_CRIMINALITY"} <= elements
+    # The truth file names entities by number: no registration, passport or phone of the simulation in it.
+    written = json.dumps(truth)
+    for report in simulation.reports:
+        for subject in report["subjects"]:
+            assert all(i["value"] not in written for i in subject["identifiers"])
+        assert all(o["registration"] not in written for o in report["organisations"])
+    assert all("_truth" not in s for r in simulation.reports for s in r["subjects"])
