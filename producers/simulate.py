@@ -224,8 +224,11 @@ class Profiles:
 
 
 class Simulator:
-    def __init__(self, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3) -> None:
+    def __init__(self, seed: int = 7, ctdc: Path | None = None, noise: float = 0.3, *, keep_truth: bool = True) -> None:
+        """`keep_truth`: record who each report's subjects are and the reused passports' reports, for
+        `Simulation.truth`; off for a publisher that runs for days (`tiphub up`, the benches)."""
         self.rng = random.Random(seed)
+        self.keep_truth = keep_truth
         self.profiles = Profiles(self.rng, ctdc)
         self.noise = noise
         self._people = 0
@@ -368,7 +371,9 @@ class Simulator:
     ) -> dict[str, Any]:
         agency, _, _ = CHANNELS[channel]
         report_id = self._uuid()
-        self.identities[report_id] = [subject.pop("_truth") for subject in subjects]
+        identities = [subject.pop("_truth") for subject in subjects]
+        if self.keep_truth:
+            self.identities[report_id] = identities
         report: dict[str, Any] = {
             "report_id": report_id,
             "source_agency": agency,
@@ -462,7 +467,9 @@ class Simulator:
             case.reports.append(self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative))
             at += timedelta(days=self.rng.randrange(1, 60), minutes=self.rng.randrange(0, 1440))
         if "LOST_STOLEN_DOCUMENT" in channels and self.rng.random() < DOCUMENT_REUSE:
-            self.reused.append(self._reuse(victim, at))
+            reuse = self._reuse(victim, at)
+            if self.keep_truth:
+                self.reused.append(reuse)
         return case
 
     def _reuse(self, victim: Person, after: datetime) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class Observed:
 # -- preparing the workload ----------------------------------------------------------------
 def simulated_reports(count: int, seed: int, ctdc: Path | None) -> list[dict[str, Any]]:
     """Whole simulated cases, split across agencies, until `count` reports."""
-    simulator = Simulator(seed, ctdc)
+    simulator = Simulator(seed, ctdc, keep_truth=False)
     reports: list[dict[str, Any]] = []
     for index in itertools.count():
         reports.extend(simulator.case(index).reports)

@@ -99,7 +99,7 @@ class ReportSource:
     """Simulated cases, case after case, so each size continues the same history."""
 
     def __init__(self, seed: int, ctdc: Path | None) -> None:
-        self.simulator = Simulator(seed, ctdc)
+        self.simulator = Simulator(seed, ctdc, keep_truth=False)
         self.next_case = 0
         self.buffer: list[dict[str, Any]] = []
 

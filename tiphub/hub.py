@@ -194,7 +194,7 @@ async def _publish(
             producer,
             sorted({"NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLICE", "NGO-SHAKTI"}),
         )
-        simulator = Simulator(seed, ctdc)
+        simulator = Simulator(seed, ctdc, keep_truth=False)
         interval = 1.0 / rate
         next_at = time.monotonic()
         for index in itertools.count():

@@ -107,3 +107,14 @@ def test_truth_holds_every_requirement_judged_on_who_the_subjects_really_are() -
             assert all(i["value"] not in written for i in subject["identifiers"])
         assert all(o["registration"] not in written for o in report["organisations"])
     assert all("_truth" not in s for r in simulation.reports for s in r["subjects"])
+
+
+def test_a_publisher_that_runs_for_days_keeps_no_truth() -> None:
+    """`tiphub up` and the benches draw case after case: nothing per report may stay behind in memory."""
+    from producers.simulate import Simulator
+
+    kept, streaming = Simulator(seed=2), Simulator(seed=2, keep_truth=False)
+    for index in range(200):
+        assert kept.case(index).reports == streaming.case(index).reports  # the same traffic either way
+    assert len(kept.identities) > 400 and kept.reused
+    assert streaming.identities == {} and streaming.reused == []
