@@ -153,7 +153,10 @@ def test_coverage_per_requirement_is_published(hub: Hub, simulation) -> None:  #
     assert sorted(latest) == ["IR-1", "IR-2", "IR-3", "IR-4", "IR-5", "IR-6"]
     open_ir1 = [s for s in final_signals(hub).values() if s["requirement_id"] == "IR-1" and s["status"] == "open"]
     assert latest["IR-1"]["open_signals"] == len(open_ir1) > 0
-    assert latest["IR-1"]["reports_considered"] == len(simulation.reports)
+    # IR-1 considers the reports with a suspected victim (an impostor seen at a border is not one).
+    with_victim = [r for r in simulation.reports if any(s["role"] == "SUSPECTED_VICTIM" for s in r["subjects"])]
+    assert 0 < len(with_victim) < len(simulation.reports)
+    assert latest["IR-1"]["reports_considered"] == len(with_victim)
     assert set(latest["IR-1"]["agencies_contributing"]) <= set(latest["IR-1"]["agencies_reporting"])
     assert len(latest["IR-1"]["agencies_reporting"]) == 6
     # Each agency's and partner's coverage counts only what it may see.

@@ -45,4 +45,5 @@ def evaluate(
             f"{row['f1']:.3f}",
         )
     out.print(table)
-    out.print(json.dumps(scores))
+    # One line a script can parse, never wrapped to the terminal's width.
+    out.print(json.dumps(scores), soft_wrap=True, highlight=False)
