@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from schemas.normalise import IdentifierError, normalise_identifier
+from schemas.normalise import ENCODINGS, IdentifierError, normalise_identifier
 from schemas.registry import load_registry
 
 AGENCY_CODE = re.compile(r"^[A-Z]{2,4}-[A-Z0-9-]+$")
@@ -226,13 +226,18 @@ def _check_semantics(report: dict[str, Any], walker: _Walker) -> None:
                 fail(f"{base}.date_of_birth", "invalid_date", str(exc))
         for j, ident in enumerate(subject.get("identifiers") or []):
             country(f"{base}.identifiers[{j}].issuer", ident.get("issuer"))
+            # Valid in every encoding a linkage key may use: a value one encoding keys and another refuses
+            # (`AB<3` is three characters as written, one once a check digit is dropped) would be accepted
+            # here and fail where the hub derives its token.
             try:
-                normalise_identifier(
-                    ident.get("kind", ""),
-                    ident.get("value") or "",
-                    ident.get("issuer"),
-                    subject.get("nationality"),
-                )
+                for encoding in sorted(ENCODINGS):
+                    normalise_identifier(
+                        ident.get("kind", ""),
+                        ident.get("value") or "",
+                        ident.get("issuer"),
+                        subject.get("nationality"),
+                        encoding,
+                    )
             except IdentifierError as exc:
                 fail(f"{base}.identifiers[{j}].value", "invalid_identifier", str(exc))
     for i, org in enumerate(report.get("organisations") or []):

@@ -14,6 +14,7 @@ cannot destroy the other's keys.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from schemas.codec import CodecError, WireCodec
 from schemas.convert import ReportValidationError, validate_record
 from schemas.envelope import RETRACTION, SUBMITTED, signing_bytes, transform_sensitive
 from schemas.registry import RegisteredSchema
+
+log = logging.getLogger(__name__)
 
 ACCEPTED = "tiphub.AcceptedReport"
 HUB_KEYS_RELOAD_S = 30.0
@@ -187,12 +190,35 @@ class AcceptStage:
                 opened.append(self._open(submission))
             except Rejection as rejection:
                 opened.append(self._reject(submission, rejection, now))
+            except Exception as exc:  # one report's fault must not stop every agency's reports
+                opened.append(self._unprocessable(submission, exc, now, verified=False))
         requests: list[KeyRequest] = []
-        for item in opened:
+        for i, item in enumerate(opened):
             if isinstance(item, _Opened):
-                requests.extend(self._key_requests(item))
+                try:
+                    requests.extend(self._key_requests(item))
+                except Exception as exc:
+                    opened[i] = self._unprocessable(item.submission, exc, now)
         keys = self.vault.get_or_create_many(requests)
-        return [item if isinstance(item, Verdict) else self._accept(item, keys, now) for item in opened]
+        verdicts: list[Verdict] = []
+        for item in opened:
+            if isinstance(item, Verdict):
+                verdicts.append(item)
+                continue
+            try:
+                verdicts.append(self._accept(item, keys, now))
+            except Exception as exc:
+                verdicts.append(self._unprocessable(item.submission, exc, now))
+        return verdicts
+
+    def _unprocessable(self, submission: Submission, exc: Exception, now: datetime, verified: bool = True) -> Verdict:
+        """A report the checks passed but the hub failed on: refused (the agency may send it again once the
+        fault is fixed) rather than retried for ever, which would stop the stage for everyone behind it.
+        Logged by the exception's type only: its message may hold a value of the report. `verified`: whether
+        its signer was checked; if not, the rejection is attributed to nobody, like the other unverified ones."""
+        log.error("report refused as unprocessable: %s in the verify stage", type(exc).__name__)
+        detail = f"the hub could not process this report ({type(exc).__name__}); it was not accepted"
+        return self._reject(submission, Rejection("unprocessable", detail), now, attribute=verified)
 
     # -- opening: every check that can refuse a submission -------------------------------
     def _open(self, submission: Submission) -> _Opened:
@@ -254,7 +280,32 @@ class AcceptStage:
             validate_record(report)
         except ReportValidationError as exc:
             raise Rejection(exc.reason, str(exc), exc.field) from None
-        return _Opened(submission, report, key.key_id, envelope["publisher"], envelope["signature"])
+        opened = _Opened(submission, report, key.key_id, envelope["publisher"], envelope["signature"])
+        self._derive_all(opened)
+        return opened
+
+    def _derive_all(self, opened: _Opened) -> None:
+        """Derive the report's tokens and name material with every live key version now, so that a value
+        one of them cannot key is this report's rejection, naming the field, and never a fault of the batch."""
+        for linker in self.linkers:
+            for i, subject in enumerate(opened.report["subjects"]):
+                for j, ident in enumerate(subject["identifiers"]):
+                    try:
+                        linker.identifier_token(
+                            ident["kind"], ident["value"], ident.get("issuer"), subject.get("nationality")
+                        )
+                    except ValueError as exc:  # IdentifierError; its message never holds the value
+                        raise Rejection(
+                            "invalid_identifier", str(exc), f"subjects[{i}].identifiers[{j}].value"
+                        ) from None
+                try:
+                    linker.blocking_keys(subject.get("name"), subject.get("date_of_birth"))
+                    linker.name_dob_encoding(subject.get("name"), subject.get("date_of_birth"))
+                except ValueError:
+                    raise Rejection(
+                        "invalid_name", "the name or date of birth cannot be encoded", f"subjects[{i}].name"
+                    ) from None
+            self._subject_tokens(opened, linker)
 
     def _reload_linkage_keys(self) -> None:
         """Between batches only: every report of a batch is derived with the same key versions."""
@@ -349,7 +400,7 @@ class AcceptStage:
             },
         )
 
-    def _reject(self, submission: Submission, rejection: Rejection, now: datetime) -> Verdict:
+    def _reject(self, submission: Submission, rejection: Rejection, now: datetime, attribute: bool = True) -> Verdict:
         report_id = (submission.key or b"").decode(errors="replace")[:64]
         agency = None
         if rejection.reason not in (
@@ -366,7 +417,7 @@ class AcceptStage:
                 report_id = envelope.get("report_id", report_id)
             except CodecError:
                 pass
-        attributed = None if rejection.reason in UNVERIFIED else agency
+        attributed = None if rejection.reason in UNVERIFIED or not attribute else agency
         record = rejection_record(submission, report_id, attributed, rejection, now)
         return Verdict(report_id, rejected=record, claimed_agency=agency)
 

@@ -89,6 +89,11 @@ def test_hostile_and_broken_envelopes_are_rejected_each_with_its_own_reason(hub:
     bad_phone = report_from_json(make_report())
     bad_phone["subjects"][0]["identifiers"][1]["value"] = "call me maybe"
     cases.append(("invalid_identifier", kit.wire(kit.envelope(bad_phone))))
+    # Three characters as written, two once a machine-readable zone's check digit is dropped: a hostile
+    # agency's poison record, which once stopped the verify stage for every agency behind it.
+    check_digit_only = report_from_json(make_report())
+    check_digit_only["subjects"][0]["identifiers"][0]["value"] = "AB<3"
+    cases.append(("invalid_identifier", kit.wire(kit.envelope(check_digit_only))))
     huge = report_from_json(make_report())
     huge["narrative"] = "x" * 150_000
     cases.append(("oversized", kit.wire(kit.envelope(huge))))
