@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,12 @@ class SimulatedCase:
     victim: Person
     minor: bool
     reports: list[dict[str, Any]] = field(default_factory=list)
+    # Reports of another case that name this victim too (a labour inspection finding several workers).
+    also_in: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def all_reports(self) -> list[dict[str, Any]]:
+        return self.reports + self.also_in
 
 
 @dataclass
@@ -190,6 +197,7 @@ class Network:
     start: datetime
     size: int
     members: int = 0
+    cases: list[SimulatedCase] = field(default_factory=list)
 
 
 NETWORK_SHARE = 0.3  # of cases run by a network of 3-6
@@ -460,12 +468,22 @@ class Simulator:
                         "_truth": {"person": recruiter.person_id, "passport": None, "phones": [recruiter.phone]},
                     }
                 )
+            found_with: list[SimulatedCase] = []
+            if network is not None and channel == "LABOUR_INSPECTION" and network.cases and self.rng.random() < 0.5:
+                # One inspection finds several of the operation's workers: one report, a subject each.
+                found_with = self.rng.sample(network.cases, min(len(network.cases), self.rng.randint(1, 2)))
+                subjects += [self._subject(c.victim, "SUSPECTED_VICTIM", channel, need_link=False) for c in found_with]
             organisations = (
                 [employer] if channel in ("LABOUR_INSPECTION", "VISA_APPLICATION_FLAG", "NGO_REFERRAL") else []
             )
             narrative = f"{title}: {victim.name} reported concerns; see attached notes."
-            case.reports.append(self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative))
+            report = self._report(channel, at, sorted(set(elements)), subjects, organisations, narrative)
+            case.reports.append(report)
+            for other in found_with:
+                other.also_in.append(report)
             at += timedelta(days=self.rng.randrange(1, 60), minutes=self.rng.randrange(0, 1440))
+        if network is not None:  # held while the network takes victims in: at most six cases
+            network.cases.append(case)
         if "LOST_STOLEN_DOCUMENT" in channels and self.rng.random() < DOCUMENT_REUSE:
             reuse = self._reuse(victim, at)
             if self.keep_truth:
@@ -556,14 +574,11 @@ class Simulation:
         report of its entity (as a signal holds), once some window of the requirement answers it."""
         ir1, ir6 = [], []
         for case in self.cases:
-            agencies = {r["source_agency"] for r in case.reports}
-            elements = {e for r in case.reports for e in r["elements"]}
-            times = [_at(r) for r in case.reports]
-            within = max(times) - min(times) <= timedelta(days=365)
-            entry = {"case_id": case.case_id, "report_ids": sorted(r["report_id"] for r in case.reports)}
-            if len(agencies) >= 2 and within and covers_requirement(elements, minor=case.minor):
+            reports = case.all_reports
+            entry = {"case_id": case.case_id, "report_ids": sorted(r["report_id"] for r in reports)}
+            if _answered(reports, 365, partial(_ir1, minor=case.minor)):
                 ir1.append(entry)
-            if _answered(case.reports, 365, _ir6):
+            if _answered(reports, 365, _ir6):
                 ir6.append(entry)
         by_org: dict[str, list[dict[str, Any]]] = {}
         by_passport: dict[str, list[dict[str, Any]]] = {}
@@ -630,6 +645,11 @@ def _answered(reports: list[dict[str, Any]], days: int, answers: Callable[[list[
     ordered = sorted(reports, key=lambda r: (_at(r), r["report_id"]))
     window = timedelta(days=days)
     return any(answers([r for r in ordered[i:] if _at(r) - _at(first) <= window]) for i, first in enumerate(ordered))
+
+
+def _ir1(span: list[dict[str, Any]], minor: bool) -> bool:
+    elements = {e for r in span for e in r["elements"]}
+    return len({r["source_agency"] for r in span}) >= 2 and covers_requirement(elements, minor=minor)
 
 
 def _ir3(span: list[dict[str, Any]]) -> bool:

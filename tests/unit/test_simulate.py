@@ -47,8 +47,8 @@ def test_truth_holds_the_cases_that_meet_ir1_and_only_those() -> None:
     assert 0.4 * len(simulation.cases) < len(truth) < len(simulation.cases)
     for entry in truth:
         case = by_case[entry["case_id"]]
-        assert entry["report_ids"] == sorted(r["report_id"] for r in case.reports)
-        assert covers_requirement({e for r in case.reports for e in r["elements"]}, minor=case.minor)
+        assert entry["report_ids"] == sorted(r["report_id"] for r in case.all_reports)
+        assert covers_requirement({e for r in case.all_reports for e in r["elements"]}, minor=case.minor)
     children = [case for case in simulation.cases if case.minor]
     assert children, "CTDC's largest age group is 9-17: the simulation must have children"
 
@@ -118,3 +118,20 @@ def test_a_publisher_that_runs_for_days_keeps_no_truth() -> None:
         assert kept.case(index).reports == streaming.case(index).reports  # the same traffic either way
     assert len(kept.identities) > 400 and kept.reused
     assert streaming.identities == {} and streaming.reused == []
+
+
+def test_an_inspection_that_finds_several_workers_is_one_report_in_each_of_their_cases() -> None:
+    simulation = simulate(300, seed=9)
+    shared = [case for case in simulation.cases if case.also_in]
+    assert len(shared) >= 5
+    for case in shared:
+        for report in case.also_in:
+            assert report["indicator_type"] == "LABOUR_INSPECTION" and len(report["subjects"]) >= 2
+            people = [w["person"] for w in simulation.identities[report["report_id"]]]
+            assert case.victim.person_id in people and len(set(people)) == len(people)
+    truth = {entry["case_id"]: entry for entry in simulation.truth()["requirements"]["IR-1"]}
+    in_truth = [case for case in shared if case.case_id in truth]
+    assert in_truth and all(
+        {r["report_id"] for r in case.also_in} <= set(truth[case.case_id]["report_ids"]) for case in in_truth
+    )
+    assert len({r["report_id"] for r in simulation.reports}) == len(simulation.reports)  # each report once
