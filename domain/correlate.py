@@ -22,7 +22,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from domain.facts import CONFLICT_DICE, PersonOccurrence, ReportFacts, dice, near_keys, strong_match_any, without
+from domain.facts import (
+    CONFLICT_DICE,
+    PersonOccurrence,
+    ReportFacts,
+    dice,
+    near_match_any,
+    strong_match_any,
+    without,
+)
 from domain.linking import Link
 from domain.state_codec import OCCURRENCE, REPORT, checked, decode_json, dumps, flag, maybe, moment, text, texts, when
 from domain.working_set import COUNTS, INTEGER, TEXT, TEXT_SET, Codec, Tables, prefetch, stored_set
@@ -171,6 +179,9 @@ class Correlator:
     # The union stage: level-1 links arrive from the partitioned link stage instead of being found here.
     external_links: bool = False
     links: MutableMapping[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Near-date links (full DOBs a slip apart under one name): occurrence -> the occurrences it is near. Not
+    # level 1: they join two clusters at level 2, and only where the reading is unambiguous (`_near_usable`).
+    near: MutableMapping[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     # Linkage key rotation: each token of a bridged identifier -> the one token the identifier is
     # named by here (the oldest version it was seen under), so documents, contacts and
     # organisations stay one entity across a rotation and after the earlier key is retired.
@@ -187,6 +198,7 @@ class Correlator:
             self.erased = stored_set(self.tables, "erased")  # type: ignore[assignment]
             self.retracted = stored_set(self.tables, "retracted")  # type: ignore[assignment]
             self.links = self._map("links", TEXT_SET, set, mutable=True)
+            self.near = self._map("near", TEXT_SET, set, mutable=True)
             self.token_names = self._map("token_names", TEXT)
         self.uf = _UnionFind(self._map("parent", TEXT))
         self.level1_members: MutableMapping[str, set[str]] = self._map("level1", TEXT_SET, mutable=True)
@@ -230,7 +242,9 @@ class Correlator:
             (self.by_contact, contacts),
             (self.by_org, organisations),
         ]
-        fetch += [(table, occ_ids) for table in (self.occurrences, self.uf.parent, self.level1_members, self.links)]
+        fetch += [
+            (table, occ_ids) for table in (self.occurrences, self.uf.parent, self.level1_members, self.links, self.near)
+        ]
         fetch.append((self.entity_of, occ_ids))
         if not self.external_links:
             variants = [v for p in people for v in p.variants()]
@@ -263,7 +277,10 @@ class Correlator:
         if self.external_links:
             linked = {other for other in self.links.get(occ.occ_id, ()) if other in self.occurrences}
         else:
-            linked = self._matches(occ)
+            linked, near = self._matches(occ)
+            for other in near:
+                self.near[occ.occ_id].add(other)
+                self.near[other].add(occ.occ_id)
         for other in sorted(linked):
             self._union1(occ.occ_id, other)
         for token in occ.documents:
@@ -272,13 +289,27 @@ class Correlator:
             self.by_contact[token].add(occ.occ_id)
         self.by_subject[occ.subject_key_id].add(occ.occ_id)
 
-    def _matches(self, occ: PersonOccurrence) -> set[str]:
-        """Level-1 links of a newcomer, found in this process (the link stage does this partitioned)."""
-        linked = self._matching(occ)
+    def _matches(self, occ: PersonOccurrence) -> tuple[set[str], set[str]]:
+        """Level-1 links and near-date links of a newcomer, found in this process (the link stage does this
+        partitioned)."""
+        linked, near = self._matching(occ), self._near_matching(occ)
         for _variant, key_index in self._fuzzy_keys(occ):
             for key, index in key_index:
                 index[key].add(occ.occ_id)
-        return linked
+        return linked, near
+
+    def _near_matching(self, occ: PersonOccurrence) -> set[str]:
+        """The occurrences held that `occ` is near (`near_match`): found under its `nd:` keys, which exist
+        only with a full DOB, so their candidates are of the full-DOB side."""
+        candidates = {
+            other
+            for variant in occ.variants()
+            for key in variant.ny_keys
+            if key.startswith("nd:")
+            for other in self.by_ny.get(key, ())
+        }
+        candidates.discard(occ.occ_id)
+        return {other for other in candidates if near_match_any(occ, self.occurrences[other])}
 
     def _matching(self, occ: PersonOccurrence, among: set[str] | None = None) -> set[str]:
         """The occurrences held (or of `among`) that `occ` links to at level 1: a shared document, or a
@@ -292,8 +323,8 @@ class Correlator:
             candidates = set(self.by_dob.get(variant.dob_key, ())) if variant.dob_key else set()
             ny_index = self.by_ny_without_dob if variant.dob_key else self.by_ny
             for key in variant.ny_keys:
-                # `nd:` keys exist only with a full DOB: their candidates are all of the full-DOB side.
-                candidates |= (self.by_ny if key.startswith("nd:") else ny_index).get(key, set())
+                if not key.startswith("nd:"):  # near dates are no level-1 match (`_near_matching`)
+                    candidates |= ny_index.get(key, set())
             if among is not None:
                 candidates &= among
             linked |= {other for other in candidates if strong_match_any(variant, self.occurrences[other])}
@@ -323,20 +354,56 @@ class Correlator:
         m1, m2 = self.level1_members[r1], self.level1_members[r2]
         dobs1 = {self.occurrences[o].dob_key for o in m1} - {None}
         dobs2 = {self.occurrences[o].dob_key for o in m2} - {None}
-        if dobs1 and dobs2 and not dobs1 & dobs2:
-            # Two dates one slip apart under one name (a shared `nd:` key) are no conflict: one was mistyped.
-            near1 = {k for o in m1 for k in near_keys(self.occurrences[o])}
-            if not any(near1 & near_keys(self.occurrences[o]) for o in m2):
-                return True
+        # Known dates that disagree conflict, unless two of them are one slip apart under one name (`near_match`).
+        if dobs1 and dobs2 and not dobs1 & dobs2 and not self._near_pair(m1, m2):
+            return True
         clks1 = [c for o in m1 if (c := self.occurrences[o].clk) is not None]
         clks2 = [c for o in m2 if (c := self.occurrences[o].clk) is not None]
         return bool(clks1 and clks2) and max(dice(a, b) for a in clks1 for b in clks2) < CONFLICT_DICE
+
+    def _near_pair(self, m1: Iterable[str], m2: Iterable[str]) -> bool:
+        return any(near_match_any(self.occurrences[a], self.occurrences[b]) for a in m1 for b in m2)
 
     def contact_roots(self, token: str) -> set[str]:
         return {self.uf.find(o) for o in self.by_contact.get(token, ())}
 
     def is_hot(self, token: str) -> bool:
         return len(self.contact_roots(token)) > self.contact_limit
+
+    def near_roots(self, root: str) -> set[str]:
+        """The level-1 clusters a near-date link joins to cluster `root`."""
+        return {
+            self.uf.find(other)
+            for occ in self.level1_members[root]
+            for other in self.near.get(occ, ())
+            if other in self.occurrences
+        } - {root}
+
+    def _dates(self, root: str) -> list[set[str]]:
+        """The distinct full dates of birth of a cluster, each as the set of its keys (one per key version)."""
+        return [
+            {v.dob_key for v in self.occurrences[o].variants() if v.dob_key}
+            for o in self.level1_members[root]
+            if self.occurrences[o].dob_key
+        ]
+
+    def _near_usable(self, r1: str, r2: str) -> bool:
+        """A near-date link joins two clusters only if it is the one reading: the two clusters and every
+        cluster near either hold two dates of birth between them. A third date near one of them means
+        namesakes born days apart, not one person with a slip, and then no near link of theirs joins anyone
+        (whichever arrived first: the state does not depend on the order reports arrive in)."""
+        dates: list[set[str]] = []
+        for root in {r1, r2} | self.near_roots(r1) | self.near_roots(r2):
+            for keys in self._dates(root):
+                for held in dates:
+                    if held & keys:  # one date (under one key version or more)
+                        held |= keys
+                        break
+                else:
+                    dates.append(set(keys))
+                if len(dates) > 2:
+                    return False
+        return True
 
     def _level2_component(self, start: str) -> set[str]:
         component, queue = {start}, [start]
@@ -351,6 +418,10 @@ class Correlator:
                         if not self._conflict(root, other):
                             component.add(other)
                             queue.append(other)
+            for other in self.near_roots(root) - component:
+                if self._near_usable(root, other):
+                    component.add(other)
+                    queue.append(other)
         return component
 
     def _relabel(self, roots: Iterable[str]) -> set[str]:
@@ -422,11 +493,13 @@ class Correlator:
         """
         ends: set[str] = set()
         for link in links:
-            self.links[link.a].add(link.b)
-            self.links[link.b].add(link.a)
+            held = self.near if link.basis == "dob_near" else self.links
+            held[link.a].add(link.b)
+            held[link.b].add(link.a)
             if link.a in self.occurrences and link.b in self.occurrences:
-                self._union1(link.a, link.b)
-                ends.add(link.a)
+                if held is self.links:
+                    self._union1(link.a, link.b)
+                ends |= {link.a, link.b}
         return self._settle(ends)
 
     def _settle(self, occ_ids: Iterable[str]) -> set[str]:
@@ -436,6 +509,8 @@ class Correlator:
             for occ in self.level1_members[root]:
                 for token in self.occurrences[occ].contacts:
                     roots |= self.contact_roots(token)
+            # A new date near a cluster can make its near links ambiguous, or a cluster's near links usable.
+            roots |= self.near_roots(root)
         # Whole previous entities around these roots: a contact turning hot can split one.
         previous = {self.entity_of[m] for r in roots for m in self.level1_members[r] if m in self.entity_of}
         roots |= {self.uf.find(m) for e in previous for m in self.entity_members.get(e, ())}
@@ -527,6 +602,10 @@ class Correlator:
                 _discard(self.by_contact, token, occ_id)
                 freed |= self.by_contact.get(token, set())
             _discard(self.by_subject, occ.subject_key_id, occ_id)
+            for other in self.near.pop(occ_id, set()):  # a date gone: near links around it may be the one reading now
+                _discard(self.near, other, occ_id)
+                if other in self.occurrences:
+                    freed.add(other)
             for _, key_index in self._fuzzy_keys(occ):
                 for key, index in key_index:
                     _discard(index, key, occ_id)

@@ -65,16 +65,27 @@ def near_keys(occ: PersonOccurrence) -> set[str]:
 
 
 def strong_match(a: PersonOccurrence, b: PersonOccurrence) -> bool:
-    """Level-1 fuzzy match: equal keyed full DOBs and Dice >= 0.70; or full DOBs one typing error or a
-    day/month swap apart (a shared `nd:` key: a name word's skeleton and a neighbour date) and Dice >= 0.80;
-    or, when a DOB is partial, a shared name+year key and Dice >= 0.80."""
+    """Level-1 fuzzy match: equal keyed full DOBs and Dice >= 0.70; or, when a DOB is partial, a shared
+    name+year key and Dice >= 0.80."""
     if a.clk is None or b.clk is None:
         return False
     if a.dob_key and b.dob_key:
-        if a.dob_key == b.dob_key:
-            return dice(a.clk, b.clk) >= STRONG_DOB_DICE
-        return bool(near_keys(a) & near_keys(b)) and dice(a.clk, b.clk) >= NEAR_DOB_DICE
+        return a.dob_key == b.dob_key and dice(a.clk, b.clk) >= STRONG_DOB_DICE
     return bool(set(a.ny_keys) & set(b.ny_keys)) and dice(a.clk, b.clk) >= WEAK_DICE
+
+
+def near_match(a: PersonOccurrence, b: PersonOccurrence) -> bool:
+    """Full DOBs one typing error or a day/month swap apart under one folded name (a shared `nd:` key) and
+    Dice >= 0.80. Weaker than a level-1 match: namesakes are born a digit apart too, so it joins two
+    people only where it is the one reading (the correlator's level 2, docs/correlation.md)."""
+    if a.clk is None or b.clk is None or not a.dob_key or not b.dob_key or a.dob_key == b.dob_key:
+        return False
+    return bool(near_keys(a) & near_keys(b)) and dice(a.clk, b.clk) >= NEAR_DOB_DICE
+
+
+def near_match_any(a: PersonOccurrence, b: PersonOccurrence) -> bool:
+    """A near match under any linkage key version both carry."""
+    return any(near_match(x, y) for x in a.variants() for y in b.variants())
 
 
 @dataclass(frozen=True)

@@ -155,8 +155,10 @@ class Linker:
         if dob and len(dob) == 10:
             keys.append("dob:" + self.token("block:dob", dob))
             if len(tokens) >= 2:
-                skeleton = " ".join(sorted(_skeleton(token) for token in tokens))
-                keys += ["nd:" + self.token("block:name-dob-near", f"{skeleton}|{near}") for near in near_dobs(dob)]
+                # The whole name as folded, not its skeletons: two given names that differ by a vowel (Lan,
+                # Linh, Loan) are two people, and a date one slip apart is no reason to think otherwise.
+                whole = " ".join(tokens)
+                keys += ["nd:" + self.token("block:name-dob-near", f"{whole}|{near}") for near in near_dobs(dob)]
         if year:
             for token in tokens:
                 keys.append("ny:" + self.token("block:name-year", f"{_skeleton(token)}|{year}"))
@@ -166,13 +168,13 @@ class Linker:
 def near_dobs(dob: str) -> list[str]:
     """The neighbourhood of a full date of birth: two dates one typing error apart share one of these.
 
-    - a digit mistyped: the date with one of its last six digits masked (`1999-04-02` and `1999-04-03`
-      share `1999040*`); the century's two digits are not masked (an 1899 or a 2099 written for 1999 is
-      a date the reader would question, not a slip to link through);
+    - a digit mistyped: the date with one of its last five digits masked (`1999-04-02` and `1999-04-03`
+      share `1999040*`); the year's first three digits are not masked (a 1909 or an 1899 written for 1999
+      is ten or a hundred years off: a date the reader would question, not a slip to link through);
     - day and month swapped (`1999-04-02` and `1999-02-04`): the year with the two sorted.
     Two transposed digits within the day (`12`/`21`) are not covered."""
     digits = dob.replace("-", "")
-    keys = [f"{digits[:i]}*{digits[i + 1 :]}" for i in range(2, 8)]
+    keys = [f"{digits[:i]}*{digits[i + 1 :]}" for i in range(3, 8)]
     month, day = digits[4:6], digits[6:]
     if month != day and int(day) <= 12:
         keys.append(f"{digits[:4]}|{min(month, day)}{max(month, day)}|swap")

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.facts import PersonOccurrence, ReportFacts, strong_match
+from domain.facts import PersonOccurrence, ReportFacts, near_match, strong_match
 
 SIGHTINGS = "tiphub.SightingBatch"
 LINKS = "tiphub.LinkBatch"
@@ -133,10 +133,13 @@ class KeyIndex:
             return Link.of(new.occ_id, other.occ_id, "document")
         if new.key.startswith("ny:") and new.dob_key and other.dob_key:
             return None  # two full DOBs are compared under their dob: key, never on name+year alone
-        if new.key.startswith("nd:") and new.dob_key == other.dob_key:
-            return None  # one DOB: the dob: key links them, once (equal dates share all their nd: keys)
+        if new.key.startswith("nd:"):
+            # One DOB: the dob: key links them, once (equal dates share all their nd: keys). Near dates make a
+            # link of its own basis, which the correlator weighs at level 2.
+            near = near_match(_occurrence(new), _occurrence(other))
+            return Link.of(new.occ_id, other.occ_id, "dob_near") if near else None
         if strong_match(_occurrence(new), _occurrence(other)):
-            basis = {"dob:": "dob", "nd:": "dob_near"}.get(new.key[: new.key.index(":") + 1], "name_year")
+            basis = "dob" if new.key.startswith("dob:") else "name_year"
             return Link.of(new.occ_id, other.occ_id, basis)
         return None
 

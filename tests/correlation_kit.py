@@ -95,6 +95,9 @@ def state_of(correlator: Correlator) -> dict[str, Any]:
         "roots": {o: correlator.uf.find(o) for o in correlator.occurrences},
         "entity_of": dict(correlator.entity_of),
         "entity_members": dict(correlator.entity_members),
+        "near": {
+            o: set(n) & set(correlator.occurrences) for o, n in correlator.near.items() if o in correlator.occurrences
+        },
         **{name: {k: v for k, v in getattr(correlator, name).items() if v} for name in indexes},
         "considered": {r: n for r, n in correlator.considered.items() if n},
         "reporting": {r: +c for r, c in correlator.reporting.items() if +c},

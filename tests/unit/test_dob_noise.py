@@ -33,7 +33,7 @@ SAME_PERSON = {
     "swapped, across scripts": (("Somchai Srisuk", "1999-04-02"), ("สมชาย ศรีสุข", "1999-02-04")),
     "a day digit mistyped": (("Chan Sokha", "2008-04-02"), ("Chan Sokha", "2008-04-03")),
     "a month digit mistyped": (("Chan Sokha", "2008-04-02"), ("Sokha Chan", "2008-01-02")),
-    "a year digit mistyped": (("Nguyen Thi Lan", "1999-04-02"), ("Nguyễn Thị Lan", "1989-04-02")),
+    "the year's last digit mistyped": (("Nguyen Thi Lan", "1999-04-02"), ("Nguyễn Thị Lan", "1998-04-02")),
     "a digit mistyped, heard spelling": (("Somchai Srisuk", "1999-04-02"), ("Somchay Srisook", "1999-04-22")),
     "the year only": (("Olena Shevchenko", "1995"), ("Олена Шевченко", "1995-07-14")),
 }
@@ -51,6 +51,10 @@ NEAR_MISSES = {
     "two digits apart": (("Chan Sokha", "2008-04-02"), ("Chan Sokha", "2008-04-13")),
     "two digits apart, a day transposed": (("Chan Sokha", "2008-04-12"), ("Chan Sokha", "2008-04-21")),
     "a century apart": (("Chan Sokha", "1908-04-02"), ("Chan Sokha", "2008-04-02")),
+    # The year's tens digit: ten years is an age the reader would question, not a slip to link through.
+    "a decade apart": (("Nguyen Thi Lan", "1999-04-02"), ("Nguyễn Thị Lan", "1989-04-02")),
+    # Given names a vowel apart are different names (their skeletons agree: Lan, Linh, Loan all give `ln`).
+    "a near date and a given name a vowel apart": (("Nguyen Thi Lan", "1999-04-02"), ("Nguyen Thi Linh", "1999-04-03")),
     # One name word in common (Somchai) is not enough with a near date: the names must be close (Dice 0.80).
     "a near date and another family name": (("Somchai Srisuk", "1999-04-02"), ("Somchai Boonmee", "1999-04-03")),
     "a near date and another given name": (("Malee Saelim", "1999-04-02"), ("Sukanya Saelim", "1999-02-04")),
@@ -78,23 +82,55 @@ def test_two_dates_one_slip_apart_share_exactly_one_neighbour_and_far_dates_none
     assert "1999|0404|swap" not in near_dobs("1999-04-04")  # day and month equal: a swap changes nothing
 
 
+def people(tmp_path: Path, mode: str, written: list[tuple[str, str, bool]], seed: int = 0) -> list[int]:
+    """Reports of one subject each, (name, DOB, with the shared phone): the entity of each, numbered in order."""
+    pipeline = Pipeline(tmp_path, mode)
+    phone = [{"kind": "PHONE", "value": "+66 81 234 5678"}]
+    reports = [
+        make_report(subjects=[{**subject(name, dob), "identifiers": phone if shared else []}], organisations=[])
+        for name, dob, shared in written
+    ]
+    correlator = pipeline.correlate(pipeline.accept(reports), seed)
+    entities = [correlator.entity_of[f"{r['report_id']}#0"] for r in reports]
+    return [sorted(set(entities), key=entities.index).index(e) for e in entities]
+
+
 @pytest.mark.parametrize("mode", ["single", "partitioned"])
-def test_a_shared_phone_joins_two_clusters_whose_dates_are_one_slip_apart_but_not_two_dates_far_apart(
+def test_namesakes_born_days_apart_stay_apart_whatever_order_they_arrive_in(tmp_path: Path, mode: str) -> None:
+    """Two dates one slip apart under one name are one person with a slip. A third near either is a crowd of
+    namesakes, and no near link among them joins anyone: not the first pair to arrive, not a chain."""
+    pair = [("Nguyen Thi Lan", "1999-04-02", False), ("Nguyễn Thị Lan", "1999-04-03", False)]
+    assert people(tmp_path / "pair", mode, pair) == [0, 0]
+    crowd = [*pair, ("Nguyen Thi Lan", "1999-04-05", False)]  # all three share 1999040*
+    chain = [*pair, ("Nguyen Thi Lan", "1999-05-03", False)]  # near the second only: a chain of two slips
+    for name, written in (("crowd", crowd), ("chain", chain)):
+        for seed in range(3):
+            assert people(tmp_path / f"{name}{seed}", mode, written, seed) == [0, 1, 2], (name, seed)
+            assert people(tmp_path / f"{name}{seed}r", mode, written[::-1], seed) == [0, 1, 2], (name, seed)
+
+
+def test_a_namesake_retracted_lets_the_pair_it_made_ambiguous_be_one_person_again(tmp_path: Path) -> None:
+    pipeline = Pipeline(tmp_path)
+    written = [("Nguyen Thi Lan", "1999-04-02"), ("Nguyễn Thị Lan", "1999-04-03"), ("Nguyen Thi Lan", "1999-04-05")]
+    reports = [make_report(subjects=[subject(*w)], organisations=[]) for w in written]
+    correlator = pipeline.correlate(pipeline.accept(reports))
+    occ = [f"{r['report_id']}#0" for r in reports]
+    assert len({correlator.entity_of[o] for o in occ}) == 3
+    correlator.retract([reports[2]["report_id"]])
+    assert correlator.entity_of[occ[0]] == correlator.entity_of[occ[1]]
+
+
+@pytest.mark.parametrize("mode", ["single", "partitioned"])
+def test_a_shared_phone_joins_namesakes_one_slip_apart_in_a_crowd_but_not_dates_far_apart(
     tmp_path: Path, mode: str
 ) -> None:
-    """Contact links (level 2) refuse clusters whose full dates of birth disagree. Dates a swap apart under
-    names of one skeleton do not disagree: a phone both reports give joins them. Names too far apart for a
-    level-1 link (Dice 0.69) keep the test on the contact link."""
-    phone = [{"kind": "PHONE", "value": "+66 81 234 5678"}]
-
-    def entities(dob_b: str) -> int:
-        pipeline = Pipeline(tmp_path / dob_b, mode)
-        reports = [
-            make_report(subjects=[{**subject(name, dob), "identifiers": phone}], organisations=[])
-            for name, dob in (("Malee Saelim", "1999-04-02"), ("Maly Salem", dob_b))
-        ]
-        correlator = pipeline.correlate(pipeline.accept(reports))
-        return len({correlator.entity_of[f"{r['report_id']}#0"] for r in reports})
-
-    assert entities("1999-02-04") == 1
-    assert entities("1999-07-19") == 2
+    """In a crowd of namesakes a near date alone joins no one; a phone both reports give does (contact links,
+    level 2, refuse clusters whose dates disagree, and dates one slip apart under one name do not). A phone
+    shared by dates far apart does not."""
+    third = ("Nguyen Thi Lan", "1999-04-05", False)  # the namesake that makes near dates ambiguous
+    assert people(
+        tmp_path / "near", mode, [("Nguyen Thi Lan", "1999-04-02", True), ("Nguyen Thi Lan", "1999-04-03", True), third]
+    ) == [0, 0, 1]
+    assert people(
+        tmp_path / "far", mode, [("Nguyen Thi Lan", "1999-04-02", True), ("Nguyen Thi Lan", "1999-07-19", True), third]
+    ) == [0, 1, 0]  # the first and the third, one slip apart and nobody else near, are one person

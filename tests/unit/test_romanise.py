@@ -297,6 +297,6 @@ def test_encoding_2_values_are_pinned() -> None:
         "ny:lk3.Za3ef2luZi4iEm538kk0JA",
     ]
     assert linker.blocking_keys("สมชาย ศรีสุข", "1999-04-02")[1:3] == [
-        "nd:lk3.21NrfQngvXrzZJi-koD4RQ",
-        "nd:lk3.BnjuF5UKwROu7jaLVsX9oA",
+        "nd:lk3.0EPXyXcjJm_3-jRn50edzA",
+        "nd:lk3.D1UyCmul8uCNfO8A-w0GdQ",
     ]
