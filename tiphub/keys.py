@@ -18,11 +18,25 @@ DEMO_AGENCIES = ("NZ-CUSTOMS", "NZ-IMMIGRATION", "NZ-DIA", "NZ-LABOUR", "NZ-POLI
 
 
 def _write_secret(path: Path, data: bytes) -> None:
-    """Create a key file readable only by its owner; never overwrite one."""
+    """Create a key file readable only by its owner; never overwrite one. Whole or not at all: written to a
+    temporary file, flushed to disk, then linked in under its name (a crash mid-write leaves no partial key,
+    which could otherwise be read as another key: 32 bytes of a longer file pass for a legacy linkage key)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)  # FileExistsError if a key is there: never overwritten
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 LINKAGE_HEADER = b"tiphub linkage key, encoding "
@@ -36,9 +50,18 @@ def linkage_key_file(encoding: int, secret: bytes) -> bytes:
 
 
 def read_linkage_key(path: Path) -> LinkageKey:
+    """A linkage key file as `linkage_key_file` writes it, or a legacy 32-byte key (encoding 1). A legacy key
+    beside a `.encoding` file is one a development build made (it kept the encoding there): that file is
+    honoured, so the key goes on deriving what it derived."""
     data = path.read_bytes()
-    if len(data) == 32:
-        return LinkageKey(data, LEGACY_ENCODING)
+    if len(data) == 32 and not data.startswith(LINKAGE_HEADER[:8]):
+        sidecar = path.with_suffix(".encoding")
+        if not sidecar.exists():
+            return LinkageKey(data, LEGACY_ENCODING)
+        written = sidecar.read_text().strip()
+        if not written.isdigit() or int(written) not in ENCODINGS:
+            raise ValueError(f"{sidecar}: {written!r} is not a known linkage encoding")
+        return LinkageKey(data, int(written))
     header, newline, secret = data.partition(b"\n")
     known = ", ".join(map(str, sorted(ENCODINGS)))
     if not header.startswith(LINKAGE_HEADER) or not newline or len(secret) != 32:
@@ -272,6 +295,7 @@ class KeyStore:
         if version not in keys:
             return False
         self.linkage_path(version).unlink()
+        self.linkage_path(version).with_suffix(".encoding").unlink(missing_ok=True)  # a development build's
         return True
 
     def agency_key(self, agency: str) -> Ed25519PrivateKey:

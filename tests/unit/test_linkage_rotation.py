@@ -235,3 +235,37 @@ def test_a_linkage_key_carries_its_encoding_and_a_damaged_or_unknown_one_is_refu
     store.rotate_linkage_key()
     store.retire_linkage_key(1)
     assert not path.exists() and set(store.linkage_keys()) == {2}
+
+
+def test_a_key_cut_short_is_refused_not_read_as_a_legacy_key_and_a_development_builds_sidecar_is_honoured(
+    store: KeyStore,
+) -> None:
+    path = store.linkage_path(1)
+    secret = path.read_bytes()[-32:]
+    # A write cut short at 32 bytes (the header, the newline, one byte of secret) is a damaged key, refused:
+    # read as a 32-byte legacy key it would have derived every token anew, splitting everyone seen before.
+    path.write_bytes(path.read_bytes()[:32])
+    with pytest.raises(ValueError, match="not a linkage key"):
+        store.linkage_keys()
+    # A bare 32-byte key is a legacy key of encoding 1, unless a development build left its encoding beside it.
+    path.write_bytes(secret)
+    assert store.linkage_keys()[1] == LinkageKey(secret, 1)
+    path.with_suffix(".encoding").write_text("2\n")
+    assert store.linkage_keys()[1] == LinkageKey(secret, 2)
+    path.with_suffix(".encoding").write_text("7\n")
+    with pytest.raises(ValueError, match="not a known linkage encoding"):
+        store.linkage_keys()
+    path.with_suffix(".encoding").write_text("2\n")
+    store.rotate_linkage_key()
+    store.retire_linkage_key(1)
+    assert not path.exists() and not path.with_suffix(".encoding").exists()
+
+
+def test_a_key_file_is_written_whole_and_never_over_another(store: KeyStore) -> None:
+    before = store.linkage_path(1).read_bytes()
+    version = store.rotate_linkage_key()
+    assert version == 2 and store.linkage_path(1).read_bytes() == before
+    assert [p.name for p in store.linkage_path(1).parent.iterdir() if p.name.endswith(".tmp")] == []
+    with pytest.raises(FileExistsError):
+        store._new_linkage_key(2)  # an existing version is never replaced
+    assert store.linkage_keys()[2].secret == store.linkage_path(2).read_bytes()[-32:]
