@@ -18,7 +18,7 @@ from schemas.registry import load_registry
 
 AGENCY_CODE = re.compile(r"^[A-Z]{2,4}-[A-Z0-9-]+$")
 COUNTRY_CODE = re.compile(r"^[A-Z]{2}$")
-PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+PARTIAL_DATE = re.compile(r"([0-9]{4})(?:-([0-9]{2})(?:-([0-9]{2}))?)?")  # ASCII digits, whole string (fullmatch)
 SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SEXES = ("F", "M", "X")
 RELIABILITY = tuple("ABCDEF")
@@ -88,7 +88,7 @@ def parse_timestamp(text: str) -> datetime:
 
 def parse_partial_date(text: str) -> tuple[int, int | None, int | None]:
     """YYYY, YYYY-MM or YYYY-MM-DD; raises ValueError (without the value) otherwise."""
-    match = PARTIAL_DATE.match(text)
+    match = PARTIAL_DATE.fullmatch(text)
     if not match:
         raise ValueError("not a date of the form YYYY, YYYY-MM or YYYY-MM-DD")
     year, month, day = (int(g) if g else None for g in match.groups())

@@ -75,13 +75,17 @@ def check_libraries() -> None:
     raise if any differs. Run once per process, when an encoding-2 linkage key is first used."""
     wrong = {name: got for name, want in REFERENCE.items() if (got := to_latin(name)) != want}
     if wrong:
-        import icu
+        try:
+            import icu
 
+            icu_version = icu.ICU_VERSION
+        except ImportError:  # PyICU not installed: the names fell back to anyascii
+            icu_version = "none (PyICU is not installed)"
         raise RomanisationMismatch(
             f"this machine romanises {len(wrong)} of encoding 2's reference names otherwise "
             f"({', '.join(f'{n!r} -> {g!r}' for n, g in wrong.items())}); encoding 2 was defined with "
             f"ICU 72, PyICU 2.17, pythainlp 5.4.0, anyascii 0.3.3 and Unicode 14.0.0, this machine has "
-            f"ICU {icu.ICU_VERSION}, Unicode {unicodedata.unidata_version}: install those (deploy/Dockerfile) "
+            f"ICU {icu_version}, Unicode {unicodedata.unidata_version}: install those (deploy/Dockerfile) "
             "so that its linkage values meet the other workers'"
         )
 

@@ -146,7 +146,8 @@ class VerifyReports:
         pass
 
     async def close(self) -> None:
-        self._checks.shutdown(wait=False, cancel_futures=True)
+        # A batch already running finishes before the vault and registry it uses are closed (off the loop).
+        await asyncio.to_thread(self._checks.shutdown, wait=True, cancel_futures=True)
 
 
 def build(context: StageContext) -> VerifyReports:

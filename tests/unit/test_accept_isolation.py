@@ -94,3 +94,16 @@ def test_a_fault_of_the_hub_on_one_report_refuses_that_report_only(
     assert rejected["source_agency"] == reports[1]["source_agency"]
     # Neither the rejection nor the log repeats the exception's message, which may hold a report's values.
     assert "Sokha" not in rejected["detail"] and "Sokha" not in caplog.text and "RuntimeError" in caplog.text
+
+
+@pytest.mark.parametrize("written", ["1999-04-02\n", "١٩٩٩-04-02", "1999-04-02 ", "19990402"])
+def test_a_date_of_birth_that_would_key_apart_from_its_date_is_refused(
+    kit: EnvelopeKit, tmp_path: Path, written: str
+) -> None:
+    """A trailing newline or another script's digits parse as the date but key as another value: the person
+    would never link to their other reports. Only YYYY[-MM[-DD]] in ASCII digits is a date of birth."""
+    record = report_from_json(make_report())
+    record["subjects"][0]["date_of_birth"] = written
+    [verdict] = stage_for(tmp_path).process([submit(kit, record)])
+    assert verdict.rejected is not None
+    assert (verdict.rejected["reason"], verdict.rejected["field"]) == ("invalid_date", "subjects[0].date_of_birth")
