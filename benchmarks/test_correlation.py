@@ -237,3 +237,43 @@ def test_namesakes_born_days_apart_are_not_chained_into_one_person(tmp_path: Pat
             coincide = sum(1 for w in written if same_day[w] > 1) / len(reports)
             print(f"{cohort} {seed} {merged:.3f} {max(entities.values())} {coincide:.3f}")
             assert max(entities.values()) <= 3, (cohort, seed, entities.most_common(3))
+
+
+def test_a_crowd_of_namesakes_on_near_dates_costs_its_dates_not_its_size(tmp_path: Path) -> None:
+    """What a hostile agency's flood of one name on nine dates one slip apart (1999-04-01..09, all sharing
+    `1999040*`) costs the correlator per report, and the link stage's near links: reported, and asserted to grow
+    far slower than the crowd (before near links were bounded per date: 264 ms at 250, 1.7 s at 500)."""
+    from domain.facts import facts_from_accepted
+    from domain.linking import by_partition
+
+    n = 1000
+    reports = [
+        make_report(
+            subjects=[
+                {
+                    "role": "SUSPECTED_VICTIM",
+                    "name": "Nguyen Thi Lan",
+                    "date_of_birth": f"1999-04-0{1 + i % 9}",
+                    "sex": "F",
+                    "identifiers": [],
+                }
+            ],
+            organisations=[],
+        )
+        for i in range(n)
+    ]
+    facts = [facts_from_accepted(r) for r in Pipeline(tmp_path).accept(reports)]
+    correlator, costs = Correlator(PLAN), []
+    for report in facts:
+        started = time.perf_counter()
+        correlator.add(report)
+        costs.append(time.perf_counter() - started)
+    index, near = KeyIndex(), 0
+    for report in facts:
+        for sightings in by_partition(sightings_of(report), 1).values():
+            near += sum(1 for s in sightings for link in index.add(s) if link.basis == "dob_near")
+    window = {at: sum(costs[at - 50 : at]) / 50 * 1000 for at in (250, 500, 1000)}
+    print(f"\ncrowd of {n}: ms per report around 250/500/1000: {window}; total {sum(costs):.1f} s; {near} near links")
+    assert near <= 60 * n  # a bounded number per report, not one per namesake
+    assert window[1000] < 20 * window[250] + 5, window  # the square of 4x would be 16x; a per-pair design 64x
+    assert len({correlator.entity_of[f.people[0].occ_id] for f in facts}) == 9  # one entity per date: no chain

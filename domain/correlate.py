@@ -206,6 +206,10 @@ class Correlator:
         self.by_dob = self._map("by_dob", TEXT_SET, set, mutable=True)
         self.by_ny = self._map("by_ny", TEXT_SET, set, mutable=True)
         self.by_ny_without_dob = self._map("by_ny_without_dob", TEXT_SET, set, mutable=True)
+        # Under each `nd:` key, a few occurrences per date (`NEAR_REPS`): all of one name and date are one cluster
+        # (identical encodings), so a near link to one of them reaches it, and a crowd of namesakes costs a report
+        # no more than its few dates (not every namesake filed).
+        self.near_reps = self._map("near_reps", TEXT_SET, set, mutable=True)
         self.by_contact = self._map("by_contact", TEXT_SET, set, mutable=True)
         self.by_org = self._map("by_org", TEXT_SET, set, mutable=True)
         self.by_subject = self._map("by_subject", TEXT_SET, set, mutable=True)  # erasure finds its people here
@@ -250,7 +254,7 @@ class Correlator:
             variants = [v for p in people for v in p.variants()]
             fetch.append((self.by_dob, {v.dob_key for v in variants if v.dob_key}))
             ny = {k for v in variants for k in v.ny_keys}
-            fetch += [(self.by_ny, ny), (self.by_ny_without_dob, ny)]
+            fetch += [(self.by_ny, ny), (self.by_ny_without_dob, ny), (self.near_reps, ny)]
         for table, keys in fetch:
             prefetch(table, keys)
 
@@ -293,23 +297,70 @@ class Correlator:
         """Level-1 links and near-date links of a newcomer, found in this process (the link stage does this
         partitioned)."""
         linked, near = self._matching(occ), self._near_matching(occ)
-        for _variant, key_index in self._fuzzy_keys(occ):
+        for variant, key_index in self._fuzzy_keys(occ):
             for key, index in key_index:
+                if index is self.near_reps and len(self._reps_by_date(key).get(variant.dob_key, ())) >= NEAR_REPS:
+                    continue  # enough of this name and date filed under the key already
                 index[key].add(occ.occ_id)
         return linked, near
 
+    def _hand_over_near(self, gone: set[str]) -> None:
+        """Before occurrences go: their near links, and their place among the few filed per date under an `nd:`
+        key, pass to another occurrence of the same name and date in their cluster (one a rebuild would have
+        linked to), so that a namesake's erasure neither cuts a pair nor hides a date."""
+        for occ_id in sorted(gone):
+            occ = self.occurrences[occ_id]
+            keys = {k for v in occ.variants() for k in v.ny_keys if k.startswith("nd:")}
+            if not keys or not occ.dob_key:
+                continue
+            heirs = [
+                self.occurrences[m]
+                for m in sorted(self.level1_members[self.uf.find(occ_id)])
+                if m not in gone
+                and self.occurrences[m].dob_key == occ.dob_key
+                and keys & set(self.occurrences[m].ny_keys)
+            ]
+            for neighbour in sorted(self.near.get(occ_id, ())):
+                if neighbour in gone or neighbour not in self.occurrences:
+                    continue
+                heir = next((h for h in heirs if near_match_any(self.occurrences[neighbour], h)), None)
+                if heir is not None:
+                    self.near[neighbour].add(heir.occ_id)
+                    self.near[heir.occ_id].add(neighbour)
+            for key in sorted(keys):
+                if occ_id not in self.near_reps.get(key, ()):
+                    continue
+                filed = self.near_reps[key]
+                for heir in heirs:
+                    if len(self._reps_by_date(key).get(occ.dob_key, ())) > NEAR_REPS:
+                        break  # the one going is still counted
+                    if key in heir.ny_keys:
+                        filed.add(heir.occ_id)
+
+    def _dob_under(self, occ_id: str, key: str) -> str | None:
+        """The date-of-birth key of an occurrence under the linkage key version that made `key`."""
+        return next((v.dob_key for v in self.occurrences[occ_id].variants() if key in v.ny_keys), None)
+
+    def _reps_by_date(self, key: str) -> dict[str | None, list[str]]:
+        grouped: dict[str | None, list[str]] = defaultdict(list)
+        for other in sorted(self.near_reps.get(key, ())):
+            grouped[self._dob_under(other, key)].append(other)
+        return grouped
+
     def _near_matching(self, occ: PersonOccurrence) -> set[str]:
-        """The occurrences held that `occ` is near (`near_match`): found under its `nd:` keys, which exist
-        only with a full DOB, so their candidates are of the full-DOB side."""
-        candidates = {
-            other
-            for variant in occ.variants()
-            for key in variant.ny_keys
-            if key.startswith("nd:")
-            for other in self.by_ny.get(key, ())
-        }
-        candidates.discard(occ.occ_id)
-        return {other for other in candidates if near_match_any(occ, self.occurrences[other])}
+        """The occurrences held that `occ` is near (`near_match`): under each of its `nd:` keys, one per other
+        date of birth filed there (any of a date reaches its cluster)."""
+        found: set[str] = set()
+        for variant in occ.variants():
+            for key in variant.ny_keys:
+                if not key.startswith("nd:"):
+                    continue
+                for date, reps in self._reps_by_date(key).items():
+                    if date == variant.dob_key:
+                        continue
+                    found |= next(({r} for r in reps if near_match_any(occ, self.occurrences[r])), set())
+        found.discard(occ.occ_id)
+        return found
 
     def _matching(self, occ: PersonOccurrence, among: set[str] | None = None) -> set[str]:
         """The occurrences held (or of `among`) that `occ` links to at level 1: a shared document, or a
@@ -343,6 +394,9 @@ class Correlator:
             if variant.dob_key:
                 keys.append((variant.dob_key, self.by_dob))
             for key in variant.ny_keys:
+                if key.startswith("nd:"):
+                    keys.append((key, self.near_reps))
+                    continue
                 keys.append((key, self.by_ny))
                 if not variant.dob_key:
                     keys.append((key, self.by_ny_without_dob))
@@ -372,38 +426,45 @@ class Correlator:
 
     def near_roots(self, root: str) -> set[str]:
         """The level-1 clusters a near-date link joins to cluster `root`."""
-        return {
-            self.uf.find(other)
-            for occ in self.level1_members[root]
-            for other in self.near.get(occ, ())
-            if other in self.occurrences
-        } - {root}
+        return set(self._near_roots(root))
+
+    def _near_roots(self, root: str) -> Iterator[str]:
+        """The same, one at a time (a question about a crowd is answered by its first few)."""
+        seen = {root}
+        for occ in sorted(self.level1_members[root]):  # sorted: the same answer in every process
+            for other in sorted(self.near.get(occ, ())):
+                if other in self.occurrences and (found := self.uf.find(other)) not in seen:
+                    seen.add(found)
+                    yield found
+
+    def _dates_around(self, roots: Iterable[str], most: int) -> int:
+        """How many distinct dates of birth these clusters and every cluster near them hold, counting to `most`."""
+        dates: list[set[str]] = []
+        for root in itertools.chain.from_iterable(itertools.chain([r], self._near_roots(r)) for r in roots):
+            for keys in self._dates(root):
+                # One date under one key version or more: an occurrence of a rotation's overlap carries both keys,
+                # and joins the groups each named it by.
+                joined = [held for held in dates if held & keys]
+                dates = [held for held in dates if not held & keys] + [set(keys).union(*joined)]
+                if len(dates) >= most:
+                    return most
+        return len(dates)
 
     def _dates(self, root: str) -> list[set[str]]:
         """The distinct full dates of birth of a cluster, each as the set of its keys (one per key version)."""
-        return [
-            {v.dob_key for v in self.occurrences[o].variants() if v.dob_key}
+        found = {
+            frozenset(v.dob_key for v in self.occurrences[o].variants() if v.dob_key)
             for o in self.level1_members[root]
             if self.occurrences[o].dob_key
-        ]
+        }
+        return [set(keys) for keys in sorted(found, key=sorted)]
 
     def _near_usable(self, r1: str, r2: str) -> bool:
         """A near-date link joins two clusters only if it is the one reading: the two clusters and every
         cluster near either hold two dates of birth between them. A third date near one of them means
         namesakes born days apart, not one person with a slip, and then no near link of theirs joins anyone
         (whichever arrived first: the state does not depend on the order reports arrive in)."""
-        dates: list[set[str]] = []
-        for root in {r1, r2} | self.near_roots(r1) | self.near_roots(r2):
-            for keys in self._dates(root):
-                for held in dates:
-                    if held & keys:  # one date (under one key version or more)
-                        held |= keys
-                        break
-                else:
-                    dates.append(set(keys))
-                if len(dates) > 2:
-                    return False
-        return True
+        return self._dates_around((r1, r2), 3) <= 2
 
     def _level2_component(self, start: str) -> set[str]:
         component, queue = {start}, [start]
@@ -509,8 +570,9 @@ class Correlator:
             for occ in self.level1_members[root]:
                 for token in self.occurrences[occ].contacts:
                     roots |= self.contact_roots(token)
-            # A new date near a cluster can make its near links ambiguous, or a cluster's near links usable.
-            roots |= self.near_roots(root)
+            # A new date near a cluster can make its near links ambiguous, or a cluster's near links usable; not
+            # in a crowd (three dates around it already): its near links join nobody, before or after.
+            roots |= {near for near in self._near_roots(root) if self._dates_around((near,), 4) <= 3}
         # Whole previous entities around these roots: a contact turning hot can split one.
         previous = {self.entity_of[m] for r in roots for m in self.level1_members[r] if m in self.entity_of}
         roots |= {self.uf.find(m) for e in previous for m in self.entity_members.get(e, ())}
@@ -594,6 +656,7 @@ class Correlator:
             self.reports[report_id] = kept = without(report, gone)
             self._count_considered(kept, 1)
         freed: set[str] = set()  # contacts of the occurrences gone: clusters sharing them may link now
+        self._hand_over_near(gone)
         for occ_id in gone:
             occ = self.occurrences.pop(occ_id)
             for token in occ.documents:
@@ -987,6 +1050,9 @@ class SignalBook:
 
     def latest(self) -> list[tuple[int, Signal]]:
         return sorted(self.versions.values(), key=lambda v: v[1].signal_id)
+
+
+NEAR_REPS = 2  # occurrences filed per date under an `nd:` key
 
 
 def _discard(index: MutableMapping[str, set[str]], key: str, item: str) -> None:

@@ -110,6 +110,9 @@ def _occurrence(s: Sighting) -> PersonOccurrence:
     return PersonOccurrence(s.occ_id, "", "", None, s.subject_key_id, (), (), s.clk, s.dob_key, s.ny_keys)
 
 
+NEAR_REPS = 2  # occurrences filed per date of birth under an `nd:` key (domain/correlate.py keeps as many)
+
+
 @dataclass
 class KeyIndex:
     """The occurrences filed under each linkage key of some partitions, and the links they make."""
@@ -123,9 +126,29 @@ class KeyIndex:
         under = self.filed[sighting.key]
         if sighting.occ_id in under:
             return []  # re-delivered: its links were made the first time
+        if sighting.key.startswith("nd:"):
+            return self._add_near(sighting, under)
         links = [self._link(sighting, other) for other in under.values()]
         under[sighting.occ_id] = sighting
         return [link for link in links if link is not None]
+
+    def _add_near(self, sighting: Sighting, under: dict[str, Sighting]) -> list[Link]:
+        """Under an `nd:` key: a near link to one occurrence of each other date that near-matches (all of one
+        name and date are one cluster: one of them reaches it), and the sighting filed only while its date has
+        fewer than `NEAR_REPS` there, so that a crowd of namesakes costs a batch its few dates, not the crowd."""
+        by_date: dict[str | None, list[Sighting]] = defaultdict(list)
+        for other in sorted(under.values(), key=lambda s: s.occ_id):
+            by_date[other.dob_key].append(other)
+        links = []
+        for date, others in by_date.items():
+            if date == sighting.dob_key:
+                continue
+            found = next((link for other in others if (link := self._link(sighting, other)) is not None), None)
+            if found is not None:
+                links.append(found)
+        if len(by_date.get(sighting.dob_key, ())) < NEAR_REPS:
+            under[sighting.occ_id] = sighting
+        return links
 
     @staticmethod
     def _link(new: Sighting, other: Sighting) -> Link | None:

@@ -66,12 +66,17 @@ RELEASE = ">"  # release scopes are named AGENCY>PARTNER
 Rules = Mapping[str, str]  # field path of a report -> the rule its decision applied (share, generalise, drop)
 
 
+# What the stored state means: raised when the rules that built it change, so that a state built under the old
+# ones is rebuilt from the topics, not read under the new (2: near-date links moved from level 1 to level 2).
+SEMANTICS = 2
+
+
 def fingerprint(plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str], contact_limit: int) -> str:
     """What a stored state was built under: the plan, the partners, the contact limit and (by a MAC, not the key
     itself) the pseudonym key. A change of any makes its entities and signals another state's."""
     plan_text = json.dumps([_plain(asdict(r)) for r in plan], sort_keys=True)
     key_id = hmac.new(pseudonym_key, b"tiphub/correlation-state/key", hashlib.sha256).hexdigest()[:16]
-    config = json.dumps([plan_text, sorted(partners), contact_limit, key_id])
+    config = json.dumps([plan_text, sorted(partners), contact_limit, key_id, SEMANTICS])
     return hashlib.sha256(config.encode()).hexdigest()[:32]
 
 
@@ -277,7 +282,13 @@ class _Scope:
         """The reports held whose end is `now` or earlier (by the index, not a scan of what is held)."""
         return {key.split("|", 1)[1] for key in keys_below(self.expiring, _expiry_key(now, "\uffff"))}
 
-    def add(self, facts: ReportFacts, held: Held, links: MutableMapping[str, set[str]] | None = None) -> None:
+    def add(
+        self,
+        facts: ReportFacts,
+        held: Held,
+        links: MutableMapping[str, set[str]] | None = None,
+        near: MutableMapping[str, set[str]] | None = None,
+    ) -> None:
         """Hold a report (again: the latest grant decides its end and rules, as a restore would read it)."""
         before = self._hold(facts.report_id, held)
         if self.correlator is None:
@@ -294,6 +305,11 @@ class _Scope:
         if links is not None:  # the hub takes its links from the link stage
             for occ in usable.people:
                 self.correlator.links[occ.occ_id] |= links.get(occ.occ_id, set())
+        if near is not None:  # near-date links: level 2, both ends
+            for occ in usable.people:
+                for other in near.get(occ.occ_id, set()):
+                    self.correlator.near[occ.occ_id].add(other)
+                    self.correlator.near[other].add(occ.occ_id)
         self.note(self.correlator.add(usable), usable.report_id)
 
     def link(self, link: Link) -> None:
@@ -431,7 +447,8 @@ class ScopedCorrelation:
         self.tables = tables
         self.scopes: dict[str, _Scope] = {}
         self.facts: MutableMapping[str, ReportFacts]
-        self.links: MutableMapping[str, set[str]]  # occurrence -> occurrences it is linked to
+        self.links: MutableMapping[str, set[str]]  # occurrence -> occurrences it is linked to (level 1)
+        self.near: MutableMapping[str, set[str]]  # occurrence -> occurrences a near-date link joins (level 2)
         self.grants: MutableMapping[str, dict[str, Held]]  # report -> scope -> as decided
         self.erased: MutableSet[str]
         self.retracted: MutableSet[str]
@@ -439,10 +456,12 @@ class ScopedCorrelation:
         self.gone: MutableSet[str]
         if tables is None:
             self.facts, self.links, self.grants = {}, defaultdict(set), defaultdict(dict)
+            self.near = defaultdict(set)
             self.erased, self.retracted, self.gone = set(), set(), set()
         else:
             self.facts = tables.map("facts", REPORT)
             self.links = tables.map("links", TEXT_SET, set, mutable=True)
+            self.near = tables.map("near_links", TEXT_SET, set, mutable=True)
             self.grants = tables.map("grants", GRANTS, dict, mutable=True)
             self.erased, self.retracted = stored_set(tables, "erased"), stored_set(tables, "retracted")
             self.gone = stored_set(tables, "gone_occurrences")
@@ -450,7 +469,8 @@ class ScopedCorrelation:
             taken = fingerprint(plan, pseudonym_key, self.partners, contact_limit)
             if meta.get("fingerprint", taken) != taken:
                 raise StateError(
-                    "the tables were written under another Collection Plan, partners, contact limit or pseudonym key"
+                    "the tables were written under another Collection Plan, partners, contact limit or pseudonym key, "
+                    "or under the correlation rules of an earlier release"
                 )
             meta["fingerprint"] = taken
             self._rows = tables.map("scopes", SCOPE_ROW)  # scope -> (seq, full), as `stage` last wrote them
@@ -518,6 +538,7 @@ class ScopedCorrelation:
         prefetch(self.erased, {o.subject_key_id for r in known.values() for o in r.people})
         linked = set(linked)
         prefetch(self.links, {o.occ_id for r in known.values() for o in r.people} | linked)
+        prefetch(self.near, {o.occ_id for r in known.values() for o in r.people} | linked)
         prefetch(self.gone, linked)
         prefetch(self.retracted, {_report_of(o) for o in linked})
         for scope in self.scopes.values():  # a grant asks every scope whether it holds the report
@@ -590,7 +611,7 @@ class ScopedCorrelation:
             facts = without(facts, erased)
             self._unlink(erased)
         self.facts[facts.report_id] = facts
-        self.hub.add(facts, Held(None, None), self.links)
+        self.hub.add(facts, Held(None, None), self.links, self.near)
         self._grant(facts.agency, facts, Held(None, None))
         for scope, held in sorted(self.grants.get(facts.report_id, {}).items()):
             if scope != facts.agency and (held.retain_until is None or held.retain_until > now):
@@ -625,10 +646,11 @@ class ScopedCorrelation:
         hub = self.hub
         for link in links:
             ends = (link.a, link.b)
-            if any(o in self.gone or _report_of(o) in self.retracted for o in ends) or link.b in self.links[link.a]:
+            held = self.near if link.basis == "dob_near" else self.links  # near dates join at level 2 only
+            if any(o in self.gone or _report_of(o) in self.retracted for o in ends) or link.b in held.get(link.a, ()):
                 continue
-            self.links[link.a].add(link.b)
-            self.links[link.b].add(link.a)
+            held[link.a].add(link.b)
+            held[link.b].add(link.a)
             hub.link(link)
 
     def forget(self, erased: set[str], retracted: set[str]) -> None:
@@ -664,7 +686,9 @@ class ScopedCorrelation:
     def _unlink(self, occurrences: set[str]) -> None:
         """No link to these occurrences any more, here or in the hub's correlator, and none taken in later."""
         hub = self.scopes.get(HUB_SCOPE)
-        tables = [self.links] + ([hub.correlator.links] if hub is not None and hub.correlator is not None else [])
+        tables = [self.links, self.near]
+        if hub is not None and hub.correlator is not None:
+            tables += [hub.correlator.links, hub.correlator.near]
         for occ in sorted(occurrences):
             self.gone.add(occ)
             for links in tables:

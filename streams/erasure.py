@@ -88,6 +88,7 @@ def linked_subject_keys(
     direct = {
         other
         for link in links
+        if link.basis != "dob_near"  # a near date alone says two namesakes may be one: no ground to shred a key
         for one, other in ((link.a, link.b), (link.b, link.a))
         if one in entity and other.rpartition("#")[0] in withdrawn
     }

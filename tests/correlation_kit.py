@@ -95,8 +95,11 @@ def state_of(correlator: Correlator) -> dict[str, Any]:
         "roots": {o: correlator.uf.find(o) for o in correlator.occurrences},
         "entity_of": dict(correlator.entity_of),
         "entity_members": dict(correlator.entity_members),
+        # Which clusters are near which: near links go to any occurrence of a date, so which ones is arrival order.
         "near": {
-            o: set(n) & set(correlator.occurrences) for o, n in correlator.near.items() if o in correlator.occurrences
+            frozenset(members): frozenset(frozenset(correlator.level1_members[r]) for r in correlator.near_roots(root))
+            for root, members in correlator.level1_members.items()
+            if correlator.near_roots(root)
         },
         **{name: {k: v for k, v in getattr(correlator, name).items() if v} for name in indexes},
         "considered": {r: n for r, n in correlator.considered.items() if n},

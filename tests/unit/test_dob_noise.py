@@ -134,3 +134,45 @@ def test_a_shared_phone_joins_namesakes_one_slip_apart_in_a_crowd_but_not_dates_
     assert people(
         tmp_path / "far", mode, [("Nguyen Thi Lan", "1999-04-02", True), ("Nguyen Thi Lan", "1999-07-19", True), third]
     ) == [0, 1, 0]  # the first and the third, one slip apart and nobody else near, are one person
+
+
+def test_the_union_stage_weighs_near_dates_at_level_2_whenever_their_links_arrive() -> None:
+    """The union stage (ScopedCorrelation) holds links that arrive before their reports: a near-date link held so
+    must still join at level 2 (only where it is the one reading), never as a strong link. 60 namesakes born over
+    two years, one report each: the same entities with each report's links after it, all links first, shuffled."""
+    import random
+    import tempfile
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from domain.facts import facts_from_accepted
+    from domain.linking import KeyIndex, by_partition, sightings_of
+    from domain.scoped import HUB_SCOPE, ScopedCorrelation
+    from tests.correlation_kit import PLAN
+
+    rng = random.Random(3)
+    born = [(datetime(1990, 1, 1) + timedelta(days=rng.randrange(730))).date().isoformat() for _ in range(60)]
+    reports = [make_report(subjects=[subject("Nguyen Thi Lan", d)], organisations=[]) for d in born]
+    with tempfile.TemporaryDirectory() as home:
+        facts = [facts_from_accepted(r) for r in Pipeline(Path(home)).accept(reports)]
+    index, batches = KeyIndex(), []
+    for f in facts:
+        batches.append([link for ss in by_partition(sightings_of(f), 1).values() for s in ss for link in index.add(s)])
+    assert any(link.basis == "dob_near" for batch in batches for link in batch)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+
+    def entities(events: list[tuple[str, Any]]) -> list[tuple[str, ...]]:
+        state = ScopedCorrelation(PLAN, b"k" * 32)
+        for kind, item in events:
+            state.accept(item, now) if kind == "report" else state.add_links(item)
+        correlator = state.scopes[HUB_SCOPE].correlator
+        assert correlator is not None
+        groups = Counter(correlator.entity_of[f.people[0].occ_id] for f in facts)
+        assert max(groups.values()) <= 3  # no chain of namesakes
+        return sorted(tuple(sorted(correlator.entity_members[e])) for e in groups)
+
+    after = entities([e for f, b in zip(facts, batches, strict=True) for e in (("report", f), ("links", b))])
+    first = entities([("links", b) for b in batches] + [("report", f) for f in facts])
+    shuffled = [("report", f) for f in facts] + [("links", b) for b in batches]
+    random.Random(0).shuffle(shuffled)
+    assert after == first == entities(shuffled)
