@@ -85,6 +85,14 @@ def report_id_of_key(key_id: str) -> str:
     return parts[1] if len(parts) == 4 else key_id.rsplit("/", 1)[0]
 
 
+class _VerifiedFault(Exception):
+    """A fault of the hub while opening a submission whose signer was already verified."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
 class Rejection(Exception):
     def __init__(self, reason: str, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
@@ -190,6 +198,8 @@ class AcceptStage:
                 opened.append(self._open(submission))
             except Rejection as rejection:
                 opened.append(self._reject(submission, rejection, now))
+            except _VerifiedFault as fault:
+                opened.append(self._unprocessable(submission, fault.cause, now))
             except Exception as exc:  # one report's fault must not stop every agency's reports
                 opened.append(self._unprocessable(submission, exc, now, verified=False))
         requests: list[KeyRequest] = []
@@ -222,6 +232,8 @@ class AcceptStage:
 
     # -- opening: every check that can refuse a submission -------------------------------
     def _open(self, submission: Submission) -> _Opened:
+        """Check, open and validate a submission; a Rejection if it must be refused. A fault of the hub after its
+        signer is verified comes out as `_VerifiedFault`, so that its refusal is attributed to the agency."""
         try:
             written_with, envelope = self.codec.decode(submission.value, expect=SUBMITTED)
         except CodecError as exc:
@@ -231,6 +243,17 @@ class AcceptStage:
             raise Rejection("key_mismatch", "the Kafka key is not the envelope's report_id", "report_id")
 
         key = self._check_signer(envelope, submission, written_with)
+        try:
+            return self._open_verified(submission, written_with, envelope, key)
+        except Rejection:
+            raise
+        except Exception as exc:
+            raise _VerifiedFault(exc) from exc
+
+    def _open_verified(
+        self, submission: Submission, written_with: RegisteredSchema, envelope: dict[str, Any], key: RegisteredKey
+    ) -> _Opened:
+        report_id = envelope["report_id"]
         if self._report_versions.get(envelope["report_schema_id"]) != written_with.version:
             raise Rejection(
                 "unknown_report_schema",

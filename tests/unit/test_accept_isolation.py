@@ -107,3 +107,19 @@ def test_a_date_of_birth_that_would_key_apart_from_its_date_is_refused(
     [verdict] = stage_for(tmp_path).process([submit(kit, record)])
     assert verdict.rejected is not None
     assert (verdict.rejected["reason"], verdict.rejected["field"]) == ("invalid_date", "subjects[0].date_of_birth")
+
+
+class FailingInDerive(AcceptStage):
+    """A fault of the hub while deriving tokens, after the signer was verified."""
+
+    def _derive_all(self, opened):  # type: ignore[no-untyped-def]
+        raise RuntimeError("Sokha Chan")
+
+
+def test_a_fault_after_the_signer_is_verified_is_the_agencys_refusal_and_before_it_nobodys(
+    kit: EnvelopeKit, tmp_path: Path
+) -> None:
+    report = make_report()
+    [verdict] = stage_for(tmp_path, FailingInDerive).process([submit(kit, report_from_json(report))])
+    assert verdict.rejected is not None and verdict.rejected["reason"] == "unprocessable"
+    assert verdict.rejected["source_agency"] == report["source_agency"]  # its agency finds it in its rejections
