@@ -17,7 +17,19 @@ from fastapi import FastAPI
 from gateway.handlers import setup_exception_handlers
 from gateway.limits import EdgeLimits
 from gateway.metrics import GatewayMetrics
-from gateway.routes import audit, console, coverage, operations, reports, schemas, signals, summaries, taxii, triage
+from gateway.routes import (
+    audit,
+    console,
+    coverage,
+    operations,
+    reports,
+    schemas,
+    session,
+    signals,
+    summaries,
+    taxii,
+    triage,
+)
 from gateway.state import StateFactory
 from gateway.version import __version__
 from tiphub.settings import Settings
@@ -45,6 +57,18 @@ def create_app(settings: Settings, state: StateFactory) -> FastAPI:
     app.middleware("http")(metrics.count)  # outermost: also counts what the edge limits refuse
     setup_exception_handlers(app)
     # In this order: a path matches the first route that takes it (/v1/signals/stream before /v1/signals/{id}).
-    for resource in (operations, signals, summaries, audit, reports, taxii, coverage, console, triage, schemas):
+    for resource in (
+        operations,
+        session,
+        signals,
+        summaries,
+        audit,
+        reports,
+        taxii,
+        coverage,
+        console,
+        triage,
+        schemas,
+    ):
         app.include_router(resource.router)
     return app

@@ -19,7 +19,7 @@ from domain.ports import KeyVault
 from domain.read_models import ReadModels
 from gateway.cursors import CursorSealer
 from gateway.errors import NoToken, NotPermitted
-from gateway.security import AuditSink
+from gateway.security import CONSOLE_HEADER, SESSION_COOKIE, AuditSink
 from gateway.state import GatewayState, started
 from gateway.visibility import Visibility
 from tiphub.settings import Settings
@@ -87,15 +87,38 @@ CursorsDep = Annotated[CursorSealer, Depends(_cursors)]
 VaultDep = Annotated[KeyVault, Depends(_vault)]
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+
+
+def credential(request: Request) -> str:
+    """The bearer token of a request: its Authorization header, or the console's session cookie.
+
+    The cookie is HttpOnly and SameSite=Strict (gateway/routes/session.py). A request that changes something
+    on the strength of it must also carry the console's header, which another site's page cannot add
+    without a CORS preflight this gateway never grants, and, if the browser names an Origin, come from this
+    gateway's own: a forged form or link acts as nobody."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if header:
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NoToken()
+        return token.strip()
+    session = request.cookies.get(SESSION_COOKIE, "")
+    if not session:
+        raise NoToken()
+    if request.method not in SAFE_METHODS:
+        origin = request.headers.get("origin")
+        own = f"{request.url.scheme}://{request.url.netloc}"
+        if request.headers.get(CONSOLE_HEADER) != "1" or (origin is not None and origin != own):
+            raise NotPermitted("cross_site_request", "a session's changes come from the console itself")
+    return session
+
+
 def require(*roles: str) -> Callable[[Request, GatewayState], Awaitable[Caller]]:
     """A dependency: the verified caller, if their role is one of `roles` (any role when none given)."""
 
     async def dependency(request: Request, state: StateDep) -> Caller:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise NoToken()
-        caller = state.tokens.verify(token.strip())  # a TokenError is a 401 (gateway/handlers.py)
+        caller = state.tokens.verify(credential(request))  # a TokenError is a 401 (gateway/handlers.py)
         request.state.caller = caller  # who any refusal of this request names in the audit
         if roles and caller.role not in roles:
             raise NotPermitted("wrong_role", f"this needs the role {' or '.join(roles)}")
@@ -112,12 +135,9 @@ def caller_of(request: Request) -> Caller | None:
 
 async def auditor_or_none(request: Request, state: StateDep) -> Caller | None:
     """The caller, if a valid auditor's token came with the request (where no token is needed: metrics)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        return None
     try:
-        caller = state.tokens.verify(token.strip())
-    except TokenError:
+        caller = state.tokens.verify(credential(request))
+    except (TokenError, NoToken, NotPermitted):
         return None
     return caller if caller.role == "auditor" else None
 

@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.callers import TokenError
+from gateway.security import SESSION_COOKIE
 from gateway.state import started
 
 UNLIMITED_PATHS = frozenset({"/healthz"})  # liveness probes must always get through
@@ -90,7 +91,7 @@ class EdgeLimits:
         headers = dict(scope["headers"])
         now = time.monotonic()
         address = (scope.get("client") or ("unknown", 0))[0]
-        authorization = headers.get(b"authorization", b"")
+        authorization = headers.get(b"authorization", b"") or _session_as_bearer(headers.get(b"cookie", b""))
         credential = "c:" + hashlib.sha256(authorization).hexdigest()[:32] if authorization else "a:" + address
         for limiter, key in ((self.addresses, "a:" + address), (self.credentials, credential)):
             allowed, wait_s, bucket = limiter.take(key, now)
@@ -152,6 +153,12 @@ class EdgeLimits:
             except TokenError:
                 caller = None
         await state.audit.denied(Request(scope), reason, caller, detail)
+
+
+def _session_as_bearer(cookie: bytes) -> bytes:
+    """The console's session cookie as the credential it is (limited and audited like a bearer token)."""
+    session = cookie_parser(cookie.decode("latin-1")).get(SESSION_COOKIE)
+    return f"Bearer {session}".encode() if session else b""
 
 
 async def _answer(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:

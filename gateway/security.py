@@ -25,6 +25,9 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
+SESSION_COOKIE = "tiphub_session"  # the console's session: an access token, HttpOnly, SameSite=Strict
+CONSOLE_HEADER = "x-tiphub-console"  # a header no other site's page can make a browser send here
+
 
 @dataclass(frozen=True)
 class GatewayKeys:

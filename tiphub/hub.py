@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from adapters.kafka.probes import CommittedReader, LagProbe
+from adapters.sql.tokens import SIGNIN
 from domain.scoped import HUB_SCOPE
 from producers.simulate import Simulator
 from tiphub.runtime import (
@@ -83,6 +84,31 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
             process.wait(5)
 
 
+# Who the demo's console links sign in as: one person per role, two releasing officers for the two-person rule.
+DEMO_PEOPLE = (
+    ("analyst", "Ana (analyst)", {"agency": "NZ-NIC"}),
+    ("releasing_officer", "Rangi (releasing officer)", {"agency": "NZ-NIC"}),
+    ("releasing_officer", "Pita (releasing officer)", {"agency": "NZ-POLICE"}),
+    ("liaison", "Somchai (liaison officer)", {"partner": "HSU-TH"}),
+    ("auditor", "Aroha (auditor)", {"agency": "NZ-NIC"}),
+    ("publisher", "Mere (publisher)", {"agency": "NZ-POLICE"}),
+)
+
+
+def demo_signin_links(settings: Settings, gateway: str) -> list[tuple[str, str]]:
+    """A one-time console sign-in link per demo person (valid 8 hours, opens one session): the token rides
+    in the URL's fragment, which browsers never send, and the page drops it from the address bar."""
+    tokens = token_authority(settings)
+    links = []
+    for role, subject, acts_for in DEMO_PEOPLE:
+        token = tokens.issue(
+            role, subject, agency=acts_for.get("agency"), partner=acts_for.get("partner"), ttl_s=8 * 3600, use=SIGNIN
+        )
+        where = acts_for.get("agency") or acts_for.get("partner")
+        links.append((f"{subject.split(' (')[0]}, {role.replace('_', ' ')} of {where}", f"{gateway}/#signin={token}"))
+    return links
+
+
 def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, port: int, console: Console) -> int:
     settings.home.mkdir(parents=True, exist_ok=True)
     init_keys(settings)
@@ -114,9 +140,8 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
             )
         )
         console.print(f"broker {bootstrap}   gateway http://127.0.0.1:{port}   logs {logs}")
-        # A demo analyst of the national intelligence centre, valid for this session's working day.
-        demo = token_authority(settings).issue("analyst", "demo analyst", agency="NZ-NIC", ttl_s=8 * 3600)
-        console.print(f"analyst console: http://127.0.0.1:{port}/#token={demo}")
+        for role, link in demo_signin_links(settings, f"http://127.0.0.1:{port}"):
+            console.print(f"{role:<32} {link}", soft_wrap=True, highlight=False)
         console.print("Ctrl-C stops everything")
         asyncio.run(_publish_and_watch(settings, bootstrap, rate, ctdc, seed, children, console))
         return 0

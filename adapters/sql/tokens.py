@@ -20,6 +20,10 @@ ISSUER = "tiphub"
 AUDIENCE = "tiphub-gateway"
 DEFAULT_TTL_S = 8 * 3600
 MAX_TTL_S = 30 * 24 * 3600
+# What a token is for. An access token (no `use` claim) calls the API; a sign-in token ("signin") only opens a
+# console session, once: the link `tiphub up` prints carries one, so a link seen again (a browser's history,
+# a screen share) opens nothing.
+ACCESS, SIGNIN = "access", "signin"
 
 
 class TokenAuthority:
@@ -41,6 +45,7 @@ class TokenAuthority:
         partner: str | None = None,
         ttl_s: int = DEFAULT_TTL_S,
         now: datetime | None = None,
+        use: str = ACCESS,
     ) -> str:
         if role not in ROLES:
             raise ValueError(f"role: must be one of {', '.join(ROLES)}")
@@ -66,10 +71,12 @@ class TokenAuthority:
             "jti": str(uuid.uuid4()),
             **({"agency": agency} if agency else {}),
             **({"partner": partner} if partner else {}),
+            **({"use": use} if use != ACCESS else {}),
         }
         return jwt.encode(claims, self._key, algorithm="EdDSA")
 
-    def verify(self, token: str) -> Caller:
+    def verify(self, token: str, use: str = ACCESS) -> Caller:
+        """The caller a valid, unrevoked token names, if it is a token for `use` (a sign-in token calls no API)."""
         try:
             claims = jwt.decode(
                 token,
@@ -91,6 +98,8 @@ class TokenAuthority:
         role = claims.get("role")
         if role not in ROLES:
             raise TokenError("malformed_token", "the token names no known role")
+        if claims.get("use", ACCESS) != use:
+            raise TokenError("wrong_use", f"this is not an {use} token" if use == ACCESS else f"not a {use} token")
         if self.is_revoked(claims["jti"]):
             raise TokenError("token_revoked", "the token has been revoked")
         return Caller(

@@ -94,6 +94,49 @@ async def act(
     return shown_to(state.views, caller, summary)
 
 
+# What each field of a partner's summary is computed from: the report field whose decided rule governs it.
+CONTENT_SOURCES: dict[str, str | None] = {
+    "signal_id": None,  # the partner's own signal id, always
+    "requirement_id": None,
+    "report_count": None,
+    "agencies": "source_agency",
+    "elements": "elements",
+    "act_means_purpose": "elements",
+    "minor_involved": "subjects.minor",
+    "first_seen": "observed_at",
+    "last_seen": "observed_at",
+}
+RULE_WORDS = {"share": "shared", "generalise": "generalised", "drop": "withheld"}
+
+
+def content_fields(
+    state: GatewayState, partner: str, agency: str, report_ids: list[str], content: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Each field of what the partner would receive, with the rule that let it go and the clauses behind it:
+    the weakest rule the decisions for the partner (and for the drafting agency, which a summary never shows
+    more than) gave the report field it is computed from, over every report."""
+    decided: dict[str, list[dict[str, Any]]] = {}
+    for report_id in report_ids:
+        for recipient in (partner, agency):
+            found = state.visibility.report_view(recipient, report_id)
+            for field in found[1] if found is not None else ():
+                decided.setdefault(field["field"], []).append(field)
+    rank = {"drop": 0, "generalise": 1, "share": 2}
+    out = []
+    for name, value in content.items():
+        source = CONTENT_SOURCES.get(name)
+        if source is None:
+            out.append(
+                {"field": name, "value": value, "rule": "share", "from": None, "basis": ["the partner's own signal"]}
+            )
+            continue
+        fields = decided.get(source, [])
+        rule = min((f["rule"] for f in fields), key=rank.__getitem__, default="share")
+        basis = sorted({f["basis"] for f in fields if f["rule"] == rule})
+        out.append({"field": name, "value": value, "rule": rule, "from": source, "basis": basis})
+    return out
+
+
 def known_partner(state: GatewayState, partner: str, where: tuple[str, ...]) -> None:
     if partner not in state.partners:
         raise invalid((where, "not a partner with a sharing agreement", "value_error"))
@@ -111,8 +154,19 @@ async def partner_views(signal_id: str, partner: str, caller: AnalystCaller, sta
         content = partner_view(state.visibility, found, partner, caller.acts_for, now)
         if isinstance(content, dict):
             shared = sorted(set(found["report_ids"]) & set(record["report_ids"]))
-            out.append({"partner_signal": found["signal_id"], "shared_reports": shared, "content": content})
+            fields = await asyncio.to_thread(
+                content_fields, state, partner, caller.acts_for, found["report_ids"], content
+            )
+            out.append(
+                {"partner_signal": found["signal_id"], "shared_reports": shared, "content": content, "fields": fields}
+            )
     return {"signal_id": signal_id, "partner": partner, "partner_signals": out}
+
+
+@router.get("/v1/partners", tags=["analysts"])
+async def partners(caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, list[str]]:
+    """The partners abroad a sharing agreement names: whom a summary can be drafted for."""
+    return {"partners": sorted(state.partners)}
 
 
 @router.get("/v1/releasable", tags=["analysts"])
@@ -166,6 +220,34 @@ async def pending(caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, 
     releasing officer those their agency must consent to (showing only their agency's part)."""
     summaries = state.views.pending_summaries()
     return {"summaries": [shown_to(state.views, caller, s) for s in summaries if concerns(s, caller)]}
+
+
+@router.get("/v1/summaries/{summary_id}")
+async def one_summary(summary_id: str, caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, Any]:
+    """One summary that is the caller's business, as they may see it. For the drafting agency, beside what
+    the partner would receive: each field with its rule and clauses, and the reports as the agency holds them
+    (what its analysts see), so that whoever approves sees what goes out and from what."""
+    summary = find(state, caller, summary_id)
+    shown = shown_to(state.views, caller, summary)
+    if caller.agency != summary.drafter_agency:
+        return shown
+    headers = [state.views.header(r) for r in summary.report_ids]
+    reports = [
+        {
+            "report_id": h.report_id,
+            "source_agency": h.agency,
+            "indicator_type": h.indicator_type,
+            "observed_at": h.observed_at,
+            "elements": list(h.elements),
+        }
+        for h in headers
+        if h is not None
+    ]
+    fields = await asyncio.to_thread(
+        content_fields, state, summary.partner, summary.drafter_agency, list(summary.report_ids), summary.content
+    )
+    await state.audit.disclosed(caller, summary_id, {"reports": list(summary.report_ids)})
+    return {**shown, "drafter_agency": summary.drafter_agency, "fields": fields, "reports": reports}
 
 
 @router.post("/v1/summaries/{summary_id}/consent", responses=responding(200, "The summary now.", summary_links()))

@@ -610,57 +610,6 @@ def test_an_agency_system_seals_for_the_hub_key_it_fetches_from_the_gateway(live
     assert envelope["hub_key_id"] == current["key_id"]
 
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "build" / "artifacts"
-
-
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (make test installs them with apt where it can)",
-)
-def test_the_console_shows_live_signals_coverage_and_a_signal_link_graph(live: Live) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1500,950",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        wait = WebDriverWait(driver, 60)
-        driver.get(f"{live.url}/#token={live.tokens.issue('analyst', 'Ana', agency='NZ-NIC')}")
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.signal")) >= 10)
-        before = len(driver.find_elements(By.CSS_SELECTOR, "tr.signal"))
-        live.hub.publish(simulate(12, seed=99).reports)  # new people: new signals arrive while the page is open
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr.signal")) > before)
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#coverage rect.bar")) == 6)
-        assert "live" in driver.find_element(By.ID, "state").text
-        rows = driver.find_elements(By.CSS_SELECTOR, "tr.signal")
-        target = next(r for r in rows if "IR-1" in r.text and "open" in r.text)
-        target.click()
-        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#graph g.report")) >= 2)
-        assert len(driver.find_elements(By.CSS_SELECTOR, "#graph g.agency")) >= 2  # IR-1: two agencies at least
-        assert target.get_attribute("data-signal") in driver.find_element(By.ID, "detail").text
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = ARTIFACTS / "console.png"
-        assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
-    finally:
-        driver.quit()
-
-
 def test_confluent_kafkas_avro_deserializer_decodes_accepted_reports_through_the_registry_api(live: Live) -> None:
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroDeserializer

@@ -20,14 +20,19 @@ def token_issue(
     agency: Annotated[str | None, typer.Option("--agency", help="The agency a domestic role acts for.")] = None,
     partner: Annotated[str | None, typer.Option("--partner", help="The partner a liaison officer acts for.")] = None,
     ttl: Annotated[int, typer.Option("--ttl", help="Seconds until the token expires.")] = 8 * 3600,
+    signin: Annotated[
+        bool,
+        typer.Option("--signin", help="A one-time console sign-in token (GATEWAY/#signin=TOKEN), not an API token."),
+    ] = False,
     home: HomeOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
     """Print a signed bearer token for the gateway (stdout: the token only)."""
+    from adapters.sql.tokens import ACCESS, SIGNIN
 
     try:
         token = Container(settings_from(home=home)).tokens.issue(
-            role, subject, agency=agency, partner=partner, ttl_s=ttl
+            role, subject, agency=agency, partner=partner, ttl_s=ttl, use=SIGNIN if signin else ACCESS
         )
     except ValueError as exc:
         console.print(f"[red]refused[/red] {exc}")

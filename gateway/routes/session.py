@@ -1,0 +1,100 @@
+"""The console's session: a sign-in opens it as an HttpOnly cookie, so no token sits in a URL or in the page.
+
+`POST /v1/session` takes a one-time sign-in token (the link `tiphub up` prints carries one, in the URL's
+fragment, which browsers never send; the page posts it and drops it from the address bar) or a hub access
+token pasted by hand, and answers with a session cookie holding a fresh access token for the same caller.
+A sign-in token opens one session only: it is revoked as it is used. The cookie is HttpOnly (no script
+reads it), SameSite=Strict, and Secure over TLS; a request that changes something on its strength needs the
+console's header too (gateway/deps.py `credential`). `DELETE /v1/session` signs out: the session's token is
+revoked at once, so a copied cookie opens nothing either.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Request, Response
+
+from adapters.sql.tokens import DEFAULT_TTL_S, SIGNIN
+from domain.callers import Caller, TokenError
+from gateway.deps import AnyCaller, AuditDep, StateDep
+from gateway.security import SESSION_COOKIE
+
+router = APIRouter(tags=["console"])
+
+SESSION_TTL_S = DEFAULT_TTL_S
+
+
+def who(caller: Caller) -> dict[str, Any]:
+    return {
+        "subject": caller.subject,
+        "role": caller.role,
+        "agency": caller.agency,
+        "partner": caller.partner,
+        "expires_at": caller.expires_at.isoformat(),
+    }
+
+
+def open_session(request: Request, response: Response, state: Any, caller: Caller, ttl_s: int) -> dict[str, Any]:
+    """Issue a session token for `caller` and set it as the session cookie."""
+    token = state.tokens.issue(
+        caller.role, caller.subject, agency=caller.agency, partner=caller.partner, ttl_s=max(1, ttl_s)
+    )
+    session = state.tokens.verify(token)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max(1, ttl_s),
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return who(session)
+
+
+@router.post("/v1/session")
+async def sign_in(
+    request: Request,
+    response: Response,
+    state: StateDep,
+    audit: AuditDep,
+    signin: Annotated[str | None, Body(embed=True, max_length=4096)] = None,
+    token: Annotated[str | None, Body(embed=True, max_length=4096)] = None,
+) -> dict[str, Any]:
+    """Open a console session with a one-time sign-in token (`signin`) or a hub access token (`token`)."""
+    if (signin is None) == (token is None):
+        raise TokenError("malformed_token", "give one of signin (a sign-in link's token) or token")
+    if signin is not None:
+        caller = state.tokens.verify(signin, use=SIGNIN)
+        if not state.tokens.revoke(caller.token_id, "used to sign in"):
+            raise TokenError("token_revoked", "the token has been revoked")  # used twice at once
+        ttl_s = SESSION_TTL_S
+    else:
+        caller = state.tokens.verify(token or "")
+        ttl_s = min(SESSION_TTL_S, int((caller.expires_at - datetime.now(UTC)).total_seconds()))
+    session = open_session(request, response, state, caller, ttl_s)
+    await audit.write(
+        "sign_in",
+        f"{caller.role}:{caller.subject}",
+        "signed_in",
+        recipient=caller.acts_for,
+        detail={"with": "signin_link" if signin is not None else "token"},
+    )
+    return session
+
+
+@router.get("/v1/session")
+async def current(caller: AnyCaller) -> dict[str, Any]:
+    """Who this session (or token) is: role, and the agency or partner it acts for."""
+    return who(caller)
+
+
+@router.delete("/v1/session")
+async def sign_out(caller: AnyCaller, response: Response, state: StateDep, audit: AuditDep) -> dict[str, str]:
+    """Sign out: the session's token is revoked and the cookie cleared."""
+    state.tokens.revoke(caller.token_id, "signed out")
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    await audit.write("sign_out", f"{caller.role}:{caller.subject}", "signed_out", recipient=caller.acts_for)
+    return {"signed_out": caller.subject}
