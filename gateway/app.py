@@ -21,6 +21,7 @@ from gateway.routes import (
     audit,
     console,
     coverage,
+    oidc,
     operations,
     reports,
     schemas,
@@ -60,6 +61,7 @@ def create_app(settings: Settings, state: StateFactory) -> FastAPI:
     for resource in (
         operations,
         session,
+        oidc,
         signals,
         summaries,
         audit,

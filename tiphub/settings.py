@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.callers import ROLES
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TIPHUB_", extra="ignore")
+    # hide_input_in_errors: a bad setting's error must not echo the secrets read with it (client secret, SASL password)
+    model_config = SettingsConfigDict(env_prefix="TIPHUB_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(default=Path(".tiphub"), description="Keys, key vault and broker data.")
     broker: str | None = Field(default=None, description="host:port of Kafka; unset: embedded broker.")
@@ -79,11 +84,79 @@ class Settings(BaseSettings):
     )
     gateway_address_burst: int = Field(default=1000, ge=1)
     gateway_max_body_bytes: int = Field(default=256 * 1024, ge=1024, description="Larger request bodies get 413.")
+    # The console's sign-in with OpenID Connect (gateway/oidc.py; docs/operations.md, "Console sign-in with OpenID
+    # Connect"). Unset issuer: no such sign-in, only the hub's own tokens.
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The identity provider's issuer URL (https; http only on a loopback address). Unset: no OpenID "
+        "Connect sign-in.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="The gateway's client id at the identity provider.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None,
+        description="The client's secret (client_secret_basic); unset with no secret file: a public client, PKCE only.",
+    )
+    oidc_client_secret_file: Path | None = Field(
+        default=None, description="A file holding the client's secret, so that none sits in the environment."
+    )
+    oidc_scopes: str = Field(
+        default="openid", description="Scopes asked for, space-separated (openid is always asked for)."
+    )
+    oidc_redirect_uri: str | None = Field(
+        default=None,
+        description="The callback URL registered at the identity provider; unset: this gateway's "
+        "/v1/session/oidc/callback as the request reached it (set it behind a reverse proxy).",
+    )
+    oidc_role_claim: str = Field(default="tiphub_role", description="The ID token claim naming the role (or groups).")
+    oidc_role_map: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON: the role claim\'s values (a role name, a group) to tiphub roles, e.g. {"tip-analysts": '
+        '"analyst"}; empty: the claim names tiphub roles itself.',
+    )
+    oidc_agency_claim: str = Field(default="tiphub_agency", description="The claim naming a domestic role's agency.")
+    oidc_partner_claim: str = Field(default="tiphub_partner", description="The claim naming a liaison's partner.")
+    oidc_subject_claim: str = Field(
+        default="sub",
+        description="The claim a session's subject is made of (oidc:VALUE): stable and pseudonymous, not an email.",
+    )
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: Path | None = None
+
+    @model_validator(mode="after")
+    def _oidc_is_complete(self) -> Settings:
+        """A half-configured sign-in is refused at start, naming the setting, not at a user's first sign-in."""
+        if self.oidc_issuer is None:
+            return self
+        _check_url("TIPHUB_OIDC_ISSUER", self.oidc_issuer)
+        if not self.oidc_client_id:
+            raise ValueError("TIPHUB_OIDC_CLIENT_ID: required when TIPHUB_OIDC_ISSUER is set")
+        if self.oidc_client_secret is not None and self.oidc_client_secret_file is not None:
+            raise ValueError("TIPHUB_OIDC_CLIENT_SECRET and TIPHUB_OIDC_CLIENT_SECRET_FILE: give one, not both")
+        if self.oidc_client_secret_file is not None and not self.oidc_client_secret_value():
+            raise ValueError(f"TIPHUB_OIDC_CLIENT_SECRET_FILE: {self.oidc_client_secret_file} is missing or empty")
+        if self.oidc_redirect_uri is not None:
+            _check_url("TIPHUB_OIDC_REDIRECT_URI", self.oidc_redirect_uri)
+        unknown = sorted(set(self.oidc_role_map.values()) - set(ROLES))
+        if unknown:
+            raise ValueError(f"TIPHUB_OIDC_ROLE_MAP: {', '.join(unknown)} not a role ({', '.join(ROLES)})")
+        for name in ("role", "agency", "partner", "subject"):
+            if not getattr(self, f"oidc_{name}_claim").strip():
+                raise ValueError(f"TIPHUB_OIDC_{name.upper()}_CLAIM: must name a claim")
+        return self
+
+    def oidc_client_secret_value(self) -> str | None:
+        """The OpenID Connect client's secret, from the setting or its file; None for a public client."""
+        if self.oidc_client_secret is not None:
+            return self.oidc_client_secret.get_secret_value()
+        if self.oidc_client_secret_file is not None:
+            try:
+                return self.oidc_client_secret_file.read_text(encoding="utf-8").strip() or None
+            except OSError:
+                return None
+        return None
 
     @property
     def vault_database(self) -> str:
@@ -126,3 +199,21 @@ class Settings(BaseSettings):
 
             options["ssl_context"] = ssl.create_default_context(cafile=str(self.kafka_ssl_cafile))
         return options
+
+
+def _check_url(setting: str, url: str) -> None:
+    """An identity provider's URLs are https; plain http only to a loopback address (a test provider)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{setting}: {url!r} is not an absolute URL without query or fragment")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ValueError(f"{setting}: must be https (plain http only to a loopback address)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
