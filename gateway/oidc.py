@@ -363,6 +363,8 @@ class RelyingParty:
             raise NotPermitted("oidc_provider_unavailable", "the identity provider cannot be reached") from None
         except jwt.PyJWTError:  # no key of the provider's by that id, or not a JWT at all
             raise NotPermitted("oidc_id_token_bad_signature", "the ID token's signature does not verify") from None
+        except Exception:  # its key set is not JSON, or not a key set: the provider's fault, refused and audited
+            raise NotPermitted("oidc_provider_unavailable", "the identity provider's keys cannot be read") from None
         claims = check_id_token(
             id_token,
             key,
@@ -422,7 +424,7 @@ def _request(url: str, body: bytes | None, headers: Mapping[str, str]) -> Any:
         error = _error_code(exc)
         log.warning("the identity provider answered %s %s (%s)", exc.code, urlsplit(url).path, error)
         raise ProviderUnavailable(f"HTTP {exc.code} ({error})") from None
-    except (OSError, ValueError) as exc:
+    except Exception as exc:  # unreachable, a broken status line (http.client), not JSON: the provider's fault
         log.warning("the identity provider could not be asked: %s", type(exc).__name__)
         raise ProviderUnavailable(type(exc).__name__) from None
 

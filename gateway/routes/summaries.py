@@ -21,6 +21,7 @@ from gateway.paging import partner_page
 from gateway.release import candidates, draft_summary, partner_view, recheck, releasable, shown_to, summary_event
 from gateway.security import invalid
 from gateway.state import GatewayState
+from policies.visibility import Visible
 from schemas.codec import WireCodec
 
 SUMMARY_EVENT = "tiphub.SummaryEvent"
@@ -137,6 +138,24 @@ def content_fields(
     return out
 
 
+def held_report(report: Visible) -> dict[str, Any]:
+    """A report's headline as the agency may see it now, each field under the rule its decision gave it."""
+    facts = report.facts
+
+    def under(field: str, value: Any, generalised: Any) -> Any:
+        rule = report.rule(field)
+        return value if rule == "share" else generalised if rule == "generalise" else None
+
+    return {
+        "report_id": facts.report_id,
+        "visible": True,
+        "source_agency": under("source_agency", facts.agency, facts.agency.split("-", 1)[0]),
+        "indicator_type": under("indicator_type", facts.indicator_type, None),
+        "observed_at": under("observed_at", facts.observed_at, facts.observed_at.strftime("%Y-%m")),
+        "elements": under("elements", list(facts.elements), None),
+    }
+
+
 def known_partner(state: GatewayState, partner: str, where: tuple[str, ...]) -> None:
     if partner not in state.partners:
         raise invalid((where, "not a partner with a sharing agreement", "value_error"))
@@ -160,6 +179,9 @@ async def partner_views(signal_id: str, partner: str, caller: AnalystCaller, sta
             out.append(
                 {"partner_signal": found["signal_id"], "shared_reports": shared, "content": content, "fields": fields}
             )
+    await state.audit.disclosed(
+        caller, signal_id, {"partner": partner, "partner_signals": [o["partner_signal"] for o in out]}
+    )
     return {"signal_id": signal_id, "partner": partner, "partner_signals": out}
 
 
@@ -182,6 +204,9 @@ async def what_may_go(
         content = partner_view(state.visibility, record, partner, caller.acts_for, now)
         if isinstance(content, dict):
             out.append({"partner_signal": record["signal_id"], "content": content})
+    await state.audit.disclosed(
+        caller, "releasable", {"partner": partner, "partner_signals": [o["partner_signal"] for o in out]}
+    )
     return {"partner": partner, "signals": out}
 
 
@@ -218,8 +243,10 @@ async def draft(body: DraftRequest, caller: AnalystCaller, state: StateDep) -> A
 async def pending(caller: OfficerOrAnalystCaller, state: StateDep) -> dict[str, Any]:
     """Drafts awaiting consent or approval that are the caller's business: their agency's drafts, and for a
     releasing officer those their agency must consent to (showing only their agency's part)."""
-    summaries = state.views.pending_summaries()
-    return {"summaries": [shown_to(state.views, caller, s) for s in summaries if concerns(s, caller)]}
+    summaries = [s for s in state.views.pending_summaries() if concerns(s, caller)]
+    if summaries:
+        await state.audit.disclosed(caller, "summaries", {"summaries": [s.summary_id for s in summaries]})
+    return {"summaries": [shown_to(state.views, caller, s) for s in summaries]}
 
 
 @router.get("/v1/summaries/{summary_id}")
@@ -230,19 +257,14 @@ async def one_summary(summary_id: str, caller: OfficerOrAnalystCaller, state: St
     summary = find(state, caller, summary_id)
     shown = shown_to(state.views, caller, summary)
     if caller.agency != summary.drafter_agency:
+        await state.audit.disclosed(caller, summary_id, {"own_reports": shown["content"]["your_reports"]})
         return shown
-    headers = [state.views.header(r) for r in summary.report_ids]
+    now = datetime.now(UTC)
     reports = [
-        {
-            "report_id": h.report_id,
-            "source_agency": h.agency,
-            "indicator_type": h.indicator_type,
-            "observed_at": h.observed_at,
-            "elements": list(h.elements),
-        }
-        for h in headers
-        if h is not None
-    ]
+        held_report(found) if isinstance(found := state.visibility.visible(caller.acts_for, r, now), Visible) else
+        {"report_id": r, "visible": False}  # retracted, or past what the agency may keep: nothing of it shown
+        for r in summary.report_ids
+    ]  # fmt: skip
     fields = await asyncio.to_thread(
         content_fields, state, summary.partner, summary.drafter_agency, list(summary.report_ids), summary.content
     )

@@ -114,6 +114,12 @@ async function signinLink() {
   const fragment = new URLSearchParams(location.hash.startsWith("#signin=") ? location.hash.slice(1) : "");
   if (!fragment.get("signin")) return false;
   history.replaceState(null, "", "/");
+  // A link from anywhere must not quietly swap the person signed in here for someone else.
+  if (me && !window.confirm(`You are signed in as ${me.subject} (${me.role.replace("_", " ")}, ${me.agency || me.partner}). Sign out and open the link's session instead?`)) {
+    say("The sign-in link was not used: you are still signed in as before.");
+    location.hash = NAV[me.role][0][0];
+    return true;
+  }
   await signIn({ signin: fragment.get("signin") });
   return true;
 }
@@ -319,8 +325,10 @@ async function signalsScreen() {
     const key = `${s.version}|${s.status}|${s.triage_state}`;
     if (tr.dataset.key !== key) {
       tr.dataset.key = key;
+      // The cell with the link stays the same node: a reader whose focus is on it keeps it as the signal moves on.
+      const first = tr.firstElementChild || h("td", {}, h("a", { href: `#/signal/${s.signal_id}` }, s.signal_id));
       tr.replaceChildren(
-        h("td", {}, h("a", { href: `#/signal/${s.signal_id}` }, s.signal_id)),
+        first,
         h("td", {}, s.requirement_id),
         h("td", { class: s.status }, s.status),
         h("td", {}, s.triage_state || "new"),
@@ -526,23 +534,23 @@ function graph(signal, reports) {
   });
   const svg = h("svg", { id: "graph", viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img",
     "aria-label": `Entity ${signal.entity}: ${reports.length} reports, ${shared.length} documents, contact points or organisations shared between them` });
-  for (const r of reports) svg.append(h("line", { x1: cx, y1: cy, x2: position.get(r.report_id)[0], y2: position.get(r.report_id)[1], stroke: "#a0aec0" }));
+  for (const r of reports) svg.append(h("line", { x1: cx, y1: cy, x2: position.get(r.report_id)[0], y2: position.get(r.report_id)[1], stroke: "#718096" }));
   for (const node of nodes) {
     for (const rid of node.reports) {
       const [x, y] = position.get(rid);
-      svg.append(h("line", { x1: node.at[0], y1: node.at[1], x2: x, y2: y, stroke: node.reports.size > 1 ? "#c05621" : "#cbd5e0", "stroke-width": node.reports.size > 1 ? 2 : 1 }));
+      svg.append(h("line", { x1: node.at[0], y1: node.at[1], x2: x, y2: y, stroke: node.reports.size > 1 ? "#b7471b" : "#718096", "stroke-width": node.reports.size > 1 ? 2 : 1 }));
     }
   }
   svg.append(h("g", { class: "entity" }, h("circle", { cx, cy, r: 16, fill: "#1d2a44" }, h("title", {}, `entity ${signal.entity}`)),
     h("text", { x: cx, y: cy + 30, "text-anchor": "middle" }, signal.entity)));
   for (const r of reports) {
     const [x, y] = position.get(r.report_id);
-    svg.append(h("g", { class: "report" }, h("circle", { cx: x, cy: y, r: 9, fill: "#d69e2e" }, h("title", {}, `report ${r.report_id}`)),
+    svg.append(h("g", { class: "report" }, h("circle", { cx: x, cy: y, r: 9, fill: "#a35f00" }, h("title", {}, `report ${r.report_id}`)),
       h("text", { x: x + 12, y: y + 4 }, `${r.source_agency || "?"} ${r.indicator_type || ""}`)));
   }
   for (const node of nodes) {
     svg.append(h("g", { class: node.reports.size > 1 ? "point shared" : "point" },
-      h("rect", { x: node.at[0] - 5, y: node.at[1] - 5, width: 10, height: 10, fill: node.reports.size > 1 ? "#c05621" : "#718096" }),
+      h("rect", { x: node.at[0] - 5, y: node.at[1] - 5, width: 10, height: 10, fill: node.reports.size > 1 ? "#b7471b" : "#4a5568" }),
       h("text", { x: node.at[0] + 8, y: node.at[1] + 4 }, node.label)));
   }
   return svg;
@@ -703,6 +711,7 @@ async function auditScreen() {
     try {
       const report = await api("/v1/audit/verify");
       const broken = report.partitions.find((p) => p.broken !== null && p.broken !== undefined);
+      say(report.ok ? "Every chain verifies up to its signed anchor." : "A chain does not verify: see the first broken link.", !report.ok);
       verifyResult.replaceChildren(
         h("p", { class: report.ok ? "ok" : "broken" }, report.ok ? "Every chain verifies up to its signed anchor." : "A chain does not verify."),
         broken ? h("p", { class: "broken", id: "first-broken" }, `First broken link: partition ${broken.partition}, entry ${JSON.stringify(broken.broken)} (${broken.problem || "broken"})`) : null,
@@ -792,6 +801,7 @@ async function submissionsScreen() {
     try {
       const s = await api(`/v1/reports/${encodeURIComponent(lookup.value.trim())}/status`);
       lookupResult.textContent = s.status === "rejected" ? `rejected: ${s.reason} at ${s.field || "the report"} (${s.detail})` : s.status;
+      say(`Report ${s.report_id}: ${lookupResult.textContent}`);
     } catch (error) {
       lookupResult.textContent = error.status === 404 ? "No report with this id from your agency." : error.detail;
     }

@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,15 +19,14 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from adapters.sql.tokens import SIGNIN
+from adapters.sql.tokens import SIGNIN, token_id_of
+from producers.publisher import seal_retraction
 from producers.simulate import simulate
 from schemas.convert import report_from_json
+from schemas.envelope import RETRACTION
 from tests.envelopes import EnvelopeKit
 from tests.factories import make_report
-from tests.harness import Hub
-from tests.integration.test_gateway import Live, start_gateway
-from tiphub.runtime import token_authority
-from tiphub.settings import Settings
+from tests.integration.test_gateway import Live, live_hub
 
 pytestmark = pytest.mark.integration
 
@@ -43,18 +43,8 @@ needs_chromium = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with Hub.create(broker, tmp_path_factory.mktemp("console"), "console") as hub:
-        reports = simulate(60, seed=23).reports
-        hub.publish(reports)
-        hub.start_worker()
-        hub.wait_for_outcomes(len(reports))
-        hub.wait_for_quiet()
-        process, url = start_gateway(hub)
-        try:
-            yield Live(hub, url, token_authority(Settings(home=hub.home)), process)
-        finally:
-            process.terminate()
-            process.wait(20)
+    with live_hub(broker, tmp_path_factory.mktemp("console"), "console", 60, 23) as started:
+        yield started
 
 
 class Browser:
@@ -224,11 +214,26 @@ def test_an_analyst_finds_a_signal_triages_it_and_drafts_a_summary_for_a_partner
     assert drafted["drafted_by"] == "Ana" and drafted["partner"] == PARTNER and drafted["status"] == "pending"
     SHARED["summary"], SHARED["signal"] = drafted, target
 
+    # A link opened while someone is signed in asks first (a link from anywhere must not swap the person).
+    browser.driver.get(link)
+    browser.until(lambda d: _alert(d))
+    browser.driver.switch_to.alert.dismiss()
+    browser.until(lambda d: "still signed in" in browser.text("#status"))
+    assert browser.text("#who").startswith("Ana")
     # The sign-in link opened one session: seen again (history, a screen share), it opens nothing.
     browser.driver.delete_all_cookies()
     browser.driver.get(link)
+    browser.until(lambda d: _alert(d))
+    browser.driver.switch_to.alert.accept()
     browser.until(lambda d: "Sign-in refused" in browser.text("#status"))
     assert not browser.css("#signin[hidden]") and browser.text("#who") == ""
+
+
+def _alert(driver: Any) -> bool:
+    try:
+        return bool(driver.switch_to.alert.text)
+    except Exception:
+        return False
 
 
 def drafted_summary(live: Live) -> dict[str, Any]:
@@ -387,9 +392,14 @@ def test_an_agency_finds_its_rejected_report_and_the_reason(live: Live, browser:
 def test_a_session_cookie_changes_nothing_without_the_consoles_header_and_signs_out_for_good(live: Live) -> None:
     """What a forged form on another site could send: the cookie alone. Refused, and audited."""
     token = live.tokens.issue("analyst", "Ana", agency="NZ-NIC", use=SIGNIN, ttl_s=60)
+    console = {"X-Tiphub-Console": "1"}
     with httpx.Client(base_url=live.url, timeout=30) as client:
-        opened = client.post("/v1/session", json={"signin": token})
+        # Another site's form cannot sign a browser in as someone else: opening a session needs the header too.
+        assert client.post("/v1/session", json={"signin": token}).status_code == 403
+        opened = client.post("/v1/session", json={"signin": token}, headers=console)
         assert opened.status_code == 200, opened.text
+        # Never longer than the link allowed (60 s), and not an 8-hour token made from a link about to expire.
+        assert datetime.fromisoformat(opened.json()["expires_at"]) <= datetime.now(UTC) + timedelta(seconds=65)
         cookie = opened.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
         assert client.get("/v1/session").json()["role"] == "analyst"
@@ -402,12 +412,58 @@ def test_a_session_cookie_changes_nothing_without_the_consoles_header_and_signs_
             headers={"X-Tiphub-Console": "1", "Origin": "https://evil.example"},
         )
         assert elsewhere.status_code == 403
-        assert client.post("/v1/session", json={"signin": token}).status_code == 401  # once only
+        assert client.post("/v1/session", json={"signin": token}, headers=console).status_code == 401  # once only
         session = client.cookies.get("tiphub_session")
         assert client.delete("/v1/session", headers={"X-Tiphub-Console": "1"}).status_code == 200
     replayed = httpx.get(live.url + "/v1/session", cookies={"tiphub_session": session or ""}, timeout=30)
     assert replayed.status_code == 401  # a copied cookie opens nothing after sign-out
+    # A pasted token's session is that token: revoking it (a leak) ends the session; no fresh token outlives it.
+    pasted = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        assert client.post("/v1/session", json={"token": pasted}, headers=console).status_code == 200
+        assert client.cookies.get("tiphub_session") == pasted
+        live.tokens.revoke(token_id_of(pasted), "leaked")
+        assert client.get("/v1/session").status_code == 401
     deadline = time.monotonic() + 60
     while not [d for d in live.denials() if json.loads(d["detail"])["reason"] == "cross_site_request"]:
         assert time.monotonic() < deadline, "the forged request was not audited"
         time.sleep(0.5)
+
+
+def test_a_summary_shows_the_officer_no_report_its_agency_may_no_longer_see(live: Live) -> None:
+    """What the drafting agency holds, beside the partner's view, is what it may see now: a report its agency
+    retracted after the draft is listed as no longer visible, with nothing of it."""
+    analyst = live.tokens.issue("analyst", "Ana", agency="NZ-NIC")
+    token = live.token("analyst", agency="NZ-NIC")
+    signals = api(live, "GET", "/v1/signals?limit=500", token)["signals"]
+    candidates = sorted({s["signal_id"] for s in signals if s["status"] == "open" and s["requirement_id"] == "IR-1"})
+    drafted = None
+    for signal_id in candidates:
+        if signal_id == SHARED.get("signal"):
+            continue
+        if api(live, "GET", f"/v1/signals/{signal_id}/partners/{PARTNER}", token)["partner_signals"]:
+            drafted = api(live, "POST", "/v1/summaries", analyst, json={"signal_id": signal_id, "partner": PARTNER})
+            break
+    assert drafted is not None, "no second signal may go to the partner"
+    officer = live.tokens.issue("releasing_officer", "Rangi", agency="NZ-NIC")
+    before = api(live, "GET", f"/v1/summaries/{drafted['summary_id']}", officer)
+    assert before["reports"] and all(r["visible"] for r in before["reports"])
+    gone = before["reports"][0]
+    kit = EnvelopeKit(live.hub.home)
+    retraction = seal_retraction(
+        gone["report_id"],
+        agency=gone["source_agency"],
+        reason="ENTERED_IN_ERROR",
+        corrected_by=None,
+        agency_key=kit.store.agency_key(gone["source_agency"]),
+    )
+    live.hub.send_raw([(gone["report_id"].encode(), kit.codec.encode(RETRACTION, retraction))])
+    deadline = time.monotonic() + 60
+    while True:
+        after = api(live, "GET", f"/v1/summaries/{drafted['summary_id']}", officer)
+        [row] = [r for r in after["reports"] if r["report_id"] == gone["report_id"]]
+        if not row["visible"]:
+            break
+        assert time.monotonic() < deadline, "the retracted report is still shown"
+        time.sleep(0.5)
+    assert row == {"report_id": gone["report_id"], "visible": False}

@@ -13,6 +13,7 @@ import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,10 +88,11 @@ def start_gateway(hub: Hub, port: int | None = None, **env: str) -> tuple[subpro
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="module")
-def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    with Hub.create(broker, tmp_path_factory.mktemp("gateway"), "gateway") as hub:
-        reports = simulate(40, seed=17).reports
+@contextmanager
+def live_hub(broker: str, home: Path, prefix: str, cases: int, seed: int) -> Iterator[Live]:
+    """A hub that has correlated a simulation of `cases` cases, and its gateway as its own process."""
+    with Hub.create(broker, home, prefix) as hub:
+        reports = simulate(cases, seed=seed).reports
         hub.publish(reports)
         hub.start_worker()
         hub.wait_for_outcomes(len(reports))
@@ -101,6 +103,12 @@ def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live
         finally:
             process.terminate()
             process.wait(20)
+
+
+@pytest.fixture(scope="module")
+def live(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with live_hub(broker, tmp_path_factory.mktemp("gateway"), "gateway", 40, 17) as started:
+        yield started
 
 
 def all_pages(live: Live, token: str, limit: int) -> list[dict[str, Any]]:
