@@ -20,7 +20,8 @@ from domain.facts import ReportHeader, Rule
 from domain.log import Record
 from domain.release import Summary
 
-READ_MODEL_FORMAT = 2  # a store written in another format is rebuilt from the topics, not read
+# A store written in another format is rebuilt from the topics, not read (3: an agency's submissions).
+READ_MODEL_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class ReadModels(Protocol):
         """The latest version of every signal of the scope in this status (release scopes: small)."""
 
     def versions_held(self) -> int: ...
+
+    def submissions(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
+        """The agency's accepted reports after `after`, in log order (report id, type, when observed and
+        accepted), and where the next page starts."""
 
     # -- tip.reports.rejected --------------------------------------------------------------
     def rejection(self, agency: str | None, report_id: str) -> dict[str, Any] | None:

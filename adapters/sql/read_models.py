@@ -171,6 +171,10 @@ class SqlReadModels:
             f"agency TEXT NOT NULL, report_id TEXT NOT NULL, at BIGINT NOT NULL, value {blob} NOT NULL, "
             "PRIMARY KEY (part, off))",
             "CREATE INDEX IF NOT EXISTS rm_rejections_at ON rm_rejections (at)",
+            "CREATE TABLE IF NOT EXISTS rm_submissions (part INTEGER NOT NULL, off BIGINT NOT NULL, "
+            "agency TEXT NOT NULL, report_id TEXT NOT NULL, indicator_type TEXT NOT NULL, observed_at BIGINT NOT NULL, "
+            "accepted_at BIGINT NOT NULL, PRIMARY KEY (part, off))",
+            "CREATE INDEX IF NOT EXISTS rm_submissions_agency ON rm_submissions (agency, part, off)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_agency ON rm_rejections (agency, part, off)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_report ON rm_rejections (agency, report_id, part, off)",
             "CREATE TABLE IF NOT EXISTS rm_summary_events (event_id TEXT PRIMARY KEY, summary_id TEXT NOT NULL, "
@@ -238,6 +242,7 @@ class SqlReadModels:
         "rm_feeds",
         "rm_signal_latest",
         "rm_rejections",
+        "rm_submissions",
         "rm_summary_events",
         "rm_summaries",
         "rm_partner_events",
@@ -325,12 +330,23 @@ class SqlReadModels:
             self._erasures_folded += 1  # the erased set is read again, now that this batch's erasures committed
 
     def _fold_accepted(self, db: Database, rows: list[tuple[Record, str, dict[str, Any]]]) -> None:
-        accepted, tokens, reports = [], [], []
+        accepted, tokens, reports, submitted = [], [], [], []
         for record, schema, value in rows:
             if schema != "tiphub.AcceptedReport":
                 continue
             report_id = value["report_id"]
             accepted.append((report_id, record.value))
+            submitted.append(
+                (
+                    record.partition,
+                    record.offset,
+                    value["source_agency"],
+                    report_id,
+                    value["indicator_type"],
+                    _micros(value["observed_at"]),
+                    _micros(value["accepted_at"]),
+                )
+            )
             bridges = value.get("linkage_bridges") or []  # earlier key versions (a rotation's overlap)
             for i, subject in enumerate(value["subjects"]):
                 key = subject["subject_key_id"]
@@ -339,6 +355,7 @@ class SqlReadModels:
                 found += [t for bridge in bridges for t in bridge["subjects"][i]["identifier_tokens"]]
                 tokens += [(token, key) for token in found]
         db.executemany("INSERT INTO rm_accepted (report_id, value) VALUES (?, ?) ON CONFLICT DO NOTHING", accepted)
+        db.executemany("INSERT INTO rm_submissions VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", submitted)
         db.executemany("INSERT INTO rm_subject_tokens VALUES (?, ?) ON CONFLICT DO NOTHING", tokens)
         db.executemany("INSERT INTO rm_subject_reports VALUES (?, ?) ON CONFLICT DO NOTHING", reports)
 
@@ -677,6 +694,31 @@ class SqlReadModels:
             (agency or "", report_id),
         )
         return self._decoded(("rejected", rows[0][0], rows[0][1]), rows[0][2]) if rows else None
+
+    def submissions(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
+        rows = _merged(
+            after,
+            limit,
+            lambda part, start: self.db.query(
+                "SELECT part, off, report_id, indicator_type, observed_at, accepted_at FROM rm_submissions "
+                "WHERE agency = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?",
+                (agency, part, start, limit),
+            ),
+            lambda row: (row[1], row[0]),
+        )
+        position = list(after)
+        out = []
+        for part, off, report_id, indicator_type, observed_at, accepted_at in rows:
+            position[part] = off + 1
+            out.append(
+                {
+                    "report_id": report_id,
+                    "indicator_type": indicator_type,
+                    "observed_at": _at(observed_at),
+                    "accepted_at": _at(accepted_at),
+                }
+            )
+        return out, position
 
     def rejections(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
         rows = _merged(

@@ -101,6 +101,22 @@ async def status(report_id: str, caller: PublisherCaller, state: StateDep) -> An
     raise NotVisible("no report with this id from your agency")
 
 
+@router.get("/v1/reports")
+async def submissions(
+    caller: PublisherCaller,
+    state: StateDep,
+    after: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The caller's agency's accepted reports, in log order, each with whether it has since been retracted
+    (its rejections: /v1/reports/rejected)."""
+    views, cursors, agency = state.views, state.cursors, caller.agency or ""
+    position = cursors.open("submissions", agency, after, state.topics.partitions)
+    found, position = await asyncio.to_thread(views.submissions, agency, position, limit)
+    out = [{**item, "status": "retracted" if views.retracted(item["report_id"]) else "accepted"} for item in found]
+    return {"reports": out, "next": cursors.seal("submissions", agency, position)}
+
+
 @router.get("/v1/reports/rejected")
 async def rejected(
     caller: PublisherCaller,

@@ -386,6 +386,16 @@ def test_an_agency_finds_its_rejected_report_and_the_reason(live: Live, browser:
         assert time.monotonic() < deadline, browser.text("#view")
         browser.click("#view button.secondary")
         time.sleep(1)
+    # Among every accepted report of the agency, and only of the agency.
+    while not browser.css(f"tr.accepted-report[data-report='{good['report_id']}']"):
+        assert time.monotonic() < deadline, "the accepted report is not among the agency's"
+        browser.click("#view button.secondary")
+        time.sleep(1)
+    police = {r["report_id"] for r in live.hub.decoded(live.hub.topics.accepted) if r["source_agency"] == "NZ-POLICE"}
+    shown = set(browser.driver.execute_script(
+        "return [...document.querySelectorAll('tr.accepted-report')].map((r) => r.dataset.report)"
+    ))  # fmt: skip
+    assert shown == police, (len(shown), len(police))
     browser.shot("publisher")
 
 

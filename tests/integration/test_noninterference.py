@@ -291,6 +291,7 @@ def observe(client: Client, scope: str) -> list[tuple[str, str, Any]]:
     client.get("analyst", analyst, "/v1/summaries")
     publisher = client.token("publisher", scope)
     client.get("publisher", publisher, "/v1/reports/rejected")
+    client.get("publisher", publisher, "/v1/reports")
     if scope == "NZ-NIC":
         # The drafting agency's officers. Another agency's officer learns that a draft holds its report and
         # must be consented to: consent needs that (docs/gateway.md); it sees nothing else of the draft.
