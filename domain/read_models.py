@@ -20,8 +20,9 @@ from domain.facts import ReportHeader, Rule
 from domain.log import Record
 from domain.release import Summary
 
-# A store written in another format is rebuilt from the topics, not read (3: an agency's submissions).
-READ_MODEL_FORMAT = 3
+# A store written in another format is rebuilt from the topics, not read (3: an agency's submissions; 4: the
+# audit's fields as columns, to filter on).
+READ_MODEL_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,20 @@ class PartnerEvent:
     summary_id: str
     kind: str  # released | withdrawn
     at: datetime
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit events an auditor asks for: each field given must match (`actor` by its beginning, so that
+    `analyst:` selects every analyst); `since` and `until` bound `at`."""
+
+    kind: str | None = None
+    actor: str | None = None
+    recipient: str | None = None
+    outcome: str | None = None
+    item: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def record_digest(value: bytes | None) -> str:
@@ -176,8 +191,11 @@ class ReadModels(Protocol):
     def coverage(self, scope: str) -> dict[str, dict[str, Any]]: ...
 
     # -- tip.audit -------------------------------------------------------------------------
-    def audit_events(self, after: Position, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], Position]:
-        """(partition, AuditEvent) of the chain's authentic entries after `after`, oldest first."""
+    def audit_events(
+        self, after: Position, limit: int, where: AuditFilter | None = None
+    ) -> tuple[list[tuple[int, dict[str, Any]]], Position]:
+        """(partition, AuditEvent) of the chain's authentic entries after `after` that `where` selects, oldest
+        first."""
 
     def audit_mentioning(self, keys: Collection[str]) -> list[dict[str, Any]]:
         """The authentic AuditEvents that name any of these subject keys or report ids, oldest first."""

@@ -30,7 +30,15 @@ from adapters.sql.database import Database
 from domain.audit_chain import NO_MAC, forgery, unusable
 from domain.facts import ReportHeader, header_of
 from domain.log import Record
-from domain.read_models import READ_MODEL_FORMAT, Decided, PageFacts, PartnerEvent, Position, record_digest
+from domain.read_models import (
+    READ_MODEL_FORMAT,
+    AuditFilter,
+    Decided,
+    PageFacts,
+    PartnerEvent,
+    Position,
+    record_digest,
+)
 from domain.release import Summary, SummaryBook
 from domain.scoped import HUB_SCOPE
 from domain.withdrawals import kind_of
@@ -55,6 +63,26 @@ DATABASE_ERRORS = _database_errors()  # a store away or failing, not a record th
 WITHDRAWAL_SCHEMAS = {"tiphub.SubjectErased": "erased", "tiphub.ReportRetracted": "retracted"}
 AUDIT_RECORD = "tiphub.AuditRecord"
 COUNTS_TTL_S = 60.0
+
+
+def _audit_where(where: AuditFilter) -> tuple[str, tuple[Any, ...]]:
+    """SQL conditions (each starting " AND ") over rm_audit's columns for a filter, and their arguments."""
+    clauses, args = "", []
+    for column in ("kind", "recipient", "outcome", "item"):
+        value = getattr(where, column)
+        if value:
+            clauses += f" AND {column} = ?"
+            args.append(value)
+    if where.actor:
+        clauses += " AND substr(actor, 1, ?) = ?"
+        args += [len(where.actor), where.actor]
+    if where.since is not None:
+        clauses += " AND at >= ?"
+        args.append(_micros(where.since))
+    if where.until is not None:
+        clauses += " AND at < ?"
+        args.append(_micros(where.until))
+    return clauses, tuple(args)
 
 
 def _micros(at: datetime | None) -> int | None:
@@ -194,7 +222,8 @@ class SqlReadModels:
             f"part INTEGER NOT NULL, off BIGINT NOT NULL, value {blob} NOT NULL, PRIMARY KEY (scope, requirement_id))",
             "CREATE TABLE IF NOT EXISTS rm_audit (part INTEGER NOT NULL, off BIGINT NOT NULL, at BIGINT NOT NULL, "
             f"seq BIGINT NOT NULL, hash {blob} NOT NULL, shown INTEGER NOT NULL, value {blob} NOT NULL, "
-            "PRIMARY KEY (part, off))",
+            "kind TEXT NOT NULL, actor TEXT NOT NULL, recipient TEXT NOT NULL, outcome TEXT NOT NULL, "
+            "item TEXT NOT NULL, PRIMARY KEY (part, off))",
             "CREATE UNIQUE INDEX IF NOT EXISTS rm_audit_entry ON rm_audit (part, seq, hash)",
             "CREATE TABLE IF NOT EXISTS rm_audit_chains (part INTEGER PRIMARY KEY, macd INTEGER NOT NULL, "
             "sealed BIGINT NOT NULL)",
@@ -559,9 +588,22 @@ class SqlReadModels:
             except CodecError:
                 continue
             inserted = db.execute(
-                "INSERT INTO rm_audit (part, off, at, seq, hash, shown, value) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                (partition, record.offset, _micros(event["at"]), value["seq"], value["hash"], shown, value["event"]),
+                "INSERT INTO rm_audit (part, off, at, seq, hash, shown, value, kind, actor, recipient, outcome, item) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    partition,
+                    record.offset,
+                    _micros(event["at"]),
+                    value["seq"],
+                    value["hash"],
+                    shown,
+                    value["event"],
+                    event["kind"],
+                    event["actor"],
+                    event["recipient"] or "",
+                    event["outcome"],
+                    event["item_id"] or "",
+                ),
             )
             if inserted:
                 names = {*event["subject_refs"], event["item_id"], *_strings(audit_detail(event).get("reports"))}
@@ -807,14 +849,17 @@ class SqlReadModels:
         rows = self.db.query("SELECT requirement_id, value FROM rm_coverage WHERE scope = ?", (scope,))
         return {requirement_id: self.codec.decode(value)[1] for requirement_id, value in rows}
 
-    def audit_events(self, after: Position, limit: int) -> tuple[list[tuple[int, dict[str, Any]]], Position]:
+    def audit_events(
+        self, after: Position, limit: int, where: AuditFilter | None = None
+    ) -> tuple[list[tuple[int, dict[str, Any]]], Position]:
+        clauses, args = _audit_where(where or AuditFilter())
         rows = _merged(
             after,
             limit,
             lambda part, start: self.db.query(
-                "SELECT part, off, at, value FROM rm_audit WHERE shown = 1 AND part = ? AND off >= ? "
+                f"SELECT part, off, at, value FROM rm_audit WHERE shown = 1 AND part = ? AND off >= ?{clauses} "  # noqa: S608
                 "ORDER BY off LIMIT ?",
-                (part, start, limit),
+                (part, start, *args, limit),
             ),
             lambda row: (row[2], row[0], row[1]),
         )

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from domain.read_models import AuditFilter
 from gateway.deps import AuditorCaller, StateDep
 from gateway.errors import NotVisible
 from streams.audit_events import audit_detail
@@ -21,15 +24,30 @@ async def audit(
     state: StateDep,
     after: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    kind: Annotated[str | None, Query(max_length=64, description="decision, disclosure, denial, ...")] = None,
+    actor: Annotated[str | None, Query(max_length=256, description="Who acted, or its beginning: analyst:")] = None,
+    recipient: Annotated[str | None, Query(max_length=64)] = None,
+    outcome: Annotated[str | None, Query(max_length=128)] = None,
+    item: Annotated[str | None, Query(max_length=128, description="The item acted on: a report, signal, ...")] = None,
+    since: Annotated[datetime | None, Query(description="At or after this time.")] = None,
+    until: Annotated[datetime | None, Query(description="Before this time.")] = None,
 ) -> dict[str, Any]:
     """Audit events in chain order per partition, oldest first across partitions, with a cursor: the
     entries the chaining stage wrote (records anyone else wrote to tip.audit, and copies of real entries,
-    are not events: /v1/audit/verify lists them)."""
+    are not events: /v1/audit/verify lists them). Filters narrow it; a cursor goes on under the filter it
+    was issued for."""
+    where = AuditFilter(kind, actor, recipient, outcome, item, _utc(since), _utc(until))
+    feed = "audit|" + json.dumps([kind, actor, recipient, outcome, item, str(since), str(until)])
     cursors = state.cursors
-    position = cursors.open("audit", "auditors", after, state.topics.partitions)
-    found, position = await asyncio.to_thread(state.views.audit_events, position, limit)
+    position = cursors.open(feed, "auditors", after, state.topics.partitions)
+    found, position = await asyncio.to_thread(state.views.audit_events, position, limit, where)
     events = [{**event, "detail": audit_detail(event), "partition": partition} for partition, event in found]
-    return {"events": events, "next": cursors.seal("audit", "auditors", position)}
+    return {"events": events, "next": cursors.seal(feed, "auditors", position)}
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A time given without a zone is UTC."""
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
 
 
 @router.get("/v1/audit/verify")

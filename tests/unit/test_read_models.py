@@ -19,6 +19,7 @@ from adapters.sql.database import Database
 from adapters.sql.read_models import SqlReadModels, tailed_topics
 from domain.audit_chain import entry_hash, entry_mac
 from domain.log import Record
+from domain.read_models import AuditFilter
 from domain.scoped import HUB_SCOPE
 from gateway.paging import partner_page, signal_page
 from gateway.visibility import UNKNOWN, Visibility
@@ -475,3 +476,37 @@ def test_a_page_reads_a_bounded_number_of_versions_however_many_the_caller_may_n
     assert items == [] and position == 2000 and hidden.reads == 2000
     items, position = signal_page(views, hidden, "NZ-NIC", position, 10)  # type: ignore[arg-type]
     assert [item for item, _ in items] == [{"seq": 2600}] and position == 2600
+
+
+def test_an_auditor_filters_the_trail_by_kind_actor_recipient_outcome_item_and_time(views: SqlReadModels) -> None:
+    topic = views.topics.audit
+    prev, entries = b"\x00" * 32, []
+    written = [
+        ("disclosure", "analyst:Ana", "NZ-NIC", "shown", "sig-1"),
+        ("denial", "anonymous", None, "denied", None),
+        ("disclosure", "liaison:Somchai", "HSU-TH", "shown", "summaries"),
+        ("decision", "decide_sharing", "HSU-TH", "shared", "r1"),
+        ("disclosure", "analyst:Rangi", "NZ-POLICE", "shown", "sig-2"),
+    ]
+    for seq, (kind, actor, recipient, outcome, item) in enumerate(written):
+        event = CODEC.encode(AUDIT_EVENT, audit_event(kind, actor, outcome, item_id=item, recipient=recipient))
+        digest = entry_hash(prev, seq, event)
+        entries.append(audit_record(0, seq, prev, event, entry_mac(MAC, topic, 0, seq, prev, digest)))
+        prev = digest
+    partition = Topic(topic)
+    views.apply([partition(e) for e in entries])
+    start = [0] * views.topics.partitions
+
+    def items(**where: Any) -> list[str | None]:
+        return [e["item_id"] for _, e in views.audit_events(start, 100, AuditFilter(**where))[0]]
+
+    assert items() == ["sig-1", None, "summaries", "r1", "sig-2"]
+    assert items(kind="disclosure") == ["sig-1", "summaries", "sig-2"]
+    assert items(actor="analyst:") == ["sig-1", "sig-2"]  # by its beginning
+    assert items(kind="disclosure", recipient="HSU-TH") == ["summaries"]
+    assert items(outcome="shared", item="r1") == ["r1"]
+    assert items(since=datetime.now(UTC) + timedelta(hours=1)) == []
+    # Paged under a filter, the cursor goes on under it.
+    page, position = views.audit_events(start, 1, AuditFilter(actor="analyst:"))
+    rest, _ = views.audit_events(position, 10, AuditFilter(actor="analyst:"))
+    assert [e["item_id"] for _, e in page + rest] == ["sig-1", "sig-2"]
