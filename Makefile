@@ -25,6 +25,7 @@ test: $(STAMP)
 	@scripts/ensure-postgres
 	@scripts/ensure-java
 	@scripts/ensure-oidc-provider
+	@scripts/ensure-axe
 	@# the pinned Apache Kafka's jars, fetched once before two test processes would both ask Maven
 	$(PY) -c 'from pathlib import Path; from adapters.kafka.apache_kafka import classpath; classpath(Path("build/kafka"), print)'
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) $(ARGS)
@@ -48,6 +49,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	@scripts/ensure-java
 	@scripts/ensure-oidc-provider
+	@scripts/ensure-axe
 	$(PY) -m pytest -q -s benchmarks --benchmark-columns=min,median,mean,ops $(ARGS)
 	HYPOTHESIS_PROFILE=bench $(PY) -m pytest -q --timeout 1800 tests/unit/test_policy_properties.py tests/unit/test_convert.py
 	TIPHUB_FUZZ_EXAMPLES=200 TIPHUB_STATEFUL_EXAMPLES=400 $(PY) -m pytest -q --timeout 1800 tests/integration/test_gateway.py -k "no_operation_answers_5xx or keep_the_release_promises"
@@ -66,7 +68,6 @@ bench: $(STAMP)
 faust-check: $(STAMP)
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind noida
 	@scripts/ensure-java
-	@scripts/ensure-oidc-provider
 	$(PY) -m benchmarks.faust_exactly_once --broker-kind kafka
 
 clean:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -99,6 +100,22 @@ class Browser:
         self.until(lambda d: self.css(selector))
         self.driver.execute_script("document.querySelector(arguments[0]).click()", selector)
 
+    def accessible(self, name: str) -> None:
+        """axe-core (WCAG 2.1 A and AA rules) on the screen as it stands: no serious or critical violation.
+        The report goes to build/artifacts/console-a11y-NAME.json."""
+        self.driver.execute_script(axe_source())  # through the driver: the page's CSP admits no script of ours
+        report = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})"
+            ".then((r) => done({violations: r.violations.map((v) => ({id: v.id, impact: v.impact, help: v.help,"
+            " nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 5)}))}), (e) => done({error: String(e)}))"
+        )
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / f"console-a11y-{name}.json").write_text(json.dumps(report, indent=1))
+        assert "error" not in report, report
+        serious = [v for v in report["violations"] if v["impact"] in ("serious", "critical")]
+        assert not serious, json.dumps(serious, indent=1)
+
     def shot(self, name: str) -> None:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"console-{name}.png"
@@ -144,6 +161,21 @@ def browser(live: Live, tmp_path: Path) -> Iterator[Browser]:
         opened.check_and_quit()
 
 
+AXE = Path(__file__).resolve().parents[2] / "build" / "axe"
+
+
+def axe_source() -> str:
+    """axe-core's script, installed by scripts/ensure-axe (pinned in scripts/axe/package-lock.json)."""
+    script = AXE / "node_modules" / "axe-core" / "axe.min.js"
+    if not script.exists():
+        ensured = subprocess.run(
+            [str(AXE.parents[1] / "scripts" / "ensure-axe"), str(AXE)], capture_output=True, text=True, timeout=300
+        )
+        if not script.exists():
+            pytest.fail(f"axe-core is not installed: {ensured.stdout.strip() or ensured.stderr.strip()}")
+    return script.read_text()
+
+
 def api(live: Live, method: str, path: str, token: str, **kw: Any) -> Any:
     response = httpx.request(method, live.url + path, headers={"Authorization": f"Bearer {token}"}, timeout=60, **kw)
     assert response.status_code < 300, (path, response.status_code, response.text)
@@ -182,6 +214,7 @@ def test_an_analyst_finds_a_signal_triages_it_and_drafts_a_summary_for_a_partner
     )
     browser.until(lambda d: browser.css("tr.signal") and all("IR-1" in t for t in browser.texts("tr.signal")))
     browser.shot("analyst-signals")
+    browser.accessible("analyst-signals")
 
     browser.go(f"#/signal/{target}")
     browser.until(lambda d: len(browser.css("#graph g.report")) >= 2)
@@ -205,6 +238,7 @@ def test_an_analyst_finds_a_signal_triages_it_and_drafts_a_summary_for_a_partner
     assert {"requirement_id", "agencies", "elements", "first_seen"} <= set(rows)
     assert all(re.search(r"(share|generalise|drop)", text) for text in rows.values()), rows
     browser.shot("analyst-signal")
+    browser.accessible("analyst-signal")
     browser.click("#partner-view button.draft")
     browser.until(lambda d: browser.css("a.drafted"))
     summary_id = browser.text("a.drafted").removeprefix("Drafted: ")
@@ -227,6 +261,7 @@ def test_an_analyst_finds_a_signal_triages_it_and_drafts_a_summary_for_a_partner
     browser.driver.switch_to.alert.accept()
     browser.until(lambda d: "Sign-in refused" in browser.text("#status"))
     assert not browser.css("#signin[hidden]") and browser.text("#who") == ""
+    browser.accessible("signin")
 
 
 def _alert(driver: Any) -> bool:
@@ -287,6 +322,7 @@ def test_two_officers_consent_and_approve_with_the_partners_view_beside_their_ow
     assert browser.css("#held-title ~ table tbody tr")  # what the agency holds, beside ...
     assert browser.css("#goes-title ~ table.fields tr[data-field='agencies']")  # ... what the partner receives
     browser.shot("officer-approve")
+    browser.accessible("officer-approve")
     browser.click("button.approve")
     browser.until(lambda d: "released" in browser.text("#summary-title"))
     browser.shot("officer-released")
@@ -306,6 +342,7 @@ def test_the_liaison_officer_sees_the_release_and_downloads_the_stix_bundle(
     assert "released" in row and "IR-1" in row
     assert browser.text("#taxii-address") == f"{live.url}/taxii2/"
     browser.shot("liaison-released")
+    browser.accessible("liaison-released")
     browser.click("#stix")
     deadline = time.monotonic() + 30
     while not list(tmp_path.glob("*.stix.json")):
@@ -361,6 +398,7 @@ def test_the_auditor_verifies_the_chain_and_finds_who_saw_the_person(live: Live,
     browser.until(lambda d: browser.css("tr.seen"))
     assert "analyst:Ana" in browser.text("#who-saw")  # the analyst who opened the signal saw this person
     browser.shot("auditor")
+    browser.accessible("auditor")
 
 
 @needs_chromium
@@ -399,6 +437,7 @@ def test_an_agency_finds_its_rejected_report_and_the_reason(live: Live, browser:
     ))  # fmt: skip
     assert shown == police, (len(shown), len(police))
     browser.shot("publisher")
+    browser.accessible("publisher")
 
 
 def test_a_session_cookie_changes_nothing_without_the_consoles_header_and_signs_out_for_good(live: Live) -> None:
