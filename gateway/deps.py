@@ -90,6 +90,14 @@ VaultDep = Annotated[KeyVault, Depends(_vault)]
 SAFE_METHODS = frozenset({"GET", "HEAD"})
 
 
+def own_origin(request: Request) -> str:
+    """The origin browsers reach this gateway at: as configured (behind a proxy that terminates TLS), or as the
+    request came."""
+    state = started(request.app)
+    configured = state.settings.gateway_public_origin if state is not None else None
+    return configured or f"{request.url.scheme}://{request.url.netloc}"
+
+
 def credential(request: Request) -> str:
     """The bearer token of a request: its Authorization header, or the console's session cookie.
 
@@ -108,7 +116,7 @@ def credential(request: Request) -> str:
         raise NoToken()
     if request.method not in SAFE_METHODS:
         origin = request.headers.get("origin")
-        own = f"{request.url.scheme}://{request.url.netloc}"
+        own = own_origin(request)
         if request.headers.get(CONSOLE_HEADER) != "1" or (origin is not None and origin != own):
             raise NotPermitted("cross_site_request", "a session's changes come from the console itself")
     return session

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     )
     max_value_bytes: int = 1 << 20
     gateway_url: str = "http://127.0.0.1:8700"
+    gateway_public_origin: str | None = Field(
+        default=None,
+        description="The origin browsers reach the console at (https://hub.example.org) when a proxy in front "
+        "terminates TLS: the session cookie is then Secure and a console request's Origin must be this one.",
+        pattern=r"^https?://[^/\s]+$",
+    )
     gateway_rate_per_s: float = Field(default=50.0, description="Requests per second per credential (0: none).")
     gateway_rate_burst: int = Field(default=200, ge=1)
     gateway_address_rate_per_s: float = Field(

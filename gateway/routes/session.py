@@ -21,7 +21,7 @@ from fastapi import APIRouter, Body, Request, Response
 
 from adapters.sql.tokens import DEFAULT_TTL_S, SIGNIN
 from domain.callers import Caller, TokenError
-from gateway.deps import AnyCaller, AuditDep, StateDep
+from gateway.deps import AnyCaller, AuditDep, StateDep, own_origin
 from gateway.errors import NotPermitted
 from gateway.security import CONSOLE_HEADER, SESSION_COOKIE
 
@@ -61,7 +61,7 @@ def open_session(
         path="/",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=own_origin(request).startswith("https://"),
     )
     return who(session)
 
