@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.callers import ROLES
@@ -130,6 +130,18 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
     kafka_ssl_cafile: Path | None = None
+
+    @field_validator("gateway_public_origin")
+    @classmethod
+    def _origin_as_browsers_send_it(cls, origin: str | None) -> str | None:
+        """An origin as a browser's Origin header names it: lower case, without the scheme's default port."""
+        if origin is None:
+            return None
+        origin = origin.lower()
+        for scheme, port in (("https://", ":443"), ("http://", ":80")):
+            if origin.startswith(scheme) and origin.endswith(port):
+                origin = origin.removesuffix(port)
+        return origin
 
     @model_validator(mode="after")
     def _oidc_is_complete(self) -> Settings:

@@ -203,6 +203,8 @@ class SqlReadModels:
             "agency TEXT NOT NULL, report_id TEXT NOT NULL, indicator_type TEXT NOT NULL, observed_at BIGINT NOT NULL, "
             "accepted_at BIGINT NOT NULL, PRIMARY KEY (part, off))",
             "CREATE INDEX IF NOT EXISTS rm_submissions_agency ON rm_submissions (agency, part, off)",
+            # One row per report: a second AcceptedReport of an id (whoever wrote it) is not listed again.
+            "CREATE UNIQUE INDEX IF NOT EXISTS rm_submissions_report ON rm_submissions (report_id)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_agency ON rm_rejections (agency, part, off)",
             "CREATE INDEX IF NOT EXISTS rm_rejections_report ON rm_rejections (agency, report_id, part, off)",
             "CREATE TABLE IF NOT EXISTS rm_summary_events (event_id TEXT PRIMARY KEY, summary_id TEXT NOT NULL, "
@@ -231,10 +233,15 @@ class SqlReadModels:
             "off BIGINT NOT NULL, PRIMARY KEY (name, part, off))",
         ]
         with self.db.transaction(immediate=True) as db:
-            for statement in statements:
-                db.execute(statement)
+            db.execute(statements[0])  # rm_meta: what the store holds, read before any table is touched
             held = dict(db.query("SELECT name, value FROM rm_meta"))
             identity = self._identity()
+            if held and held.get("format") != identity["format"] and held.get("topics") == identity["topics"]:
+                # Another format's tables may have another layout (columns added): dropped, made anew below.
+                for table in self.TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in statements:
+                db.execute(statement)
             if held.get("topics", identity["topics"]) != identity["topics"]:
                 theirs, ours = held["topics"].split(",")[0], identity["topics"].split(",")[0]
                 raise StoreOfOtherTopics(

@@ -17,7 +17,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
 from domain.callers import Caller
-from gateway.deps import AuditDep, StateDep
+from gateway.deps import AuditDep, StateDep, own_origin
 from gateway.errors import Refused
 from gateway.handlers import refused
 from gateway.oidc import (
@@ -97,7 +97,7 @@ async def oidc_start(request: Request, state: StateDep) -> Response:
         path=PENDING_PATH,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=own_origin(request).startswith("https://"),
     )
     return response
 

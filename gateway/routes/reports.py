@@ -108,12 +108,16 @@ async def submissions(
     after: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """The caller's agency's accepted reports, in log order, each with whether it has since been retracted
-    (its rejections: /v1/reports/rejected)."""
+    """The caller's agency's accepted reports, oldest first (in log order), each with whether it has since been
+    retracted (its rejections: /v1/reports/rejected)."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
     position = cursors.open("submissions", agency, after, state.topics.partitions)
-    found, position = await asyncio.to_thread(views.submissions, agency, position, limit)
-    out = [{**item, "status": "retracted" if views.retracted(item["report_id"]) else "accepted"} for item in found]
+
+    def page() -> tuple[list[dict[str, Any]], Any]:
+        found, after = views.submissions(agency, position, limit)
+        return [{**i, "status": "retracted" if views.retracted(i["report_id"]) else "accepted"} for i in found], after
+
+    out, position = await asyncio.to_thread(page)  # off the event loop: a query per report on PostgreSQL
     return {"reports": out, "next": cursors.seal("submissions", agency, position)}
 
 

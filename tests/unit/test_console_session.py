@@ -52,3 +52,12 @@ def test_behind_a_proxy_that_terminates_tls_the_origin_is_the_configured_public_
     assert credential(request("POST", {**console, "Origin": "https://hub.example.org"})) == "T"
     with pytest.raises(NotPermitted):  # what the gateway itself sees (http, its internal name) is not the origin
         credential(request("POST", {**console, "Origin": "http://hub.internal:8700"}))
+
+
+def test_the_public_origin_is_kept_as_browsers_name_it() -> None:
+    from tiphub.settings import Settings
+
+    assert (
+        Settings(gateway_public_origin="https://Hub.Example.org:443").gateway_public_origin == "https://hub.example.org"
+    )
+    assert Settings(gateway_public_origin="http://hub:8080").gateway_public_origin == "http://hub:8080"

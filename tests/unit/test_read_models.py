@@ -440,6 +440,34 @@ def test_a_store_of_another_format_is_rebuilt(url: str) -> None:
     again.close()
 
 
+def test_a_store_of_an_older_layout_is_made_anew_and_folds_the_audit(url: str) -> None:
+    """An upgrade whose format adds columns (4: the audit's fields) drops the old tables and makes them anew:
+    emptying them would leave the old layout, and every audit record would fail to fold."""
+    first = SqlReadModels(url, Topics("a."), MAC, HUB_KEY.public_key())
+    first.apply([Topic(first.topics.rejected)(rejection("a1", "A"))])
+    first.db.execute("DROP TABLE rm_audit")
+    first.db.execute(
+        "CREATE TABLE rm_audit (part INTEGER NOT NULL, off BIGINT NOT NULL, at BIGINT NOT NULL, seq BIGINT NOT NULL, "
+        f"hash {first.db.blob()} NOT NULL, shown INTEGER NOT NULL, value {first.db.blob()} NOT NULL, "
+        "PRIMARY KEY (part, off))"
+    )  # the layout of format 3
+    first.db.execute("UPDATE rm_meta SET value = '3' WHERE name = 'format'")
+    first.close()
+    again = SqlReadModels(url, Topics("a."), MAC, HUB_KEY.public_key())
+    topic = again.topics.audit
+    event = CODEC.encode(AUDIT_EVENT, audit_event("disclosure", "analyst:a", "shown", item_id="r1"))
+    digest = entry_hash(b"\x00" * 32, 0, event)
+    again.apply(
+        [Topic(topic)(audit_record(0, 0, b"\x00" * 32, event, entry_mac(MAC, topic, 0, 0, b"\x00" * 32, digest)))]
+    )
+    assert [
+        e["item_id"]
+        for _, e in again.audit_events([0] * again.topics.partitions, 10, AuditFilter(kind="disclosure"))[0]
+    ] == ["r1"]
+    assert again.rejection("A", "a1") is None  # rebuilt from the topics
+    again.close()
+
+
 def test_a_store_on_postgresql_connects_again_after_its_connection_is_cut(postgres_schema: Database) -> None:
     """PostgreSQL restarted or the network cut: the statement that finds the connection gone fails, and the
     next one (the tail retries its batch) connects again instead of failing for as long as the gateway runs."""
