@@ -158,9 +158,12 @@ class ReadModels(Protocol):
 
     def versions_held(self) -> int: ...
 
-    def submissions(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
-        """The agency's accepted reports after `after`, in log order (report id, type, when observed and
-        accepted), and where the next page starts."""
+    def submissions(
+        self, agency: str, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        """The agency's accepted reports (report id, type, when observed and accepted) after `after`, by when
+        they were observed then by id, and the last one's (observed, in microseconds; report id). An order of
+        the agency's own data only: no other agency's report, wherever it landed in the log, moves it."""
 
     # -- tip.reports.rejected --------------------------------------------------------------
     def rejection(self, agency: str | None, report_id: str) -> dict[str, Any] | None:

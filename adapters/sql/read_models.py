@@ -744,30 +744,20 @@ class SqlReadModels:
         )
         return self._decoded(("rejected", rows[0][0], rows[0][1]), rows[0][2]) if rows else None
 
-    def submissions(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
-        rows = _merged(
-            after,
-            limit,
-            lambda part, start: self.db.query(
-                "SELECT part, off, report_id, indicator_type, observed_at, accepted_at FROM rm_submissions "
-                "WHERE agency = ? AND part = ? AND off >= ? ORDER BY off LIMIT ?",
-                (agency, part, start, limit),
-            ),
-            lambda row: (row[1], row[0]),
+    def submissions(
+        self, agency: str, after: tuple[int, str] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+        found = self.db.query(
+            "SELECT report_id, indicator_type, observed_at, accepted_at FROM rm_submissions WHERE agency = ? "
+            "AND (observed_at > ? OR (observed_at = ? AND report_id > ?)) ORDER BY observed_at, report_id LIMIT ?",
+            (agency, *((after[0], after[0], after[1]) if after else (-(1 << 62), -(1 << 62), "")), limit),
         )
-        position = list(after)
-        out = []
-        for part, off, report_id, indicator_type, observed_at, accepted_at in rows:
-            position[part] = off + 1
-            out.append(
-                {
-                    "report_id": report_id,
-                    "indicator_type": indicator_type,
-                    "observed_at": _at(observed_at),
-                    "accepted_at": _at(accepted_at),
-                }
-            )
-        return out, position
+        out = [
+            {"report_id": r, "indicator_type": kind, "observed_at": _at(seen), "accepted_at": _at(accepted)}
+            for r, kind, seen, accepted in found
+        ]
+        last = (found[-1][2], found[-1][0]) if found else after
+        return out, last
 
     def rejections(self, agency: str, after: Position, limit: int) -> tuple[list[dict[str, Any]], Position]:
         rows = _merged(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
@@ -24,6 +25,7 @@ from schemas.convert import ReportValidationError, report_from_json
 from schemas.envelope import SUBMITTED
 
 CODEC = WireCodec()
+EPOCH_SHIFT = 1 << 62  # microseconds: a time before 1970 stays above zero in a cursor (unsigned)
 
 router = APIRouter(tags=["agencies"])
 
@@ -108,17 +110,23 @@ async def submissions(
     after: Annotated[str | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
-    """The caller's agency's accepted reports, oldest first (in log order), each with whether it has since been
-    retracted (its rejections: /v1/reports/rejected)."""
+    """The caller's agency's accepted reports, by when they were observed (then by id), each with whether it has
+    since been retracted (its rejections: /v1/reports/rejected)."""
     views, cursors, agency = state.views, state.cursors, caller.agency or ""
-    position = cursors.open("submissions", agency, after, state.topics.partitions)
+    # The cursor holds the last report's (observed, id): a UUID's two halves, and the time moved above zero.
+    held = cursors.open("submissions", agency, after, 3)
+    position = (held[0] - EPOCH_SHIFT, str(uuid.UUID(int=held[1] << 64 | held[2]))) if any(held) else None
 
     def page() -> tuple[list[dict[str, Any]], Any]:
-        found, after = views.submissions(agency, position, limit)
-        return [{**i, "status": "retracted" if views.retracted(i["report_id"]) else "accepted"} for i in found], after
+        found, last = views.submissions(agency, position, limit)
+        return [{**i, "status": "retracted" if views.retracted(i["report_id"]) else "accepted"} for i in found], last
 
-    out, position = await asyncio.to_thread(page)  # off the event loop: a query per report on PostgreSQL
-    return {"reports": out, "next": cursors.seal("submissions", agency, position)}
+    out, last = await asyncio.to_thread(page)  # off the event loop: a query per report on PostgreSQL
+    if last is None:  # nothing yet: start from the beginning next time
+        return {"reports": out, "next": after or cursors.seal("submissions", agency, [0, 0, 0])}
+    number = uuid.UUID(last[1]).int
+    cursor = cursors.seal("submissions", agency, [last[0] + EPOCH_SHIFT, number >> 64, number & ((1 << 64) - 1)])
+    return {"reports": out, "next": cursor}
 
 
 @router.get("/v1/reports/rejected")

@@ -538,3 +538,35 @@ def test_an_auditor_filters_the_trail_by_kind_actor_recipient_outcome_item_and_t
     page, position = views.audit_events(start, 1, AuditFilter(actor="analyst:"))
     rest, _ = views.audit_events(position, 10, AuditFilter(actor="analyst:"))
     assert [e["item_id"] for _, e in page + rest] == ["sig-1", "sig-2"]
+
+
+def test_an_agencys_submissions_come_in_an_order_no_other_agencys_report_moves(
+    views: SqlReadModels, tmp_path: Path
+) -> None:
+    """By when observed, then by id: the same list and pages whether another agency's reports sit before them in
+    the log or not (the log's order would tell an agency that someone else's report landed in a partition)."""
+    hub = MemoryHub(tmp_path / "hub")
+    days = [3, 1, 2, 1]
+
+    async def accept() -> list[bytes]:
+        hub.start("verify", "accept")
+        for day in days:
+            hub.submit(make_report(source_agency="NZ-CUSTOMS", observed_at=f"2026-0{day}-01T00:00:00Z"))
+            hub.submit(make_report(source_agency="NZ-LABOUR", observed_at="2026-01-01T00:00:00Z"))
+        await hub.run()
+        await hub.close()
+        return [r.value for r in hub.log.records(hub.topics.accepted) if r.value]
+
+    accepted = asyncio.run(accept())
+    mine = [v for v in accepted if CODEC.decode(v)[1]["source_agency"] == "NZ-CUSTOMS"]
+    listed = []
+    for records in (accepted, mine):  # with another agency's reports among them in the log, and without
+        topic = Topic(views.topics.accepted)
+        views.wipe()
+        views.apply([topic(value) for value in records])
+        page, last = views.submissions("NZ-CUSTOMS", None, 3)
+        rest, end = views.submissions("NZ-CUSTOMS", last, 3)
+        assert views.submissions("NZ-CUSTOMS", end, 3)[0] == []
+        listed.append([(r["observed_at"].month, r["report_id"]) for r in page + rest])
+    assert listed[0] == listed[1] == sorted(listed[0]) and [m for m, _ in listed[0]] == sorted(days)
+    assert views.submissions("NZ-LABOUR", None, 10)[0] == []  # the last fold held NZ-CUSTOMS's only
