@@ -161,7 +161,7 @@ class ReadModels(Protocol):
     def submissions(
         self, agency: str, after: tuple[int, str] | None, limit: int
     ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
-        """The agency's accepted reports (report id, type, when observed and accepted) after `after`, by when
+        """The agency's accepted reports (report id, type, when observed) after `after`, by when
         they were observed then by id, and the last one's (observed, in microseconds; report id). An order of
         the agency's own data only: no other agency's report, wherever it landed in the log, moves it."""
 

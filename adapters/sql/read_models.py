@@ -752,10 +752,9 @@ class SqlReadModels:
             "AND (observed_at > ? OR (observed_at = ? AND report_id > ?)) ORDER BY observed_at, report_id LIMIT ?",
             (agency, *((after[0], after[0], after[1]) if after else (-(1 << 62), -(1 << 62), "")), limit),
         )
-        out = [
-            {"report_id": r, "indicator_type": kind, "observed_at": _at(seen), "accepted_at": _at(accepted)}
-            for r, kind, seen, accepted in found
-        ]
+        # Not when each was accepted: reports accepted in one batch share that time, and which ones did would tell
+        # an agency how much else the hub was taking in (the noninterference suite found it).
+        out = [{"report_id": r, "indicator_type": kind, "observed_at": _at(seen)} for r, kind, seen, _ in found]
         last = (found[-1][2], found[-1][0]) if found else after
         return out, last
 

@@ -774,9 +774,9 @@ async function submissionsScreen() {
   const accepted = h("tbody");
   const refresh = async () => {
     const reports = await allPages("/v1/reports", "reports");
-    accepted.replaceChildren(...reports.reverse().slice(0, 500).map((r) =>
+    accepted.replaceChildren(...reports.reverse().slice(0, 500).map((r) => // newest observed first
       h("tr", { class: "accepted-report", dataset: { report: r.report_id } }, h("td", {}, h("code", {}, r.report_id)), h("td", {}, r.indicator_type),
-        h("td", {}, fmt.when(r.observed_at)), h("td", {}, fmt.when(r.accepted_at)), h("td", { class: r.status === "retracted" ? "withdrawn" : "" }, r.status))));
+        h("td", {}, fmt.when(r.observed_at)), h("td", { class: r.status === "retracted" ? "withdrawn" : "" }, r.status))));
     const found = await allPages("/v1/reports/rejected", "rejected");
     rejections.replaceChildren(...found.reverse().map((r) =>
       h("tr", { class: "rejection", dataset: { report: r.report_id } }, h("td", {}, h("code", {}, r.report_id)), h("td", {}, h("b", {}, r.reason)),
@@ -829,7 +829,7 @@ async function submissionsScreen() {
         h("h2", { id: "rejected-title" }, `Rejections of ${me.agency}'s submissions, newest first`), again,
         h("table", {}, h("thead", {}, h("tr", {}, ...["Report", "Reason", "Field", "Detail", "Rejected at"].map((t) => h("th", { scope: "col" }, t)))), rejections),
         h("h3", {}, `Accepted reports of ${me.agency}, newest first`),
-        h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": "Accepted reports, scrollable" }, h("table", {}, h("thead", {}, h("tr", {}, ...["Report", "Type", "Observed", "Accepted", "Status"].map((t) => h("th", { scope: "col" }, t)))), accepted)),
+        h("div", { class: "scroll", tabindex: 0, role: "region", "aria-label": "Accepted reports, scrollable" }, h("table", {}, h("thead", {}, h("tr", {}, ...["Report", "Type", "Observed", "Status"].map((t) => h("th", { scope: "col" }, t)))), accepted)),
         h("h3", {}, "Published from this console"),
         h("table", {}, h("thead", {}, h("tr", {}, ...["Report", "Status", "Why"].map((t) => h("th", { scope: "col" }, t)))), mine)),
       h("div", {},
