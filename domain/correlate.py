@@ -296,10 +296,12 @@ class Correlator:
     def _matches(self, occ: PersonOccurrence) -> tuple[set[str], set[str]]:
         """Level-1 links and near-date links of a newcomer, found in this process (the link stage does this
         partitioned)."""
-        linked, near = self._matching(occ), self._near_matching(occ)
+        # What is filed under each of its `nd:` keys, by date: read once, for the near links and the filing.
+        filed = {k: self._reps_by_date(k) for v in occ.variants() for k in v.ny_keys if k.startswith("nd:")}
+        linked, near = self._matching(occ), self._near_matching(occ, filed)
         for variant, key_index in self._fuzzy_keys(occ):
             for key, index in key_index:
-                if index is self.near_reps and len(self._reps_by_date(key).get(variant.dob_key, ())) >= NEAR_REPS:
+                if index is self.near_reps and len(filed[key].get(variant.dob_key, ())) >= NEAR_REPS:
                     continue  # enough of this name and date filed under the key already
                 index[key].add(occ.occ_id)
         return linked, near
@@ -347,15 +349,15 @@ class Correlator:
             grouped[self._dob_under(other, key)].append(other)
         return grouped
 
-    def _near_matching(self, occ: PersonOccurrence) -> set[str]:
+    def _near_matching(self, occ: PersonOccurrence, filed: dict[str, dict[str | None, list[str]]]) -> set[str]:
         """The occurrences held that `occ` is near (`near_match`): under each of its `nd:` keys, one per other
-        date of birth filed there (any of a date reaches its cluster)."""
+        date of birth filed there (`filed`, by key and date: any of a date reaches its cluster)."""
         found: set[str] = set()
         for variant in occ.variants():
             for key in variant.ny_keys:
                 if not key.startswith("nd:"):
                     continue
-                for date, reps in self._reps_by_date(key).items():
+                for date, reps in filed[key].items():
                     if date == variant.dob_key:
                         continue
                     found |= next(({r} for r in reps if near_match_any(occ, self.occurrences[r])), set())
