@@ -142,6 +142,9 @@ def run_hub(settings: Settings, *, rate: float, ctdc: Path | None, seed: int, po
         console.print(f"broker {bootstrap}   gateway http://127.0.0.1:{port}   logs {logs}")
         for role, link in demo_signin_links(settings, f"http://127.0.0.1:{port}"):
             console.print(f"{role:<32} {link}", soft_wrap=True, highlight=False)
+        # And a demo API token, as before (CONTRACT section 6): a sign-in link's token opens a console session only.
+        demo = token_authority(settings).issue("analyst", "demo analyst", agency="NZ-NIC", ttl_s=8 * 3600)
+        console.print(f"{'API token, analyst of NZ-NIC':<32} {demo}", soft_wrap=True, highlight=False)
         console.print("Ctrl-C stops everything")
         asyncio.run(_publish_and_watch(settings, bootstrap, rate, ctdc, seed, children, console))
         return 0

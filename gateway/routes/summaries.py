@@ -259,15 +259,19 @@ async def one_summary(summary_id: str, caller: OfficerOrAnalystCaller, state: St
     if caller.agency != summary.drafter_agency:
         await state.audit.disclosed(caller, summary_id, {"own_reports": shown["content"]["your_reports"]})
         return shown
-    now = datetime.now(UTC)
-    reports = [
-        held_report(found) if isinstance(found := state.visibility.visible(caller.acts_for, r, now), Visible) else
-        {"report_id": r, "visible": False}  # retracted, or past what the agency may keep: nothing of it shown
-        for r in summary.report_ids
-    ]  # fmt: skip
-    fields = await asyncio.to_thread(
-        content_fields, state, summary.partner, summary.drafter_agency, list(summary.report_ids), summary.content
-    )
+
+    def held_and_fields() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """On a thread of its own: a query per report on PostgreSQL."""
+        now = datetime.now(UTC)
+        reports = [
+            held_report(found) if isinstance(found := state.visibility.visible(caller.acts_for, r, now), Visible)
+            else {"report_id": r, "visible": False}  # retracted, or past what the agency may keep: nothing shown
+            for r in summary.report_ids
+        ]  # fmt: skip
+        ids = list(summary.report_ids)
+        return reports, content_fields(state, summary.partner, summary.drafter_agency, ids, summary.content)
+
+    reports, fields = await asyncio.to_thread(held_and_fields)
     await state.audit.disclosed(caller, summary_id, {"reports": list(summary.report_ids)})
     return {**shown, "drafter_agency": summary.drafter_agency, "fields": fields, "reports": reports}
 
