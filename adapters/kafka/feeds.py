@@ -26,7 +26,11 @@ async def read_until(
     """Every record from the consumer's current positions up to (not including) `stop_at`.
 
     Waits on positions, not record offsets: under read_committed, commit markers and aborted
-    records occupy offsets that are never returned. A read that gets nothing for STALLED_READ_S says where it
+    records occupy offsets that are never returned. A fetch that brings only markers moves the position
+    but does not wake `getmany`, so it is asked for a short while at a time (POSITION_CHECK_MS) and the
+    positions are looked at in between: every stage's first restore after it wrote anything reads such a
+    range (the commit marker after its last checkpoint), and waiting out a long poll there cost 0.3 s a
+    partition, one partition after another. A read that gets nothing for STALLED_READ_S says where it
     stands; after GIVE_UP_AFTER such stalls it raises UnsettledTopic (restore later), never hangs its stage.
     """
     out: list[Any] = []
@@ -34,7 +38,7 @@ async def read_until(
     loop = asyncio.get_running_loop()
     quiet_since, warned = loop.time(), 0
     while remaining:
-        batch = await consumer.getmany(*remaining, timeout_ms=300, max_records=max_records)
+        batch = await consumer.getmany(*remaining, timeout_ms=POSITION_CHECK_MS, max_records=max_records)
         for tp, records in batch.items():
             out += [r for r in records if r.offset < stop_at[tp]]
         if batch:
@@ -52,6 +56,7 @@ async def read_until(
     return out
 
 
+POSITION_CHECK_MS = 10  # how long a bounded read waits for records before it looks at the positions
 STALLED_READ_S = 30.0
 GIVE_UP_AFTER = 3  # stalls of STALLED_READ_S: a read with nothing for 90 s gives up
 

@@ -31,6 +31,7 @@ from domain.log import BatchHandler, LogRecord, TopicPartition
 log = logging.getLogger(__name__)
 COORDINATOR_MOVING = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorForGroupError)
 COORDINATOR_ATTEMPTS = 20  # about 10 s
+READER_FETCH_WAIT_MS = 20  # a restore's reader: no long polls (KafkaLog.reading)
 
 
 def _kafka(partitions: Sequence[TopicPartition]) -> list[KafkaPartition]:
@@ -94,8 +95,13 @@ class KafkaLog:
     # -- Restore ------------------------------------------------------------------------------
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[KafkaReader]:
+        """A reader for bounded reads (a restore: up to ends it knows). Its fetches wait at most
+        READER_FETCH_WAIT_MS for data: a read moves from partition to partition, and the next one's fetch
+        cannot go out while a long poll at the end of the last one is in flight to the same broker (up to
+        aiokafka's 500 ms default, seen at 0.2 s a partition on every restart)."""
+        options = {"fetch_max_wait_ms": READER_FETCH_WAIT_MS, **self.options}
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **self.options
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, isolation_level="read_committed", **options
         )
         await consumer.start()
         try:
