@@ -9,6 +9,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+NUL_STORED_AS = "\ufffd"  # a NUL in text, on PostgreSQL (Database._params)
+
 
 class Database:
     """Runs parameterised SQL written with `?` placeholders on either engine."""
@@ -51,7 +53,7 @@ class Database:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         with self._lost_connection_dropped() as conn:
-            cursor = conn.execute(self._sql(sql), params)
+            cursor = conn.execute(self._sql(sql), self._params(params))
             return int(cursor.rowcount or 0)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -63,13 +65,20 @@ class Database:
                 conn.executemany(sql, rows)
             else:
                 with conn.cursor() as cursor:
-                    cursor.executemany(self._sql(sql), rows)
+                    cursor.executemany(self._sql(sql), [self._params(row) for row in rows])
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if self.engine == "sqlite":  # no connection to lose; the short path (the union reads key by key)
             return list(self._connect().execute(sql, params).fetchall())
         with self._lost_connection_dropped() as conn:
-            return list(conn.execute(self._sql(sql), params).fetchall())
+            return list(conn.execute(self._sql(sql), self._params(params)).fetchall())
+
+    def _params(self, params: Sequence[Any]) -> Sequence[Any]:
+        """PostgreSQL's text holds no NUL: one in a string the hub stores (a report id or an agency an untrusted
+        writer chose) is stored, and looked up, as U+FFFD. Refused, it stopped whatever stored it for good."""
+        if self.engine != "postgres" or not any(isinstance(p, str) and "\x00" in p for p in params):
+            return params
+        return [p.replace("\x00", NUL_STORED_AS) if isinstance(p, str) else p for p in params]
 
     @contextmanager
     def _lost_connection_dropped(self) -> Iterator[Any]:

@@ -50,15 +50,28 @@ from streams.topics import Topics
 log = logging.getLogger("tiphub.read_models")
 
 
-def _database_errors() -> tuple[type[Exception], ...]:
+def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
     try:
         import psycopg
     except ImportError:
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
+        return (sqlite3.Error,), (sqlite3.DataError, sqlite3.IntegrityError)
+    return (sqlite3.Error, psycopg.Error), (
+        sqlite3.DataError,
+        sqlite3.IntegrityError,
+        psycopg.DataError,
+        psycopg.IntegrityError,
+    )
 
 
-DATABASE_ERRORS = _database_errors()  # a store away or failing, not a record the folds cannot take
+# A store away or failing (the batch is read again), and of those, the errors a record's content causes (a value
+# the store refuses): the record is stepped over, as a record the folds cannot take is. Read again, it would fail
+# again, for ever, and stop every record behind it.
+DATABASE_ERRORS, CONTENT_ERRORS = _database_errors()
+
+
+def _store_failing(exc: BaseException) -> bool:
+    return isinstance(exc, DATABASE_ERRORS) and not isinstance(exc, CONTENT_ERRORS)
+
 
 WITHDRAWAL_SCHEMAS = {"tiphub.SubjectErased": "erased", "tiphub.ReportRetracted": "retracted"}
 AUDIT_RECORD = "tiphub.AuditRecord"
@@ -315,18 +328,18 @@ class SqlReadModels:
     def apply(self, records: Sequence[Record]) -> None:
         try:
             self._apply(records)
-        except DATABASE_ERRORS:
-            raise  # the store away: the tail reads the batch again
-        except Exception:
-            # A record the hub's schemas decode but this fold cannot take (whoever may write a topic may write
-            # odd values): fold the batch record by record, and step over those that fail, logged by where they
-            # sit (never by content). Retrying the batch would stop every topic behind it for good.
+        except Exception as exc:
+            if _store_failing(exc):
+                raise  # the store away: the tail reads the batch again
+            # A record the hub's schemas decode but this fold (or the store) cannot take (whoever may write a topic
+            # may write odd values): fold the batch record by record, and step over those that fail, logged by
+            # where they sit (never by content). Retrying the batch would stop every topic behind it for good.
             for record in records:
                 try:
                     self._apply([record])
-                except DATABASE_ERRORS:
-                    raise
                 except Exception as exc:
+                    if _store_failing(exc):
+                        raise
                     log.error(
                         "skipping %s[%d]@%d: it cannot be folded (%s)",
                         record.topic,

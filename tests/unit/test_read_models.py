@@ -570,3 +570,17 @@ def test_an_agencys_submissions_come_in_an_order_no_other_agencys_report_moves(
         listed.append([(r["observed_at"].month, r["report_id"]) for r in page + rest])
     assert listed[0] == listed[1] == sorted(listed[0]) and [m for m, _ in listed[0]] == sorted(days)
     assert views.submissions("NZ-LABOUR", None, 10)[0] == []  # the last fold held NZ-CUSTOMS's only
+
+
+def test_a_nul_in_a_string_a_writer_chose_does_not_stop_the_fold(views: SqlReadModels) -> None:
+    """Whoever may write tip.reports.submitted chooses the report id a rejection records (the Kafka key, or the
+    envelope's claim) and the agency an unverified one claims. PostgreSQL refuses text with a NUL, and the fold
+    took that refusal for the store being away: it read the batch again for ever, and the gateway served
+    nothing newer (a denial of service by one write). Now the record is folded (its indexed text with U+FFFD for
+    the NUL on PostgreSQL), the agency finds it by the id it sent, and the records behind it are folded too."""
+    rejected = Topic(views.topics.rejected)
+    views.apply([rejected(rejection("bad\x00id", "A")), rejected(rejection("a2", "A"))])
+    page, _ = views.rejections("A", [0] * views.topics.partitions, 10)
+    assert [r["report_id"] for r in page] == ["bad\x00id", "a2"]  # as the record holds it
+    assert (views.rejection("A", "bad\x00id") or {}).get("report_id") == "bad\x00id"
+    assert views.positions()[(views.topics.rejected, 0)] == 2
