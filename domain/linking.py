@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.facts import PersonOccurrence, ReportFacts, near_match, strong_match
+from domain.facts import PersonOccurrence, ReportFacts, candidate_keys, near_match, strong_match
 
 SIGHTINGS = "tiphub.SightingBatch"
 LINKS = "tiphub.LinkBatch"
@@ -88,7 +88,7 @@ def sightings_of(report: ReportFacts) -> list[Sighting]:
         # Fuzzy keys travel with the encoding of their own version: comparisons never mix versions.
         for variant in occ.variants():
             keys.update(dict.fromkeys([variant.dob_key] if variant.dob_key else [], variant))
-            keys.update(dict.fromkeys(variant.ny_keys, variant))
+            keys.update(dict.fromkeys(candidate_keys(variant.ny_keys), variant))
         for key, material in keys.items():
             out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, material.ny_keys))
     return out
