@@ -574,7 +574,8 @@ def test_a_filtered_audit_page_costs_its_page_not_the_trail_before_it(views: Sql
 
     plain, shown = cost(AuditFilter())
     assert shown == ["disclosure"]
-    for where in (AuditFilter(kind="denial"), AuditFilter(recipient="HSU-TH"), AuditFilter(outcome="shown", kind="denial")):
+    filters = [AuditFilter(kind="denial"), AuditFilter(recipient="HSU-TH"), AuditFilter(outcome="shown", kind="denial")]
+    for where in filters:
         filtered, shown = cost(where)
         assert shown == ["denial"] and filtered <= 3 * plain + 10, (where, filtered, plain)
 
