@@ -90,7 +90,10 @@ def sightings_of(report: ReportFacts) -> list[Sighting]:
             keys.update(dict.fromkeys([variant.dob_key] if variant.dob_key else [], variant))
             keys.update(dict.fromkeys(candidate_keys(variant.ny_keys), variant))
         for key, material in keys.items():
-            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, material.ny_keys))
+            # The link stage compares under `ny:` and `nd:` keys only: a date's slips (`dn:`) are the union's, and
+            # a sighting is filed once per key of its occurrence, so every key it carries is stored that often.
+            candidates = tuple(candidate_keys(material.ny_keys))
+            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, candidates))
     return out
 
 
