@@ -90,10 +90,11 @@ def sightings_of(report: ReportFacts) -> list[Sighting]:
             keys.update(dict.fromkeys([variant.dob_key] if variant.dob_key else [], variant))
             keys.update(dict.fromkeys(candidate_keys(variant.ny_keys), variant))
         for key, material in keys.items():
-            # The link stage compares under `ny:` and `nd:` keys only: a date's slips (`dn:`) are the union's, and
-            # a sighting is filed once per key of its occurrence, so every key it carries is stored that often.
-            candidates = tuple(candidate_keys(material.ny_keys))
-            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, candidates))
+            # A sighting is compared only with those filed under its own key, so the name key it needs is that one:
+            # two filed under one `ny:` or `nd:` key share it. Carrying all of the occurrence's keys stored each of
+            # them once per key the occurrence has (and a date's slips, `dn:`, are the union's, not compared here).
+            own = (key,) if key.startswith(("ny:", "nd:")) else ()
+            out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, own))
     return out
 
 
