@@ -24,13 +24,10 @@ from typing import Any, Protocol, TypeVar
 
 from domain.facts import (
     CONFLICT_DICE,
-    STRONG_DOB_DICE,
     PersonOccurrence,
     ReportFacts,
-    candidate_keys,
     dice,
     near_match_any,
-    slip_keys,
     strong_match_any,
     without,
 )
@@ -256,7 +253,7 @@ class Correlator:
         if not self.external_links:
             variants = [v for p in people for v in p.variants()]
             fetch.append((self.by_dob, {v.dob_key for v in variants if v.dob_key}))
-            ny = {k for v in variants for k in candidate_keys(v.ny_keys)}
+            ny = {k for v in variants for k in v.ny_keys}
             fetch += [(self.by_ny, ny), (self.by_ny_without_dob, ny), (self.near_reps, ny)]
         for table, keys in fetch:
             prefetch(table, keys)
@@ -379,7 +376,7 @@ class Correlator:
             candidates = set(self.by_dob.get(variant.dob_key, ())) if variant.dob_key else set()
             ny_index = self.by_ny_without_dob if variant.dob_key else self.by_ny
             for key in variant.ny_keys:
-                if key.startswith("ny:"):  # near dates are no level-1 match (`_near_matching`)
+                if not key.startswith("nd:"):  # near dates are no level-1 match (`_near_matching`)
                     candidates |= ny_index.get(key, set())
             if among is not None:
                 candidates &= among
@@ -398,7 +395,7 @@ class Correlator:
             keys: list[tuple[str, MutableMapping[str, set[str]]]] = []
             if variant.dob_key:
                 keys.append((variant.dob_key, self.by_dob))
-            for key in candidate_keys(variant.ny_keys):
+            for key in variant.ny_keys:
                 if key.startswith("nd:"):
                     keys.append((key, self.near_reps))
                     continue
@@ -413,27 +410,12 @@ class Correlator:
         m1, m2 = self.level1_members[r1], self.level1_members[r2]
         dobs1 = {self.occurrences[o].dob_key for o in m1} - {None}
         dobs2 = {self.occurrences[o].dob_key for o in m2} - {None}
-        # Known dates that disagree conflict, unless two of them are one slip apart: a date mistyped once in one
-        # report (`slip_dobs`, whatever the names; the names are weighed next), or one slip under one name.
-        if dobs1 and dobs2 and not dobs1 & dobs2 and not self._slip_pair(m1, m2) and not self._near_pair(m1, m2):
+        # Known dates that disagree conflict, unless two of them are one slip apart under one name (`near_match`).
+        if dobs1 and dobs2 and not dobs1 & dobs2 and not self._near_pair(m1, m2):
             return True
         clks1 = [c for o in m1 if (c := self.occurrences[o].clk) is not None]
         clks2 = [c for o in m2 if (c := self.occurrences[o].clk) is not None]
         return bool(clks1 and clks2) and max(dice(a, b) for a in clks1 for b in clks2) < CONFLICT_DICE
-
-    def _slip_pair(self, m1: Iterable[str], m2: Iterable[str]) -> bool:
-        """Two occurrences whose dates are one slip apart (a shared `dn:` key) and whose names are as close as an
-        equal date asks (Dice >= 0.70 on encodings that also hold the two dates): one date written wrong once.
-        A family on one phone (Samantha and Kevin Jones, born on one day three years apart) stays two people."""
-        second = [(b, slip_keys(self.occurrences[b])) for b in m2]
-        for a in m1:
-            slips = slip_keys(self.occurrences[a])
-            if not slips:
-                continue
-            for b, theirs in second:
-                if slips & theirs and _names_close(self.occurrences[a], self.occurrences[b]):
-                    return True
-        return False
 
     def _near_pair(self, m1: Iterable[str], m2: Iterable[str]) -> bool:
         return any(near_match_any(self.occurrences[a], self.occurrences[b]) for a in m1 for b in m2)
@@ -1073,15 +1055,6 @@ class SignalBook:
 
 
 NEAR_REPS = 2  # occurrences filed per date under an `nd:` key
-
-
-def _names_close(a: PersonOccurrence, b: PersonOccurrence) -> bool:
-    """Dice >= STRONG_DOB_DICE under a linkage key version both carry."""
-    return any(
-        x.clk is not None and y.clk is not None and dice(x.clk, y.clk) >= STRONG_DOB_DICE
-        for x in a.variants()
-        for y in b.variants()
-    )
 
 
 def _discard(index: MutableMapping[str, set[str]], key: str, item: str) -> None:

@@ -4,7 +4,6 @@ level-1 match between two such occurrences."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -131,21 +130,10 @@ def header_of(record: dict[str, Any]) -> ReportHeader:
 
 
 def _dob_and_ny(blocking: list[str]) -> tuple[str | None, tuple[str, ...]]:
-    """The exact DOB key, and the name keys: `ny:` (name + year), `nd:` (name + a DOB's neighbours) and `dn:`
-    (a DOB's slips, no name: no candidate key, only for the correlator's conflict check)."""
+    """The exact DOB key, and the name keys: `ny:` (name + year) and `nd:` (name + a DOB's neighbours)."""
     return next((k for k in blocking if k.startswith("dob:")), None), tuple(
-        k for k in blocking if k.startswith(("ny:", "nd:", "dn:"))
+        k for k in blocking if k.startswith(("ny:", "nd:"))
     )
-
-
-def candidate_keys(keys: Iterable[str]) -> list[str]:
-    """The keys occurrences are filed and compared under (`ny:`, `nd:`): not a date's slips (`dn:`)."""
-    return [k for k in keys if not k.startswith("dn:")]
-
-
-def slip_keys(occ: PersonOccurrence) -> set[str]:
-    """The `dn:` keys of an occurrence, of every key version it carries."""
-    return {k for v in occ.variants() for k in v.ny_keys if k.startswith("dn:")}
 
 
 def facts_from_accepted(record: dict[str, Any]) -> ReportFacts:

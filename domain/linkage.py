@@ -148,9 +148,7 @@ class Linker:
 
     def blocking_keys(self, name: str | None, dob: str | None) -> list[str]:
         """Keyed candidate keys: `dob:` exact date of birth, `ny:` name-token skeleton + birth year, and
-        `nd:` the whole folded name with a full date of birth one typing error away (`near_dobs`). And `dn:`,
-        no candidate key but a date's slips without the name (`slip_dobs`): two people other evidence joins
-        (a phone both give) are no conflict when their dates are a slip apart, however each name is spelt."""
+        `nd:` the whole folded name with a full date of birth one typing error away (`near_dobs`)."""
         keys = []
         tokens = sorted(self._fold(name or ""))
         year = dob[:4] if dob else None
@@ -161,7 +159,6 @@ class Linker:
                 # Linh, Loan) are two people, and a date one slip apart is no reason to think otherwise.
                 whole = " ".join(tokens)
                 keys += ["nd:" + self.token("block:name-dob-near", f"{whole}|{near}") for near in near_dobs(dob)]
-            keys += ["dn:" + self.token("block:dob-slip", slip) for slip in slip_dobs(dob)]
         if year:
             for token in tokens:
                 keys.append("ny:" + self.token("block:name-year", f"{_skeleton(token)}|{year}"))
@@ -178,18 +175,6 @@ def near_dobs(dob: str) -> list[str]:
     Two transposed digits within the day (`12`/`21`) are not covered."""
     digits = dob.replace("-", "")
     keys = [f"{digits[:i]}*{digits[i + 1 :]}" for i in range(3, 8)]
-    month, day = digits[4:6], digits[6:]
-    if month != day and int(day) <= 12:
-        keys.append(f"{digits[:4]}|{min(month, day)}{max(month, day)}|swap")
-    return keys
-
-
-def slip_dobs(dob: str) -> list[str]:
-    """A full date's slips, as `near_dobs` but with the year's tens digit masked too (`1978` written `1918`):
-    two dates one of these apart are one date written wrong once. Only for what other evidence already
-    joins (a shared contact): it links nobody on its own, so a decade is not too wide here."""
-    digits = dob.replace("-", "")
-    keys = [f"{digits[:i]}*{digits[i + 1 :]}" for i in range(2, 8)]
     month, day = digits[4:6], digits[6:]
     if month != day and int(day) <= 12:
         keys.append(f"{digits[:4]}|{min(month, day)}{max(month, day)}|swap")

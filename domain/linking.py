@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.facts import PersonOccurrence, ReportFacts, candidate_keys, near_match, strong_match
+from domain.facts import PersonOccurrence, ReportFacts, near_match, strong_match
 
 SIGHTINGS = "tiphub.SightingBatch"
 LINKS = "tiphub.LinkBatch"
@@ -88,11 +88,11 @@ def sightings_of(report: ReportFacts) -> list[Sighting]:
         # Fuzzy keys travel with the encoding of their own version: comparisons never mix versions.
         for variant in occ.variants():
             keys.update(dict.fromkeys([variant.dob_key] if variant.dob_key else [], variant))
-            keys.update(dict.fromkeys(candidate_keys(variant.ny_keys), variant))
+            keys.update(dict.fromkeys(variant.ny_keys, variant))
         for key, material in keys.items():
             # A sighting is compared only with those filed under its own key, so the name key it needs is that one:
             # two filed under one `ny:` or `nd:` key share it. Carrying all of the occurrence's keys stored each of
-            # them once per key the occurrence has (and a date's slips, `dn:`, are the union's, not compared here).
+            # them once per key the occurrence has: most of the link stage's state.
             own = (key,) if key.startswith(("ny:", "nd:")) else ()
             out.append(Sighting(key, occ.occ_id, occ.subject_key_id, material.clk, material.dob_key, own))
     return out

@@ -67,9 +67,8 @@ Rules = Mapping[str, str]  # field path of a report -> the rule its decision app
 
 
 # What the stored state means: raised when the rules that built it change, so that a state built under the old
-# ones is rebuilt from the topics, not read under the new (2: near-date links moved from level 1 to level 2;
-# 3: dates a slip apart are no conflict for a contact link).
-SEMANTICS = 3
+# ones is rebuilt from the topics, not read under the new (2: near-date links moved from level 1 to level 2).
+SEMANTICS = 2
 
 
 def fingerprint(plan: list[Requirement], pseudonym_key: bytes, partners: Iterable[str], contact_limit: int) -> str:

@@ -136,46 +136,6 @@ def test_a_shared_phone_joins_namesakes_one_slip_apart_in_a_crowd_but_not_dates_
     ) == [0, 1, 0]  # the first and the third, one slip apart and nobody else near, are one person
 
 
-SLIPPED_WITH_A_PHONE = {
-    # A hand-written report: the name misspelt and the date mistyped at once; the phone is the same.
-    "a misspelt name, the year's last digit": (("Samantha Jones", "1996-06-20"), ("Smantha Jones", "1993-06-20")),
-    "a misspelt name, a day digit": (("Siti Saputra", "2012-04-15"), ("Siti Saptra", "2012-04-05")),
-    "another script, a day digit": (("Pranee Kaewkla", "1978-10-25"), ("ปราณี แก้วกล้า", "1978-10-24")),
-    "another script, a month digit": (("Nattaya Kaewkla", "1988-05-15"), ("ณัฐยา แก้วกล้า", "1988-01-15")),
-    "a misspelt name, the year's tens digit": (("Jericho Santos", "2009-07-11"), ("Jericho Sanntos", "2019-07-11")),
-    "a misspelt name, day and month swapped": (("Amanda Brown", "2010-10-03"), ("Amada Brown", "2010-03-10")),
-}
-NOT_SLIPPED_WITH_A_PHONE = {
-    "two digits apart": (("Samantha Jones", "1996-06-20"), ("Smantha Jones", "1993-06-21")),
-    "a century apart": (("Samantha Jones", "2012-06-20"), ("Samantha Jones", "1912-06-20")),
-    "a day transposed": (("Samantha Jones", "1996-06-12"), ("Samantha Jones", "1996-06-21")),
-    # One slip apart, but not one name: a mother and her son on one family phone, born on one day of the year,
-    # stay two people (their names are too far apart: Dice 0.61 against the 0.70 an equal date asks).
-    "a slip apart, another person's name": (("Samantha Jones", "1996-06-20"), ("Kevin Jones", "1993-06-20")),
-}
-
-
-@pytest.mark.parametrize("mode", ["single", "partitioned"])
-@pytest.mark.parametrize(("a", "b"), SLIPPED_WITH_A_PHONE.values(), ids=SLIPPED_WITH_A_PHONE.keys())
-def test_a_phone_joins_a_date_mistyped_once_however_the_name_is_spelt(
-    tmp_path: Path, mode: str, a: tuple[str, str], b: tuple[str, str]
-) -> None:
-    """A contact link refuses clusters whose dates disagree; dates one slip apart (any of the last six digits,
-    or day and month swapped) do not disagree, whatever the names (the names must still be close: Dice). Before
-    this, a report whose name and date were both written wrong stayed apart from its person though both gave
-    one phone: the slip was recognised only under one name as folded."""
-    assert people(tmp_path, mode, [(*a, True), (*b, True)]) == [0, 0]
-    assert people(tmp_path / "alone", mode, [(*a, False), (*b, False)]) == [0, 1]  # no phone: nothing joins them
-
-
-@pytest.mark.parametrize("mode", ["single", "partitioned"])
-@pytest.mark.parametrize(("a", "b"), NOT_SLIPPED_WITH_A_PHONE.values(), ids=NOT_SLIPPED_WITH_A_PHONE.keys())
-def test_a_phone_does_not_join_dates_more_than_a_slip_apart_or_other_names(
-    tmp_path: Path, mode: str, a: tuple[str, str], b: tuple[str, str]
-) -> None:
-    assert people(tmp_path, mode, [(*a, True), (*b, True)]) == [0, 1]
-
-
 def test_the_union_stage_weighs_near_dates_at_level_2_whenever_their_links_arrive() -> None:
     """The union stage (ScopedCorrelation) holds links that arrive before their reports: a near-date link held so
     must still join at level 2 (only where it is the one reading), never as a strong link. 60 namesakes born over
@@ -219,17 +179,15 @@ def test_the_union_stage_weighs_near_dates_at_level_2_whenever_their_links_arriv
 
 
 def test_the_link_stage_files_a_sighting_with_only_the_key_it_is_filed_under(tmp_path: Path) -> None:
-    """`dn:` keys are the union's conflict check's: the link stage files nothing under them, and its sightings
-    (stored once per key an occurrence has) do not carry them: 7 keys more in each made its state a quarter larger.
-    Nor the occurrence's other name keys: a sighting is compared only under the key it is filed under."""
-    from domain.facts import facts_from_accepted, slip_keys
+    """A sighting is compared only with the sightings filed under its own key, and it is stored once per key its
+    occurrence has: carrying every name key of the occurrence made the link stage's state twice its size."""
+    from domain.facts import facts_from_accepted
     from domain.linking import sightings_of
 
     pipeline = Pipeline(tmp_path)
     accepted = pipeline.accept([make_report(subjects=[subject("Samantha Jones", "1996-06-20")], organisations=[])])
     facts = facts_from_accepted(accepted[0])
-    assert len(slip_keys(facts.people[0])) == 6  # the union has them (six digits masked; day 20: no swap)
     sightings = sightings_of(facts)
-    assert sightings and not any(s.key.startswith("dn:") for s in sightings)
+    assert len(sightings) == 1 + len(facts.people[0].ny_keys)  # its dob: key, and each name key
     # Each carries only the name key it is filed under (all it is compared under), not every key of its occurrence.
     assert all(s.ny_keys == ((s.key,) if s.key.startswith(("ny:", "nd:")) else ()) for s in sightings)
