@@ -424,7 +424,10 @@ class AcceptStage:
         )
 
     def _reject(self, submission: Submission, rejection: Rejection, now: datetime, attribute: bool = True) -> Verdict:
-        report_id = (submission.key or b"").decode(errors="replace")[:64]
+        """A rejection names the report id and agency the submission claimed, each cut to CLAIM_CHARS: whoever can
+        write the topic chooses them, unsigned, and a 5,000-character id passed into every store the rejection
+        and its audit event reach (PostgreSQL refuses an index entry over 2,704 bytes)."""
+        report_id = (submission.key or b"").decode(errors="replace")[:CLAIM_CHARS]
         agency = None
         if rejection.reason not in (
             "not_wire_format",
@@ -436,8 +439,8 @@ class AcceptStage:
         ):
             try:
                 _, envelope = self.codec.decode(submission.value)
-                agency = envelope.get("source_agency")
-                report_id = envelope.get("report_id", report_id)
+                agency = _claim(envelope.get("source_agency"))
+                report_id = _claim(envelope.get("report_id")) or report_id
             except CodecError:
                 pass
         attributed = None if rejection.reason in UNVERIFIED or not attribute else agency
@@ -539,6 +542,13 @@ class SourceRef(Protocol):
 
     @property
     def offset(self) -> int: ...
+
+
+CLAIM_CHARS = 64  # of a report id or an agency an unverified submission claims (a UUID is 36)
+
+
+def _claim(value: object) -> str | None:
+    return value[:CLAIM_CHARS] if isinstance(value, str) else None
 
 
 def rejection_record(

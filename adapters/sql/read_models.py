@@ -69,8 +69,17 @@ def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exceptio
 DATABASE_ERRORS, CONTENT_ERRORS = _database_errors()
 
 
+# PostgreSQL's classes of errors a value causes: 22 data exception (a NUL, a number out of range), 23 integrity
+# constraint, 54 program limit exceeded (an index entry over 2,704 bytes). psycopg raises the last as an
+# OperationalError, the class of a connection lost, so the class is read from the SQLSTATE.
+CONTENT_SQLSTATE_CLASSES = ("22", "23", "54")
+
+
 def _store_failing(exc: BaseException) -> bool:
-    return isinstance(exc, DATABASE_ERRORS) and not isinstance(exc, CONTENT_ERRORS)
+    if not isinstance(exc, DATABASE_ERRORS) or isinstance(exc, CONTENT_ERRORS):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    return not sqlstate.startswith(CONTENT_SQLSTATE_CLASSES)
 
 
 WITHDRAWAL_SCHEMAS = {"tiphub.SubjectErased": "erased", "tiphub.ReportRetracted": "retracted"}

@@ -253,3 +253,17 @@ def test_policy_explain_decides_on_the_record_the_accept_stage_keeps(stage: Acce
         assert [x["kind"] for x in mine["identifiers"]] == [x["kind"] for x in kept["identifiers"]]
         assert mine["name"] == SEALED  # sealed, never the plaintext
     assert [set(o) for o in explained["organisations"]] == [set(o) for o in accepted["organisations"]]
+
+
+def test_a_rejection_names_at_most_64_characters_of_what_an_unsigned_submission_claims(
+    stage: AcceptStage, kit: EnvelopeKit
+) -> None:
+    """A report id and an agency in a submission whose signature fails are whatever its writer chose: a rejection
+    (and its audit event) carries the first 64 characters of each, not 5,000."""
+    envelope = kit.envelope(make_report())
+    forged = {**envelope, "report_id": "r" * 5000, "source_agency": "A" * 5000}
+    key, value = kit.wire(forged)
+    [verdict] = stage.process([Submission("submitted", 0, 0, key, value, int(time.time() * 1000))])
+    assert verdict.rejected is not None and verdict.rejected["reason"] == "key_agency_mismatch"
+    assert verdict.report_id == "r" * 64 and verdict.rejected["report_id"] == "r" * 64
+    assert verdict.claimed_agency == "A" * 64
