@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,8 @@ class Database:
         if conn is not None:
             return conn
         if self.engine == "sqlite":
+            with suppress(FileExistsError):  # made 0600 from its first moment (a chmod after leaves a window)
+                os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA secure_delete=ON")  # erased keys are overwritten, not just unlinked

@@ -9,6 +9,7 @@ and the stages rebuild their state from the topics, as on a first start.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ LAYOUT = "1"  # the tables below; another value in a file means: drop them all a
 STATE_PRAGMAS = ("synchronous=NORMAL",)
 CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
 PAGE_SIZE = 16384  # bytes per page of a new state file (`_create`)
+UNREADABLE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # what makes a state file one to remove and rebuild
 TABLES = (
     "state_entries",
     "state_checkpoints",
@@ -43,6 +45,8 @@ def open_state_database(path: Path) -> Database:
     try:
         _ensure_layout(db)
     except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorname", "") not in UNREADABLE:
+            raise  # locked by another process, a full disk, an I/O error: not the file's fault, and not to delete
         log.warning(
             "state file %s is unreadable (%s): removing it; stages rebuild their state from the topics", path, exc
         )
@@ -61,7 +65,10 @@ def _create(path: Path) -> None:
     its content (rows split across pages, pages half full), on 16 KB pages 1.2 times, and a batch cost 6% less
     (benchmarks.correlator_tables at 2,000 reports). A file made before keeps its pages (`VACUUM` with the worker
     stopped, or removing it, which the topics rebuild, changes them)."""
-    if path.exists():
+    try:
+        # Made 0600 from its first moment: a descriptor opened before a chmod would keep reading what comes later.
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
         return
     made = sqlite3.connect(path)
     try:

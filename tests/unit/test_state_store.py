@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -249,3 +250,24 @@ def test_a_new_state_file_holds_the_unions_tables_in_little_more_than_their_size
     db.close()
     assert path.stat().st_size <= 1.5 * content, (path.stat().st_size, content)
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_new_state_file_is_0600_before_sqlite_writes_a_byte_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite creates a missing file 0644 (less the umask), and a chmod after it leaves a moment in which another
+    local user can open it and keep reading all the state written later (shown by an outside review)."""
+    real_connect = sqlite3.connect
+    modes: list[int] = []
+
+    def connect(path: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        modes.append(Path(path).stat().st_mode & 0o777)  # FileNotFoundError: SQLite would make it
+        return real_connect(path, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    old_umask = os.umask(0o022)
+    try:
+        open_state_database(tmp_path / "state" / "worker-0.sqlite3").close()
+    finally:
+        os.umask(old_umask)
+    assert modes and set(modes) == {0o600}
