@@ -72,6 +72,9 @@ class KafkaReader:
                 self.consumer.seek(tp, start_at[partition])
         stop = {tp: stop_at[partition] for tp, partition in zip(tps, ours, strict=True)}
         records: list[LogRecord] = await read_until(self.consumer, tps, stop)
+        # Read up to where it was asked: no fetching on past it while the restore goes on (a correlator's replay
+        # keeps its reader for minutes); the next read's assign() takes them up again.
+        self.consumer.pause(*tps)
         return records
 
 
