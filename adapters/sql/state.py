@@ -25,7 +25,9 @@ LAYOUT = "1"  # the tables below; another value in a file means: drop them all a
 STATE_PRAGMAS = ("synchronous=NORMAL",)
 CHUNK = 500  # keys per IN (...) query, well under SQLite's limit on parameters
 PAGE_SIZE = 16384  # bytes per page of a new state file (`_create`)
-UNREADABLE = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # what makes a state file one to remove and rebuild
+# What makes a state file one to remove and rebuild: SQLite's primary codes, so that the extended ones
+# (SQLITE_CORRUPT_INDEX, ...) count too.
+UNREADABLE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 TABLES = (
     "state_entries",
     "state_checkpoints",
@@ -45,7 +47,7 @@ def open_state_database(path: Path) -> Database:
     try:
         _ensure_layout(db)
     except sqlite3.DatabaseError as exc:
-        if getattr(exc, "sqlite_errorname", "") not in UNREADABLE:
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in UNREADABLE:
             raise  # locked by another process, a full disk, an I/O error: not the file's fault, and not to delete
         log.warning(
             "state file %s is unreadable (%s): removing it; stages rebuild their state from the topics", path, exc

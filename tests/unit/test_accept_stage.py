@@ -267,3 +267,14 @@ def test_a_rejection_names_at_most_64_characters_of_what_an_unsigned_submission_
     assert verdict.rejected is not None and verdict.rejected["reason"] == "key_agency_mismatch"
     assert verdict.report_id == "r" * 64 and verdict.rejected["report_id"] == "r" * 64
     assert verdict.claimed_agency == "A" * 64
+
+
+def test_every_rejection_names_at_most_64_characters_of_its_report_id() -> None:
+    """A signed retraction's report id is not checked as a UUID before the accept stage refuses it for naming no
+    report of the agency's: its rejection, too, carries at most 64 characters (review, 2026-12-06)."""
+    from streams.accept import Rejection, rejection_record
+
+    where = Submission("tip.retractions", 0, 7, None, b"", 0)
+    refused = Rejection("retraction_unknown_report", "no such report of yours")
+    record = rejection_record(where, "r" * 5000, "NZ-NIC", refused, datetime.now(UTC))
+    assert record["report_id"] == "r" * 64
