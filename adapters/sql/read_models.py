@@ -50,33 +50,26 @@ from streams.topics import Topics
 log = logging.getLogger("tiphub.read_models")
 
 
-def _database_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+def _database_errors() -> tuple[type[Exception], ...]:
     try:
         import psycopg
     except ImportError:
-        return (sqlite3.Error,), (sqlite3.DataError, sqlite3.IntegrityError)
-    return (sqlite3.Error, psycopg.Error), (
-        sqlite3.DataError,
-        sqlite3.IntegrityError,
-        psycopg.DataError,
-        psycopg.IntegrityError,
-    )
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
-# A store away or failing (the batch is read again), and of those, the errors a record's content causes (a value
-# the store refuses): the record is stepped over, as a record the folds cannot take is. Read again, it would fail
-# again, for ever, and stop every record behind it.
-DATABASE_ERRORS, CONTENT_ERRORS = _database_errors()
-
-
-# PostgreSQL's classes of errors a value causes: 22 data exception (a NUL, a number out of range), 23 integrity
-# constraint, 54 program limit exceeded (an index entry over 2,704 bytes). psycopg raises the last as an
-# OperationalError, the class of a connection lost, so the class is read from the SQLSTATE.
+# A store away or failing: the batch is read again. Except where a record's content caused it (a value the store
+# refuses): that record is stepped over, as a record the folds cannot take is; read again, it would fail again, for
+# ever, and stop every record behind it. SQLite says so by the exception's class; PostgreSQL by its SQLSTATE class:
+# 22 data exception (a NUL, a number out of range), 23 integrity constraint, 54 program limit exceeded (an index
+# entry over 2,704 bytes, which psycopg raises as an OperationalError, the class of a connection lost).
+DATABASE_ERRORS = _database_errors()
+SQLITE_CONTENT_ERRORS = (sqlite3.DataError, sqlite3.IntegrityError)
 CONTENT_SQLSTATE_CLASSES = ("22", "23", "54")
 
 
 def _store_failing(exc: BaseException) -> bool:
-    if not isinstance(exc, DATABASE_ERRORS) or isinstance(exc, CONTENT_ERRORS):
+    if not isinstance(exc, DATABASE_ERRORS) or isinstance(exc, SQLITE_CONTENT_ERRORS):
         return False
     sqlstate = getattr(exc, "sqlstate", None) or ""
     return not sqlstate.startswith(CONTENT_SQLSTATE_CLASSES)

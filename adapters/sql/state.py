@@ -79,7 +79,6 @@ def _create(path: Path) -> None:
         made.commit()
     finally:
         made.close()
-    path.chmod(0o600)
 
 
 def _ensure_layout(db: Database) -> None:
